@@ -1,0 +1,21 @@
+# skinground: Qwen2-VL grounded in quantitative SLICE-3D lesion attributes, and
+# attribute-specific image retrieval. See README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    """Every output of the workflow (grows with each stage)."""
+    default_target: True
+    input:
+        rules.split.output,
+        rules.tuples.output,

@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny SLICE-3D-format datasets written by hand, and the repo's config."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from skinground.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def jpeg_bytes(size: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_rows(n_images: int, n_patients: int, seed: int = 0) -> list[dict]:
+    """Metadata rows with every SLICE-3D column; attributes random, one malignant patient."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_images):
+        patient = i % n_patients
+        row = dict.fromkeys(METADATA_COLUMNS, "")
+        row["isic_id"] = f"ISIC_{i:07d}"
+        row["patient_id"] = f"IP_{patient:07d}"
+        row["target"] = int(patient == 0 and i % 3 == 0)
+        for col in PAPER_ATTRIBUTES:
+            row[col] = f"{rng.uniform(0.5, 30):.4f}"
+        rows.append(row)
+    return rows
+
+
+def write_slice3d(directory: Path, rows: list[dict], *, fmt: str = "hdf5",
+                  images: dict[str, bytes] | None = None, columns=METADATA_COLUMNS):
+    """Write train-metadata.csv and the images (HDF5 or JPEG folder) in SLICE-3D's format."""
+    directory.mkdir(parents=True, exist_ok=True)
+    csv_path = directory / "train-metadata.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    if images is None:
+        images = {r["isic_id"]: jpeg_bytes(61 + (k * 7) % 179, k) for k, r in enumerate(rows)}
+    if fmt == "hdf5":
+        img_path = directory / "train-image.hdf5"
+        with h5py.File(img_path, "w") as h5:
+            for key, data in images.items():
+                h5.create_dataset(key, data=np.bytes_(data))
+    else:
+        img_path = directory / "train-image" / "image"
+        img_path.mkdir(parents=True)
+        for key, data in images.items():
+            (img_path / f"{key}.jpg").write_bytes(data)
+    return csv_path, img_path
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """A valid 60-image, 12-patient dataset (HDF5)."""
+    return write_slice3d(tmp_path / "slice3d", make_rows(60, 12))
+
+
+@pytest.fixture(scope="session")
+def repo_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))

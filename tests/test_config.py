@@ -1,0 +1,63 @@
+"""config.yaml and its schema: the paper's run validates, bad configs are stopped by name."""
+
+import copy
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import update_config, validate
+
+from skinground.attributes import NUMERIC_COLUMNS, PAPER_ATTRIBUTES
+
+from conftest import REPO
+
+SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
+
+
+def check(cfg):
+    validate(copy.deepcopy(cfg), SCHEMA)
+
+
+def test_paper_config_is_valid_and_is_the_paper(repo_config):
+    check(repo_config)
+    assert list(repo_config["attributes"]) == list(PAPER_ATTRIBUTES)
+    assert repo_config["tuples"]["W"] == 5
+    assert round(repo_config["split"]["test_fraction"] * 1042) == 240
+    assert repo_config["attributes"]["tbp_lv_areaMM2"]["question"] == \
+        "What is the area of the lesion in mm²?"
+
+
+def test_demo_config_merged_is_valid(repo_config):
+    cfg = copy.deepcopy(repo_config)
+    update_config(cfg, yaml.safe_load((REPO / "profiles/demo/demo-config.yaml").read_text()))
+    check(cfg)
+    assert cfg["synthetic"]["enabled"] and cfg["run"] == "demo"
+    assert cfg["data"]["metadata"].startswith("results/demo/")
+
+
+def test_schema_knows_every_numeric_slice3d_column():
+    schema = yaml.safe_load(open(SCHEMA))
+    assert schema["properties"]["attributes"]["propertyNames"]["enum"] == list(NUMERIC_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "named"),
+    [
+        (lambda c: c["tuples"].update(W="five"), "five"),
+        (lambda c: c["split"].update(test_fraction=1.5), "1.5"),
+        (lambda c: c["split"].update(sede=3), "sede"),
+        (lambda c: c.update(trian={}), "trian"),
+        (lambda c: c["attributes"].update(tbp_lv_areaMM={"question": "?", "label": "x",
+                                                         "decimals": 2}), "tbp_lv_areaMM"),
+        (lambda c: c["attributes"]["tbp_lv_A"].update(decimals="2"), "'2'"),
+        (lambda c: c["data"].pop("images"), "images"),
+    ],
+    ids=["wrong-type", "out-of-range", "unknown-key", "unknown-section", "unknown-attribute",
+         "attribute-field-type", "missing-key"],
+)
+def test_bad_config_is_rejected_naming_the_key(repo_config, mutate, named):
+    cfg = copy.deepcopy(repo_config)
+    mutate(cfg)
+    with pytest.raises(WorkflowError) as err:
+        check(cfg)
+    assert named in str(err.value)

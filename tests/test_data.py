@@ -1,0 +1,129 @@
+"""The SLICE-3D reader: metadata, the two image layouts, and every bad-input error."""
+
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+
+from skinground.attributes import PAPER_ATTRIBUTES
+from skinground.data import DataError, build_manifest, open_images, read_metadata
+
+from conftest import REPO, make_rows, write_slice3d
+
+ATTRS = list(PAPER_ATTRIBUTES)
+
+
+def test_manifest_has_ids_patients_and_float_attributes(dataset):
+    csv_path, images = dataset
+    frame, report = build_manifest(csv_path, images, ATTRS, zero_is_missing=[],
+                                   verify_decode=True)
+    assert frame.columns == ["isic_id", "patient_id", "target", *ATTRS]
+    assert frame.height == 60 and report["images"] == 60 and report["patients"] == 12
+    assert all(frame[c].dtype == pl.Float64 for c in ATTRS)
+    assert report["malignant"] == int(frame["target"].sum()) > 0
+
+
+def test_hdf5_and_jpeg_folder_give_the_same_images(tmp_path):
+    rows = make_rows(6, 2)
+    _, h5 = write_slice3d(tmp_path / "a", rows, fmt="hdf5")
+    _, folder = write_slice3d(tmp_path / "b", rows, fmt="jpeg")
+    with open_images(h5) as a, open_images(folder) as b:
+        assert a.ids() == b.ids() == {r["isic_id"] for r in rows}
+        for r in rows:
+            assert a.read_bytes(r["isic_id"]) == b.read_bytes(r["isic_id"])
+            img = a.read(r["isic_id"])
+            assert img.mode == "RGB" and img.size[0] == img.size[1]
+            assert np.array_equal(np.asarray(img), np.asarray(b.read(r["isic_id"])))
+
+
+def test_missing_column_names_column_and_file(tmp_path):
+    rows = make_rows(4, 2)
+    columns = [c for c in rows[0] if c != "tbp_lv_deltaB"]
+    csv_path, _ = write_slice3d(tmp_path, rows, columns=columns)
+    with pytest.raises(DataError, match=r"train-metadata\.csv.*tbp_lv_deltaB"):
+        read_metadata(csv_path, ATTRS)
+
+
+def test_image_missing_names_first_ids_and_count(tmp_path):
+    rows = make_rows(20, 4)
+    csv_path, h5 = write_slice3d(tmp_path, rows, images={
+        r["isic_id"]: b"" for r in rows[:10]})  # placeholders: only existence is checked
+    with pytest.raises(DataError, match=r"no image for ISIC_0000010, .*\(10 in all\)"):
+        build_manifest(csv_path, h5, ATTRS, zero_is_missing=[], verify_decode=False)
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "jpeg"])
+def test_corrupt_jpeg_names_the_id(tmp_path, fmt):
+    rows = make_rows(5, 2)
+    from conftest import jpeg_bytes
+    images = {r["isic_id"]: jpeg_bytes(64, i) for i, r in enumerate(rows)}
+    images["ISIC_0000003"] = images["ISIC_0000003"][:200]  # truncated
+    csv_path, img = write_slice3d(tmp_path, rows, fmt=fmt, images=images)
+    with pytest.raises(DataError, match="corrupt image ISIC_0000003"):
+        build_manifest(csv_path, img, ATTRS, zero_is_missing=[], verify_decode=True)
+    images["ISIC_0000003"] = b"not a jpeg at all"
+    with open_images(write_slice3d(tmp_path / "g", rows, fmt=fmt, images=images)[1]) as store:
+        with pytest.raises(DataError, match="corrupt image ISIC_0000003"):
+            store.read("ISIC_0000003")
+
+
+def test_duplicated_id_is_named(tmp_path):
+    rows = make_rows(6, 2)
+    rows[4]["isic_id"] = rows[1]["isic_id"]
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    with pytest.raises(DataError, match="duplicated isic_id ISIC_0000001"):
+        read_metadata(csv_path, ATTRS)
+
+
+def test_non_numeric_value_names_column_and_line(tmp_path):
+    rows = make_rows(6, 2)
+    rows[3]["tbp_lv_A"] = "12,5"
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    with pytest.raises(DataError, match=r"column tbp_lv_A: line 5: '12,5'"):
+        read_metadata(csv_path, ATTRS)
+
+
+def test_empty_patient_is_named(tmp_path):
+    rows = make_rows(6, 2)
+    rows[2]["patient_id"] = ""
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    with pytest.raises(DataError, match="empty patient_id on line.* 4"):
+        read_metadata(csv_path, ATTRS)
+
+
+def test_missing_values_policy_and_counts(tmp_path):
+    rows = make_rows(10, 2)
+    rows[0]["tbp_lv_areaMM2"] = ""
+    rows[1]["tbp_lv_areaMM2"] = "0"
+    rows[2]["tbp_lv_areaMM2"] = "NaN"
+    rows[3]["tbp_lv_deltaB"] = "0.0"  # 0 is a real value for a contrast
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    frame, report = read_metadata(csv_path, ATTRS, zero_is_missing=["tbp_lv_areaMM2"])
+    area = frame["tbp_lv_areaMM2"]
+    assert area[:3].is_null().all() and area[3:].is_not_null().all()
+    assert frame["tbp_lv_deltaB"][3] == 0.0
+    assert report["missing"]["tbp_lv_areaMM2"] == {"empty_or_nan": 2, "zero": 1, "total": 3}
+    assert report["missing"]["tbp_lv_deltaB"]["total"] == 0
+    # Without the policy, the zero stays a value.
+    frame, _ = read_metadata(csv_path, ATTRS, zero_is_missing=[])
+    assert frame["tbp_lv_areaMM2"][1] == 0.0
+
+
+def test_manifest_script_fails_cleanly_and_writes_nothing(tmp_path):
+    rows = make_rows(6, 2)
+    rows[5]["isic_id"] = rows[0]["isic_id"]
+    csv_path, h5 = write_slice3d(tmp_path, rows)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "workflow/scripts/manifest.py"), "--metadata", str(csv_path),
+         "--images", str(h5), "--data", '{"zero_is_missing": [], "verify_decode": true}',
+         "--attributes", '["tbp_lv_A"]', "--manifest", str(out / "manifest.parquet"),
+         "--report", str(out / "report.json")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 1
+    assert "duplicated isic_id ISIC_0000000" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir())

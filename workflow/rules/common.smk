@@ -1,0 +1,47 @@
+# Shared by every stage: config validation, paths, and the helpers rules use to declare
+# what they depend on (config sections as params, library modules as inputs).
+
+import json
+import os
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+SRC = Path(workflow.basedir)
+RUN = config["run"]
+RESULTS = f"results/{RUN}"
+ATTRIBUTES = list(config["attributes"])
+
+# Scripts import the library from this checkout (jobs inherit the environment, and a cluster
+# job parses this file again), so no install step is needed where a rule runs.
+_paths = [str(SRC / "workflow")] + os.environ.get("PYTHONPATH", "").split(os.pathsep)
+os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in _paths if p))
+
+
+def res(path):
+    """A path under results/<run>/."""
+    return f"{RESULTS}/{path}"
+
+
+def section(*keys):
+    """Config sections as one JSON string: a rule's params, so that a change to exactly
+    these sections (and no other) reruns the rule."""
+    if len(keys) == 1:
+        return json.dumps(config[keys[0]], sort_keys=True)
+    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+
+
+def script(name):
+    """The entry point of a rule, in workflow/scripts/."""
+    return str(SRC / "workflow" / "scripts" / f"{name}.py")
+
+
+def code(script_name, *modules):
+    """The files whose edits must rerun a rule: its script and the skinground modules it
+    imports (Snakemake does not see edits to imported modules by itself)."""
+    lib = SRC / "workflow" / "skinground"
+    return [script(script_name), str(lib / "__init__.py"), str(lib / "cli.py"),
+            str(lib / "io.py")] + [str(lib / f"{m}.py") for m in modules]

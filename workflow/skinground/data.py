@@ -1,0 +1,273 @@
+"""Reading SLICE-3D: the metadata table (polars) and the images (HDF5 or a JPEG folder).
+
+The metadata is ``train-metadata.csv`` (one row per image, ``isic_id``, ``patient_id``,
+``target`` and the numeric ``tbp_lv_*`` measurements). Images come either as
+``train-image.hdf5`` (key = ``isic_id``, value = JPEG bytes) or as a folder of
+``<isic_id>.jpg`` files; :func:`open_images` returns the same lazy API for both, so the
+whole HDF5 file is never held in memory.
+
+Missing attribute values. SLICE-3D leaves some measurements empty and writes 0 for others
+that could not be measured. A value is *missing* when it is empty/NaN, or when it is exactly
+0 and its column is listed in ``data.zero_is_missing``. Missing values become nulls in the
+manifest; the (image, attribute) pair is then excluded from tuple sampling and evaluation,
+and the counts are written to the data report and the log.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image, UnidentifiedImageError
+
+from .attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
+
+log = logging.getLogger(__name__)
+
+#: How many offending ids or rows an error message names before it summarises.
+SHOW = 5
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file and the column, row or id."""
+
+
+def _preview(items: list) -> str:
+    shown = ", ".join(str(i) for i in items[:SHOW])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > SHOW else f" ({len(items)})")
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def read_metadata(
+    csv_path: str | Path,
+    attributes: Iterable[str],
+    zero_is_missing: Iterable[str] = (),
+) -> tuple[pl.DataFrame, dict]:
+    """Read ``train-metadata.csv`` into the manifest: ids, patient, target and attributes.
+
+    Returns the frame (attribute columns Float64, null = missing) and a report with the
+    missing-value counts per attribute. Raises :class:`DataError` naming the file and the
+    column/row/id for: a missing column, an empty id or patient, a duplicated ``isic_id``,
+    a non-numeric attribute or target value.
+    """
+    path = Path(csv_path)
+    attributes = list(attributes)
+    zero_is_missing = set(zero_is_missing)
+    if not path.is_file():
+        raise DataError(f"metadata file not found: {path}")
+    wanted = [ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN, *attributes]
+    header = pl.read_csv(path, n_rows=0).columns
+    missing_cols = [c for c in wanted if c not in header]
+    if missing_cols:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing_cols)}")
+
+    # Read the needed columns as text, then convert with our own checks, so that a bad
+    # cell is reported by column and line instead of a parser's type-inference error.
+    raw = pl.read_csv(
+        path, columns=wanted, schema_overrides={c: pl.String for c in wanted},
+        infer_schema=False,
+    ).with_row_index("_line", offset=2)  # line 1 is the header
+
+    for col in (ID_COLUMN, PATIENT_COLUMN):
+        empty = raw.filter(pl.col(col).is_null() | (pl.col(col).str.strip_chars() == ""))
+        if empty.height:
+            raise DataError(f"{path}: empty {col} on line(s) {_preview(empty['_line'].to_list())}")
+
+    dup = raw.group_by(ID_COLUMN).len().filter(pl.col("len") > 1).sort(ID_COLUMN)
+    if dup.height:
+        raise DataError(f"{path}: duplicated {ID_COLUMN} {_preview(dup[ID_COLUMN].to_list())}")
+
+    numeric = [TARGET_COLUMN, *attributes]
+    for col in numeric:
+        text = pl.col(col).str.strip_chars()
+        blank = text.is_null() | text.str.to_lowercase().is_in(["", "nan", "na"])
+        bad = raw.filter(text.cast(pl.Float64, strict=False).is_null() & ~blank)
+        if bad.height:
+            examples = [f"line {ln}: {v!r}" for ln, v in bad.select("_line", col).iter_rows()]
+            raise DataError(f"{path}: non-numeric value in column {col}: {_preview(examples)}")
+    frame = raw.with_columns(
+        pl.col(c).str.strip_chars().cast(pl.Float64, strict=False) for c in numeric
+    )
+    target = pl.col(TARGET_COLUMN)
+    bad_target = frame.filter(target.is_null() | ~target.is_in([0.0, 1.0]))
+    if bad_target.height:
+        raise DataError(
+            f"{path}: column {TARGET_COLUMN} must be 0 or 1, not on line(s) "
+            f"{_preview(bad_target['_line'].to_list())}"
+        )
+
+    report: dict = {"metadata": str(path), "images": frame.height, "missing": {}}
+    for col in attributes:
+        values = frame[col]
+        n_nan = int(values.is_null().sum() + values.is_nan().sum())
+        n_zero = int((values == 0).sum()) if col in zero_is_missing else 0
+        report["missing"][col] = {"empty_or_nan": n_nan, "zero": n_zero, "total": n_nan + n_zero}
+    frame = frame.with_columns(
+        pl.when(pl.col(c).is_nan() | ((pl.col(c) == 0) & (c in zero_is_missing)))
+        .then(None).otherwise(pl.col(c)).alias(c)
+        for c in attributes
+    )
+    frame = frame.select(
+        pl.col(ID_COLUMN).str.strip_chars(),
+        pl.col(PATIENT_COLUMN).str.strip_chars(),
+        pl.col(TARGET_COLUMN).cast(pl.Int8),
+        *attributes,
+    )
+    report["patients"] = frame[PATIENT_COLUMN].n_unique()
+    report["malignant"] = int(frame[TARGET_COLUMN].sum())
+    for col, m in report["missing"].items():
+        if m["total"]:
+            log.info("%s: %d missing (%d empty/NaN, %d zero)", col, m["total"],
+                     m["empty_or_nan"], m["zero"])
+    return frame, report
+
+
+# --------------------------------------------------------------------------- images
+
+
+class ImageStore:
+    """Lazy access to SLICE-3D images by ``isic_id``; use as a context manager."""
+
+    source: Path
+
+    def ids(self) -> set[str]:
+        raise NotImplementedError
+
+    def read_bytes(self, isic_id: str) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def read(self, isic_id: str) -> Image.Image:
+        """Decode one image to RGB; a corrupt or truncated JPEG raises DataError naming it."""
+        data = self.read_bytes(isic_id)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return img.convert("RGB")
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            raise DataError(f"{self.source}: corrupt image {isic_id}: {exc}") from exc
+
+    def __enter__(self) -> ImageStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class HDF5Images(ImageStore):
+    """``train-image.hdf5``: one dataset per ``isic_id`` holding the JPEG bytes.
+
+    The file is opened on first use (so the store can be handed to worker processes)
+    and datasets are read one at a time.
+    """
+
+    def __init__(self, path: str | Path):
+        self.source = Path(path)
+        if not self.source.is_file():
+            raise DataError(f"image file not found: {self.source}")
+        self._file = None
+
+    def _h5(self):
+        if self._file is None:
+            import h5py
+
+            try:
+                self._file = h5py.File(self.source, "r")
+            except OSError as exc:
+                raise DataError(f"{self.source}: not a readable HDF5 file: {exc}") from exc
+        return self._file
+
+    def ids(self) -> set[str]:
+        return set(self._h5().keys())
+
+    def read_bytes(self, isic_id: str) -> bytes:
+        try:
+            value = self._h5()[isic_id][()]
+        except KeyError as exc:
+            raise DataError(f"{self.source}: no image for {isic_id}") from exc
+        if isinstance(value, np.ndarray):
+            return value.tobytes()
+        if isinstance(value, np.void):
+            return value.tobytes()
+        return bytes(value)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __getstate__(self):
+        return {"source": self.source, "_file": None}
+
+
+class JpegFolderImages(ImageStore):
+    """A folder of ``<isic_id>.jpg`` files (SLICE-3D's ``train-image/image/``)."""
+
+    def __init__(self, path: str | Path):
+        self.source = Path(path)
+        if not self.source.is_dir():
+            raise DataError(f"image folder not found: {self.source}")
+
+    def ids(self) -> set[str]:
+        return {p.stem for p in self.source.glob("*.jpg")}
+
+    def read_bytes(self, isic_id: str) -> bytes:
+        try:
+            return (self.source / f"{isic_id}.jpg").read_bytes()
+        except FileNotFoundError as exc:
+            raise DataError(f"{self.source}: no image for {isic_id}") from exc
+
+
+def open_images(path: str | Path) -> ImageStore:
+    """The image store at ``path``: an ``.hdf5``/``.h5`` file or a folder of JPEGs."""
+    p = Path(path)
+    if p.is_dir():
+        return JpegFolderImages(p)
+    if p.suffix.lower() in (".hdf5", ".h5"):
+        return HDF5Images(p)
+    raise DataError(f"images must be an .hdf5 file or a folder of .jpg files: {p}")
+
+
+def check_images(store: ImageStore, ids: Iterable[str], *, decode: bool) -> None:
+    """Every id has an image (else DataError naming the first few and the count);
+    with ``decode``, every image decodes (else DataError naming the id)."""
+    ids = list(ids)
+    available = store.ids()
+    absent = sorted(i for i in ids if i not in available)
+    if absent:
+        raise DataError(f"{store.source}: no image for {_preview(absent)}")
+    if decode:
+        for isic_id in iter_progress(ids, "decoding images"):
+            store.read(isic_id)
+
+
+def iter_progress(items: list, what: str, every: int = 10) -> Iterator:
+    """Yield items, logging progress ``every`` percent (for the rule's log)."""
+    n = len(items)
+    step = max(1, n * every // 100)
+    for i, item in enumerate(items, 1):
+        yield item
+        if i % step == 0 or i == n:
+            log.info("%s: %d/%d", what, i, n)
+
+
+def build_manifest(
+    metadata: str | Path, images: str | Path, attributes: list[str], *,
+    zero_is_missing: Iterable[str], verify_decode: bool,
+) -> tuple[pl.DataFrame, dict]:
+    """The data stage: read and check the metadata, then check that every image is there
+    (and decodes, with ``verify_decode``). Returns the manifest and the data report."""
+    frame, report = read_metadata(metadata, attributes, zero_is_missing)
+    with open_images(images) as store:
+        check_images(store, frame[ID_COLUMN].to_list(), decode=verify_decode)
+        report["image_source"] = str(store.source)
+    report["verified_decode"] = verify_decode
+    return frame, report
