@@ -2,7 +2,6 @@
 # what they depend on (config sections as params, library modules as inputs).
 
 import json
-import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -14,11 +13,15 @@ SRC = Path(workflow.basedir)
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
 ATTRIBUTES = list(config["attributes"])
+CPU_ENV = str(SRC / "envs" / "cpu.yaml")
 
-# Scripts import the library from this checkout (jobs inherit the environment, and a cluster
-# job parses this file again), so no install step is needed where a rule runs.
-_paths = [str(SRC / "workflow")] + os.environ.get("PYTHONPATH", "").split(os.pathsep)
-os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in _paths if p))
+# Scripts import the library from this checkout, so no install step is needed where a rule
+# runs (a cluster node, a conda environment).
+shell.prefix(
+    "set -euo pipefail; export PYTHONPATH="
+    + str(SRC / "workflow")
+    + "${{PYTHONPATH:+:$PYTHONPATH}}; "
+)
 
 
 def res(path):

@@ -14,6 +14,8 @@ if config["synthetic"]["enabled"]:
             synthetic=section("synthetic"),
         log:
             res("logs/synthetic_data.log"),
+        conda:
+            CPU_ENV
         benchmark:
             res("benchmarks/synthetic_data.tsv")
         shell:
@@ -36,6 +38,8 @@ rule manifest:
         attributes=json.dumps(ATTRIBUTES),
     log:
         res("logs/manifest.log"),
+    conda:
+        CPU_ENV
     benchmark:
         res("benchmarks/manifest.tsv")
     shell:
@@ -57,6 +61,8 @@ rule split:
         split=section("split"),
     log:
         res("logs/split.log"),
+    conda:
+        CPU_ENV
     shell:
         "python {input.code[0]} --manifest {input.manifest} --split {params.split:q}"
         " --train {output.train} --test {output.test} --summary {output.summary}"
@@ -77,6 +83,8 @@ rule tuples:
         tuples=section("tuples"),
     log:
         res("logs/tuples.log"),
+    conda:
+        CPU_ENV
     benchmark:
         res("benchmarks/tuples.tsv")
     shell:
