@@ -11,6 +11,7 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
 
 
 rule all:
@@ -19,3 +20,4 @@ rule all:
     input:
         rules.split.output,
         rules.tuples.output,
+        rules.r2.output,

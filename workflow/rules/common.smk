@@ -14,6 +14,14 @@ RUN = config["run"]
 RESULTS = f"results/{RUN}"
 ATTRIBUTES = list(config["attributes"])
 CPU_ENV = str(SRC / "envs" / "cpu.yaml")
+GPU_ENV = str(SRC / "envs" / "gpu.yaml")
+QUESTIONS = [a["question"] for a in config["attributes"].values()]
+QUESTION_OF = {name: {"question": a["question"]} for name, a in config["attributes"].items()}
+LABEL_OF = {name: {"label": a["label"]} for name, a in config["attributes"].items()}
+# The processor's pixel budget: what the training and every model-using rule depend on.
+PIXELS = json.dumps(
+    {k: config["model"][k] for k in ("image_size", "min_pixels", "max_pixels")}, sort_keys=True
+)
 
 # Scripts import the library from this checkout, so no install step is needed where a rule
 # runs (a cluster node, a conda environment).
