@@ -54,5 +54,5 @@ def code(script_name, *modules):
     """The files whose edits must rerun a rule: its script and the skinground modules it
     imports (Snakemake does not see edits to imported modules by itself)."""
     lib = SRC / "workflow" / "skinground"
-    return [script(script_name), str(lib / "__init__.py"), str(lib / "cli.py"),
-            str(lib / "io.py")] + [str(lib / f"{m}.py") for m in modules]
+    shared = ("__init__", "cli", "errors", "io")
+    return [script(script_name)] + [str(lib / f"{m}.py") for m in (*shared, *modules)]

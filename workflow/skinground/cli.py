@@ -33,14 +33,12 @@ def setup_logging() -> None:
 
 def main(run) -> None:
     """Run ``run()``; a known input error ends the process with its message, not a trace."""
-    from .data import DataError
-    from .split import SplitError
-    from .tuples import TupleError
+    from .errors import InputError
 
     setup_logging()
     try:
         run()
-    except (DataError, SplitError, TupleError) as exc:
+    except InputError as exc:
         logging.getLogger("skinground").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

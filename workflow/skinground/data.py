@@ -25,6 +25,7 @@ import polars as pl
 from PIL import Image, UnidentifiedImageError
 
 from .attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 SHOW = 5
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Bad input data: the message names the file and the column, row or id."""
 
 

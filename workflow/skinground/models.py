@@ -42,6 +42,7 @@ from transformers import (
 from transformers.image_utils import SizeDict, make_flat_list_of_images
 from transformers.processing_utils import ProcessorMixin
 
+from skinground.errors import InputError
 from skinground.io import atomic_path
 
 #: Qwen2's pre-tokenizer split; ``\p{N}`` alone makes every digit its own token.
@@ -97,7 +98,7 @@ _TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 _IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A model directory is missing, incomplete, or holds the wrong kind of model."""
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import polars as pl
 
 from .attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
+from .errors import InputError
 
 
-class SplitError(ValueError):
+class SplitError(InputError):
     pass
 
 

@@ -14,9 +14,10 @@ import numpy as np
 import polars as pl
 
 from .attributes import ID_COLUMN, format_answer
+from .errors import InputError
 
 
-class TupleError(ValueError):
+class TupleError(InputError):
     pass
 
 
