@@ -1,0 +1,123 @@
+"""skinground.metrics: answer parsing, R², and the per-(model, attribute) R² table."""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import r2_score as sk_r2
+
+from skinground.metrics import markdown_table, parse_number, r2_score, r2_table, train_means
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("-0.5", -0.5), ("+3", 3.0), ("42", 42.0), ("1e3", 1000.0), ("2.5E-1", 0.25),
+    ("12.5 mm²", 12.5), ("  7 ", 7.0), ("7<|im_end|>", 7.0), (" 7 <|im_end|><|endoftext|>", 7.0),
+    ("3.00\nThe area is", 3.0),
+    ("1.2.3", None), ("abc", None), ("", None), ("   ", None), ("12.5abc", None),
+    ("nan", None), ("NaN", None), ("inf", None), ("-inf", None), ("1e999", None),
+    (".5", None), ("7.", None), ("about 7", None), ("7,5", None), ("<|im_end|>", None),
+    (None, None),
+])
+def test_parse_number(text, expected):
+    got = parse_number(text)
+    assert got == expected and (got is None or isinstance(got, float))
+
+
+def test_r2_matches_sklearn_on_random_data():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 10, 500):
+        y = rng.normal(5, 3, n)
+        for pred in (y + rng.normal(0, 1, n), rng.normal(0, 10, n), np.full(n, y.mean())):
+            assert r2_score(y, pred) == pytest.approx(sk_r2(y, pred), rel=1e-12, abs=1e-12)
+    assert r2_score([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 1.0
+
+
+def test_r2_undefined_is_nan():
+    assert math.isnan(r2_score([], []))
+    assert math.isnan(r2_score([1.0], [1.0]))
+    assert math.isnan(r2_score([2.0, 2.0, 2.0], [2.0, 2.0, 2.0]))  # sklearn: 1.0
+    assert math.isnan(r2_score([2.0, 2.0], [1.0, 3.0]))  # sklearn: 0.0
+    with pytest.raises(ValueError):
+        r2_score([1.0, 2.0], [1.0])
+
+
+def _truth() -> pl.DataFrame:
+    return pl.DataFrame({
+        "isic_id": ["i1", "i2", "i3", "i4", "t1", "t2"],
+        "a": [1.0, 2.0, 3.0, None, 10.0, 20.0],       # i4: missing truth
+        "b": [0.0, 4.0, float("nan"), 8.0, 1.0, 3.0],  # i3: NaN counts as missing
+    })
+
+
+def _predictions() -> pl.DataFrame:
+    rows = [
+        ("tuned", "i1", "a", 1.0), ("tuned", "i2", "a", 2.0), ("tuned", "i3", "a", None),
+        ("tuned", "i4", "a", 99.0),
+        ("tuned", "i1", "b", 0.0), ("tuned", "i2", "b", 4.0), ("tuned", "i3", "b", 5.0),
+        ("tuned", "i4", "b", 6.0),
+        ("untuned", "i1", "a", None), ("untuned", "i2", "a", None), ("untuned", "i3", "a", 3.0),
+    ]
+    return pl.DataFrame(rows, schema={"model": pl.String, "isic_id": pl.String,
+                                      "attribute": pl.String, "value": pl.Float64},
+                        orient="row")
+
+
+def test_train_means_skip_missing():
+    means = train_means(_truth(), ["t1", "t2", "i4"], ["a", "b"])
+    assert means == {"a": 15.0, "b": 4.0}
+
+
+def test_r2_table_counts_unparsable_and_reports_both_r2():
+    table = r2_table(_predictions(), _truth(), {"a": 2.0, "b": 4.0})
+    assert table.columns == ["model", "attribute", "n", "n_unparsable", "r2_parsed",
+                             "r2_filled"]
+    rows = {(r["model"], r["attribute"]): r for r in table.iter_rows(named=True)}
+    assert list(rows) == [("tuned", "a"), ("tuned", "b"), ("untuned", "a")]
+    # tuned/a: truth 1,2,3 (i4 missing -> excluded); i3 unparsable.
+    ta = rows["tuned", "a"]
+    assert (ta["n"], ta["n_unparsable"]) == (3, 1)
+    assert ta["r2_parsed"] == 1.0                         # (1,2) predicted exactly
+    assert ta["r2_filled"] == pytest.approx(1 - 1 / 2)    # i3 filled with 2: SS_res 1, SS_tot 2
+    # tuned/b: truth 0,4,8 (i3 NaN -> excluded); all parsed: preds 0,4,6.
+    tb = rows["tuned", "b"]
+    assert (tb["n"], tb["n_unparsable"]) == (3, 0)
+    assert tb["r2_parsed"] == tb["r2_filled"] == pytest.approx(1 - 4 / 32)
+    # untuned/a: 2 of 3 unparsable; one parsed value -> R² undefined; filled: 2, 2, 3.
+    ua = rows["untuned", "a"]
+    assert (ua["n"], ua["n_unparsable"]) == (3, 2)
+    assert math.isnan(ua["r2_parsed"])
+    assert ua["r2_filled"] == pytest.approx(1 - 1 / 2)
+
+
+def test_r2_table_rejects_inconsistent_inputs():
+    preds = _predictions()
+    with pytest.raises(ValueError, match="train mean"):
+        r2_table(preds, _truth(), {"a": 2.0})
+    with pytest.raises(ValueError, match="duplicated"):
+        r2_table(pl.concat([preds, preds.head(1)]), _truth(), {"a": 2.0, "b": 4.0})
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        r2_table(preds, _truth().filter(pl.col("isic_id") != "i1"), {"a": 2.0, "b": 4.0})
+
+
+def test_markdown_table():
+    table = r2_table(_predictions(), _truth(), {"a": 2.0, "b": 4.0})
+    md = markdown_table(table).splitlines()
+    assert md[0] == "| model | attribute | n | n_unparsable | r2_parsed | r2_filled |"
+    assert md[1] == "|---|---|---:|---:|---:|---:|"
+    assert md[2] == "| tuned | a | 3 | 1 | 1.000 | 0.500 |"
+    assert md[4] == "| untuned | a | 3 | 2 | n/a | 0.500 |"
+
+
+def test_fig2_draws_clipped_nan_and_unparsable(tmp_path):
+    from skinground.figures import fig2_r2
+
+    table = pl.DataFrame({
+        "model": ["tuned", "tuned", "untuned", "untuned"], "attribute": ["a", "b", "a", "b"],
+        "n": [3, 3, 3, 3], "n_unparsable": [0, 1, 3, 0],
+        "r2_parsed": [0.9, 0.5, math.nan, -7.5], "r2_filled": [0.9, 0.4, math.nan, -7.5],
+    })
+    fig2_r2(table, {"a": "area", "b": "ΔB"}, tmp_path / "f.pdf", tmp_path / "f.png")
+    assert (tmp_path / "f.pdf").stat().st_size > 1000
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]

@@ -1,0 +1,205 @@
+"""skinground.predict and the Fig. 2 scripts: batched left-padded generation on the untuned
+tiny Qwen2-VL, the predict script on a tiny HDF5 store, and the R² script's outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from PIL import Image
+
+from skinground import models
+from skinground.metrics import parse_number
+from skinground.predict import generate_answers, generate_batch
+
+from conftest import REPO, jpeg_bytes
+
+SIZES = ((61, 61), (131, 100), (200, 239))  # (height, width): 4, 20 and 63 image tokens
+
+
+def rgb(height: int, width: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+class MemoryStore:
+    def __init__(self, images: dict[str, Image.Image]):
+        self.images = images
+        self.reads: list[str] = []
+
+    def read(self, isic_id: str) -> Image.Image:
+        self.reads.append(isic_id)
+        return self.images[isic_id]
+
+
+@pytest.fixture(scope="module")
+def attributes(repo_config) -> dict:
+    return repo_config["attributes"]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, attributes):
+    corpus = [spec["question"] for spec in attributes.values()]
+    corpus += [f"{v:.2f}" for v in np.linspace(-40, 300, 30)]
+    return models.build_tiny_qwen2vl(tmp_path_factory.mktemp("predict") / "qwen2vl",
+                                     corpus=corpus, image_size=112)
+
+
+@pytest.fixture(scope="module")
+def native(tiny_base):
+    """The tiny model with a native-resolution budget: images of different sizes give
+    different numbers of image tokens, so a batch needs real left padding."""
+    return models.load_mllm(tiny_base, min_pixels=3136, max_pixels=262144)
+
+
+@pytest.mark.parametrize("budget", ["native", "square"])
+def test_batched_left_padded_equals_one_at_a_time(tiny_base, native, attributes, budget):
+    model, processor = native if budget == "native" else models.load_mllm(tiny_base,
+                                                                          image_size=112)
+    three = dict(list(attributes.items())[:3])
+    store = MemoryStore({f"ISIC_{k}": rgb(h, w, k) for k, (h, w) in enumerate(SIZES)})
+    ids = list(store.images)
+    batched = generate_answers(model, processor, store, ids, three, batch_size=4,
+                               max_new_tokens=6)
+    single = generate_answers(model, processor, store, ids, three, batch_size=1,
+                              max_new_tokens=6)
+    assert batched.equals(single)
+    assert batched.height == len(ids) * len(three)
+    assert batched["isic_id"].to_list() == [i for i in ids for _ in three]
+    assert batched["attribute"].to_list() == list(three) * len(ids)
+    assert processor.tokenizer.padding_side == "right"  # restored
+    assert batched.schema == {"isic_id": pl.String, "attribute": pl.String,
+                              "answer": pl.String, "value": pl.Float64}
+    assert batched["value"].to_list() == [parse_number(t) for t in batched["answer"]]
+
+
+def test_left_padded_logits_match_single(native, attributes):
+    """The premise of batching: with left padding, each row's next-token logits equal the
+    unpadded sequence's."""
+    model, processor = native
+    questions = [spec["question"] for spec in list(attributes.values())[:3]]
+    images = [rgb(h, w, k) for k, (h, w) in enumerate(SIZES)]
+    prompts = [models.chat_prompt(processor, q) for q in questions]
+    processor.tokenizer.padding_side = "left"
+    try:
+        batch = processor(images=images, text=prompts, padding=True, return_tensors="pt")
+    finally:
+        processor.tokenizer.padding_side = "right"
+    lengths = batch["attention_mask"].sum(1)
+    assert len(set(lengths.tolist())) == 3  # real padding
+    with torch.no_grad():
+        last = model(**batch).logits[:, -1]
+        for k, (im, prompt) in enumerate(zip(images, prompts, strict=True)):
+            one = processor(images=[im], text=[prompt], return_tensors="pt")
+            torch.testing.assert_close(last[k], model(**one).logits[0, -1], atol=1e-4,
+                                       rtol=1e-4)
+
+
+def test_generate_batch_returns_only_new_text(native):
+    model, processor = native
+    out = generate_batch(model, processor, [rgb(80, 80, 0)], ["What is the area?"],
+                         max_new_tokens=3)
+    assert len(out) == 1 and "assistant" not in out[0] and "<|" not in out[0]
+
+
+def test_predict_script_end_to_end(tmp_path, tiny_base, attributes):
+    h5 = tmp_path / "train-image.hdf5"
+    ids = ["ISIC_0000003", "ISIC_0000001", "ISIC_0000002", "ISIC_0000000"]
+    with h5py.File(h5, "w") as f:
+        for k, isic_id in enumerate(ids):
+            f.create_dataset(isic_id, data=np.bytes_(jpeg_bytes(61 + 40 * k, k)))
+    test_ids = tmp_path / "test.txt"
+    test_ids.write_text("\n".join(ids) + "\n")
+    two = dict(list(attributes.items())[:2])
+    out = tmp_path / "pred" / "untuned.parquet"
+    cmd = [sys.executable, str(REPO / "workflow/scripts/predict.py"), "--base", str(tiny_base),
+           "--images", str(h5), "--test-ids", str(test_ids),
+           "--model", json.dumps({"image_size": None, "min_pixels": 3136,
+                                  "max_pixels": 262144}),
+           "--attributes", json.dumps(two),
+           "--predict", json.dumps({"max_test_images": 3, "batch_size": 4,
+                                    "max_new_tokens": 4}),
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    pred = pl.read_parquet(out)
+    assert pred.columns == ["model", "isic_id", "attribute", "answer", "value"]
+    assert pred.height == 3 * 2
+    assert pred["model"].unique().to_list() == ["untuned"]
+    assert pred["isic_id"].unique(maintain_order=True).to_list() == sorted(ids)[:3]
+    assert "unparsable" in proc.stderr
+    assert not list(out.parent.glob(".*.tmp"))
+
+
+def _fabricated(tmp_path, attributes):
+    """A manifest (train + test rows) and tuned/untuned predictions with known R²."""
+    rng = np.random.default_rng(0)
+    attrs = list(attributes)
+    train = [f"ISIC_1{i:06d}" for i in range(30)]
+    test = [f"ISIC_2{i:06d}" for i in range(20)]
+    values = rng.normal(10, 3, (50, len(attrs)))
+    values[35, 0] = np.nan  # a missing test truth
+    manifest = pl.DataFrame({"isic_id": train + test, "patient_id": ["IP_1"] * 50,
+                             "target": [0] * 50,
+                             **{a: values[:, k] for k, a in enumerate(attrs)}})
+    manifest = manifest.with_columns(pl.col(a).fill_nan(None) for a in attrs)
+    truth = values[30:]
+    rows = []
+    for k, a in enumerate(attrs):
+        for j, isic_id in enumerate(test):
+            t = 0.0 if np.isnan(truth[j, k]) else truth[j, k]
+            good = t + rng.normal(0, 0.3 + 0.1 * k)
+            bad = 10 + rng.normal(0, 3 * (1 + k % 4))  # R² from about -1 to -15
+            tuned = None if (k == 3 and j < 4) else good  # 4 unparsable answers
+            rows.append(("tuned", isic_id, a, "x", tuned))
+            rows.append(("untuned", isic_id, a, "x", None if k == 5 else bad))
+    schema = {"model": pl.String, "isic_id": pl.String, "attribute": pl.String,
+              "answer": pl.String, "value": pl.Float64}
+    pred = pl.DataFrame(rows, schema=schema, orient="row")
+    paths = []
+    for name in ("tuned", "untuned"):
+        path = tmp_path / f"{name}.parquet"
+        pred.filter(pl.col("model") == name).write_parquet(path)
+        paths.append(path)
+    mpath = tmp_path / "manifest.parquet"
+    manifest.write_parquet(mpath)
+    train_txt = tmp_path / "train.txt"
+    train_txt.write_text("\n".join(train) + "\n")
+    return paths, mpath, train_txt
+
+
+def test_r2_script_writes_table_and_figure(tmp_path, attributes):
+    preds, manifest, train_txt = _fabricated(tmp_path, attributes)
+    out = tmp_path / "fig2"
+    cmd = [sys.executable, str(REPO / "workflow/scripts/r2.py"),
+           "--predictions", *map(str, preds), "--manifest", str(manifest),
+           "--train-ids", str(train_txt), "--attributes", json.dumps(attributes),
+           "--csv", str(out / "r2.csv"), "--markdown", str(out / "r2.md"),
+           "--fig-pdf", str(out / "fig2.pdf"), "--fig-png", str(out / "fig2.png")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    table = pl.read_csv(out / "r2.csv")
+    assert table.columns == ["model", "attribute", "label", "n", "n_unparsable", "r2_parsed",
+                             "r2_filled"]
+    assert table.height == 2 * len(attributes)
+    tuned = table.filter(pl.col("model") == "tuned")
+    assert tuned["attribute"].to_list() == list(attributes)
+    first = tuned.row(0, named=True)
+    assert first["n"] == 19 and first["label"] == "area"  # one missing truth excluded
+    assert tuned.row(3, named=True)["n_unparsable"] == 4
+    assert (tuned["r2_filled"] > 0).all()
+    untuned = table.filter(pl.col("model") == "untuned")
+    assert untuned.row(5, named=True)["n_unparsable"] == 20
+    assert untuned["r2_parsed"].is_null().sum() + untuned["r2_parsed"].is_nan().sum() == 1
+    md = (out / "r2.md").read_text()
+    assert "| model | attribute | label | n | n_unparsable | r2_parsed | r2_filled |" in md
+    assert "n/a" in md
+    assert (out / "fig2.pdf").read_bytes()[:4] == b"%PDF"
+    assert (out / "fig2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*.tmp"))

@@ -1,0 +1,66 @@
+"""Fig. 2's answers: every configured attribute's question for each test image, generated
+greedily by the base Qwen2-VL (untuned) or the base with a merged LoRA adapter (tuned)."""
+
+import logging
+
+import polars as pl
+import torch
+
+from skinground import cli, models
+from skinground.data import open_images
+from skinground.io import atomic_path, read_lines
+from skinground.predict import generate_answers
+
+log = logging.getLogger("skinground")
+
+
+def pixel_budget(model_cfg: dict) -> dict:
+    """load_mllm's pixel arguments: image_size when set, else min_pixels/max_pixels."""
+    if model_cfg.get("image_size") is not None:
+        return {"image_size": model_cfg["image_size"]}
+    return {k: model_cfg[k] for k in ("min_pixels", "max_pixels")
+            if model_cfg.get(k) is not None}
+
+
+def run() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--base", required=True, help="base Qwen2-VL directory")
+    p.add_argument("--adapter", help="LoRA adapter directory (omit: the untuned model)")
+    p.add_argument("--images", required=True, help="train-image.hdf5 or a folder of JPEGs")
+    p.add_argument("--test-ids", required=True, help="test isic_ids, one per line")
+    p.add_argument("--model", type=cli.json_arg, required=True, help="config section model")
+    p.add_argument("--attributes", type=cli.json_arg, required=True, help="config attributes")
+    p.add_argument("--predict", type=cli.json_arg, required=True, help="config section predict")
+    p.add_argument("--out", required=True, help="predictions parquet")
+    a = p.parse_args()
+
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    device = "cuda" if cuda else "cpu"
+    model, processor = models.load_mllm(a.base, dtype=dtype, device=device,
+                                        **pixel_budget(a.model))
+    if a.adapter:
+        from skinground.lora import attach_adapter
+
+        model = attach_adapter(model, a.adapter, merge=True).eval()
+    name = "tuned" if a.adapter else "untuned"
+
+    ids = sorted(set(read_lines(a.test_ids)))
+    limit = a.predict.get("max_test_images")
+    if limit is not None:
+        ids = ids[:limit]
+    log.info("%s model on %s (%s): %d test images x %d attributes", name, device, dtype,
+             len(ids), len(a.attributes))
+    with open_images(a.images) as store:
+        answers = generate_answers(model, processor, store, ids, a.attributes,
+                                   batch_size=a.predict["batch_size"],
+                                   max_new_tokens=a.predict["max_new_tokens"])
+    answers = answers.select(pl.lit(name).alias("model"), pl.all())
+    n_bad = answers["value"].null_count()
+    log.info("%d answers, %d unparsable", answers.height, n_bad)
+    with atomic_path(a.out) as tmp:
+        answers.write_parquet(tmp)
+
+
+if __name__ == "__main__":
+    cli.main(run)

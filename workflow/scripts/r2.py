@@ -1,0 +1,54 @@
+"""Fig. 2: test-set R² per (model, attribute) from the predictions, as CSV, Markdown and a
+bar chart. Unparsable answers are counted; R² is given on the parsed answers and with the
+unparsable ones replaced by the attribute's train mean."""
+
+import logging
+
+import polars as pl
+
+from skinground import cli, figures, metrics
+from skinground.io import atomic_path, read_lines, write_text
+
+log = logging.getLogger("skinground")
+
+MARKDOWN_NOTE = (
+    "Test-set R² per attribute. n: test (image, attribute) pairs with a ground-truth value; "
+    "n_unparsable: answers that are not a number; r2_parsed: R² on the parsed answers only; "
+    "r2_filled: R² on all n, unparsable answers replaced by the attribute's train mean. "
+    "n/a: undefined (fewer than 2 values or no variance).\n\n"
+)
+
+
+def run() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--predictions", nargs="+", required=True, help="predictions parquet(s)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--train-ids", required=True, help="train isic_ids, one per line")
+    p.add_argument("--attributes", type=cli.json_arg, required=True, help="config attributes")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--markdown", required=True)
+    p.add_argument("--fig-pdf", required=True)
+    p.add_argument("--fig-png", required=True)
+    a = p.parse_args()
+
+    predictions = pl.concat([pl.read_parquet(f) for f in a.predictions], how="vertical_relaxed")
+    manifest = pl.read_parquet(a.manifest)
+    attrs = list(a.attributes)
+    means = metrics.train_means(manifest, read_lines(a.train_ids), attrs)
+    table = metrics.r2_table(predictions, manifest, means)
+    labels = {col: spec.get("label", col) for col, spec in a.attributes.items()}
+    table = table.with_columns(
+        pl.col("attribute").replace_strict(labels, return_dtype=pl.String).alias("label")
+    ).select("model", "attribute", "label", pl.exclude("model", "attribute", "label"))
+    for row in table.iter_rows(named=True):
+        log.info("%s %s: n=%d unparsable=%d R2 parsed=%.3f filled=%.3f", row["model"],
+                 row["attribute"], row["n"], row["n_unparsable"], row["r2_parsed"],
+                 row["r2_filled"])
+    with atomic_path(a.csv) as tmp:
+        table.write_csv(tmp)
+    write_text(a.markdown, MARKDOWN_NOTE + metrics.markdown_table(table))
+    figures.fig2_r2(table, labels, a.fig_pdf, a.fig_png)
+
+
+if __name__ == "__main__":
+    cli.main(run)

@@ -1,0 +1,160 @@
+"""Fig. 2's numbers: parsing generated answers, and R² per (model, attribute).
+
+Unparsable answers are never silently dropped: ``r2_table`` counts them and reports R² both
+on the parsed answers only and with each unparsable answer replaced by the train mean.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from skinground.attributes import ID_COLUMN
+
+#: Trailing special tokens a decoded answer may still carry.
+_TRAILING_TOKENS = ("<|im_end|>", "<|endoftext|>")
+#: A number at the start of the answer, followed by the end or by whitespace.
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?=\s|$)")
+
+TABLE_COLUMNS = ("model", "attribute", "n", "n_unparsable", "r2_parsed", "r2_filled")
+
+
+def parse_number(text: str | None) -> float | None:
+    """The answer ``text`` as a number, or None when it is unparsable.
+
+    Rule: strip surrounding whitespace and any trailing ``<|im_end|>`` / ``<|endoftext|>``
+    tokens (then whitespace again); the text must then START with a decimal number
+    ``[-+]?\\d+(\\.\\d+)?([eE][-+]?\\d+)?`` that is followed by the end of the text or by
+    whitespace; anything after that whitespace (a unit, words) is ignored. So ``"12.5 mm²"``
+    -> 12.5, ``"1e3"`` -> 1000.0, but ``"1.2.3"``, ``"12.5abc"``, ``".5"``, ``"7."``,
+    ``"abc"``, ``""``, ``"nan"``, ``"inf"`` and numbers that overflow to ±inf -> None.
+    """
+    if text is None:
+        return None
+    text = text.strip()
+    stripped = True
+    while stripped:
+        stripped = False
+        for token in _TRAILING_TOKENS:
+            if text.endswith(token):
+                text = text[: -len(token)].rstrip()
+                stripped = True
+    match = _NUMBER.match(text)
+    if match is None:
+        return None
+    value = float(match.group())
+    return value if math.isfinite(value) else None
+
+
+def r2_score(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
+    """Coefficient of determination, ``1 - SS_res / SS_tot`` (may be negative).
+
+    NaN when there are fewer than 2 values or the true values have zero variance
+    (scikit-learn returns 1.0 or 0.0 there; an R² without variance is undefined, so this
+    reports NaN rather than a number that looks like a result).
+    """
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    if t.shape != p.shape or t.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be 1-D of equal length: {t.shape} {p.shape}")
+    if t.size < 2:
+        return math.nan
+    ss_tot = float(np.sum((t - t.mean()) ** 2))
+    if ss_tot == 0.0:
+        return math.nan
+    ss_res = float(np.sum((t - p) ** 2))
+    return 1.0 - ss_res / ss_tot
+
+
+def truth_long(truth: pl.DataFrame, attributes: Sequence[str]) -> pl.DataFrame:
+    """Ground truth in long form (isic_id, attribute, truth) from a wide frame (the
+    manifest: isic_id + one column per attribute), without missing values (null or NaN)."""
+    absent = [a for a in attributes if a not in truth.columns]
+    if absent:
+        raise ValueError(f"ground truth lacks attribute column(s): {absent}")
+    return (
+        truth.select(pl.col(ID_COLUMN), *[pl.col(a).cast(pl.Float64) for a in attributes])
+        .unpivot(index=ID_COLUMN, variable_name="attribute", value_name="truth")
+        .filter(pl.col("truth").is_not_null() & pl.col("truth").is_not_nan())
+    )
+
+
+def r2_table(predictions: pl.DataFrame, truth: pl.DataFrame,
+             train_means: Mapping[str, float]) -> pl.DataFrame:
+    """R² per (model, attribute) of the predictions against the ground truth.
+
+    ``predictions``: columns model, isic_id, attribute, value (null = unparsable answer).
+    ``truth``: the manifest (isic_id + one column per attribute; null/NaN = missing).
+    ``train_means``: the train-set mean of each attribute; its order orders the rows.
+
+    Columns: model, attribute, n (test pairs with a ground-truth value; pairs whose truth is
+    missing are excluded), n_unparsable (of those n), r2_parsed (R² on the parsed answers
+    only), r2_filled (R² on all n, each unparsable answer replaced by the train mean).
+    """
+    need = {"model", ID_COLUMN, "attribute", "value"}
+    if missing := need - set(predictions.columns):
+        raise ValueError(f"predictions lack column(s): {sorted(missing)}")
+    attrs = list(train_means)
+    unknown = sorted(set(predictions["attribute"].unique().to_list()) - set(attrs))
+    if unknown:
+        raise ValueError(f"no train mean for attribute(s): {unknown}")
+    dup = predictions.group_by("model", ID_COLUMN, "attribute").len().filter(pl.col("len") > 1)
+    if dup.height:
+        raise ValueError(f"{dup.height} duplicated (model, isic_id, attribute) predictions")
+    absent = set(predictions[ID_COLUMN].unique().to_list()) - set(truth[ID_COLUMN].to_list())
+    if absent:
+        raise ValueError(f"predictions for image(s) not in the ground truth: {sorted(absent)[:5]}")
+
+    pairs = predictions.select("model", ID_COLUMN, "attribute", pl.col("value").cast(pl.Float64))
+    joined = pairs.join(truth_long(truth, attrs), on=[ID_COLUMN, "attribute"], how="inner")
+    asked = set(pairs.select("model", "attribute").unique().iter_rows())
+    rows = []
+    for model in sorted({m for m, _ in asked}):
+        for attr in (a for a in attrs if (model, a) in asked):
+            sub = joined.filter((pl.col("model") == model) & (pl.col("attribute") == attr))
+            y = sub["truth"].to_numpy()
+            v = sub["value"].to_numpy(allow_copy=True).astype(np.float64)  # null -> NaN
+            parsed = ~np.isnan(v)
+            filled = np.where(parsed, v, float(train_means[attr]))
+            rows.append({
+                "model": model, "attribute": attr, "n": int(sub.height),
+                "n_unparsable": int((~parsed).sum()),
+                "r2_parsed": r2_score(y[parsed], v[parsed]),
+                "r2_filled": r2_score(y, filled),
+            })
+    schema = {"model": pl.String, "attribute": pl.String, "n": pl.Int64,
+              "n_unparsable": pl.Int64, "r2_parsed": pl.Float64, "r2_filled": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def train_means(manifest: pl.DataFrame, train_ids: Sequence[str],
+                attributes: Sequence[str]) -> dict[str, float]:
+    """The mean of each attribute over the train images (missing values left out)."""
+    train = manifest.filter(pl.col(ID_COLUMN).is_in(list(train_ids)))
+    means = {}
+    for a in attributes:
+        col = train[a].cast(pl.Float64).fill_nan(None).drop_nulls()
+        if col.len() == 0:
+            raise ValueError(f"attribute {a} has no train value: no mean to fill with")
+        means[a] = float(col.mean())
+    return means
+
+
+def markdown_table(table: pl.DataFrame, *, digits: int = 3) -> str:
+    """A GitHub-flavoured Markdown table of ``table`` (floats rounded, NaN as "n/a")."""
+    def cell(v) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(table.columns) + " |",
+             "|" + "|".join("---:" if table[c].dtype.is_numeric() else "---"
+                            for c in table.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.iter_rows()]
+    return "\n".join(lines) + "\n"
