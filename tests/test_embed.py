@@ -1,0 +1,172 @@
+"""skinground.embed: prefix-shared h_im / h_im,a equal the naive one-forward-per-pair reference."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from skinground import embed, models
+from skinground.data import open_images
+
+QUESTIONS = [
+    "What is the area of the lesion in mm²?",
+    "Area?",
+    "What is the average B (LAB) contrast between the inside and the outside of the lesion?",
+]
+CORPUS = [f"{q} {v}" for q in QUESTIONS for v in ("12.34", "0.57", "-1.25")]
+SIZES = (61, 131, 239)  # SLICE-3D's smallest, median and largest tile
+BUDGET = {"min_pixels": 56 * 56, "max_pixels": 224 * 224}
+TOL = 1e-4
+
+
+def rgb(size: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("embed")
+    return models.build_tiny_qwen2vl(root / "qwen2vl", corpus=CORPUS, image_size=112)
+
+
+@pytest.fixture(scope="module")
+def native(model_dir):
+    """Native resolution within a pixel budget: tiles of different sizes stay different."""
+    return models.load_mllm(model_dir, **BUDGET)
+
+
+@pytest.fixture(scope="module")
+def fixed(model_dir):
+    """The saved fixed 112 px square (16 image tokens per image)."""
+    return models.load_mllm(model_dir)
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Image.Image]:
+    return [rgb(s, k) for k, s in enumerate(SIZES)]
+
+
+@pytest.fixture(scope="module")
+def reference(native, images):
+    model, processor = native
+    return embed.naive_embeddings(model, processor, images, QUESTIONS)
+
+
+def max_diff(a, b) -> float:
+    return float((torch.as_tensor(a).float() - torch.as_tensor(b).float()).abs().max())
+
+
+def test_inputs_really_differ(native, images):
+    """The test below covers different prefix lengths and different suffix lengths."""
+    model, processor = native
+    prefix, suffixes = embed.split_template(processor, QUESTIONS)
+    batch = embed.encode(processor, images, [prefix] * len(images))
+    real = batch["attention_mask"].sum(1).tolist()
+    assert len(set(real)) == len(images)
+    lengths = [len(processor.tokenizer(s, add_special_tokens=False)["input_ids"])
+               for s in suffixes]
+    assert len(set(lengths)) == len(QUESTIONS)
+
+
+def test_prefix_shared_matches_naive_native_sizes(native, images, reference):
+    model, processor = native
+    h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS,
+                                                 batch_images=len(images))
+    d = model.config.text_config.hidden_size
+    assert h_im.shape == (3, d) and h_ima.shape == (3, 3, d)
+    assert h_im.dtype == h_ima.dtype == torch.float32 and h_im.device.type == "cpu"
+    assert max_diff(h_im, reference[0]) < TOL
+    assert max_diff(h_ima, reference[1]) < TOL
+    # Not trivially equal: images and questions give different embeddings.
+    assert max_diff(h_ima[:, 0], h_ima[:, 1]) > 1e-3
+    assert max_diff(h_ima[0], h_ima[1]) > 1e-3
+
+
+def test_prefix_shared_matches_naive_fixed_size(fixed, images):
+    model, processor = fixed
+    ref_im, ref_ima = embed.naive_embeddings(model, processor, images, QUESTIONS)
+    h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS,
+                                                 batch_images=3)
+    assert max_diff(h_im, ref_im) < TOL
+    assert max_diff(h_ima, ref_ima) < TOL
+
+
+def test_batch_size_does_not_change_result(native, images, reference):
+    model, processor = native
+    for batch_images in (1, 2):
+        h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS,
+                                                     batch_images=batch_images)
+        assert max_diff(h_im, reference[0]) < TOL
+        assert max_diff(h_ima, reference[1]) < TOL
+
+
+def test_h_im_is_mean_over_image_tokens(native, images, reference):
+    model, processor = native
+    prefix, _ = embed.split_template(processor, QUESTIONS)
+    assert prefix.endswith("<|vision_end|>") and "<|image_pad|>" in prefix
+    merge = model.config.vision_config.spatial_merge_size
+    for k, image in enumerate(images):
+        batch = embed.encode(processor, [image], [models.chat_prompt(processor, QUESTIONS[0])])
+        ids = batch["input_ids"][0]
+        is_image = ids == model.config.image_token_id
+        assert int(is_image.sum()) == int(batch["image_grid_thw"][0].prod()) // merge**2
+        with torch.inference_mode():
+            out = model(**batch, output_hidden_states=True)
+        states = out.hidden_states[-1][0]  # after the final norm, causal: prefix unaffected
+        assert max_diff(states[is_image].mean(0), reference[0][k]) < TOL
+        assert max_diff(states[-1], reference[1][k, 0]) < TOL
+        assert max_diff(states.mean(0), reference[0][k]) > 1e-3  # text positions excluded
+
+
+def test_no_questions_gives_h_im_only(native, images, reference):
+    model, processor = native
+    h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, [], batch_images=2)
+    assert h_ima.shape == (3, 0, model.config.text_config.hidden_size)
+    assert max_diff(h_im, reference[0]) < TOL
+
+
+def test_split_template_suffixes(native):
+    _, processor = native
+    prefix, suffixes = embed.split_template(processor, QUESTIONS)
+    for q, s in zip(QUESTIONS, suffixes, strict=True):
+        assert prefix + s == models.chat_prompt(processor, q)
+        assert s == f"{q}<|im_end|>\n{models.ASSISTANT_HEADER}"
+
+
+def test_extract_aligned_float16(native, tmp_path, caplog):
+    model, processor = native
+    folder = tmp_path / "images"
+    folder.mkdir()
+    ids = [f"ISIC_{k:07d}" for k in range(4)]
+    for k, (i, size) in enumerate(zip(ids, (239, 61, 131, 97), strict=True)):
+        rgb(size, 10 + k).save(folder / f"{i}.jpg", quality=90)
+    order = [ids[2], ids[0], ids[3], ids[1]]
+    with open_images(folder) as store, caplog.at_level(logging.INFO, logger="skinground.embed"):
+        out_ids, h_im, h_ima = embed.extract(model, processor, store, order, QUESTIONS,
+                                             batch_images=3)
+        _, h_im1, h_ima1 = embed.extract(model, processor, store, order, QUESTIONS,
+                                         batch_images=1, progress=False)
+        decoded = [store.read(i) for i in order]
+    d = model.config.text_config.hidden_size
+    assert out_ids == order
+    assert h_im.dtype == h_ima.dtype == np.float16
+    assert h_im.shape == (4, d) and h_ima.shape == (4, 3, d)
+    ref_im, ref_ima = embed.naive_embeddings(model, processor, decoded, QUESTIONS)
+    f16 = dict(atol=2e-3, rtol=2e-3)  # float16 storage rounding
+    np.testing.assert_allclose(h_im.astype(np.float32), ref_im.numpy(), **f16)
+    np.testing.assert_allclose(h_ima.astype(np.float32), ref_ima.numpy(), **f16)
+    np.testing.assert_allclose(h_im1.astype(np.float32), h_im.astype(np.float32), **f16)
+    np.testing.assert_allclose(h_ima1.astype(np.float32), h_ima.astype(np.float32), **f16)
+    assert any("embedded 4/4 images" in r.getMessage() for r in caplog.records)
+
+
+def test_bad_batch_size(native, images):
+    model, processor = native
+    with pytest.raises(ValueError, match="batch_images"):
+        embed.prefix_shared_embeddings(model, processor, images, QUESTIONS, batch_images=0)

@@ -1,0 +1,204 @@
+"""The five retrieval methods, and their results as a table.
+
+Database = train images (row i of every database array is train image ``db_ids[i]``),
+queries = test images; cosine similarity; top ``k``.
+
+- (a) ``image_text``: per attribute a, :func:`top_k` of the query's h_im,a in the h_im,a
+  database.
+- (b) ``hierarchical``: :func:`first_stage` (top ``b`` by h_im), then :func:`rerank` those
+  ``b`` candidates by cosine(query h_im,a, candidate h_im,a), keep the top ``k``.
+- (c) ``image_only`` (tuned h_im), (d) ``image_untuned`` (untuned h_im), (e) ``monet`` (CLIP
+  image features): :func:`top_k` in that space.
+
+Candidates' h_im,a for the re-rank come from a callable ``candidate_ima(train_rows) ->
+[len(train_rows), d]``: :func:`stored` looks them up in a stored per-attribute database (the
+evaluation path); an on-the-fly callable (forward passes of the model on the candidate images)
+gives the same top-k because the forward pass is deterministic. :func:`rerank` calls it once per
+batch of queries, with the batch's UNIQUE candidate rows (sorted ascending).
+
+Result tables (:func:`results_frame`), one row per (query, rank): ``method, attribute,
+query_id, rank (1..k), retrieved_id, score``. Image-only methods (c, d, e) do not depend on the
+attribute: their rows are emitted ONCE with ``attribute = null``, and
+:func:`skinground.evaluate.evaluate` applies them to every attribute (16x smaller files).
+
+Every function returns a :class:`TopK` ``(scores, idx)`` — the order of ``faiss`` and
+:func:`skinground.index.search` — with ``idx`` the database ROW numbers (int64 [Q, k]) and
+``scores`` the float32 cosine similarities, descending. Ties: FAISS's order among equal scores
+is unspecified (see :mod:`skinground.index`); the re-rank sorts stably, so equal re-rank scores
+keep the first-stage order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import polars as pl
+
+if TYPE_CHECKING:
+    import faiss
+
+# faiss is imported only where a search runs: skinground.evaluate imports this module for
+# METHODS / OverlapError and must work in an environment without faiss.
+
+#: The paper's five methods; the first two are per attribute, the others image-only.
+ATTRIBUTE_METHODS: tuple[str, ...] = ("image_text", "hierarchical")
+IMAGE_ONLY_METHODS: tuple[str, ...] = ("image_only", "image_untuned", "monet")
+METHODS: tuple[str, ...] = ATTRIBUTE_METHODS + IMAGE_ONLY_METHODS
+
+RESULT_SCHEMA = {
+    "method": pl.String, "attribute": pl.String, "query_id": pl.String, "rank": pl.Int32,
+    "retrieved_id": pl.String, "score": pl.Float32,
+}
+
+#: Elements of the [queries, b, d] gather in one re-rank step (float32: 64 MiB).
+_RERANK_ELEMENTS = 1 << 24
+#: Default re-rank batch: at most this many candidate-vector floats per batch (256 MiB).
+BATCH_ELEMENTS = 1 << 26
+
+CandidateFn = Callable[[np.ndarray], np.ndarray]
+
+
+class TopK(NamedTuple):
+    """Top-k hits: ``scores`` float32 [Q, k] (descending), ``idx`` int64 [Q, k] db rows."""
+
+    scores: np.ndarray
+    idx: np.ndarray
+
+
+class OverlapError(ValueError):
+    """A query image is also in the database (test and train sets must be disjoint)."""
+
+
+def top_k(db: np.ndarray | faiss.Index, queries: np.ndarray, k: int) -> TopK:
+    """Methods a, c, d, e: the ``k`` database rows most cosine-similar to each query.
+
+    ``db`` is the database [N, d] (an index is built) or an index from
+    :func:`skinground.index.build_index` (reuse it across query batches).
+    """
+    from skinground.index import build_index, search
+
+    index = db if hasattr(db, "ntotal") else build_index(np.asarray(db))
+    return TopK(*search(index, queries, k))
+
+
+def first_stage(db_im_index: faiss.Index, q_im: np.ndarray, b: int) -> np.ndarray:
+    """Method b, step 1: the top ``b`` database rows by h_im, int64 [Q, b'].
+
+    ``b' = min(b, N)``: a database smaller than ``b`` (the demo) re-ranks all of it.
+    It does not depend on the attribute: compute it once, re-rank per attribute.
+    """
+    from skinground.index import search
+
+    b = min(int(b), db_im_index.ntotal)
+    return search(db_im_index, q_im, b)[1]
+
+
+def stored(db_ima: np.ndarray) -> CandidateFn:
+    """``candidate_ima`` for a stored per-attribute database [N, d]: a row lookup."""
+    db_ima = np.asarray(db_ima)
+
+    def lookup(rows: np.ndarray) -> np.ndarray:
+        return db_ima[rows]
+
+    return lookup
+
+
+def rerank(candidates: np.ndarray, q_ima: np.ndarray, candidate_ima: CandidateFn, *,
+           k: int, batch_size: int | None = None) -> TopK:
+    """Method b, step 2: re-rank each query's candidate rows by cosine of h_im,a; keep ``k``.
+
+    ``candidates`` int [Q, b] (from :func:`first_stage`), ``q_ima`` [Q, d]. Queries go in
+    batches of ``batch_size``; ``candidate_ima`` is called once per batch with the batch's
+    unique candidate rows (sorted), so an on-the-fly model embeds each candidate once per batch.
+    ``None`` (default) sizes batches so the batch's candidate vectors stay under
+    ``BATCH_ELEMENTS`` floats (paper scale, b=200, d=3584: 93 queries, <= 256 MiB).
+    Sorting is stable: equal scores keep the first-stage order. Scores are float32 dot products
+    (may differ from FAISS's in the last bits). Returns database rows.
+    """
+    from skinground.index import normalize
+
+    candidates = np.asarray(candidates, dtype=np.int64)
+    q = normalize(q_ima)
+    if candidates.ndim != 2 or candidates.shape[0] != q.shape[0]:
+        raise ValueError(f"candidates {candidates.shape} must be [Q, b] with Q = {q.shape[0]}")
+    n_q, b = candidates.shape
+    k = int(k)
+    if not 1 <= k <= b:
+        raise ValueError(f"k={k} must be in 1..b={b}")
+    if batch_size is None:
+        batch_size = max(1, BATCH_ELEMENTS // (b * q.shape[1]))
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    scores = np.empty((n_q, k), np.float32)
+    idx = np.empty((n_q, k), np.int64)
+    for start in range(0, n_q, batch_size):
+        stop = min(start + batch_size, n_q)
+        unique, inverse = np.unique(candidates[start:stop], return_inverse=True)
+        inverse = inverse.reshape(stop - start, b)
+        vecs = np.asarray(candidate_ima(unique))
+        if vecs.shape != (unique.size, q.shape[1]):
+            raise ValueError(f"candidate_ima returned shape {vecs.shape}, expected "
+                             f"{(unique.size, q.shape[1])}")
+        vecs = normalize(vecs)
+        step = max(1, _RERANK_ELEMENTS // (b * q.shape[1]))
+        for s in range(start, stop, step):
+            e = min(s + step, stop)
+            gathered = vecs[inverse[s - start:e - start]]            # [c, b, d]
+            sims = np.matmul(gathered, q[s:e, :, None])[..., 0]       # [c, b]
+            order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            scores[s:e] = np.take_along_axis(sims, order, axis=1)
+            idx[s:e] = np.take_along_axis(candidates[s:e], order, axis=1)
+    return TopK(scores, idx)
+
+
+def hierarchical(db_im_index: faiss.Index, q_im: np.ndarray, q_ima: np.ndarray, *, b: int,
+                 k: int, candidate_ima: CandidateFn, batch_size: int | None = None) -> TopK:
+    """Method b: top ``b`` by h_im (:func:`first_stage`), re-ranked by h_im,a (:func:`rerank`).
+
+    ``candidate_ima`` is :func:`stored` (evaluation) or an on-the-fly embedding callable.
+    """
+    cands = first_stage(db_im_index, q_im, b)
+    return rerank(cands, q_ima, candidate_ima, k=k, batch_size=batch_size)
+
+
+def check_disjoint(query_ids: Sequence[str], db_ids: Sequence[str]) -> None:
+    """Raise :class:`OverlapError` if a query id is a database id (or ids repeat)."""
+    query_ids, db_ids = list(query_ids), list(db_ids)
+    for name, ids in (("query", query_ids), ("database", db_ids)):
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate {name} ids")
+    overlap = sorted(set(query_ids).intersection(db_ids))
+    if overlap:
+        raise OverlapError(
+            f"{len(overlap)} query id(s) are also in the database (train set), e.g. "
+            f"{overlap[:5]}: queries must be test images, never train images")
+
+
+def results_frame(method: str, attribute: str | None, query_ids: Sequence[str],
+                  db_ids: Sequence[str], idx: np.ndarray, scores: np.ndarray) -> pl.DataFrame:
+    """One row per (query, rank) with ``RESULT_SCHEMA``'s columns, ranks 1..k.
+
+    ``idx`` / ``scores`` are [Q, k] database rows / similarities (a :class:`TopK`);
+    ``attribute`` is None for the image-only methods. Raises :class:`OverlapError` when query
+    and database ids overlap, ValueError on a shape mismatch or an out-of-range row.
+    """
+    query_ids, db_ids = list(query_ids), list(db_ids)
+    check_disjoint(query_ids, db_ids)
+    idx = np.asarray(idx)
+    scores = np.asarray(scores, dtype=np.float32)
+    if idx.ndim != 2 or idx.shape[0] != len(query_ids) or scores.shape != idx.shape:
+        raise ValueError(f"idx {idx.shape} and scores {scores.shape} must both be "
+                         f"[{len(query_ids)}, k]")
+    if idx.size and (idx.min() < 0 or idx.max() >= len(db_ids)):
+        raise ValueError(f"retrieved row out of range 0..{len(db_ids) - 1}")
+    n_q, k = idx.shape
+    return pl.DataFrame({
+        "method": [method] * (n_q * k),
+        "attribute": [attribute] * (n_q * k),
+        "query_id": pl.Series(query_ids, dtype=pl.String).gather(np.repeat(np.arange(n_q), k)),
+        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n_q),
+        "retrieved_id": pl.Series(db_ids, dtype=pl.String).gather(idx.reshape(-1)),
+        "score": scores.reshape(-1),
+    }, schema=RESULT_SCHEMA)
