@@ -41,8 +41,8 @@ def section(*keys):
     """Config sections as one JSON string: a rule's params, so that a change to exactly
     these sections (and no other) reruns the rule."""
     if len(keys) == 1:
-        return json.dumps(config[keys[0]], sort_keys=True)
-    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+        return json.dumps(config[keys[0]])
+    return json.dumps({k: config[k] for k in keys})
 
 
 def script(name):

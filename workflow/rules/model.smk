@@ -13,7 +13,7 @@ if config["model"]["build_tiny"]:
             base=directory(config["model"]["base"]),
             monet=directory(config["model"]["monet"]),
         params:
-            tiny=json.dumps(config["model"]["tiny"], sort_keys=True),
+            tiny=json.dumps(config["model"]["tiny"]),
             questions=json.dumps(QUESTIONS),
         log:
             res("logs/build_models.log"),
@@ -77,7 +77,7 @@ rule predict:
         model="|".join(MODEL_KINDS),
     params:
         pixels=PIXELS,
-        questions=json.dumps(QUESTION_OF, sort_keys=True),
+        questions=json.dumps(QUESTION_OF),
         predict=section("predict"),
         adapter=lambda wildcards, input: (
             f"--adapter {input.adapter}" if wildcards.model == "tuned" else ""
@@ -110,7 +110,7 @@ rule r2:
         fig_pdf=res("figures/fig2_r2.pdf"),
         fig_png=res("figures/fig2_r2.png"),
     params:
-        labels=json.dumps(LABEL_OF, sort_keys=True),
+        labels=json.dumps(LABEL_OF),
     log:
         res("logs/r2.log"),
     conda:

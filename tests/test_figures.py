@@ -1,0 +1,278 @@
+"""Figs. 3 and 4 (skinground.figures, workflow/scripts/figures.py) on fabricated tables, a tiny
+HDF5 store of JPEG tiles and a manifest: the panels, boxes and labels drawn, the files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import polars as pl
+import pytest
+from matplotlib import cbook
+from matplotlib.patches import PathPatch
+from PIL import Image
+
+from skinground import figures
+from skinground.data import open_images
+from skinground.retrieve import METHODS
+
+from conftest import REPO, jpeg_bytes
+
+CENTRE = {"image_text": 15, "hierarchical": 18, "image_only": 25, "image_untuned": 48,
+          "monet": 35}
+N_QUERIES, K = 30, 5
+
+
+@pytest.fixture(scope="module")
+def labels(repo_config) -> dict[str, str]:
+    return {col: spec["label"] for col, spec in repo_config["attributes"].items()}
+
+
+def evaluation(attributes, methods=METHODS, seed=0) -> pl.DataFrame:
+    """evaluate()-shaped rows: method-dependent percentiles, ~5% excluded (null)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for a in attributes:
+        for m in methods:
+            n = N_QUERIES * K
+            p = np.clip(rng.normal(CENTRE[m], 14, n), 0, 100)
+            p[rng.random(n) < 0.05] = np.nan
+            p[:3] = [99.0, 100.0, 0.0]  # beyond the whiskers for most methods
+            parts.append(pl.DataFrame({
+                "method": m, "attribute": a,
+                "query_id": np.repeat([f"Q{i:03d}" for i in range(N_QUERIES)], K),
+                "rank": np.tile(np.arange(1, K + 1, dtype=np.int32), N_QUERIES),
+                "percentile": p,
+            }).with_columns(pl.col("percentile").fill_nan(None),
+                            excluded=pl.when(pl.col("percentile").is_null())
+                            .then(pl.lit("query")).otherwise(pl.lit(None, pl.String))))
+    return pl.concat(parts)
+
+
+def boxes(ax) -> list[PathPatch]:
+    return [p for p in ax.patches if isinstance(p, PathPatch)]
+
+
+def png_size(path) -> tuple[int, int]:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as img:
+        return img.size
+
+
+def assert_written(directory, *names):
+    for name in names:
+        assert (directory / name).stat().st_size > 1000, name
+    assert (directory / names[0]).read_bytes()[:4] == b"%PDF"
+    assert not list(directory.glob(".*.tmp"))
+
+
+def test_box_stats_match_matplotlib():
+    table = evaluation(["x", "y"], ("image_text", "monet"))
+    stats = figures.box_stats(table)
+    assert stats.height == 4
+    for row in stats.iter_rows(named=True):
+        values = (table.filter((pl.col("method") == row["method"])
+                               & (pl.col("attribute") == row["attribute"]))
+                  ["percentile"].drop_nulls().to_numpy())
+        ref = cbook.boxplot_stats(values, whis=figures.WHIS)[0]
+        assert row["n"] == values.size
+        for ours, theirs in (("q1", "q1"), ("med", "med"), ("q3", "q3"),
+                             ("whislo", "whislo"), ("whishi", "whishi"), ("mean", "mean")):
+            assert row[ours] == pytest.approx(ref[theirs], abs=1e-9), ours
+
+
+def test_fig4_one_panel_per_attribute_one_box_per_method(tmp_path, labels):
+    table = evaluation(labels)
+    fig = figures.fig4_percentiles(table, labels, None, tmp_path / "fig4.pdf",
+                                   tmp_path / "fig4.png")
+    assert_written(tmp_path, "fig4.pdf", "fig4.png")
+    width, height = png_size(tmp_path / "fig4.png")
+    assert 1300 < width < 1700 and 0.8 < height / width < 1.0  # 4 x 4 panels at 150 dpi
+    assert len(fig.axes) == len(labels) == 16
+    assert [ax.get_title() for ax in fig.axes] == list(labels.values())
+    stats = figures.box_stats(table)
+    ax0 = fig.axes[0]
+    assert [t.get_text() for t in ax0.get_xticklabels()] == ["(a)", "(b)", "(c)", "(d)", "(e)"]
+    for ax in fig.axes:
+        assert len(boxes(ax)) == 5
+        dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+        assert len(dashed) == 1 and set(dashed[0].get_ydata()) == {50.0}
+        assert ax.get_ylim() == ax0.get_ylim()  # shared y axis
+        assert ax.get_ylim()[0] < 0 and ax.get_ylim()[1] > 100
+    # Boxes in METHODS order, each at its method's median (image_untuned the highest).
+    area = stats.filter(pl.col("attribute") == "tbp_lv_areaMM2")
+    med = dict(zip(area["method"], area["med"], strict=True))
+    assert [p.get_gid() for p in boxes(ax0)] == list(METHODS)
+    medians = {ln.get_gid(): ln.get_ydata()[0] for ln in ax0.get_lines() if ln.get_gid()}
+    assert medians == pytest.approx(med)
+    assert max(medians, key=medians.get) == "image_untuned"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["(a) Image + Text", "(b) Hierarchical", "(c) Image",
+                      "(d) Image Untuned", "(e) MONET", "random (50)"]
+
+
+def test_fig4_without_monet_and_with_an_empty_box(tmp_path, labels):
+    attrs = list(labels)[:10]
+    table = evaluation(attrs, ("image_text", "hierarchical", "image_only", "image_untuned"))
+    # One attribute with no percentile at all for one method (all excluded).
+    table = table.with_columns(
+        percentile=pl.when((pl.col("attribute") == attrs[2])
+                           & (pl.col("method") == "hierarchical"))
+        .then(None).otherwise(pl.col("percentile")))
+    fig = figures.fig4_percentiles(table.lazy(), labels, {"image_only": "Image (tuned)"},
+                                   tmp_path / "f.pdf", tmp_path / "f.png")
+    assert_written(tmp_path, "f.pdf", "f.png")
+    assert len(fig.axes) == 10  # a 3 x 4 grid, the two empty cells removed
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["(a)", "(b)", "(c)", "(d)"]
+    assert [len(boxes(ax)) for ax in fig.axes] == [4, 4, 3] + [4] * 7
+    assert [p.get_gid() for p in boxes(fig.axes[2])] == ["image_text", "image_only",
+                                                         "image_untuned"]
+    assert [p.get_path().get_extents().x0 for p in boxes(fig.axes[2])] == pytest.approx(
+        [1 - 0.65 / 2, 3 - 0.65 / 2, 4 - 0.65 / 2])  # (b)'s slot left empty
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[2] == "(c) Image (tuned)" and not any("MONET" in t for t in legend)
+
+
+def test_fig4_keeps_the_paper_letter_of_each_method(tmp_path, labels):
+    table = evaluation(list(labels)[:2], ("image_text", "monet"))
+    fig = figures.fig4_percentiles(table, labels, None, tmp_path / "f.pdf", tmp_path / "f.png")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["(a)", "(e)"]
+
+
+def test_pick_queries_is_deterministic():
+    ids = [f"ISIC_{i:07d}" for i in range(50)]
+    pick = figures.pick_queries(ids, 4, seed=3)
+    assert len(set(pick)) == 4 and set(pick) <= set(ids)
+    assert figures.pick_queries(list(reversed(ids)) + ids[:5], 4, seed=3) == pick
+    assert figures.pick_queries(ids, 6, seed=3)[:4] == pick
+    assert figures.pick_queries(ids, 4, seed=4) != pick
+    assert len(figures.pick_queries(ids[:2], 4, seed=0)) == 2
+
+
+# ---------------------------------------------------------------- fig. 3
+@pytest.fixture(scope="module")
+def retrieval(tmp_path_factory, labels):
+    """A tiny store (tiles of 61-239 px), a manifest, and results of all five methods."""
+    root = tmp_path_factory.mktemp("fig3")
+    rng = np.random.default_rng(1)
+    ids = [f"ISIC_{i:07d}" for i in range(40)]
+    with h5py.File(root / "images.hdf5", "w") as h5:
+        for n, i in enumerate(ids):
+            h5.create_dataset(i, data=np.bytes_(jpeg_bytes(61 + (n * 37) % 179, n)))
+    manifest = pl.DataFrame({"isic_id": ids, "patient_id": [f"IP_{n % 8}" for n in range(40)],
+                             "target": [0] * 40})
+    manifest = manifest.with_columns(
+        pl.Series(col, rng.uniform(0.5, 80, 40), dtype=pl.Float64) for col in labels)
+    manifest = manifest.with_columns(  # the area: one query without a value
+        tbp_lv_areaMM2=pl.when(pl.col("isic_id") == ids[7]).then(None)
+        .otherwise(pl.col("tbp_lv_areaMM2")))
+    test, train = ids[:8], ids[8:]
+    rows = []
+    for m in METHODS:
+        for a in ([None] if m in ("image_only", "image_untuned", "monet") else list(labels)):
+            for q in test:
+                hits = rng.choice(train, K, replace=False)
+                rows += [{"method": m, "attribute": a, "query_id": q, "rank": r + 1,
+                          "retrieved_id": hits[r], "score": 1.0 - r / 10} for r in range(K)]
+    results = pl.DataFrame(rows, schema={"method": pl.String, "attribute": pl.String,
+                                         "query_id": pl.String, "rank": pl.Int32,
+                                         "retrieved_id": pl.String, "score": pl.Float32})
+    # One query with only 3 image_text hits for the area.
+    results = results.filter(~((pl.col("query_id") == ids[6]) & (pl.col("rank") > 3)
+                               & (pl.col("method") == "image_text")
+                               & (pl.col("attribute") == "tbp_lv_areaMM2")))
+    return root, manifest, results, test
+
+
+def test_fig3_grid_values_and_tiles(tmp_path, retrieval):
+    root, manifest, results, test = retrieval
+    queries = test[:3]
+    area = dict(manifest.select("isic_id", "tbp_lv_areaMM2").iter_rows())
+    with open_images(root / "images.hdf5") as store:
+        fig = figures.fig3_retrievals(results, store, manifest, query_ids=queries, label="area",
+                                      k=K, pdf_path=tmp_path / "fig3.pdf",
+                                      png_path=tmp_path / "fig3.png")
+    assert_written(tmp_path, "fig3.pdf", "fig3.png")
+    width, height = png_size(tmp_path / "fig3.png")
+    fig_w, fig_h = fig.get_size_inches()
+    assert abs(height / width - fig_h / fig_w) < 0.15 and width > 900
+    assert len(fig.axes) == len(queries) * 2 * (K + 1)
+    texts = [t.get_text() for t in fig.texts]
+    assert texts.count("Image only") == 3 and texts.count("Image + Text\n(area)") == 3
+    per_row = K + 1
+    for qi, q in enumerate(queries):
+        for mi, m in enumerate(("image_only", "image_text")):
+            row = fig.axes[(2 * qi + mi) * per_row:(2 * qi + mi + 1) * per_row]
+            assert row[0].get_title() == f"{area[q]:.1f} mm²"
+            assert row[0].title.get_fontweight() == "bold"
+            hits = (results.filter((pl.col("method") == m) & (pl.col("query_id") == q)
+                                   & (pl.col("attribute").is_null()
+                                      | (pl.col("attribute") == "tbp_lv_areaMM2")))
+                    .sort("rank")["retrieved_id"].to_list())
+            assert [ax.get_title() for ax in row[1:]] == [f"{area[i]:.1f} mm²" for i in hits]
+            for ax in row:
+                assert ax.images[0].get_array().shape == (160, 160, 3)
+
+
+def test_fig3_missing_method_short_row_and_missing_value(tmp_path, retrieval):
+    root, manifest, results, test = retrieval
+    only = results.filter(pl.col("method") != "image_text")
+    with open_images(root / "images.hdf5") as store:
+        fig = figures.fig3_retrievals(only, store, manifest, query_ids=[test[0]], k=K,
+                                      decimals=2, pdf_path=tmp_path / "a.pdf",
+                                      png_path=tmp_path / "a.png")
+        assert len(fig.axes) == K + 1  # one row: image_only
+        assert fig.axes[0].get_title().endswith(" mm²") and "." in fig.axes[0].get_title()
+        assert len(fig.axes[0].get_title().split()[0].split(".")[1]) == 2
+        # test[6] has 3 image_text hits (2 blank tiles); test[7] has no area value.
+        fig = figures.fig3_retrievals(results, store, manifest, query_ids=[test[6], test[7]],
+                                      k=K, pdf_path=tmp_path / "b.pdf",
+                                      png_path=tmp_path / "b.png")
+        text_row = fig.axes[K + 1:2 * (K + 1)]
+        assert [len(ax.images) for ax in text_row] == [1, 1, 1, 1, 0, 0]
+        assert fig.axes[2 * (K + 1)].get_title() == "n/a"
+        with pytest.raises(ValueError, match="no results"):
+            figures.fig3_retrievals(results, store, manifest, query_ids=[test[0]],
+                                    methods=("nope",), pdf_path=tmp_path / "c.pdf",
+                                    png_path=tmp_path / "c.png")
+    assert_written(tmp_path, "a.pdf", "a.png")
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_figures_script(tmp_path, labels, retrieval):
+    root, manifest, results, test = retrieval
+    four = list(labels)[:4]  # small, to keep the test fast
+    evaluation(four, ("image_text", "image_only", "image_untuned")).write_parquet(
+        tmp_path / "evaluation.parquet")
+    results.filter(pl.col("attribute").is_null()).write_parquet(tmp_path / "image.parquet")
+    results.filter(pl.col("attribute").is_not_null()).write_parquet(tmp_path / "text.parquet")
+    manifest.write_parquet(tmp_path / "manifest.parquet")
+    attributes = {col: {"label": labels[col]} for col in four}
+    out = tmp_path / "figs"
+    cmd = [sys.executable, str(REPO / "workflow/scripts/figures.py"),
+           "--evaluation", str(tmp_path / "evaluation.parquet"),
+           "--results", str(tmp_path / "image.parquet"), str(tmp_path / "text.parquet"),
+           "--manifest", str(tmp_path / "manifest.parquet"),
+           "--images", str(root / "images.hdf5"), "--attributes", json.dumps(attributes),
+           "--figures", json.dumps({"fig3_attribute": "tbp_lv_areaMM2", "fig3_queries": 3,
+                                    "seed": 0}),
+           "--fig4-pdf", str(out / "fig4.pdf"), "--fig4-png", str(out / "fig4.png"),
+           "--fig3-pdf", str(out / "fig3.pdf"), "--fig3-png", str(out / "fig3.png")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert_written(out, "fig4.pdf", "fig4.png", "fig3.pdf", "fig3.png")
+    # Queries: test[6] (3 image_text hits) and test[7] (no area) are not candidates.
+    candidates = test[:6]
+    expected = figures.pick_queries(candidates, 3, 0)
+    assert f"fig. 3: queries {expected}" in proc.stderr and "fig. 4: 4 attribute" in proc.stderr
+    w4, h4 = png_size(out / "fig4.png")
+    w3, h3 = png_size(out / "fig3.png")
+    assert w4 > h4 and h3 > w3
+
+    bad = cmd.copy()
+    bad[bad.index("--figures") + 1] = json.dumps({"fig3_attribute": "nope"})
+    proc = subprocess.run(bad, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "error: fig. 3 attribute 'nope'" in proc.stderr
