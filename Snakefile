@@ -12,6 +12,8 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/retrieve.smk"
 
 
 rule all:
@@ -21,3 +23,5 @@ rule all:
         rules.split.output,
         rules.tuples.output,
         rules.r2.output,
+        rules.evaluate.output,
+        rules.figures.output,

@@ -4,10 +4,20 @@
 import json
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+# What the schema cannot say: values that must agree with each other.
+if config["figures"]["fig3_attribute"] not in config["attributes"]:
+    raise WorkflowError(
+        f"figures.fig3_attribute: {config['figures']['fig3_attribute']!r} is not one of the "
+        "configured attributes"
+    )
+if config["retrieve"]["k"] > config["retrieve"]["b"]:
+    raise WorkflowError("retrieve.k must not exceed retrieve.b")
 
 SRC = Path(workflow.basedir)
 RUN = config["run"]

@@ -4,22 +4,14 @@ greedily by the base Qwen2-VL (untuned) or the base with a merged LoRA adapter (
 import logging
 
 import polars as pl
-import torch
 
-from skinground import cli, models
+from skinground import cli
 from skinground.data import open_images
+from skinground.inference import load_qwen
 from skinground.io import atomic_path, read_lines
 from skinground.predict import generate_answers
 
 log = logging.getLogger("skinground")
-
-
-def pixel_budget(model_cfg: dict) -> dict:
-    """load_mllm's pixel arguments: image_size when set, else min_pixels/max_pixels."""
-    if model_cfg.get("image_size") is not None:
-        return {"image_size": model_cfg["image_size"]}
-    return {k: model_cfg[k] for k in ("min_pixels", "max_pixels")
-            if model_cfg.get(k) is not None}
 
 
 def run() -> None:
@@ -34,23 +26,15 @@ def run() -> None:
     p.add_argument("--out", required=True, help="predictions parquet")
     a = p.parse_args()
 
-    cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    device = "cuda" if cuda else "cpu"
-    model, processor = models.load_mllm(a.base, dtype=dtype, device=device,
-                                        **pixel_budget(a.model))
-    if a.adapter:
-        from skinground.lora import attach_adapter
-
-        model = attach_adapter(model, a.adapter, merge=True).eval()
+    model, processor = load_qwen(a.base, a.model, a.adapter)
     name = "tuned" if a.adapter else "untuned"
 
     ids = sorted(set(read_lines(a.test_ids)))
     limit = a.predict.get("max_test_images")
     if limit is not None:
         ids = ids[:limit]
-    log.info("%s model on %s (%s): %d test images x %d attributes", name, device, dtype,
-             len(ids), len(a.attributes))
+    log.info("%s model on %s (%s): %d test images x %d attributes", name, model.device,
+             model.dtype, len(ids), len(a.attributes))
     with open_images(a.images) as store:
         answers = generate_answers(model, processor, store, ids, a.attributes,
                                    batch_size=a.predict["batch_size"],

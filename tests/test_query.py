@@ -1,0 +1,69 @@
+"""Hierarchical retrieval on the fly (forward passes for the b candidates, no stored
+per-attribute database) gives the same top-k as the stored path; shards merge back in order."""
+
+import numpy as np
+import pytest
+
+from skinground import models
+from skinground.data import open_images
+from skinground.embed import extract
+from skinground.index import build_index
+from skinground.query import on_the_fly, query_image
+from skinground.retrieve import hierarchical, stored
+from skinground.shards import merge_space, shard_ids, write_shard
+from skinground.synthetic import encode_jpeg, render_tile
+
+QUESTIONS = ["What is the area of the lesion in mm²?", "What is the B (LAB) value inside?"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("query")
+    models.build_tiny_qwen2vl(root / "qwen", corpus=QUESTIONS, image_size=56)
+    model, processor = models.load_mllm(root / "qwen", image_size=56)
+    folder = root / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    ids = [f"ISIC_{i:07d}" for i in range(40)]
+    for i in ids:
+        tile = render_tile(rng, int(rng.integers(61, 140)))
+        (folder / f"{i}.jpg").write_bytes(encode_jpeg(tile.rgb, 90))
+    return model, processor, open_images(folder), ids
+
+
+def test_on_the_fly_equals_stored(setup):
+    model, processor, store, ids = setup
+    train, test = ids[:34], ids[34:]
+    _, db_im, db_ima = extract(model, processor, store, train, QUESTIONS, batch_images=5)
+    _, q_im, q_ima = extract(model, processor, store, test, QUESTIONS, batch_images=5)
+    index = build_index(db_im.astype(np.float32))
+    for a, question in enumerate(QUESTIONS):
+        want = hierarchical(index, q_im, q_ima[:, a], b=12, k=5,
+                            candidate_ima=stored(db_ima[:, a]))
+        got = hierarchical(index, q_im, q_ima[:, a], b=12, k=5, batch_size=2,
+                           candidate_ima=on_the_fly(model, processor, store, train, question,
+                                                    batch_images=3))
+        np.testing.assert_array_equal(got.idx, want.idx)
+        np.testing.assert_allclose(got.scores, want.scores, atol=2e-3)
+        # A new image (not in the database) through the on-the-fly entry point.
+        one = query_image(model, processor, store.read(test[0]), question, im_index=index,
+                          store=store, train_ids=train, b=12, k=5)
+        np.testing.assert_array_equal(one.idx[0], want.idx[0])
+
+
+def test_shards_cover_the_split_and_merge_in_order(tmp_path):
+    ids = [f"ISIC_{i:07d}" for i in (5, 3, 9, 1, 7, 2, 8)]
+    parts = [shard_ids(ids, 3, s) for s in range(3)]
+    assert sum(parts, []) == sorted(ids) and all(parts)
+    paths = []
+    for s, part in enumerate(parts):
+        vec = np.array([[int(i[-1]), s] for i in part], dtype=np.float16)
+        write_shard(tmp_path / f"shard{s}.npz", part, {"im": vec, "tbp_lv_A": -vec})
+        paths.append(tmp_path / f"shard{s}.npz")
+    merged_ids, vectors = merge_space(paths, "tbp_lv_A")
+    assert merged_ids == sorted(ids)
+    assert vectors[:, 0].tolist() == [-int(i[-1]) for i in sorted(ids)]
+    with pytest.raises(ValueError, match="no embedding space 'tbp_lv_B'"):
+        merge_space(paths, "tbp_lv_B")
+    with pytest.raises(ValueError, match="shard 3"):
+        shard_ids(ids, 3, 3)
