@@ -2,6 +2,7 @@
 # what they depend on (config sections as params, library modules as inputs).
 
 import json
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -20,6 +21,8 @@ if config["retrieve"]["k"] > config["retrieve"]["b"]:
     raise WorkflowError("retrieve.k must not exceed retrieve.b")
 
 SRC = Path(workflow.basedir)
+sys.path.insert(0, str(SRC / "workflow"))
+from skinground.deps import module_closure  # standard library only
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
 ATTRIBUTES = list(config["attributes"])
@@ -60,9 +63,8 @@ def script(name):
     return str(SRC / "workflow" / "scripts" / f"{name}.py")
 
 
-def code(script_name, *modules):
-    """The files whose edits must rerun a rule: its script and the skinground modules it
-    imports (Snakemake does not see edits to imported modules by itself)."""
-    lib = SRC / "workflow" / "skinground"
-    shared = ("__init__", "cli", "errors", "io")
-    return [script(script_name)] + [str(lib / f"{m}.py") for m in (*shared, *modules)]
+def code(script_name):
+    """The files whose edits must rerun a rule: its script and every skinground module the
+    script imports, transitively (Snakemake does not see edits to imported modules)."""
+    path = script(script_name)
+    return [path] + [str(p) for p in module_closure(path)]

@@ -5,7 +5,7 @@ if config["synthetic"]["enabled"]:
     rule synthetic_data:
         """The embedded demo dataset, in SLICE-3D's file format."""
         input:
-            code=code("synthetic_data", "synthetic", "color", "attributes"),
+            code=code("synthetic_data"),
         output:
             metadata=config["data"]["metadata"],
             images=config["data"]["images"],
@@ -29,7 +29,7 @@ rule manifest:
     input:
         metadata=config["data"]["metadata"],
         images=config["data"]["images"],
-        code=code("manifest", "data", "attributes"),
+        code=code("manifest"),
     output:
         manifest=res("data/manifest.parquet"),
         report=res("data/report.json"),
@@ -52,7 +52,7 @@ rule split:
     """Patient-level train/test split."""
     input:
         manifest=rules.manifest.output.manifest,
-        code=code("split", "split", "attributes"),
+        code=code("split"),
     output:
         train=res("split/train.txt"),
         test=res("split/test.txt"),
@@ -74,7 +74,7 @@ rule tuples:
     input:
         manifest=rules.manifest.output.manifest,
         train=rules.split.output.train,
-        code=code("tuples", "tuples", "attributes"),
+        code=code("tuples"),
     output:
         tuples=res("tuples/train_tuples.parquet"),
         summary=res("tuples/summary.json"),

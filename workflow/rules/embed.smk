@@ -33,7 +33,7 @@ rule embed_shard:
         unpack(embed_model_inputs),
         images=config["data"]["images"],
         ids=res("split/{split}.txt"),
-        code=code("embed", "embed", "shards", "inference", "models", "lora", "data"),
+        code=code("embed"),
     output:
         res("embed/{model}/{split}/shard{shard}.npz"),
     wildcard_constraints:
@@ -69,7 +69,7 @@ rule merge_embeddings:
     """One embedding space of one (model, split), merged over its shards."""
     input:
         shards=expand(res("embed/{{model}}/{{split}}/shard{shard}.npz"), shard=range(N_SHARDS)),
-        code=code("merge_embeddings", "shards"),
+        code=code("merge_embeddings"),
     output:
         res("embed/{model}/{split}/{space}.npz"),
     wildcard_constraints:
@@ -89,7 +89,7 @@ rule build_index:
     """FAISS IndexFlatIP (exact cosine) over the train images of one space."""
     input:
         train=res("embed/{model}/train/{space}.npz"),
-        code=code("build_index", "index", "shards"),
+        code=code("build_index"),
     output:
         res("index/{model}/{space}.faiss"),
     wildcard_constraints:

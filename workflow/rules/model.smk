@@ -8,7 +8,7 @@ if config["model"]["build_tiny"]:
     rule build_models:
         """Demo: a tiny Qwen2-VL and a tiny CLIP, built and saved locally."""
         input:
-            code=code("build_models", "models"),
+            code=code("build_models"),
         output:
             base=directory(config["model"]["base"]),
             monet=directory(config["model"]["monet"]),
@@ -32,7 +32,7 @@ rule train:
         tuples=rules.tuples.output.tuples,
         images=config["data"]["images"],
         deepspeed=str(SRC / config["train"]["deepspeed"]),
-        code=code("train", "train", "lora", "models", "data"),
+        code=code("train"),
     output:
         adapter=directory(res("train/adapter")),
         loss_csv=res("train/loss.csv"),
@@ -70,7 +70,7 @@ rule predict:
         adapter=adapter_for,
         images=config["data"]["images"],
         test=rules.split.output.test,
-        code=code("predict", "predict", "metrics", "models", "lora", "data"),
+        code=code("predict"),
     output:
         res("predict/{model}.parquet"),
     wildcard_constraints:
@@ -103,7 +103,7 @@ rule r2:
         predictions=expand(res("predict/{model}.parquet"), model=MODEL_KINDS),
         manifest=rules.manifest.output.manifest,
         train=rules.split.output.train,
-        code=code("r2", "metrics", "figures"),
+        code=code("r2"),
     output:
         csv=res("predict/r2.csv"),
         markdown=res("predict/r2.md"),

@@ -44,7 +44,7 @@ rule retrieve:
     """Top-k train images for every test query, with one method."""
     input:
         unpack(retrieve_inputs),
-        code=code("retrieve", "retrieve", "index", "shards"),
+        code=code("retrieve"),
     output:
         res("retrieve/{method}.parquet"),
     wildcard_constraints:
@@ -68,7 +68,7 @@ rule evaluate:
         results=expand(res("retrieve/{method}.parquet"), method=METHODS),
         manifest=rules.manifest.output.manifest,
         train=rules.split.output.train,
-        code=code("evaluate", "evaluate", "retrieve"),
+        code=code("evaluate"),
     output:
         table=res("evaluate/percentiles.parquet"),
         csv=res("evaluate/summary.csv"),
@@ -95,7 +95,7 @@ rule figures:
         results=expand(res("retrieve/{method}.parquet"), method=METHODS),
         manifest=rules.manifest.output.manifest,
         images=config["data"]["images"],
-        code=code("figures", "figures", "data"),
+        code=code("figures"),
     output:
         fig4_pdf=res("figures/fig4_percentiles.pdf"),
         fig4_png=res("figures/fig4_percentiles.png"),
