@@ -1,0 +1,339 @@
+"""Training stage: LoRA targets, answer-only labels, DeepSpeed ZeRO-2 training through the
+entry point (torchrun, one CPU process), resuming an interrupted run, loading the adapter."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from skinground import lora, models, train
+from skinground.models import ModelLoadError
+
+from conftest import REPO, jpeg_bytes
+
+SCRIPT = REPO / "workflow" / "scripts" / "train.py"
+ZERO2 = REPO / "workflow" / "deepspeed" / "zero2.json"
+
+QUESTIONS = ["What is the area of the lesion in mm²?", "What is the B (LAB) value inside?",
+             "What is the border jaggedness of the lesion?"]
+ANSWERS = ["12.34", "-3.50", "250.10", "0.57", "7.00", "118.25"]
+CORPUS = [f"{q} {a}" for q in QUESTIONS for a in ANSWERS]
+N_IMAGES = 12
+
+DECODER = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+VISION = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+
+
+def train_config(repo_config: dict, **overrides) -> dict:
+    cfg = copy.deepcopy(repo_config["train"])
+    cfg["lora"].update(r=4, alpha=8, dropout=0.0,
+                       modules_to_save=["lm_head", "embed_tokens", "visual.merger"])
+    cfg.update(learning_rate=1e-2, lr_scheduler="constant", epochs=1, max_steps=4,
+               global_batch=4, per_device_batch=4, precision="fp32", save_steps=2,
+               save_total_limit=3, logging_steps=1, dataloader_workers=0, seed=0)
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return models.build_tiny_qwen2vl(tmp_path_factory.mktemp("base") / "qwen2vl",
+                                     corpus=CORPUS, image_size=56)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    """An HDF5 image store (tiles of different sizes) and its tuples parquet."""
+    root = tmp_path_factory.mktemp("data")
+    ids = [f"ISIC_{i:07d}" for i in range(N_IMAGES)]
+    with h5py.File(root / "train-image.hdf5", "w") as h5:
+        for k, isic_id in enumerate(ids):
+            h5.create_dataset(isic_id, data=np.bytes_(jpeg_bytes(40 + 17 * k, k)))
+    rows = [(isic_id, f"attr{j}", QUESTIONS[j], ANSWERS[(k + j) % len(ANSWERS)])
+            for k, isic_id in enumerate(ids) for j in range(2)]
+    frame = pl.DataFrame(rows, schema=list(train.TUPLE_COLUMNS), orient="row")
+    frame.write_parquet(root / "tuples.parquet")
+    return {"images": root / "train-image.hdf5", "tuples": root / "tuples.parquet"}
+
+
+@pytest.fixture(scope="module")
+def model_cfg(repo_config) -> dict:
+    return dict(repo_config["model"], image_size=56, min_pixels=None, max_pixels=None)
+
+
+# --------------------------------------------------------------------------- LoRA targets
+
+
+def test_config_regex_selects_decoder_and_vision_blocks_not_patch_embed(base, repo_config):
+    model, _ = models.load_mllm(base)
+    regex = repo_config["train"]["lora"]["target_modules"]
+    names = set(lora.target_module_names(model, regex))
+    text = model.config.text_config.num_hidden_layers
+    depth = model.config.vision_config.depth
+    expected = {f"model.language_model.layers.{i}.{m}" for i in range(text) for m in DECODER}
+    expected |= {f"model.visual.blocks.{i}.{m}" for i in range(depth) for m in VISION}
+    assert names == expected
+    assert "model.visual.patch_embed.proj" not in names
+    assert not any("merger" in n or "lm_head" in n for n in names)
+
+
+def test_lora_refuses_a_regex_that_hits_the_conv3d(base, repo_config):
+    model, _ = models.load_mllm(base)
+    cfg = dict(repo_config["train"]["lora"], target_modules=r".*proj$")
+    with pytest.raises(lora.LoraConfigError, match="patch_embed.proj"):
+        lora.attach_lora(model, cfg)
+    with pytest.raises(lora.LoraConfigError, match="matches no module"):
+        lora.attach_lora(model, dict(cfg, target_modules=r"nothing\.here"))
+
+
+def test_attach_lora_trains_adapters_and_modules_to_save_only(base, repo_config):
+    model, _ = models.load_mllm(base)
+    peft_model = lora.attach_lora(model, train_config(repo_config)["lora"])
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)
+    assert any("lm_head.modules_to_save" in n for n in trainable)
+    assert any("merger.modules_to_save" in n for n in trainable)
+
+
+# --------------------------------------------------------------------------- data + labels
+
+
+def test_dataset_reads_lazily_and_caches(data):
+    ds = train.TupleDataset(data["tuples"], data["images"], cache_images=True)
+    assert len(ds) == 2 * N_IMAGES and ds.n_images() == N_IMAGES
+    assert ds._store is None  # nothing open until an item is read
+    item = ds[0]
+    assert item["image"].mode == "RGB" and item["answer"] == ANSWERS[0]
+    assert ds[1]["image"] is item["image"]  # same image, decoded once
+    assert ds.__getstate__()["_store"] is None  # a worker opens its own handle
+
+
+def test_dataset_errors_name_the_file(data, tmp_path):
+    with pytest.raises(train.TrainError, match="tuples file not found"):
+        train.TupleDataset(tmp_path / "none.parquet", data["images"])
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"isic_id": ["x"], "question": ["q"]}).write_parquet(bad)
+    with pytest.raises(train.TrainError, match=r"bad.parquet: missing column\(s\) attribute"):
+        train.TupleDataset(bad, data["images"])
+    other = tmp_path / "other.parquet"
+    pl.DataFrame({"isic_id": ["ISIC_9"], "attribute": ["a"], "question": ["q"],
+                  "answer": ["1"]}).write_parquet(other)
+    with pytest.raises(train.DataError, match="no image for 1 tuple id"):
+        train.TupleDataset(other, data["images"])
+
+
+@pytest.mark.parametrize("pixels", [{"image_size": 56}, {"min_pixels": 784, "max_pixels": 12544}])
+def test_labels_cover_exactly_the_answer_and_end_of_turn(base, data, pixels):
+    _, processor = models.load_mllm(base, **pixels)
+    ds = train.TupleDataset(data["tuples"], data["images"])
+    items = [ds[i] for i in (0, 5, 9, 22)]  # answers of 4-6 characters, tiles 40-227 px
+    items[1] = dict(items[1], answer="7")
+    batch = train.Collator(processor)(items)
+    assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "image_grid_thw",
+                          "mm_token_type_ids", "labels"}
+    tok = processor.tokenizer
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    assert len(set(mask.sum(1).tolist())) > 1  # different lengths: there is padding
+    if "min_pixels" in pixels:  # native resolution: different numbers of image tokens
+        assert len(set(batch["image_grid_thw"].prod(1).tolist())) > 1
+    for i, item in enumerate(items):
+        labelled = labels[i] != train.IGNORE_INDEX
+        assert torch.equal(labels[i][labelled], ids[i][labelled])
+        assert tok.decode(ids[i][labelled]) == item["answer"] + "<|im_end|>"
+        positions = labelled.nonzero().flatten()
+        # one contiguous run ending at the last real token; padding is never labelled
+        assert positions.tolist() == list(range(positions[0], int(mask[i].sum())))
+        assert (labels[i][mask[i] == 0] == train.IGNORE_INDEX).all()
+        assert not labelled[batch["mm_token_type_ids"][i] == 1].any()
+    assert (mask == 0).any() and (ids[mask == 0] == tok.pad_token_id).all()
+
+
+def test_collated_batch_runs_the_model(base, data):
+    model, processor = models.load_mllm(base)
+    ds = train.TupleDataset(data["tuples"], data["images"])
+    batch = train.Collator(processor)([ds[i] for i in range(3)])
+    out = model(**batch)
+    assert torch.isfinite(out.loss)
+
+
+# --------------------------------------------------------------------------- config checks
+
+
+def test_deepspeed_config_checks(tmp_path):
+    assert train.load_deepspeed_config(ZERO2)["zero_optimization"]["stage"] == 2
+    with pytest.raises(train.TrainError, match=r"not found: .*missing\.json"):
+        train.load_deepspeed_config(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    with pytest.raises(train.TrainError, match=r"bad\.json is not valid JSON"):
+        train.load_deepspeed_config(bad)
+    stage3 = tmp_path / "z3.json"
+    stage3.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    with pytest.raises(train.TrainError, match=r"z3\.json: zero_optimization\.stage must be 2"):
+        train.load_deepspeed_config(stage3)
+
+
+def test_global_batch_must_divide():
+    assert train.gradient_accumulation(16, 4, 4) == 1
+    assert train.gradient_accumulation(16, 4, 2) == 2
+    with pytest.raises(train.TrainError, match="train.global_batch"):
+        train.gradient_accumulation(16, 4, 3)
+
+
+def test_checkpoints_of_another_run_are_dropped(tmp_path):
+    fp = {"train": {"learning_rate": 1e-3}}
+    assert train.prepare_checkpoints(tmp_path, fp) is None
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-6").mkdir()  # interrupted while saving: incomplete
+    assert train.prepare_checkpoints(tmp_path, fp) == tmp_path / "checkpoint-4"
+    assert train.prepare_checkpoints(tmp_path, {"train": {"learning_rate": 2e-3}}) is None
+    assert not list(tmp_path.glob("checkpoint-*"))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def run_script(tmp: Path, base: Path, data: dict, model_cfg: dict, train_cfg: dict,
+               deepspeed: Path = ZERO2) -> subprocess.CompletedProcess:
+    out = {name: tmp / name for name in ("ckpt", "adapter", "loss.csv", "loss.png",
+                                         "summary.json")}
+    cmd = [sys.executable, str(SCRIPT), "--base", str(base), "--tuples", str(data["tuples"]),
+           "--images", str(data["images"]), "--model", json.dumps(model_cfg),
+           "--train", json.dumps(train_cfg), "--deepspeed", str(deepspeed),
+           "--checkpoints", str(out["ckpt"]), "--adapter", str(out["adapter"]),
+           "--loss-csv", str(out["loss.csv"]), "--loss-plot", str(out["loss.png"]),
+           "--summary", str(out["summary.json"]), "--gpus", "1"]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                        "MASTER_PORT")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "workflow"), env.get("PYTHONPATH", "")])
+    # A fresh extension cache: training must not JIT-compile any DeepSpeed op.
+    env["TORCH_EXTENSIONS_DIR"] = str(tmp / "torch_extensions")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, base, data, model_cfg, repo_config):
+    """A 4-step DeepSpeed run (checkpoints at steps 2 and 4), through the entry point."""
+    tmp = tmp_path_factory.mktemp("run")
+    proc = run_script(tmp, base, data, model_cfg, train_config(repo_config))
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return tmp, proc
+
+
+def test_training_writes_adapter_loss_log_and_plot(trained):
+    tmp, proc = trained
+    assert "built successfully" not in proc.stderr  # no DeepSpeed op was compiled
+    summary = json.loads((tmp / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["resumed_from_step"] == 0
+    assert summary["processes"] == 1 and summary["precision"] == "fp32"
+    rows = read_csv(tmp / "loss.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert list(rows[0]) == list(train.LOSS_COLUMNS)
+    assert all(float(r["loss"]) > 0 and float(r["grad_norm"]) > 0 for r in rows)
+    assert summary["first_loss"] == pytest.approx(float(rows[0]["loss"]))
+    assert (tmp / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
+        p.name for p in (tmp / "adapter").iterdir()}
+    assert not list(tmp.glob(".*.tmp"))  # atomic writes left nothing behind
+    assert {p.name for p in (tmp / "ckpt").glob("checkpoint-*")} == {"checkpoint-2",
+                                                                    "checkpoint-4"}
+
+
+def test_adapter_changes_the_model(trained, base, data):
+    tmp, _ = trained
+    model, processor = models.load_mllm(base)
+    ds = train.TupleDataset(data["tuples"], data["images"])
+    batch = train.Collator(processor)([ds[i] for i in range(2)])
+    with torch.no_grad():
+        before = model(**batch).logits
+        tuned = lora.attach_adapter(models.load_mllm(base)[0], tmp / "adapter")
+        assert type(tuned) is type(model)  # merged: a plain model again
+        after = tuned(**batch).logits
+        unmerged = lora.attach_adapter(models.load_mllm(base)[0], tmp / "adapter",
+                                       merge=False)(**batch).logits
+    assert (after - before).abs().max() > 1e-3
+    torch.testing.assert_close(after, unmerged, atol=1e-4, rtol=1e-4)
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(trained, base, data, model_cfg,
+                                                         repo_config, tmp_path):
+    done, _ = trained
+    full = read_csv(done / "loss.csv")
+    # The same run, killed after checkpoint-2 was written: no checkpoint-4, no outputs.
+    shutil.copytree(done / "ckpt", tmp_path / "ckpt")
+    shutil.rmtree(tmp_path / "ckpt" / "checkpoint-4")
+    proc = run_script(tmp_path, base, data, model_cfg, train_config(repo_config))
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "checkpoint-2 (step 2)" in proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["resumed_from_step"], summary["steps_this_run"], summary["steps"]) == (2, 2, 4)
+    state = json.loads((tmp_path / "ckpt" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    # Steps 1-2 come from the checkpoint's log, 3-4 continue it: same losses as without the
+    # interruption (model, optimizer, data order and RNG all restored).
+    resumed = read_csv(tmp_path / "loss.csv")
+    assert [int(r["step"]) for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(resumed, full, strict=True):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4)
+
+
+def test_script_rejects_bad_deepspeed_config_before_launching(tmp_path, base, data, model_cfg,
+                                                             repo_config):
+    stage3 = tmp_path / "zero3.json"
+    stage3.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    proc = run_script(tmp_path, base, data, model_cfg, train_config(repo_config), stage3)
+    assert proc.returncode == 1
+    assert "zero3.json: zero_optimization.stage must be 2" in proc.stderr
+    assert "torch.distributed.run" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- attach_adapter
+
+
+def test_attach_adapter_errors_name_the_path(trained, base, tmp_path):
+    done, _ = trained
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ModelLoadError, match=f"does not exist: {missing}"):
+        lora.attach_adapter(models.load_mllm(base)[0], missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match=f"no adapter_config.json in adapter directory "
+                                             f"{empty}"):
+        lora.attach_adapter(models.load_mllm(base)[0], empty)
+    # an adapter whose target modules do not exist in this base
+    odd = tmp_path / "odd"
+    shutil.copytree(done / "adapter", odd)
+    cfg = json.loads((odd / "adapter_config.json").read_text())
+    cfg["target_modules"] = r".*no_such_module$"
+    (odd / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match=f"adapter {odd} does not fit"):
+        lora.attach_adapter(models.load_mllm(base)[0], odd)
+
+
+def test_attach_adapter_rejects_an_adapter_for_another_base(trained, tmp_path):
+    done, _ = trained
+    other = models.build_tiny_qwen2vl(tmp_path / "other", corpus=CORPUS, image_size=56,
+                                      text_hidden=32, intermediate=64, mrope_section=(1, 1, 2))
+    with pytest.raises(ModelLoadError, match=f"adapter {done / 'adapter'} does not fit"):
+        lora.attach_adapter(models.load_mllm(other)[0], done / "adapter")

@@ -1,0 +1,541 @@
+"""LoRA fine-tuning of Qwen2-VL on the training tuples (image, Q(a), y_a) under DeepSpeed ZeRO-2.
+
+The loss is on the answer tokens only (and the closing ``<|im_end|>``, so the model learns to
+stop); prompt, image and padding positions are labelled -100. ``train`` runs HF ``Trainer``
+with a peft LoRA adapter, in every process of a ``torchrun`` launch (one per GPU; one on CPU,
+with the gloo backend). An interrupted run resumes from the last complete checkpoint in the
+checkpoint directory, provided it was made by the same run (same config, tuples and base
+model); checkpoints of another run are removed and training starts over.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from PIL import Image
+
+from .attributes import ID_COLUMN
+from .data import DataError, ImageStore, open_images
+from .errors import InputError
+from .io import atomic_path, write_json
+from .lora import attach_lora
+from .models import EOS_TOKEN, chat_prompt, load_mllm
+
+log = logging.getLogger(__name__)
+
+TUPLE_COLUMNS = (ID_COLUMN, "attribute", "question", "answer")
+IGNORE_INDEX = -100
+#: In the checkpoint directory: what the checkpoints belong to (see ``run_fingerprint``).
+FINGERPRINT_FILE = "run.json"
+#: Config keys that do not change what is trained (a changed value keeps the checkpoints).
+BOOKKEEPING_KEYS = ("save_steps", "save_total_limit", "logging_steps", "dataloader_workers",
+                    "deepspeed")
+#: Decoded images cached in memory by default only when there are at most this many.
+AUTO_CACHE_MAX_IMAGES = 20_000
+LOSS_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm")
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class TrainError(InputError):
+    """A training input or setting is invalid (message names the file or config key)."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+class TupleDataset(torch.utils.data.Dataset):
+    """The training tuples: item ``i`` is ``{"image", "question", "answer"}`` of row ``i``.
+
+    Images are read from the store (HDF5 or JPEG folder) on access; the store is opened
+    lazily in each process (so DataLoader workers get their own handle). ``cache_images``
+    keeps decoded images in memory (per process): worth it when the images are few and each
+    is used many times (the demo: every attribute of every image, several epochs).
+    """
+
+    def __init__(self, tuples_parquet: str | os.PathLike, images_path: str | os.PathLike, *,
+                 cache_images: bool = False, check_images: bool = True):
+        path = Path(tuples_parquet)
+        if not path.is_file():
+            raise TrainError(f"tuples file not found: {path}")
+        try:
+            frame = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as err:
+            raise TrainError(f"{path}: not a readable parquet file: {err}") from err
+        missing = [c for c in TUPLE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise TrainError(f"{path}: missing column(s) {', '.join(missing)}")
+        if frame.height == 0:
+            raise TrainError(f"{path}: no training tuples")
+        nulls = [c for c in TUPLE_COLUMNS if frame[c].null_count()]
+        if nulls:
+            raise TrainError(f"{path}: empty values in column(s) {', '.join(nulls)}")
+        self.source = path
+        self.ids: list[str] = frame[ID_COLUMN].to_list()
+        self.attributes: list[str] = frame["attribute"].to_list()
+        self.questions: list[str] = frame["question"].to_list()
+        self.answers: list[str] = frame["answer"].to_list()
+        self.images_path = Path(images_path)
+        self.cache: dict[str, Image.Image] | None = {} if cache_images else None
+        self._store: ImageStore | None = None
+        self._pid: int | None = None
+        if check_images:
+            with open_images(self.images_path) as store:
+                absent = sorted(set(self.ids) - store.ids())
+            if absent:
+                raise DataError(f"{self.images_path}: no image for {len(absent)} tuple id(s), "
+                                f"e.g. {', '.join(absent[:3])} (tuples: {path})")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def n_images(self) -> int:
+        return len(set(self.ids))
+
+    def _images(self) -> ImageStore:
+        if self._store is None or self._pid != os.getpid():
+            self._store = open_images(self.images_path)
+            self._pid = os.getpid()
+        return self._store
+
+    def image(self, isic_id: str) -> Image.Image:
+        if self.cache is not None:
+            img = self.cache.get(isic_id)
+            if img is None:
+                img = self.cache[isic_id] = self._images().read(isic_id)
+            return img
+        return self._images().read(isic_id)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.image(self.ids[i]), "question": self.questions[i],
+                "answer": self.answers[i]}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_store"] = None
+        state["_pid"] = None
+        return state
+
+
+class Collator:
+    """Batches ``TupleDataset`` items into Qwen2-VL inputs with answer-only labels.
+
+    Text per item: ``chat_prompt(processor, question) + answer + "<|im_end|>"``, padded on
+    the right. ``labels`` equal ``input_ids`` on the answer tokens and the final
+    ``<|im_end|>``, -100 elsewhere (system/user turn, image tokens, assistant header,
+    padding). The boundary is found by tokenizing the prompt (with its image tokens expanded
+    as the processor does) and checking that it is a prefix of the full sequence.
+    """
+
+    def __init__(self, processor):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.image_token = processor.image_token
+        self.merge = processor.image_processor.merge_size
+        self.eos_id = self.tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        prompts = [chat_prompt(self.processor, it["question"]) for it in items]
+        texts = [p + it["answer"] + EOS_TOKEN for p, it in zip(prompts, items, strict=True)]
+        batch = self.processor(text=texts, images=[it["image"] for it in items],
+                               padding=True, padding_side="right", return_tensors="pt")
+        input_ids = batch["input_ids"]
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        n_image = (batch["image_grid_thw"].prod(dim=1) // self.merge**2).tolist()
+        expanded = [p.replace(self.image_token, self.image_token * n, 1)
+                    for p, n in zip(prompts, n_image, strict=True)]
+        prompt_ids = self.tokenizer(expanded, add_special_tokens=False)["input_ids"]
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        for i, (ids, n) in enumerate(zip(prompt_ids, lengths, strict=True)):
+            k = len(ids)
+            if k >= n or input_ids[i, :k].tolist() != ids:
+                raise TrainError(
+                    f"the prompt's tokens are not a prefix of the prompt + answer's tokens "
+                    f"(question {items[i]['question']!r}, answer {items[i]['answer']!r})")
+            if input_ids[i, n - 1] != self.eos_id:
+                raise TrainError(f"sequence {i} does not end with {EOS_TOKEN}")
+            labels[i, k:n] = input_ids[i, k:n]
+        out = {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values",
+                                           "image_grid_thw", "mm_token_type_ids")}
+        out["labels"] = labels
+        return out
+
+
+# --------------------------------------------------------------------------- config checks
+
+
+def load_deepspeed_config(path: str | os.PathLike) -> dict:
+    """Read and check the DeepSpeed config: a JSON object with ``zero_optimization.stage`` 2."""
+    p = Path(path)
+    if not p.is_file():
+        raise TrainError(f"DeepSpeed config not found: {p} (train.deepspeed)")
+    try:
+        config = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TrainError(f"DeepSpeed config {p} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise TrainError(f"DeepSpeed config {p} must be a JSON object")
+    zero = config.get("zero_optimization")
+    stage = zero.get("stage") if isinstance(zero, dict) else None
+    if stage != 2:
+        raise TrainError(f"DeepSpeed config {p}: zero_optimization.stage must be 2 (ZeRO-2), "
+                         f"got {stage!r}")
+    return config
+
+
+def gradient_accumulation(global_batch: int, per_device_batch: int, world_size: int) -> int:
+    """``global_batch / (per_device_batch x world_size)``; it must divide exactly."""
+    per_step = per_device_batch * world_size
+    if global_batch < per_step or global_batch % per_step:
+        raise TrainError(
+            f"train.global_batch ({global_batch}) must be a multiple of train.per_device_batch "
+            f"({per_device_batch}) x processes ({world_size}) = {per_step}")
+    return global_batch // per_step
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def use_bf16(precision: str) -> bool:
+    """bf16 only when asked for and a CUDA device is there; fp32 otherwise (always on CPU)."""
+    return precision == "bf16" and torch.cuda.is_available()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_fingerprint(*, base: str | os.PathLike, tuples: str | os.PathLike,
+                    model_cfg: Mapping, train_cfg: Mapping, deepspeed_cfg: Mapping) -> dict:
+    """What a checkpoint must match to be resumed: the training config (less bookkeeping
+    keys), the pixel budget, the DeepSpeed config, the tuples' content and the base model."""
+    base = Path(base)
+    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in base.glob("*.safetensors"))
+    return {
+        "train": {k: v for k, v in train_cfg.items() if k not in BOOKKEEPING_KEYS},
+        "pixels": {k: model_cfg.get(k) for k in ("image_size", "min_pixels", "max_pixels")},
+        "deepspeed": dict(deepspeed_cfg),
+        "tuples_sha256": _file_digest(Path(tuples)),
+        "base": {"path": str(base.resolve()),
+                 "config_sha256": _file_digest(base / "config.json"),
+                 "weights": [list(w) for w in weights]},
+    }
+
+
+def complete_checkpoints(checkpoint_dir: str | os.PathLike) -> list[Path]:
+    """``checkpoint-<step>`` folders holding a ``trainer_state.json`` (written last, so the
+    folder is complete), oldest first."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _CHECKPOINT_RE.match(p.name)
+        if m and p.is_dir() and (p / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def prepare_checkpoints(checkpoint_dir: str | os.PathLike, fingerprint: dict) -> Path | None:
+    """The checkpoint to resume from, or None. Checkpoints of another run (no or another
+    fingerprint) are removed; the fingerprint of this run is written."""
+    root = Path(checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    fp_file = root / FINGERPRINT_FILE
+    old = None
+    if fp_file.is_file():
+        try:
+            old = json.loads(fp_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = None
+    # json round trip: compare like with like (tuples become lists).
+    same = old == json.loads(json.dumps(fingerprint))
+    stale = [p for p in root.iterdir() if _CHECKPOINT_RE.match(p.name)]
+    if not same and stale:
+        log.warning("%s: %d checkpoint(s) from another run (config, tuples or base model "
+                    "changed); removing them and starting over", root, len(stale))
+        for p in stale:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if not same:
+        write_json(fp_file, fingerprint)
+    done = complete_checkpoints(root)
+    return done[-1] if done else None
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def loss_rows(log_history: Sequence[Mapping]) -> list[dict]:
+    """The training-loss entries of ``trainer.state.log_history``, one per logged step."""
+    rows = []
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            rows.append({k: entry.get(k) for k in LOSS_COLUMNS})
+    return rows
+
+
+def write_loss_csv(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(LOSS_COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in LOSS_COLUMNS})
+
+
+def plot_loss(path: str | os.PathLike, rows: Sequence[Mapping], title: str = "") -> None:
+    """Training loss (and learning rate) against the step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["loss"] for r in rows], color="C0", label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (answer tokens)")
+    ax.set_title(title or "LoRA fine-tuning")
+    if rows and any(r.get("learning_rate") is not None for r in rows):
+        ax2 = ax.twinx()
+        ax2.plot(steps, [r.get("learning_rate") for r in rows], color="C1", alpha=0.6,
+                 linestyle="--", label="learning rate")
+        ax2.set_ylabel("learning rate")
+        ax2.grid(False)
+        ax2.set_ylim(bottom=0)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def training_arguments(train_cfg: Mapping, *, checkpoint_dir: str | os.PathLike,
+                       deepspeed_config: str | os.PathLike, world: int, bf16: bool):
+    """HF ``TrainingArguments`` from the ``train`` config section."""
+    from transformers import TrainingArguments
+
+    accumulation = gradient_accumulation(int(train_cfg["global_batch"]),
+                                         int(train_cfg["per_device_batch"]), world)
+    warmup = float(train_cfg.get("warmup_ratio", 0.0))
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        learning_rate=float(train_cfg["learning_rate"]),
+        lr_scheduler_type=train_cfg["lr_scheduler"],
+        # A float in [0, 1) is a ratio of the total steps.
+        warmup_steps=min(warmup, 0.999999),
+        weight_decay=float(train_cfg["weight_decay"]),
+        num_train_epochs=float(train_cfg["epochs"]),
+        max_steps=int(train_cfg["max_steps"]),
+        per_device_train_batch_size=int(train_cfg["per_device_batch"]),
+        gradient_accumulation_steps=accumulation,
+        bf16=bf16,
+        fp16=False,
+        deepspeed=str(deepspeed_config),
+        save_strategy="steps",
+        save_steps=int(train_cfg["save_steps"]),
+        save_total_limit=int(train_cfg["save_total_limit"]),
+        logging_strategy="steps",
+        logging_steps=int(train_cfg["logging_steps"]),
+        logging_first_step=True,
+        seed=int(train_cfg["seed"]),
+        dataloader_num_workers=int(train_cfg["dataloader_workers"]),
+        dataloader_persistent_workers=int(train_cfg["dataloader_workers"]) > 0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,
+        report_to="none",
+        activation_checkpointing=False,  # formerly gradient_checkpointing
+        disable_tqdm=True,
+        save_only_model=False,
+    )
+
+
+def _cpu_threads(dataloader_workers: int) -> int:
+    """On CPU (one training process): as many torch threads as cores this job may use, less
+    one per DataLoader worker (each collates batches on a core of its own). Returns the count.
+    """
+    if torch.cuda.is_available():
+        return torch.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    n = max(1, cores - dataloader_workers)
+    torch.set_num_threads(n)
+    return n
+
+
+def _trainer_class():
+    """HF ``Trainer`` without the per-step FLOP estimate (it walks every parameter of the
+    model each step, a few % of a tiny model's step; only used for a log line)."""
+    from transformers import Trainer
+
+    class LoraTrainer(Trainer):
+        def floating_point_ops(self, inputs) -> int:
+            return 0
+
+    return LoraTrainer
+
+
+class _Timing:
+    """A Trainer callback: wall time in optimizer steps vs between them (data loading and
+    collation, logging, checkpointing)."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class Timing(TrainerCallback):
+            def __init__(self):
+                self.step_seconds = 0.0
+                self.other_seconds = 0.0
+                self._begin = self._end = None
+
+            def on_step_begin(self, args, state, control, **kwargs):
+                self._begin = time.perf_counter()
+                if self._end is not None:
+                    self.other_seconds += self._begin - self._end
+
+            def on_step_end(self, args, state, control, **kwargs):
+                self._end = time.perf_counter()
+                if self._begin is not None:
+                    self.step_seconds += self._end - self._begin
+
+        return Timing()
+
+
+def _no_shm_comm_on_cpu(world: int) -> None:
+    """DeepSpeed JIT-compiles a shared-memory all-reduce op (minutes on 2 cores) when its
+    communication backend starts on CPU; one process has nothing to all-reduce with."""
+    if torch.cuda.is_available() or world != 1:
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | os.PathLike,
+          model_cfg: Mapping, train_cfg: Mapping, deepspeed_config: str | os.PathLike,
+          checkpoint_dir: str | os.PathLike, adapter_dir: str | os.PathLike,
+          loss_csv: str | os.PathLike, loss_plot: str | os.PathLike,
+          cache_images: bool | None = None) -> dict:
+    """LoRA-tune the Qwen2-VL at ``base`` on the tuples; write the adapter and the loss log.
+
+    Run in every process of a ``torchrun`` launch. Returns the summary (same on every rank;
+    only rank 0 writes ``adapter_dir``, ``loss_csv`` and ``loss_plot``). ``cache_images``:
+    keep decoded images in memory (None: when there are at most ``AUTO_CACHE_MAX_IMAGES``).
+    """
+    from transformers import set_seed
+
+    started = time.perf_counter()
+    ds_config = load_deepspeed_config(deepspeed_config)
+    world = world_size()
+    bf16 = use_bf16(train_cfg["precision"])
+    _no_shm_comm_on_cpu(world)
+    args = training_arguments(train_cfg, checkpoint_dir=checkpoint_dir,
+                              deepspeed_config=deepspeed_config, world=world, bf16=bf16)
+    threads = _cpu_threads(int(train_cfg["dataloader_workers"]))
+    set_seed(int(train_cfg["seed"]))
+
+    dataset = TupleDataset(tuples, images, cache_images=False)
+    n_images = dataset.n_images()
+    if cache_images is None:
+        cache_images = n_images <= AUTO_CACHE_MAX_IMAGES
+    if cache_images:
+        dataset.cache = {}
+    log.info("%d tuples of %d images (%s); %d process(es), per-device batch %d, "
+             "accumulation %d, %s, %d torch thread(s)", len(dataset), n_images,
+             "cached in memory" if cache_images else "read per step", world,
+             args.per_device_train_batch_size, args.gradient_accumulation_steps,
+             "bf16" if bf16 else "fp32", threads)
+
+    fingerprint = run_fingerprint(base=base, tuples=tuples, model_cfg=model_cfg,
+                                  train_cfg=train_cfg, deepspeed_cfg=ds_config)
+    with args.main_process_first(local=False, desc="checkpoint check"):
+        resume = prepare_checkpoints(checkpoint_dir, fingerprint) if is_main_process() \
+            else (complete_checkpoints(checkpoint_dir) or [None])[-1]
+
+    model, processor = load_mllm(
+        base, image_size=model_cfg.get("image_size"), min_pixels=model_cfg.get("min_pixels"),
+        max_pixels=model_cfg.get("max_pixels"),
+        dtype=torch.bfloat16 if bf16 else torch.float32)
+    model.config.use_cache = False
+    model = attach_lora(model, train_cfg["lora"])
+    model.train()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+
+    timing = _Timing()
+    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset,
+                               data_collator=Collator(processor), callbacks=[timing])
+    resumed_at = 0
+    if resume is not None:
+        resumed_at = json.loads((resume / "trainer_state.json").read_text())["global_step"]
+        log.info("resuming from %s (step %d)", resume, resumed_at)
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - t0
+
+    state = trainer.state
+    rows = loss_rows(state.log_history)
+    steps_run = state.global_step - resumed_at
+    summary = {
+        "steps": state.global_step,
+        "resumed_from_step": resumed_at,
+        "steps_this_run": steps_run,
+        "epochs": state.epoch,
+        "first_loss": rows[0]["loss"] if rows else None,
+        "final_loss": rows[-1]["loss"] if rows else None,
+        "mean_train_loss": result.training_loss,
+        "seconds": round(seconds, 3),
+        "seconds_total": round(time.perf_counter() - started, 3),
+        "steps_per_second": round(steps_run / seconds, 3) if seconds > 0 else None,
+        # Of "seconds": in forward/backward/optimizer steps, and between them (data).
+        "seconds_in_steps": round(timing.step_seconds, 3),
+        "seconds_between_steps": round(timing.other_seconds, 3),
+        "tuples": len(dataset),
+        "images": n_images,
+        "processes": world,
+        "gradient_accumulation": args.gradient_accumulation_steps,
+        "global_batch": int(train_cfg["global_batch"]),
+        "precision": "bf16" if bf16 else "fp32",
+        "trainable_parameters": trainable,
+        "parameters": total,
+    }
+    if is_main_process():
+        with atomic_path(adapter_dir, directory=True) as tmp:
+            trainer.model.save_pretrained(tmp)
+        write_loss_csv(loss_csv, rows)
+        plot_loss(loss_plot, rows, title=f"LoRA fine-tuning ({state.global_step} steps)")
+        log.info("adapter written to %s; loss %s -> %s over %d steps (%.1f steps/s)",
+                 adapter_dir, summary["first_loss"], summary["final_loss"], state.global_step,
+                 summary["steps_per_second"] or math.nan)
+    return summary
