@@ -1,0 +1,635 @@
+"""GPU check: a Qwen2-VL-7B-shaped model (random weights, bf16) on one GPU.
+
+    python bench/gpu_check.py [--out bench/results/gpu.json]     # on a GPU (see gpu_check.sh)
+    python bench/gpu_check.py --tiny --out /tmp/gpu_tiny.json    # same code path, CPU, tiny
+
+Two phases, each in a process of its own with a time limit (a hang, a crash or an
+out-of-memory error in one is recorded in the result and the other still runs):
+
+1. train: LoRA (config.yaml ``train.lora``: r=8, the vision + decoder target regex) under
+   DeepSpeed ZeRO-2 (``train.deepspeed``), launched as workflow/scripts/train.py launches it
+   (``torchrun --standalone --nproc_per_node 1``; gloo on CPU), through the workflow's own
+   ``Collator``/``training_arguments``/Trainer: ``--warmup-steps`` + ``--steps`` optimizer
+   steps of ``train.global_batch`` sequences (per-device batch x gradient accumulation) on
+   synthetic SLICE-3D-sized tiles (61-239 px, config.yaml's ``min_pixels``/``max_pixels``).
+   Step time (forward/backward/optimizer, CUDA-synchronised), tokens/s, MFU, peak memory.
+2. embed: ``embed.prefix_shared_embeddings`` vs ``embed.naive_embeddings`` over ``--images``
+   tiles x the 16 questions: images/s both ways, the ratio, MFU, agreement, peak memory.
+
+MFU = model FLOPs / time / ``--peak-tflops`` (H200 bf16 dense 989). Model FLOPs are
+``skinground.cost``'s: 2 x parameters a token passes through per token forward (vision
+blocks per patch, decoder per token, LM head where logits are computed), 3x that for training
+(the 6·N·tokens convention); the cost model applies the same convention at A6000 scale.
+The model is the 7B's config with random weights (``--tiny``: config.yaml ``model.tiny``,
+float32); the tokenizer is ``models.build_tokenizer``'s, the embedding table padded to the
+7B's 152,064 rows. The result is written atomically to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Qwen2-VL-7B(-Instruct)'s config.json, the values that shape the compute.
+QWEN2VL_7B = {
+    "vocab_size": 152064,
+    "text_hidden": 3584,
+    "intermediate": 18944,
+    "layers": 28,
+    "heads": 28,
+    "kv_heads": 4,
+    "mrope_section": [16, 24, 24],
+    "vision_depth": 32,
+    "vision_embed": 1280,
+    "vision_heads": 16,
+    "patch_size": 14,
+    "spatial_merge": 2,
+}
+DIM_KEYS = ("text_hidden", "intermediate", "layers", "heads", "kv_heads", "mrope_section",
+            "vision_depth", "vision_embed", "vision_heads")
+#: The check's tokenizer vocabulary (the 7B's embedding table is larger: padded).
+TOKENIZER_VOCAB = 1024
+H200_PEAK_TFLOPS = 989.0
+PACKAGES = ("torch", "transformers", "peft", "deepspeed", "accelerate", "tokenizers",
+            "numpy", "skinground")
+GIB = 1024**3
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def arguments(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tiny", action="store_true",
+                   help="config.yaml's tiny model in float32, few images (runs on CPU)")
+    p.add_argument("--config", type=Path, default=REPO / "config.yaml")
+    p.add_argument("--dims", type=json.loads, default={},
+                   help="JSON overriding values of the 7B's shape (QWEN2VL_7B), e.g. "
+                        "'{\"layers\": 4}' for a smaller GPU or a quick test")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gpu.json")
+    p.add_argument("--images", type=int, default=None,
+                   help="tiles for the embedding phase (default 64; --tiny 6)")
+    p.add_argument("--train-images", type=int, default=None,
+                   help="distinct tiles in the training set (default 64; --tiny 8)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed optimizer steps (default 5; --tiny 2)")
+    p.add_argument("--warmup-steps", type=int, default=2, help="untimed optimizer steps")
+    p.add_argument("--batch-images", type=int, nargs="+", default=None,
+                   help="prefix-shared batch sizes to time (default: embed.batch_images, and "
+                        "32 on a GPU); the first is compared with the naive method")
+    p.add_argument("--naive-budget-s", type=float, default=None,
+                   help="stop the naive pass after this many seconds (default 90; --tiny none)")
+    p.add_argument("--train-timeout", type=float, default=300.0, help="seconds")
+    p.add_argument("--embed-timeout", type=float, default=300.0, help="seconds")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="seconds for both phases together (each also keeps its own limit); "
+                        "gpu_check.sh passes what its 8 minutes leave after the installs")
+    p.add_argument("--peak-tflops", type=float, default=H200_PEAK_TFLOPS,
+                   help="the accelerator's bf16 dense peak, for MFU (H200: 989)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads on CPU (default 1: more spin-wait on a shared machine)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip", choices=("train", "embed"), action="append", default=[],
+                   help="leave a phase out")
+    # Internal: run one phase in this process and write its result to --part.
+    p.add_argument("--phase", choices=("train", "embed"), help=argparse.SUPPRESS)
+    p.add_argument("--part", type=Path, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    a.images = a.images or (6 if a.tiny else 64)
+    a.train_images = a.train_images or (8 if a.tiny else 64)
+    a.steps = a.steps or (2 if a.tiny else 5)
+    if a.naive_budget_s is None:
+        a.naive_budget_s = math.inf if a.tiny else 90.0
+    return a
+
+
+def load_config(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def versions() -> dict:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def nvidia_smi() -> dict | None:
+    """The GPUs as nvidia-smi reports them (None without nvidia-smi)."""
+    query = "name,driver_version,memory.total,compute_cap"
+    try:
+        proc = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip()[-300:]}
+    rows = [[c.strip() for c in line.split(",")] for line in proc.stdout.strip().splitlines()]
+    return {"gpus": [dict(zip(query.split(","), r, strict=False)) for r in rows]}
+
+
+def device_info(torch) -> dict:
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return {"type": "cuda", "name": props.name, "memory_gib": props.total_memory / GIB,
+                "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
+                "bf16": torch.cuda.is_bf16_supported()}
+    return {"type": "cpu", "name": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
+
+
+def sync(torch) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def tiles(n: int, seed: int):
+    """``n`` synthetic lesion tiles, 61-239 px (SLICE-3D's size distribution)."""
+    import numpy as np
+    from PIL import Image
+
+    from skinground.synthetic import render_tile, tile_size
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(render_tile(rng, tile_size(rng)).rgb) for _ in range(n)]
+
+
+def questions_of(config: dict) -> list[str]:
+    return [a["question"] for a in config["attributes"].values()]
+
+
+def build(args, config: dict, torch):
+    """``(model, processor, spec, parameters)``: the 7B-shaped (or tiny) Qwen2-VL with random
+    weights, on the GPU in bf16 (CPU float32 without one or with --tiny), and a processor with
+    config.yaml's pixel budget. ``spec`` is the ``cost.QwenSpec`` its FLOPs are counted with."""
+    from transformers import Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    from skinground import cost, models
+
+    questions = questions_of(config)
+    corpus = [f"{q} {v}" for q in questions for v in ("12.34", "0.57", "-1.25", "250.10")]
+    if args.tiny:
+        tiny = config["model"]["tiny"]
+        dims = {k: tiny[k] for k in DIM_KEYS} | {"patch_size": 14, "spatial_merge": 2}
+        tokenizer = models.build_tokenizer(corpus, int(tiny["vocab_size"]))
+        vocab = len(tokenizer)
+    else:
+        shape = QWEN2VL_7B | args.dims
+        dims = {k: v for k, v in shape.items() if k != "vocab_size"}
+        tokenizer = models.build_tokenizer(corpus, TOKENIZER_VOCAB)
+        vocab = max(int(shape["vocab_size"]), len(tokenizer))
+    ids = models.special_token_ids(tokenizer)
+    config_hf = models._tiny_qwen2vl_config(ids, vocab, **dims)
+    gpu = torch.cuda.is_available()
+    dtype = torch.bfloat16 if gpu and not args.tiny else torch.float32
+    torch.manual_seed(args.seed)
+    with torch.device("cuda" if gpu else "cpu"):
+        model = Qwen2VLForConditionalGeneration._from_config(config_hf, dtype=dtype)
+    mn, mx = config["model"]["min_pixels"], config["model"]["max_pixels"]
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=dims["patch_size"], merge_size=dims["spatial_merge"], temporal_patch_size=2,
+        min_pixels=mn, max_pixels=mx)
+    processor = models.ImageOnlyQwen2VLProcessor(image_processor, tokenizer,
+                                                 chat_template=models.QWEN2VL_CHAT_TEMPLATE)
+    models.configure_pixels(processor, min_pixels=mn, max_pixels=mx)
+    spec = cost.QwenSpec(
+        text_hidden=dims["text_hidden"], intermediate=dims["intermediate"],
+        layers=dims["layers"], heads=dims["heads"], kv_heads=dims["kv_heads"],
+        vocab_size=vocab, vision_depth=dims["vision_depth"], vision_embed=dims["vision_embed"],
+        vision_heads=dims["vision_heads"], patch_size=dims["patch_size"],
+        spatial_merge=dims["spatial_merge"])
+    counted = sum(p.numel() for p in model.parameters())
+    formula = cost.param_counts(spec)["total"]
+    parameters = {"counted": counted, "cost_model": formula, "match": counted == formula,
+                  "dtype": str(dtype).removeprefix("torch."), "vocab_size": vocab,
+                  "tokenizer_vocab": len(tokenizer), "dims": dims}
+    return model, processor, spec, parameters
+
+
+def error_record(err: BaseException, torch) -> dict:
+    oom = isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+    return {"error": "out of memory" if oom else f"{type(err).__name__}: {str(err)[:500]}",
+            "traceback": traceback.format_exc()[-3000:]}
+
+
+def memory(torch) -> dict:
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_memory_gib": torch.cuda.max_memory_allocated() / GIB,
+            "peak_reserved_gib": torch.cuda.max_memory_reserved() / GIB}
+
+
+# --------------------------------------------------------------------------- phase: train
+
+
+class CountingCollator:
+    """The workflow's ``train.Collator``, recording what each batch holds."""
+
+    def __init__(self, inner, image_token_id: int):
+        self.inner = inner
+        self.image_token_id = image_token_id
+        self.batches: list[dict] = []
+
+    def __call__(self, items):
+        out = self.inner(items)
+        ids = out["input_ids"]
+        self.batches.append({
+            "sequences": len(items),
+            "tokens": int(out["attention_mask"].sum()),
+            "padded_tokens": int(ids.numel()),
+            "image_tokens": int((ids == self.image_token_id).sum()),
+            "answer_tokens": int((out["labels"] != -100).sum()),
+        })
+        return out
+
+
+def phase_train(args, config: dict) -> dict:
+    import torch
+    from transformers import TrainerCallback
+
+    from skinground import cost
+    from skinground import train as T
+    from skinground.lora import attach_lora
+
+    world = T.world_size()
+    T._no_shm_comm_on_cpu(world)  # no JIT-compiled shared-memory op for one CPU process
+    bf16 = torch.cuda.is_available() and not args.tiny
+    steps = args.warmup_steps + args.steps
+    train_cfg = dict(config["train"])
+    train_cfg.update(max_steps=steps, epochs=1, save_steps=10**9, logging_steps=1,
+                     dataloader_workers=0, precision="bf16" if bf16 else "fp32")
+    result: dict = {"processes": world, "precision": train_cfg["precision"]}
+    with tempfile.TemporaryDirectory(prefix="gpu_check_train.") as tmp:
+        targs = T.training_arguments(train_cfg, checkpoint_dir=tmp,
+                                     deepspeed_config=REPO / config["train"]["deepspeed"],
+                                     world=world, bf16=bf16)
+        result["device"] = device_info(torch)
+        t0 = time.perf_counter()
+        model, processor, spec, parameters = build(args, config, torch)
+        model.config.use_cache = False
+        model = attach_lora(model, config["train"]["lora"])
+        model.train()
+        sync(torch)
+        result["build_seconds"] = time.perf_counter() - t0
+        result["parameters"] = parameters
+        result["trainable_parameters"] = sum(p.numel() for p in model.parameters()
+                                             if p.requires_grad)
+        result.update({f"{k}_after_build": v for k, v in memory(torch).items()})
+
+        import numpy as np
+
+        rng = np.random.default_rng(args.seed)
+        images = tiles(args.train_images, args.seed + 1)
+        attrs = list(config["attributes"].values())
+        n_seq = steps * int(train_cfg["global_batch"])
+        data = []
+        for k in range(n_seq):
+            a = attrs[int(rng.integers(len(attrs)))]
+            data.append({"image": images[k % len(images)], "question": a["question"],
+                         "answer": f"{rng.uniform(0, 300):.{a['decimals']}f}"})
+        collator = CountingCollator(T.Collator(processor), model.config.image_token_id)
+
+        times: list[float] = []
+
+        class StepTimer(TrainerCallback):
+            begin = None
+
+            def on_step_begin(self, *a, **k):
+                sync(torch)
+                self.begin = time.perf_counter()
+
+            def on_step_end(self, *a, **k):
+                sync(torch)
+                times.append(time.perf_counter() - self.begin)
+
+        trainer = T._trainer_class()(model=model, args=targs, train_dataset=data,
+                                     data_collator=collator, callbacks=[StepTimer()])
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        trainer.train()
+        sync(torch)
+        result["train_seconds"] = time.perf_counter() - t0
+        result.update(memory(torch))
+
+    acc = targs.gradient_accumulation_steps
+    per_step = [collator.batches[s * acc:(s + 1) * acc] for s in range(len(times))]
+    timed = list(range(args.warmup_steps, len(times)))
+    if not timed:
+        raise RuntimeError(f"only {len(times)} step(s) ran; none timed")
+
+    def total(key, s):
+        return sum(b[key] for b in per_step[s])
+
+    def flops(s):
+        return sum(3 * cost.forward_flops(spec, tokens=b["tokens"], image_tokens=b["image_tokens"],
+                                          lm_tokens=b["tokens"]) for b in per_step[s])
+
+    seconds = sum(times[s] for s in timed)
+    tokens = sum(total("tokens", s) for s in timed)
+    model_flops = sum(flops(s) for s in timed)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    result.update({
+        "steps": len(times), "timed_steps": len(timed),
+        "per_device_batch": targs.per_device_train_batch_size,
+        "gradient_accumulation": acc,
+        "sequences_per_step": total("sequences", timed[0]),
+        "tokens_per_step": tokens / len(timed),
+        "padded_tokens_per_step": sum(total("padded_tokens", s) for s in timed) / len(timed),
+        "image_tokens_per_step": sum(total("image_tokens", s) for s in timed) / len(timed),
+        "step_times_s": times,
+        "step_time_s": statistics.median(times[s] for s in timed),
+        "tokens_per_s": tokens / seconds,
+        "sequences_per_s": sum(total("sequences", s) for s in timed) / seconds,
+        "flops_per_step": model_flops / len(timed),
+        "achieved_tflops": model_flops / seconds / 1e12,
+        "mfu": model_flops / seconds / (args.peak_tflops * 1e12),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "finite_loss": bool(losses) and all(math.isfinite(v) for v in losses),
+    })
+    return result
+
+
+# --------------------------------------------------------------------------- phase: embed
+
+
+def phase_embed(args, config: dict) -> dict:
+    import torch
+
+    from skinground import cost, embed
+
+    result: dict = {"device": device_info(torch)}
+    t0 = time.perf_counter()
+    model, processor, spec, parameters = build(args, config, torch)
+    model.eval()
+    sync(torch)
+    result["build_seconds"] = time.perf_counter() - t0
+    result["parameters"] = parameters
+    questions = questions_of(config)
+    images = tiles(args.images, args.seed)
+    sizes = args.batch_images or (
+        [int(config["embed"]["batch_images"])]
+        + ([32] if torch.cuda.is_available() and not args.tiny else []))
+    result.update(images=len(images), questions=len(questions), batch_images=sizes[0],
+                  image_sizes_px=[min(im.width for im in images),
+                                  statistics.median(im.width for im in images),
+                                  max(im.width for im in images)])
+
+    # Tokens of each image's prefix and of each question's suffix, for the FLOP counts.
+    prefix, suffixes = embed.split_template(processor, questions)
+    tok = processor.tokenizer
+    suffix_len = [len(tok(s, add_special_tokens=False)["input_ids"]) for s in suffixes]
+    prefix_len, image_len = [], []
+    for im in images:
+        enc = embed.encode(processor, [im], [prefix])
+        prefix_len.append(int(enc["attention_mask"].sum()))
+        image_len.append(int((enc["input_ids"] == model.config.image_token_id).sum()))
+
+    def f_shared(k):
+        return (cost.forward_flops(spec, tokens=prefix_len[k], image_tokens=image_len[k])
+                + sum(cost.forward_flops(spec, tokens=s, image_tokens=0) for s in suffix_len))
+
+    def f_naive(k):
+        return (cost.forward_flops(spec, tokens=prefix_len[k], image_tokens=image_len[k],
+                                   lm_tokens=1)
+                + sum(cost.forward_flops(spec, tokens=prefix_len[k] + s,
+                                         image_tokens=image_len[k], lm_tokens=1)
+                      for s in suffix_len))
+
+    result["tokens"] = {"prefix_mean": statistics.mean(prefix_len),
+                        "image_mean": statistics.mean(image_len),
+                        "image_min": min(image_len), "image_max": max(image_len),
+                        "suffix_mean": statistics.mean(suffix_len)}
+    peak = args.peak_tflops * 1e12
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+    # Warm-up: allocator, kernels, tokenizer caches.
+    embed.prefix_shared_embeddings(model, processor, images[:sizes[0]], questions,
+                                   batch_images=sizes[0])
+    embed.naive_embeddings(model, processor, images[:1], questions)
+    sync(torch)
+
+    shared_runs, reference = {}, None
+    for bi in sizes:
+        try:
+            sync(torch)
+            t = time.perf_counter()
+            out = embed.prefix_shared_embeddings(model, processor, images, questions,
+                                                 batch_images=bi)
+            sync(torch)
+            dt = time.perf_counter() - t
+            fl = sum(f_shared(k) for k in range(len(images)))
+            shared_runs[str(bi)] = {"seconds": dt, "images_per_s": len(images) / dt,
+                                    "achieved_tflops": fl / dt / 1e12, "mfu": fl / dt / peak}
+            if reference is None:
+                reference = out
+        except Exception as err:  # noqa: BLE001 - an OOM at one size is a result
+            shared_runs[str(bi)] = error_record(err, torch)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    result["prefix_shared"] = shared_runs
+
+    # Naive: one image at a time until the budget is spent.
+    n_im, n_ima, done = [], [], 0
+    t = time.perf_counter()
+    try:
+        for im in images:
+            e_im, e_ima = embed.naive_embeddings(model, processor, [im], questions)
+            n_im.append(e_im)
+            n_ima.append(e_ima)
+            done += 1
+            if time.perf_counter() - t > args.naive_budget_s and done >= 2:
+                break
+        sync(torch)
+        dt = time.perf_counter() - t
+        fl = sum(f_naive(k) for k in range(done))
+        result["naive"] = {"images": done, "seconds": dt, "images_per_s": done / dt,
+                           "achieved_tflops": fl / dt / 1e12, "mfu": fl / dt / peak}
+    except Exception as err:  # noqa: BLE001
+        result["naive"] = error_record(err, torch) | {"images": done}
+    result.update(memory(torch))
+
+    first = shared_runs.get(str(sizes[0]), {})
+    naive = result["naive"]
+    result["images_per_s"] = {"prefix_shared": first.get("images_per_s"),
+                              "naive": naive.get("images_per_s")}
+    result["mfu"] = {"prefix_shared": first.get("mfu"), "naive": naive.get("mfu")}
+    if first.get("images_per_s") and naive.get("images_per_s"):
+        result["speedup"] = first["images_per_s"] / naive["images_per_s"]
+    if reference is not None and done:
+        s_im, s_ima = reference[0][:done], reference[1][:done]
+        r_im, r_ima = torch.cat(n_im), torch.cat(n_ima)
+        cos = torch.nn.functional.cosine_similarity
+        result["agreement"] = {
+            "images": done,
+            "max_abs_diff": {"h_im": float((s_im - r_im).abs().max()),
+                             "h_ima": float((s_ima - r_ima).abs().max())},
+            "min_cosine": {"h_im": float(cos(s_im, r_im, dim=-1).min()),
+                           "h_ima": float(cos(s_ima, r_ima, dim=-1).min())},
+            "finite": bool(torch.isfinite(s_ima).all() and torch.isfinite(s_im).all()),
+        }
+    return result
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_phase(name: str, cmd: list[str], timeout: float, part: Path) -> dict:
+    """Run one phase's process (its own process group, killed whole on timeout)."""
+    print(f"== gpu_check: {name} (limit {timeout:.0f} s): {' '.join(cmd[:6])} ...", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    timed_out = False
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            rc = proc.wait()
+    seconds = time.perf_counter() - t0
+    if part.is_file():
+        result = json.loads(part.read_text(encoding="utf-8"))
+    elif timed_out:
+        result = {"error": f"timed out after {timeout:.0f} s"}
+    else:
+        result = {"error": f"exited with status {rc} without a result"}
+    result["process"] = {"rc": rc, "seconds": seconds, "timed_out": timed_out}
+    return result
+
+
+def child_args(args) -> list[str]:
+    out = ["--config", str(args.config), "--images", str(args.images),
+           "--train-images", str(args.train_images), "--steps", str(args.steps),
+           "--warmup-steps", str(args.warmup_steps), "--naive-budget-s",
+           str(args.naive_budget_s), "--peak-tflops", str(args.peak_tflops),
+           "--threads", str(args.threads), "--seed", str(args.seed)]
+    if args.tiny:
+        out.append("--tiny")
+    if args.dims:
+        out += ["--dims", json.dumps(args.dims)]
+    if args.batch_images:
+        out += ["--batch-images", *map(str, args.batch_images)]
+    return out
+
+
+def summary_lines(result: dict) -> list[str]:
+    lines = []
+    tr, em = result.get("train") or {}, result.get("embed") or {}
+    if "mfu" in tr:
+        peak = f", peak {tr['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in tr else ""
+        lines.append(f"train: {tr['sequences_per_step']} seq/step, step {tr['step_time_s']:.3f} s"
+                     f", {tr['tokens_per_s']:,.0f} tokens/s, MFU {tr['mfu']:.3f}{peak}, loss "
+                     f"{tr['loss_first']:.3f} -> {tr['loss_last']:.3f}")
+    elif tr:
+        lines.append(f"train: FAILED: {tr.get('error')}")
+    ips = em.get("images_per_s") or {}
+    if ips.get("prefix_shared") and ips.get("naive"):
+        mfu = em["mfu"]
+        lines.append(f"embed: prefix-shared {ips['prefix_shared']:.2f} img/s (MFU "
+                     f"{mfu['prefix_shared']:.3f}), naive {ips['naive']:.2f} img/s (MFU "
+                     f"{mfu['naive']:.3f}): {em['speedup']:.1f}x; max |diff| h_ima "
+                     f"{em['agreement']['max_abs_diff']['h_ima']:.2e}")
+        for bi, run in em["prefix_shared"].items():
+            if "images_per_s" in run:
+                lines.append(f"       batch {bi}: {run['images_per_s']:.2f} img/s, "
+                             f"MFU {run['mfu']:.3f}")
+            else:
+                lines.append(f"       batch {bi}: {run.get('error')}")
+    elif em:
+        lines.append(f"embed: FAILED: {em.get('error') or em.get('naive', {}).get('error')}")
+    return lines
+
+
+def main(argv=None) -> int:
+    args = arguments(argv)
+    config = load_config(args.config)
+
+    if args.phase:  # a child: one phase, result to --part
+        import torch
+
+        if not torch.cuda.is_available():
+            torch.set_num_threads(args.threads)
+        try:
+            result = (phase_train if args.phase == "train" else phase_embed)(args, config)
+            rc = 0
+        except Exception as err:  # noqa: BLE001 - recorded, the parent carries on
+            result, rc = error_record(err, torch), 1
+            print(result["traceback"], file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:
+            args.part.write_text(json.dumps(result, default=str), encoding="utf-8")
+        return rc
+
+    started = time.perf_counter()
+    result: dict = {"tiny": args.tiny, "config": str(args.config), "versions": versions(),
+                    "nvidia_smi": nvidia_smi(), "peak_tflops": args.peak_tflops,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    me = str(Path(__file__).resolve())
+    with tempfile.TemporaryDirectory(prefix="gpu_check.") as tmp:
+        if "train" not in args.skip:
+            part = Path(tmp) / "train.json"
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc_per_node", "1", me, *child_args(args), "--phase", "train",
+                   "--part", str(part)]
+            limit = args.train_timeout
+            if args.budget_s is not None:  # leave the embedding phase at least 40%
+                limit = min(limit, 0.6 * args.budget_s)
+            result["train"] = run_phase("train", cmd, limit, part)
+        if "embed" not in args.skip:
+            part = Path(tmp) / "embed.json"
+            cmd = [sys.executable, me, *child_args(args), "--phase", "embed",
+                   "--part", str(part)]
+            limit = args.embed_timeout
+            if args.budget_s is not None:
+                limit = max(30.0, min(limit, args.budget_s - (time.perf_counter() - started)))
+            result["embed"] = run_phase("embed", cmd, limit, part)
+    for name in ("train", "embed"):
+        if (result.get(name) or {}).get("device"):
+            result["device"] = result[name]["device"]
+        if (result.get(name) or {}).get("parameters"):
+            result["model"] = result[name]["parameters"]
+    result.setdefault("device", {"type": "unknown"})
+    train_ok = "mfu" in (result.get("train") or {"mfu": None})
+    emb = result.get("embed") or {}
+    embed_ok = "embed" in args.skip or bool(emb.get("speedup"))
+    result["ok"] = train_ok and embed_ok
+    result["seconds"] = time.perf_counter() - started
+
+    from skinground.io import write_json
+
+    write_json(args.out, result)
+    for line in summary_lines(result):
+        print(line)
+    print(f"{'ok' if result['ok'] else 'NOT ok'}: {args.out} ({result['seconds']:.0f} s)")
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

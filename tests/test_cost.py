@@ -1,0 +1,256 @@
+"""The paper-scale cost model (skinground.cost): its job counts against real Snakemake dry
+runs, its parameter and image-token counts against transformers, and how its estimate scales."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from skinground import cost, models
+
+from conftest import REPO
+
+DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.yaml"]
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule -> count (as tests/test_workflow.py reads it)."""
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        if m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def workflow_copy(tmp_path: Path) -> Path:
+    """The workflow without results/ (so a dry run plans every job)."""
+    work = tmp_path / "workflow"
+    work.mkdir()
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(REPO / name, work / name)
+    for name in ("workflow", "profiles", "envs"):
+        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return work
+
+
+def dry_run(work: Path, *args: str) -> dict[str, int]:
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", *args], cwd=work,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return planned_jobs(out)
+
+
+def test_jobs_match_the_demo_dry_run(tmp_path):
+    work = workflow_copy(tmp_path)
+    expected = cost.planned_jobs(cost.load_config(DEMO_CONFIGS))
+    assert dry_run(work, "--profile", "profiles/demo") == expected
+    assert sum(expected.values()) == 86
+
+
+def test_jobs_match_the_paper_dry_run(tmp_path):
+    """The paper's config (64 shards, no demo rules), its data and models stood in for by
+    empty files (a dry run reads none of them)."""
+    work = workflow_copy(tmp_path)
+    data = tmp_path / "slice3d"
+    data.mkdir()
+    (data / "train-metadata.csv").touch()
+    (data / "train-image.hdf5").touch()
+    for name in ("qwen", "monet"):
+        (tmp_path / name).mkdir()
+    override = {"data": {"metadata": str(data / "train-metadata.csv"),
+                         "images": str(data / "train-image.hdf5")},
+                "model": {"base": str(tmp_path / "qwen"), "monet": str(tmp_path / "monet")}}
+    (work / "stand-ins.yaml").write_text(yaml.safe_dump(override))
+    expected = cost.planned_jobs(cost.load_config([REPO / "config.yaml"]))
+    assert dry_run(work, "--cores", "1", "--configfile", "config.yaml",
+                   "stand-ins.yaml") == expected
+    assert expected["embed_shard"] == 3 * 2 * 64
+    assert sum(expected.values()) == 456
+
+
+def test_fewer_methods_fewer_jobs(repo_config):
+    config = cost.deep_merge(repo_config, {"retrieve": {"methods": ["image_only", "monet"]}})
+    jobs = cost.planned_jobs(config)
+    assert jobs["embed_shard"] == 2 * 2 * 64  # tuned and MONET, no untuned
+    assert jobs["merge_embeddings"] == 4 and jobs["build_index"] == 2
+    assert jobs["retrieve"] == 2
+
+
+def _hf_config(spec: cost.QwenSpec, mrope):
+    ids = {tok: i for i, tok in enumerate(models.SPECIAL_TOKENS)}
+    return models._tiny_qwen2vl_config(
+        ids, spec.vocab_size, text_hidden=spec.text_hidden, intermediate=spec.intermediate,
+        layers=spec.layers, heads=spec.heads, kv_heads=spec.kv_heads, mrope_section=mrope,
+        vision_depth=spec.vision_depth, vision_embed=spec.vision_embed,
+        vision_heads=spec.vision_heads, patch_size=spec.patch_size,
+        spatial_merge=spec.spatial_merge)
+
+
+@pytest.mark.parametrize(
+    ("spec", "mrope"),
+    [(cost.QWEN2VL_7B, [16, 24, 24]),
+     (cost.QwenSpec(text_hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2,
+                    vocab_size=512, vision_depth=2, vision_embed=32, vision_heads=2), [2, 3, 3])],
+    ids=["7B", "tiny"],
+)
+def test_parameter_counts_match_transformers(spec, mrope):
+    from transformers import Qwen2VLForConditionalGeneration
+
+    with torch.device("meta"):  # shapes only: the 7B costs no memory
+        model = Qwen2VLForConditionalGeneration(_hf_config(spec, mrope))
+    p = cost.param_counts(spec)
+
+    def n(module):
+        return sum(t.numel() for t in module.parameters())
+
+    assert n(model.model.visual) == (p["vision_patch_embed"] + p["vision_blocks"]
+                                     + p["vision_merger"])
+    assert n(model.model.language_model) == (p["embed_tokens"] + p["decoder_layers"]
+                                             + p["final_norm"])
+    assert n(model.lm_head) == p["lm_head"]
+    assert n(model) == p["total"]
+    if spec == cost.QWEN2VL_7B:
+        assert round(p["total"] / 1e9, 2) == 8.29  # Qwen2-VL-7B's published size
+
+
+@pytest.mark.parametrize("px", [61, 100, 131, 180, 239])
+def test_image_tokens_match_the_processor(px):
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessorPil
+
+    model_cfg = {"image_size": None, "min_pixels": 3136, "max_pixels": 262144}
+    ip = Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2,
+                                  min_pixels=3136, max_pixels=262144)
+    grid = ip(images=[Image.new("RGB", (px, px))], return_tensors="pt")["image_grid_thw"]
+    assert cost.image_tokens(px, model_cfg) == int(grid.prod()) // 4
+    assert cost.image_tokens(131, model_cfg) == 25  # the median SLICE-3D tile -> 140 px
+    assert cost.image_tokens(px, {"image_size": 112}) == 16  # the demo's fixed size
+
+
+def test_paper_workload(repo_config):
+    result = cost.estimate(repo_config, cost.Assumptions())
+    wl = result["workload"]
+    assert wl["tuples"] == cost.PAPER_TUPLES  # 282,564 train images x W=5
+    assert wl["image_tokens"] == 25
+    assert result["total_jobs"] == 456
+    spread = cost.estimate(repo_config, cost.Assumptions(tile_sigma=0.35))
+    assert spread["workload"]["image_tokens"] > 25  # tokens grow with the square of the side
+
+
+def _stage(result, prefix):
+    return next(r for r in result["stages"] if r["stage"].startswith(prefix))
+
+
+def test_gpu_hours_scale_linearly_with_tuples(repo_config):
+    one = cost.estimate(repo_config, cost.Assumptions(tuples=1_000_000))
+    two = cost.estimate(repo_config, cost.Assumptions(tuples=2_000_000))
+    assert _stage(two, "train")["gpu_hours"] == pytest.approx(
+        2 * _stage(one, "train")["gpu_hours"], rel=1e-12)
+    assert _stage(two, "train")["pflop"] == pytest.approx(2 * _stage(one, "train")["pflop"])
+    # Nothing else depends on the tuples.
+    for r1, r2 in zip(one["stages"], two["stages"], strict=True):
+        if r1["rule"] != "train":
+            assert r1["gpu_hours"] == r2["gpu_hours"]
+
+
+def test_prefix_shared_embedding_far_below_naive(repo_config):
+    result = cost.estimate(repo_config, cost.Assumptions())
+    shared = _stage(result, "embed tuned, prefix-shared")
+    naive = _stage(result, "(embed tuned, naive")
+    assert naive["gpu_hours"] > 4 * shared["gpu_hours"]
+    assert naive["pflop"] > 3 * shared["pflop"]
+    assert not naive["in_dag"]
+    assert result["total"]["gpu_hours"] == pytest.approx(
+        sum(r["gpu_hours"] for r in result["stages"] if r["in_dag"]))  # naive left out
+    assert result["naive_over_prefix_shared"] == pytest.approx(
+        naive["gpu_hours"] / shared["gpu_hours"])
+
+
+def fake_gpu_json(path: Path, *, tiny=False, train_mfu=0.2, shared_mfu=0.25, naive_mfu=0.01):
+    path.write_text(json.dumps({
+        "tiny": tiny, "peak_tflops": 989.0,
+        "device": {"type": "cpu" if tiny else "cuda", "name": "NVIDIA H200"},
+        "train": {"mfu": train_mfu},
+        "embed": {"mfu": {"prefix_shared": shared_mfu, "naive": naive_mfu}},
+    }))
+    return path
+
+
+def test_measured_mfu_replaces_the_assumed_one(repo_config, tmp_path):
+    gpu = json.loads(fake_gpu_json(tmp_path / "gpu.json").read_text())
+    assumed = cost.estimate(repo_config, cost.Assumptions())
+    measured = cost.estimate(repo_config, cost.apply_measurements(cost.Assumptions(), gpu))
+    assert measured["measured"]["used"]
+    assert _stage(measured, "train")["gpu_hours"] == pytest.approx(
+        _stage(assumed, "train")["gpu_hours"] * 0.35 / 0.2)
+    assert "measured" in _stage(measured, "train")["basis"]
+    tiny = json.loads(fake_gpu_json(tmp_path / "tiny.json", tiny=True).read_text())
+    ignored = cost.apply_measurements(cost.Assumptions(), tiny)
+    assert not ignored.measured["used"] and ignored.train_mfu == 0.35
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skinground.cost", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_runs_as_a_module(tmp_path):
+    proc = run_module("config.yaml", "--no-gpu-json")
+    assert proc.returncode == 0, proc.stderr
+    assert "| embed_shard | 384 |" in proc.stdout
+    assert re.search(r"\| train \(LoRA, ZeRO-2\) \| train \| 1 \| 4 \|", proc.stdout)
+    proc = run_module("config.yaml", "--json", "--gpu-json",
+                      str(fake_gpu_json(tmp_path / "gpu.json")))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["total_jobs"] == 456 and result["measured"]["used"]
+    assert result["total"]["gpu_hours"] > 0
+    demo = run_module(*map(str, DEMO_CONFIGS), "--json", "--no-gpu-json")
+    assert json.loads(demo.stdout)["total_jobs"] == 86
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_runs_on_cpu(tmp_path):
+    """bench/gpu_check.py's whole code path (DeepSpeed LoRA steps under torchrun, both
+    extraction methods) with the tiny model; the cost model does not use a --tiny result."""
+    out = tmp_path / "gpu_tiny.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--tiny",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    result = json.loads(out.read_text())
+    assert result["ok"] and result["tiny"] and result["model"]["match"]
+    train, emb = result["train"], result["embed"]
+    assert train["timed_steps"] >= 1 and train["finite_loss"] and train["tokens_per_s"] > 0
+    assert train["sequences_per_step"] == 16  # config.yaml's global batch on one process
+    assert emb["speedup"] > 1
+    assert emb["agreement"]["max_abs_diff"]["h_ima"] < 1e-4  # float32: the same numbers
+    proc = run_module("config.yaml", "--json", "--gpu-json", str(out))
+    assert not json.loads(proc.stdout)["measured"]["used"]
+
+
+def test_jobs_over_the_profile_runtime_are_flagged(repo_config):
+    profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    limits = cost.runtime_limits(profile)
+    assert limits["train"] > 0
+    result = cost.estimate(repo_config, cost.Assumptions(), gpus=cost.gpus_per_job(profile),
+                           runtimes={**limits, "train": 60.0})
+    train = _stage(result, "train")
+    assert train["gpus_per_job"] == profile["set-resources"]["train"]["gpu"]
+    assert train["runtime_limit_hours"] == 1.0 and train["over_runtime_limit"]
+    assert train["hours_per_job"] == pytest.approx(train["gpu_hours"] / train["gpus_per_job"])
