@@ -17,25 +17,16 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import faiss
 import numpy as np
+from timing import best_of
 
 from skinground.index import build_index, gpu_available, normalize, search
 from skinground.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
 
 
 def numpy_top_k(db_n: np.ndarray, q_n: np.ndarray, k: int, block: int = 256):

@@ -17,24 +17,15 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import best_of
 
 from skinground.evaluate import PercentileRanker, brute_force_percentile_ranks, percentile_ranks
 from skinground.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
 
 
 def case(name: str, train: np.ndarray, q: np.ndarray, r: np.ndarray, repeats: int) -> dict:

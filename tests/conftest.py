@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import h5py
@@ -74,3 +75,18 @@ def dataset(tmp_path):
 @pytest.fixture(scope="session")
 def repo_config() -> dict:
     return yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake dry run: rule -> count (empty: nothing to do)."""
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        if m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs

@@ -16,24 +16,9 @@ import yaml
 
 from skinground import cost, models
 
-from conftest import REPO
+from conftest import REPO, planned_jobs
 
 DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.yaml"]
-
-
-def planned_jobs(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: rule -> count (as tests/test_workflow.py reads it)."""
-    if "Nothing to be done" in output:
-        return {}
-    table = output.split("Job stats:", 1)[1]
-    jobs = {}
-    for line in table.splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) != "total":
-            jobs[m.group(1)] = int(m.group(2))
-    return jobs
 
 
 def workflow_copy(tmp_path: Path) -> Path:

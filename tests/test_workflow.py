@@ -4,7 +4,6 @@ which jobs a config or code change reruns."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, planned_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -33,21 +32,6 @@ def snakemake(workdir: Path, *args: str, extra_config: str | None = None) -> str
     if proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{out[-8000:]}")
     return out
-
-
-def planned_jobs(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: rule -> count (empty when nothing to do)."""
-    if "Nothing to be done" in output:
-        return {}
-    table = output.split("Job stats:", 1)[1]
-    jobs = {}
-    for line in table.splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) != "total":
-            jobs[m.group(1)] = int(m.group(2))
-    return jobs
 
 
 @pytest.fixture(scope="module")
