@@ -68,3 +68,79 @@ def code(script_name):
     script imports, transitively (Snakemake does not see edits to imported modules)."""
     path = script(script_name)
     return [path] + [str(p) for p in module_closure(path)]
+
+
+# ---- used by model.smk
+
+MODEL_KINDS = ["tuned", "untuned"]
+
+
+def adapter_for(wildcards):
+    return rules.train.output.adapter if wildcards.model == "tuned" else []
+
+
+# ---- used by embed.smk
+
+EMBED_MODELS = ["tuned", "untuned", "monet"]
+SPLITS = ["train", "test"]
+N_SHARDS = config["embed"]["shards"]
+
+
+def embed_model_inputs(wildcards):
+    if wildcards.model == "monet":
+        return {"monet": config["model"]["monet"]}
+    inputs = {"base": config["model"]["base"]}
+    if wildcards.model == "tuned":
+        inputs["adapter"] = rules.train.output.adapter
+    return inputs
+
+
+def embed_model_args(wildcards, input):
+    if wildcards.model == "monet":
+        return f"--monet {input.monet}"
+    args = f"--base {input.base}"
+    return args + (f" --adapter {input.adapter}" if wildcards.model == "tuned" else "")
+
+
+# ---- used by retrieve.smk
+
+METHODS = config["retrieve"]["methods"]
+# Which model's spaces each method searches.
+METHOD_MODEL = {"image_text": "tuned", "hierarchical": "tuned", "image_only": "tuned",
+                "image_untuned": "untuned", "monet": "monet"}
+
+
+def method_spaces(method):
+    """(searched spaces with an index, spaces read from the train/test embeddings)."""
+    if method == "image_text":
+        return ATTRIBUTES, ATTRIBUTES
+    if method == "hierarchical":
+        return ["im"], ["im", *ATTRIBUTES]
+    return ["im"], ["im"]
+
+
+def retrieve_inputs(wildcards):
+    model = METHOD_MODEL[wildcards.method]
+    indexed, read = method_spaces(wildcards.method)
+    return {
+        "index": [res(f"index/{model}/{s}.faiss") for s in indexed],
+        "train": [res(f"embed/{model}/train/{s}.npz") for s in read],
+        "test": [res(f"embed/{model}/test/{s}.npz") for s in read],
+    }
+
+
+def space_args(wildcards, input):
+    """--index/--train/--test as SPACE=PATH pairs, in the order of method_spaces."""
+    indexed, read = method_spaces(wildcards.method)
+    return (f"--index {space_pairs(indexed, input.index)}"
+            f" --train {space_pairs(read, input.train)} --test {space_pairs(read, input.test)}")
+
+
+def space_pairs(spaces, paths):
+    return " ".join(f"{s}={p}" for s, p in zip(spaces, paths))
+
+
+def retrieve_params(wildcards):
+    """k for every method; b only for the hierarchical one (a change reruns only it)."""
+    keys = ("k", "b") if wildcards.method == "hierarchical" else ("k",)
+    return json.dumps({k: config["retrieve"][k] for k in keys})

@@ -1,32 +1,6 @@
 # Embedding stage: sharded extraction per (model, split, shard) -> one file per
 # (model, split, space) -> a FAISS index per (model, space) over the train images.
 
-EMBED_MODELS = ["tuned", "untuned", "monet"]
-SPLITS = ["train", "test"]
-N_SHARDS = config["embed"]["shards"]
-
-
-def spaces_of(model):
-    """The embedding spaces a model gives: h_im ('im'), and h_im,a per attribute (tuned)."""
-    return ["im", *ATTRIBUTES] if model == "tuned" else ["im"]
-
-
-def embed_model_inputs(wildcards):
-    if wildcards.model == "monet":
-        return {"monet": config["model"]["monet"]}
-    inputs = {"base": config["model"]["base"]}
-    if wildcards.model == "tuned":
-        inputs["adapter"] = rules.train.output.adapter
-    return inputs
-
-
-def embed_model_args(wildcards, input):
-    if wildcards.model == "monet":
-        return f"--monet {input.monet}"
-    args = f"--base {input.base}"
-    return args + (f" --adapter {input.adapter}" if wildcards.model == "tuned" else "")
-
-
 rule embed_shard:
     """h_im and the 16 h_im,a (tuned), h_im (untuned) or MONET features for one shard."""
     input:

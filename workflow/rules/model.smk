@@ -1,8 +1,5 @@
 # Model stage: (demo) tiny models -> LoRA fine-tuning under DeepSpeed -> predictions, Fig. 2.
 
-MODEL_KINDS = ["tuned", "untuned"]
-
-
 if config["model"]["build_tiny"]:
 
     rule build_models:
@@ -57,10 +54,6 @@ rule train:
         " --adapter {output.adapter} --loss-csv {output.loss_csv}"
         " --loss-plot {output.loss_plot} --summary {output.summary}"
         " --gpus {resources.gpu} > {log} 2>&1"
-
-
-def adapter_for(wildcards):
-    return rules.train.output.adapter if wildcards.model == "tuned" else []
 
 
 rule predict:

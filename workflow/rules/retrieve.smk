@@ -1,45 +1,5 @@
 # Retrieval stage: the five methods -> percentile evaluation (Fig. 4's measure) -> figures.
 
-METHODS = config["retrieve"]["methods"]
-
-# Which model's spaces each method searches ("attributes": one space per attribute).
-METHOD_MODEL = {"image_text": "tuned", "hierarchical": "tuned", "image_only": "tuned",
-                "image_untuned": "untuned", "monet": "monet"}
-
-
-def method_spaces(method):
-    """(searched spaces with an index, spaces read from the train/test embeddings)."""
-    if method == "image_text":
-        return ATTRIBUTES, ATTRIBUTES
-    if method == "hierarchical":
-        return ["im"], ["im", *ATTRIBUTES]
-    return ["im"], ["im"]
-
-
-def retrieve_inputs(wildcards):
-    model = METHOD_MODEL[wildcards.method]
-    indexed, read = method_spaces(wildcards.method)
-    return {
-        "index": [res(f"index/{model}/{s}.faiss") for s in indexed],
-        "train": [res(f"embed/{model}/train/{s}.npz") for s in read],
-        "test": [res(f"embed/{model}/test/{s}.npz") for s in read],
-    }
-
-
-def space_args(wildcards, input):
-    """--index/--train/--test as SPACE=PATH pairs, in the order of method_spaces."""
-    indexed, read = method_spaces(wildcards.method)
-    pairs = lambda spaces, paths: " ".join(f"{s}={p}" for s, p in zip(spaces, paths))
-    return (f"--index {pairs(indexed, input.index)} --train {pairs(read, input.train)}"
-            f" --test {pairs(read, input.test)}")
-
-
-def retrieve_params(wildcards):
-    """k for every method; b only for the hierarchical one (a change reruns only it)."""
-    keys = ("k", "b") if wildcards.method == "hierarchical" else ("k",)
-    return json.dumps({k: config["retrieve"][k] for k in keys})
-
-
 rule retrieve:
     """Top-k train images for every test query, with one method."""
     input:
