@@ -1,0 +1,79 @@
+"""Benchmark: the wall time of the whole demo DAG from a clean ``results/`` (goal <= 10 min on
+2 CPU cores), with the time of each rule's jobs from Snakemake's ``benchmark:`` files.
+
+Runs ``snakemake --profile profiles/demo`` in a fresh copy of the workflow (the checkout's own
+``results/`` is left alone) and writes ``bench/results/demo_dag.json``.
+
+    python bench/demo_dag.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from skinground.io import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def copy_workflow(dest: Path) -> None:
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(REPO / name, dest / name)
+    for name in ("workflow", "profiles", "envs"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def rule_seconds(benchmarks: Path) -> dict[str, dict]:
+    """Per rule: jobs and summed seconds, from results/demo/benchmarks/**.tsv."""
+    per_rule: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0})
+    for tsv in sorted(benchmarks.rglob("*.tsv")):
+        # benchmarks/embed/<model>_<split>_shard<i>.tsv, benchmarks/predict_<model>.tsv, ...
+        rule = ("embed_shard" if tsv.parent.name == "embed"
+                else re.sub(r"_(tuned|untuned)$", "", tsv.stem))
+        with open(tsv) as f:
+            row = next(csv.DictReader(f, delimiter="\t"))
+        per_rule[rule]["jobs"] += 1
+        per_rule[rule]["seconds"] += float(row["s"])
+    return {rule: {"jobs": v["jobs"], "seconds": round(v["seconds"], 1)}
+            for rule, v in sorted(per_rule.items())}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "demo_dag.json")
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        copy_workflow(work)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/demo"],
+                              cwd=work, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.exit(f"the demo DAG failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
+        jobs = sum(1 for line in proc.stderr.splitlines() if line.startswith("Finished jobid"))
+        result = {
+            "benchmark": "whole demo DAG from a clean results/ (snakemake --profile profiles/demo)",
+            "wall_seconds": round(wall, 1), "goal_seconds": 600, "jobs": jobs,
+            "rules": rule_seconds(work / "results" / "demo" / "benchmarks"),
+            "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "load_average_after": list(os.getloadavg()),
+        }
+    write_json(a.out, result)
+    print(f"demo DAG: {wall:.0f} s for {jobs} jobs (goal <= 600 s) -> {a.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
