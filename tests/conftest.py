@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shutil
 from pathlib import Path
 
 import h5py
@@ -90,3 +91,14 @@ def planned_jobs(output: str) -> dict[str, int]:
         if m.group(1) != "total":
             jobs[m.group(1)] = int(m.group(2))
     return jobs
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A copy of the workflow (Snakefile, config, rules, scripts, library, profiles, envs)
+    without results/, for tests that run Snakemake without touching the checkout."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(REPO / name, dest / name)
+    for name in ("workflow", "profiles", "envs"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest

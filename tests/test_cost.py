@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,20 +15,14 @@ import yaml
 
 from skinground import cost, models
 
-from conftest import REPO, planned_jobs
+from conftest import REPO, copy_workflow, planned_jobs
 
 DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.yaml"]
 
 
 def workflow_copy(tmp_path: Path) -> Path:
     """The workflow without results/ (so a dry run plans every job)."""
-    work = tmp_path / "workflow"
-    work.mkdir()
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(REPO / name, work / name)
-    for name in ("workflow", "profiles", "envs"):
-        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return work
+    return copy_workflow(tmp_path / "workflow")
 
 
 def dry_run(work: Path, *args: str) -> dict[str, int]:

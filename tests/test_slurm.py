@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, copy_workflow
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "slurm"))
 import testcluster  # noqa: E402
@@ -31,12 +31,9 @@ PROBE = Path(__file__).resolve().parent / "slurm" / "probe"
 SHARD = "results/demo/embed/tuned/test/shard0.npz"
 
 
-def copy_workflow(work: Path) -> Path:
-    work.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(REPO / name, work / name)
-    for name in ("workflow", "profiles", "envs"):
-        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+def small_workflow(work: Path) -> Path:
+    """A copy of the workflow with the small demo config small.yaml beside it."""
+    copy_workflow(work)
     (work / "small.yaml").write_text(yaml.safe_dump(SMALL))
     return work
 
@@ -107,7 +104,7 @@ def effective(work: Path, env: dict, *args: str) -> dict:
 
 @pytest.fixture(scope="module")
 def plain_copy(tmp_path_factory):
-    return copy_workflow(tmp_path_factory.mktemp("profiles") / "wf")
+    return small_workflow(tmp_path_factory.mktemp("profiles") / "wf")
 
 
 @pytest.fixture
@@ -123,7 +120,7 @@ def user_env(tmp_path):
 def test_workflow_profile_replaces_whole_keys(tmp_path, user_env):
     """Measured: when both profiles set set-resources (or default-resources), the workflow
     profile's entry wins whole, the general profile's is dropped (not merged)."""
-    work = copy_workflow(tmp_path / "wf")
+    work = small_workflow(tmp_path / "wf")
     (work / "site").mkdir()
     (work / "site/config.yaml").write_text(yaml.safe_dump({
         "set-resources": {"train": {"slurm_partition": "gpu"}, "tuples": {"mem_mb": 1234}},
@@ -218,7 +215,7 @@ TARGETS = ["train", SHARD]
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory):
     """The demo's train and one embedding shard through `--profile profiles/slurm`."""
-    work = copy_workflow(tmp_path_factory.mktemp("slurmrun") / "wf")
+    work = small_workflow(tmp_path_factory.mktemp("slurmrun") / "wf")
     probe = work.parent / "probe.jsonl"
     env = slurm_cluster.env()
     env.update({

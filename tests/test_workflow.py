@@ -4,7 +4,6 @@ which jobs a config or code change reruns."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import REPO, planned_jobs
+from conftest import copy_workflow, planned_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +36,7 @@ def snakemake(workdir: Path, *args: str, extra_config: str | None = None) -> str
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """A copy of the workflow that has run the whole demo DAG (the default demo size)."""
-    work = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(REPO / name, work / name)
-    for name in ("workflow", "profiles", "envs"):
-        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
     snakemake(work)
     return work
 
