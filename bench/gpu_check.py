@@ -9,10 +9,12 @@ out-of-memory error in one is recorded in the result and the other still runs):
 1. train: LoRA (config.yaml ``train.lora``: r=8, the vision + decoder target regex) under
    DeepSpeed ZeRO-2 (``train.deepspeed``), launched as workflow/scripts/train.py launches it
    (``torchrun --standalone --nproc_per_node 1``; gloo on CPU), through the workflow's own
-   ``Collator``/``training_arguments``/Trainer: ``--warmup-steps`` + ``--steps`` optimizer
-   steps of ``train.global_batch`` sequences (per-device batch x gradient accumulation) on
-   synthetic SLICE-3D-sized tiles (61-239 px, config.yaml's ``min_pixels``/``max_pixels``).
-   Step time (forward/backward/optimizer, CUDA-synchronised), tokens/s, MFU, peak memory.
+   collators/``training_arguments``/Trainer: ``--warmup-steps`` + ``--steps`` optimizer
+   steps of ``train.global_batch`` tuples (per-device batch x gradient accumulation; W of
+   them per tile, as ``tuples.W``) on synthetic SLICE-3D-sized tiles (61-239 px, config.yaml's
+   ``min_pixels``/``max_pixels``), once in each layout (``per_tuple``, ``per_image``), each
+   in its own process: step time (forward/backward/optimizer, CUDA-synchronised), tokens/s,
+   tuples/s, MFU, peak memory, and the tuples/s ratio of the two layouts.
 2. embed: ``embed.prefix_shared_embeddings`` vs ``embed.naive_embeddings`` over ``--images``
    tiles x the 16 questions: images/s both ways, the ratio, MFU, agreement, peak memory.
 
@@ -107,6 +109,8 @@ def arguments(argv=None) -> argparse.Namespace:
                    help="leave a phase out")
     # Internal: run one phase in this process and write its result to --part.
     p.add_argument("--phase", choices=("train", "embed"), help=argparse.SUPPRESS)
+    p.add_argument("--layout", choices=("per_tuple", "per_image"), default="per_image",
+                   help=argparse.SUPPRESS)
     p.add_argument("--part", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.images = a.images or (6 if a.tiny else 64)
@@ -244,8 +248,19 @@ def memory(torch) -> dict:
 # --------------------------------------------------------------------------- phase: train
 
 
+class Tuples(list):
+    """Training items (dicts) that also give their ids, as ``layout.TupleDataset`` does (the
+    per-image sampler groups by them)."""
+
+    @property
+    def ids(self) -> list[str]:
+        return [item["isic_id"] for item in self]
+
+
 class CountingCollator:
-    """The workflow's ``train.Collator``, recording what each batch holds."""
+    """The workflow's collator of a training layout, recording what each batch holds: the
+    positions the decoder runs over (per image: each image's prefix once plus every suffix),
+    those with an image token, those where logits are computed, and the answer tokens."""
 
     def __init__(self, inner, image_token_id: int):
         self.inner = inner
@@ -255,11 +270,20 @@ class CountingCollator:
     def __call__(self, items):
         out = self.inner(items)
         ids = out["input_ids"]
+        tokens = int(out["attention_mask"].sum())
+        padded = int(ids.numel())
+        lm_tokens = tokens
+        if "suffix_ids" in out:  # per image: logits over the suffixes only
+            lm_tokens = int(out["suffix_mask"].sum())
+            tokens += lm_tokens
+            padded += int(out["suffix_ids"].numel())
         self.batches.append({
             "sequences": len(items),
-            "tokens": int(out["attention_mask"].sum()),
-            "padded_tokens": int(ids.numel()),
+            "images": len({it["isic_id"] for it in items}),
+            "tokens": tokens,
+            "padded_tokens": padded,
             "image_tokens": int((ids == self.image_token_id).sum()),
+            "lm_tokens": lm_tokens,
             "answer_tokens": int((out["labels"] != -100).sum()),
         })
         return out
@@ -271,6 +295,7 @@ def phase_train(args, config: dict) -> dict:
 
     from skinground import cost
     from skinground import train as T
+    from skinground.layout import collator as layout_collator
     from skinground.lora import attach_lora
 
     world = T.world_size()
@@ -279,8 +304,10 @@ def phase_train(args, config: dict) -> dict:
     steps = args.warmup_steps + args.steps
     train_cfg = dict(config["train"])
     train_cfg.update(max_steps=steps, epochs=1, save_steps=10**9, logging_steps=1,
-                     dataloader_workers=0, precision="bf16" if bf16 else "fp32")
-    result: dict = {"processes": world, "precision": train_cfg["precision"]}
+                     dataloader_workers=0, precision="bf16" if bf16 else "fp32",
+                     layout=args.layout)
+    result: dict = {"processes": world, "precision": train_cfg["precision"],
+                    "layout": args.layout}
     with tempfile.TemporaryDirectory(prefix="gpu_check_train.") as tmp:
         targs = T.training_arguments(train_cfg, checkpoint_dir=tmp,
                                      deepspeed_config=REPO / config["train"]["deepspeed"],
@@ -303,13 +330,17 @@ def phase_train(args, config: dict) -> dict:
         rng = np.random.default_rng(args.seed)
         images = tiles(args.train_images, args.seed + 1)
         attrs = list(config["attributes"].values())
+        w = config["tuples"]["W"]
+        w = len(attrs) if w == "all" else int(w)
         n_seq = steps * int(train_cfg["global_batch"])
-        data = []
-        for k in range(n_seq):
-            a = attrs[int(rng.integers(len(attrs)))]
-            data.append({"image": images[k % len(images)], "question": a["question"],
-                         "answer": f"{rng.uniform(0, 300):.{a['decimals']}f}"})
-        collator = CountingCollator(T.Collator(processor), model.config.image_token_id)
+        data = Tuples()  # W attributes per image, as the tuples rule samples them
+        for k in range(-(-n_seq // w)):
+            for j in rng.choice(len(attrs), size=w, replace=False).tolist():
+                data.append({"isic_id": f"tile{k}", "image": images[k % len(images)],
+                             "question": attrs[j]["question"],
+                             "answer": f"{rng.uniform(0, 300):.{attrs[j]['decimals']}f}"})
+        collator = CountingCollator(layout_collator(args.layout, processor),
+                                    model.config.image_token_id)
 
         times: list[float] = []
 
@@ -324,8 +355,9 @@ def phase_train(args, config: dict) -> dict:
                 sync(torch)
                 times.append(time.perf_counter() - self.begin)
 
-        trainer = T._trainer_class()(model=model, args=targs, train_dataset=data,
-                                     data_collator=collator, callbacks=[StepTimer()])
+        trainer = T.trainer_class(args.layout)(model=model, args=targs, train_dataset=data,
+                                               data_collator=collator,
+                                               callbacks=[StepTimer()])
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
@@ -345,7 +377,7 @@ def phase_train(args, config: dict) -> dict:
 
     def flops(s):
         return sum(3 * cost.forward_flops(spec, tokens=b["tokens"], image_tokens=b["image_tokens"],
-                                          lm_tokens=b["tokens"]) for b in per_step[s])
+                                          lm_tokens=b["lm_tokens"]) for b in per_step[s])
 
     seconds = sum(times[s] for s in timed)
     tokens = sum(total("tokens", s) for s in timed)
@@ -356,6 +388,7 @@ def phase_train(args, config: dict) -> dict:
         "per_device_batch": targs.per_device_train_batch_size,
         "gradient_accumulation": acc,
         "sequences_per_step": total("sequences", timed[0]),
+        "images_per_step": sum(total("images", s) for s in timed) / len(timed),
         "tokens_per_step": tokens / len(timed),
         "padded_tokens_per_step": sum(total("padded_tokens", s) for s in timed) / len(timed),
         "image_tokens_per_step": sum(total("image_tokens", s) for s in timed) / len(timed),
@@ -380,6 +413,7 @@ def phase_embed(args, config: dict) -> dict:
     import torch
 
     from skinground import cost, embed
+    from skinground import prefix as P
 
     result: dict = {"device": device_info(torch)}
     t0 = time.perf_counter()
@@ -399,12 +433,12 @@ def phase_embed(args, config: dict) -> dict:
                                   max(im.width for im in images)])
 
     # Tokens of each image's prefix and of each question's suffix, for the FLOP counts.
-    prefix, suffixes = embed.split_template(processor, questions)
+    prefix, suffixes = P.split_template(processor, questions)
     tok = processor.tokenizer
     suffix_len = [len(tok(s, add_special_tokens=False)["input_ids"]) for s in suffixes]
     prefix_len, image_len = [], []
     for im in images:
-        enc = embed.encode(processor, [im], [prefix])
+        enc = P.encode(processor, [im], [prefix])
         prefix_len.append(int(enc["attention_mask"].sum()))
         image_len.append(int((enc["input_ids"] == model.config.image_token_id).sum()))
 
@@ -540,6 +574,17 @@ def child_args(args) -> list[str]:
     return out
 
 
+def layout_ratio(result: dict, dag_layout: str) -> dict:
+    """Tuples per second of the two training layouts, measured side by side, and the ratio."""
+    runs = {layout: result.get("train" if layout == dag_layout else f"train_{layout}") or {}
+            for layout in ("per_tuple", "per_image")}
+    rates = {layout: run.get("sequences_per_s") for layout, run in runs.items()}
+    out = {"tuples_per_s": rates}
+    if all(isinstance(v, (int, float)) and v > 0 for v in rates.values()):
+        out["per_image_over_per_tuple"] = rates["per_image"] / rates["per_tuple"]
+    return out
+
+
 def summary_lines(result: dict) -> list[str]:
     lines = []
     tr, em = result.get("train") or {}, result.get("embed") or {}
@@ -550,6 +595,11 @@ def summary_lines(result: dict) -> list[str]:
                      f"{tr['loss_first']:.3f} -> {tr['loss_last']:.3f}")
     elif tr:
         lines.append(f"train: FAILED: {tr.get('error')}")
+    ratio = (result.get("train_layouts") or {}).get("per_image_over_per_tuple")
+    if ratio:
+        rates = result["train_layouts"]["tuples_per_s"]
+        lines.append(f"train layouts: per_image {rates['per_image']:,.1f} tuples/s, per_tuple "
+                     f"{rates['per_tuple']:,.1f} tuples/s: {ratio:.2f}x")
     ips = em.get("images_per_s") or {}
     if ips.get("prefix_shared") and ips.get("naive"):
         mfu = em["mfu"]
@@ -594,14 +644,18 @@ def main(argv=None) -> int:
     me = str(Path(__file__).resolve())
     with tempfile.TemporaryDirectory(prefix="gpu_check.") as tmp:
         if "train" not in args.skip:
-            part = Path(tmp) / "train.json"
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   "--nproc_per_node", "1", me, *child_args(args), "--phase", "train",
-                   "--part", str(part)]
-            limit = args.train_timeout
-            if args.budget_s is not None:  # leave the embedding phase at least 40%
-                limit = min(limit, 0.6 * args.budget_s)
-            result["train"] = run_phase("train", cmd, limit, part)
+            # Both layouts, each in its own process; "train" is the config's (the DAG's).
+            for layout in ("per_tuple", "per_image"):
+                part = Path(tmp) / f"train_{layout}.json"
+                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                       "--nproc_per_node", "1", me, *child_args(args), "--phase", "train",
+                       "--layout", layout, "--part", str(part)]
+                limit = args.train_timeout
+                if args.budget_s is not None:  # leave the embedding phase at least 40%
+                    limit = min(limit, 0.3 * args.budget_s)
+                key = "train" if layout == config["train"]["layout"] else f"train_{layout}"
+                result[key] = run_phase(f"train ({layout})", cmd, limit, part)
+            result["train_layouts"] = layout_ratio(result, config["train"]["layout"])
         if "embed" not in args.skip:
             part = Path(tmp) / "embed.json"
             cmd = [sys.executable, me, *child_args(args), "--phase", "embed",
@@ -616,7 +670,9 @@ def main(argv=None) -> int:
         if (result.get(name) or {}).get("parameters"):
             result["model"] = result[name]["parameters"]
     result.setdefault("device", {"type": "unknown"})
-    train_ok = "mfu" in (result.get("train") or {"mfu": None})
+    train_ok = "train" in args.skip or (
+        "mfu" in (result.get("train") or {})
+        and bool(result["train_layouts"].get("per_image_over_per_tuple")))
     emb = result.get("embed") or {}
     embed_ok = "embed" in args.skip or bool(emb.get("speedup"))
     result["ok"] = train_ok and embed_ok

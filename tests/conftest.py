@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import polars as pl
 import pytest
 import yaml
 from PIL import Image
@@ -102,3 +103,34 @@ def copy_workflow(dest: Path) -> Path:
     for name in ("workflow", "profiles", "envs"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
+
+
+# ---- a tiny Qwen2-VL and tuples for the training tests
+
+TRAIN_QUESTIONS = ["What is the area of the lesion in mm²?", "What is the B (LAB) value inside?",
+                   "What is the border jaggedness of the lesion?"]
+ANSWERS = ["12.34", "-3.50", "250.10", "0.57", "7.00", "118.25"]
+CORPUS = [f"{q} {a}" for q in TRAIN_QUESTIONS for a in ANSWERS]
+
+
+def build_train_base(root: Path) -> Path:
+    """A tiny random Qwen2-VL (56 px images) whose tokenizer knows the training texts."""
+    from skinground import models
+
+    return models.build_tiny_qwen2vl(root / "qwen2vl", corpus=CORPUS, image_size=56)
+
+
+def write_train_tuples(root: Path, n_images: int, questions_per_image: int = 2) -> dict:
+    """An HDF5 image store (tiles of 40 + 17 k px) and a tuples parquet: image k asks the
+    first ``questions_per_image`` questions, with answers of 4-6 characters."""
+    from skinground.layout import TUPLE_COLUMNS
+
+    ids = [f"ISIC_{i:07d}" for i in range(n_images)]
+    with h5py.File(root / "train-image.hdf5", "w") as h5:
+        for k, isic_id in enumerate(ids):
+            h5.create_dataset(isic_id, data=np.bytes_(jpeg_bytes(40 + 17 * k, k)))
+    rows = [(isic_id, f"attr{j}", TRAIN_QUESTIONS[j], ANSWERS[(k + j) % len(ANSWERS)])
+            for k, isic_id in enumerate(ids) for j in range(questions_per_image)]
+    pl.DataFrame(rows, schema=list(TUPLE_COLUMNS), orient="row").write_parquet(
+        root / "tuples.parquet")
+    return {"images": root / "train-image.hdf5", "tuples": root / "tuples.parquet"}

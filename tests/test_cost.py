@@ -37,7 +37,7 @@ def test_jobs_match_the_demo_dry_run(tmp_path):
     work = workflow_copy(tmp_path)
     expected = cost.planned_jobs(cost.load_config(DEMO_CONFIGS))
     assert dry_run(work, "--profile", "profiles/demo") == expected
-    assert sum(expected.values()) == 86
+    assert sum(expected.values()) == 88
 
 
 def test_jobs_match_the_paper_dry_run(tmp_path):
@@ -58,7 +58,8 @@ def test_jobs_match_the_paper_dry_run(tmp_path):
     assert dry_run(work, "--cores", "1", "--configfile", "config.yaml",
                    "stand-ins.yaml") == expected
     assert expected["embed_shard"] == 3 * 2 * 64
-    assert sum(expected.values()) == 456
+    assert expected["predict_shard"] == 2 * 8 and expected["merge_predictions"] == 2
+    assert sum(expected.values()) == 472
 
 
 def test_fewer_methods_fewer_jobs(repo_config):
@@ -125,7 +126,7 @@ def test_paper_workload(repo_config):
     wl = result["workload"]
     assert wl["tuples"] == cost.PAPER_TUPLES  # 282,564 train images x W=5
     assert wl["image_tokens"] == 25
-    assert result["total_jobs"] == 456
+    assert result["total_jobs"] == 472
     spread = cost.estimate(repo_config, cost.Assumptions(tile_sigma=0.35))
     assert spread["workload"]["image_tokens"] > 25  # tokens grow with the square of the side
 
@@ -157,6 +158,34 @@ def test_prefix_shared_embedding_far_below_naive(repo_config):
         sum(r["gpu_hours"] for r in result["stages"] if r["in_dag"]))  # naive left out
     assert result["naive_over_prefix_shared"] == pytest.approx(
         naive["gpu_hours"] / shared["gpu_hours"])
+
+
+def test_the_study_costs_a_third_of_the_naive_layout(repo_config):
+    """Image-once training and generation, prefix-shared embedding: the paper's study at
+    <= 1/3 of the GPU-hours of one sequence per tuple / per (image, question), and no job
+    over its runtime limit in the workflow profile."""
+    profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    result = cost.estimate(repo_config, cost.Assumptions(), gpus=cost.gpus_per_job(profile),
+                           runtimes=cost.runtime_limits(profile))
+    naive, total = result["naive_total"], result["total"]
+    assert total["gpu_hours"] <= naive["gpu_hours"] / 3
+    assert result["dag_over_naive"] == pytest.approx(total["gpu_hours"] / naive["gpu_hours"])
+    assert not [r["stage"] for r in result["stages"] if r["in_dag"] and r["over_runtime_limit"]]
+    by_stage = {r["stage"]: r for r in result["stages"]}
+    train = {layout: by_stage[f"train (LoRA, ZeRO-2, {layout})"]
+             for layout in ("per_image", "per_tuple")}
+    assert train["per_image"]["in_dag"] and not train["per_tuple"]["in_dag"]
+    assert train["per_tuple"]["in_naive"] and not train["per_image"]["in_naive"]
+    assert train["per_image"]["pflop"] < 0.7 * train["per_tuple"]["pflop"]
+    once = [r for r in result["stages"] if r["rule"] == "predict_shard"]
+    assert len(once) == 2 and all(r["jobs"] == repo_config["predict"]["shards"] for r in once)
+    naive_predict = [r for r in result["stages"] if r["stage"].startswith("predict")
+                     and not r["in_dag"]]
+    assert all(r["in_naive"] for r in naive_predict)
+    assert sum(r["gpu_hours"] for r in once) < 0.5 * sum(r["gpu_hours"] for r in naive_predict)
+    # The per-tuple layout in the config makes the DAG's training the naive one.
+    per_tuple = cost.deep_merge(repo_config, {"train": {"layout": "per_tuple"}})
+    assert cost.estimate(per_tuple, cost.Assumptions())["total"]["gpu_hours"] > total["gpu_hours"]
 
 
 def fake_gpu_json(path: Path, *, tiny=False, train_mfu=0.2, shared_mfu=0.25, naive_mfu=0.01):
@@ -191,15 +220,17 @@ def test_runs_as_a_module(tmp_path):
     proc = run_module("config.yaml", "--no-gpu-json")
     assert proc.returncode == 0, proc.stderr
     assert "| embed_shard | 384 |" in proc.stdout
-    assert re.search(r"\| train \(LoRA, ZeRO-2\) \| train \| 1 \| 4 \|", proc.stdout)
+    assert re.search(r"\| train \(LoRA, ZeRO-2, per_image\) \| train \| 1 \| 4 \|", proc.stdout)
+    assert re.search(r"\| total, naive layout \| .* \| [\d.]+ \|", proc.stdout)
     proc = run_module("config.yaml", "--json", "--gpu-json",
                       str(fake_gpu_json(tmp_path / "gpu.json")))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["total_jobs"] == 456 and result["measured"]["used"]
+    assert result["total_jobs"] == 472 and result["measured"]["used"]
+    assert result["naive_total"]["gpu_hours"] > 3 * result["total"]["gpu_hours"]
     assert result["total"]["gpu_hours"] > 0
     demo = run_module(*map(str, DEMO_CONFIGS), "--json", "--no-gpu-json")
-    assert json.loads(demo.stdout)["total_jobs"] == 86
+    assert json.loads(demo.stdout)["total_jobs"] == 88
 
 
 @pytest.mark.slow
@@ -216,6 +247,9 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path):
     train, emb = result["train"], result["embed"]
     assert train["timed_steps"] >= 1 and train["finite_loss"] and train["tokens_per_s"] > 0
     assert train["sequences_per_step"] == 16  # config.yaml's global batch on one process
+    assert train["layout"] == "per_image" and result["train_per_tuple"]["layout"] == "per_tuple"
+    assert train["images_per_step"] < result["train_per_tuple"]["images_per_step"]
+    assert result["train_layouts"]["per_image_over_per_tuple"] > 0
     assert emb["speedup"] > 1
     assert emb["agreement"]["max_abs_diff"]["h_ima"] < 1e-4  # float32: the same numbers
     proc = run_module("config.yaml", "--json", "--gpu-json", str(out))

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from skinground import embed, models
+from skinground import prefix as P
 from skinground.data import open_images
 
 QUESTIONS = [
@@ -65,8 +66,8 @@ def max_diff(a, b) -> float:
 def test_inputs_really_differ(native, images):
     """The test below covers different prefix lengths and different suffix lengths."""
     model, processor = native
-    prefix, suffixes = embed.split_template(processor, QUESTIONS)
-    batch = embed.encode(processor, images, [prefix] * len(images))
+    prefix, suffixes = P.split_template(processor, QUESTIONS)
+    batch = P.encode(processor, images, [prefix] * len(images))
     real = batch["attention_mask"].sum(1).tolist()
     assert len(set(real)) == len(images)
     lengths = [len(processor.tokenizer(s, add_special_tokens=False)["input_ids"])
@@ -108,11 +109,11 @@ def test_batch_size_does_not_change_result(native, images, reference):
 
 def test_h_im_is_mean_over_image_tokens(native, images, reference):
     model, processor = native
-    prefix, _ = embed.split_template(processor, QUESTIONS)
+    prefix, _ = P.split_template(processor, QUESTIONS)
     assert prefix.endswith("<|vision_end|>") and "<|image_pad|>" in prefix
     merge = model.config.vision_config.spatial_merge_size
     for k, image in enumerate(images):
-        batch = embed.encode(processor, [image], [models.chat_prompt(processor, QUESTIONS[0])])
+        batch = P.encode(processor, [image], [models.chat_prompt(processor, QUESTIONS[0])])
         ids = batch["input_ids"][0]
         is_image = ids == model.config.image_token_id
         assert int(is_image.sum()) == int(batch["image_grid_thw"][0].prod()) // merge**2
@@ -133,7 +134,7 @@ def test_no_questions_gives_h_im_only(native, images, reference):
 
 def test_split_template_suffixes(native):
     _, processor = native
-    prefix, suffixes = embed.split_template(processor, QUESTIONS)
+    prefix, suffixes = P.split_template(processor, QUESTIONS)
     for q, s in zip(QUESTIONS, suffixes, strict=True):
         assert prefix + s == models.chat_prompt(processor, q)
         assert s == f"{q}<|im_end|>\n{models.ASSISTANT_HEADER}"

@@ -14,9 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from skinground import models
+from skinground import layout, lora, models
 from skinground.metrics import parse_number
-from skinground.predict import generate_answers, generate_batch
+from skinground.predict import (
+    generate_answers,
+    generate_batch,
+    generate_per_question,
+    image_once_tokens,
+)
 
 from conftest import REPO, jpeg_bytes
 
@@ -65,10 +70,10 @@ def test_batched_left_padded_equals_one_at_a_time(tiny_base, native, attributes,
     three = dict(list(attributes.items())[:3])
     store = MemoryStore({f"ISIC_{k}": rgb(h, w, k) for k, (h, w) in enumerate(SIZES)})
     ids = list(store.images)
-    batched = generate_answers(model, processor, store, ids, three, batch_size=4,
-                               max_new_tokens=6)
-    single = generate_answers(model, processor, store, ids, three, batch_size=1,
-                              max_new_tokens=6)
+    batched = generate_per_question(model, processor, store, ids, three, batch_size=4,
+                                    max_new_tokens=6)
+    single = generate_per_question(model, processor, store, ids, three, batch_size=1,
+                                   max_new_tokens=6)
     assert batched.equals(single)
     assert batched.height == len(ids) * len(three)
     assert batched["isic_id"].to_list() == [i for i in ids for _ in three]
@@ -77,6 +82,68 @@ def test_batched_left_padded_equals_one_at_a_time(tiny_base, native, attributes,
     assert batched.schema == {"isic_id": pl.String, "attribute": pl.String,
                               "answer": pl.String, "value": pl.Float64}
     assert batched["value"].to_list() == [parse_number(t) for t in batched["answer"]]
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, tiny_base, attributes, repo_config):
+    """The tiny model LoRA-tuned for a few hundred steps to answer 3 questions about 6 images
+    with numbers (so answers end at <|im_end|> after different lengths), its adapter saved and
+    loaded back merged, as the predict rule loads it; native resolution."""
+    model, processor = models.load_mllm(tiny_base, min_pixels=3136, max_pixels=262144)
+    cfg = dict(repo_config["train"]["lora"], r=8, alpha=16, dropout=0.0,
+               modules_to_save=["lm_head", "embed_tokens", "visual.merger"])
+    torch.manual_seed(0)
+    peft_model = lora.attach_lora(model, cfg).train()
+    specs = list(attributes.values())[:3]
+    images = [rgb(h, w, k) for k, (h, w) in enumerate(SIZES + ((90, 70), (150, 150), (64, 80)))]
+    items = [{"isic_id": str(k), "image": im, "question": spec["question"],
+              "answer": f"{(k + 1) * (j + 2) * 1.37:.{2 if j else 1}f}"}
+             for k, im in enumerate(images) for j, spec in enumerate(specs)]
+    batch = layout.ImageOnceCollator(processor)(items)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(150):
+        loss = layout.image_once_loss(peft_model, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    adapter = tmp_path_factory.mktemp("adapter") / "adapter"
+    peft_model.save_pretrained(adapter)
+    base, processor = models.load_mllm(tiny_base, min_pixels=3136, max_pixels=262144)
+    return lora.attach_adapter(base, adapter), processor, images, specs
+
+
+@pytest.mark.parametrize("which", ["tuned", "untuned"])
+def test_image_once_generation_equals_per_question_generate(which, tuned, native):
+    model, processor, images, specs = tuned
+    if which == "untuned":
+        model, processor = native
+    questions = [spec["question"] for spec in specs]
+    once = image_once_tokens(model, processor, images, questions, max_new_tokens=8)
+    tok = processor.tokenizer
+    stops = {tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
+    for k, image in enumerate(images):
+        reference = generate_batch(model, processor, [image] * len(questions), questions,
+                                   max_new_tokens=8, tokens=True)
+        for j, ref in enumerate(reference):
+            ref = ref[: next((i for i, t in enumerate(ref) if t in stops), len(ref))]
+            assert once[k * len(questions) + j] == ref, (k, j)
+    texts = tok.batch_decode(once, skip_special_tokens=True)
+    if which == "tuned":  # it answers with numbers of different lengths, then stops
+        assert all(parse_number(t) is not None for t in texts), texts
+        assert len({len(t) for t in once}) > 1 and max(len(t) for t in once) < 8
+
+
+def test_generate_answers_image_once_equals_per_question(tuned):
+    model, processor, images, specs = tuned
+    store = MemoryStore({f"ISIC_{k}": im for k, im in enumerate(images)})
+    ids = list(store.images)
+    attrs = {f"a{j}": spec for j, spec in enumerate(specs)}
+    once = generate_answers(model, processor, store, ids, attrs, batch_images=4,
+                            max_new_tokens=8)
+    reference = generate_per_question(model, processor, store, ids, attrs, batch_size=5,
+                                      max_new_tokens=8)
+    assert once.equals(reference)
+    assert once["value"].null_count() == 0
 
 
 def test_left_padded_logits_match_single(native, attributes):
@@ -108,33 +175,66 @@ def test_generate_batch_returns_only_new_text(native):
     assert len(out) == 1 and "assistant" not in out[0] and "<|" not in out[0]
 
 
-def test_predict_script_end_to_end(tmp_path, tiny_base, attributes):
+def run_predict(tmp_path, tiny_base, attributes, *, shard: int, shards: int, out,
+                max_test_images=3):
     h5 = tmp_path / "train-image.hdf5"
     ids = ["ISIC_0000003", "ISIC_0000001", "ISIC_0000002", "ISIC_0000000"]
-    with h5py.File(h5, "w") as f:
-        for k, isic_id in enumerate(ids):
-            f.create_dataset(isic_id, data=np.bytes_(jpeg_bytes(61 + 40 * k, k)))
-    test_ids = tmp_path / "test.txt"
-    test_ids.write_text("\n".join(ids) + "\n")
-    two = dict(list(attributes.items())[:2])
-    out = tmp_path / "pred" / "untuned.parquet"
+    if not h5.exists():
+        with h5py.File(h5, "w") as f:
+            for k, isic_id in enumerate(ids):
+                f.create_dataset(isic_id, data=np.bytes_(jpeg_bytes(61 + 40 * k, k)))
+        (tmp_path / "test.txt").write_text("\n".join(ids) + "\n")
     cmd = [sys.executable, str(REPO / "workflow/scripts/predict.py"), "--base", str(tiny_base),
-           "--images", str(h5), "--test-ids", str(test_ids),
+           "--images", str(h5), "--test-ids", str(tmp_path / "test.txt"),
            "--model", json.dumps({"image_size": None, "min_pixels": 3136,
                                   "max_pixels": 262144}),
-           "--attributes", json.dumps(two),
-           "--predict", json.dumps({"max_test_images": 3, "batch_size": 4,
-                                    "max_new_tokens": 4}),
-           "--out", str(out)]
+           "--attributes", json.dumps(dict(list(attributes.items())[:2])),
+           "--predict", json.dumps({"max_test_images": max_test_images, "batch_images": 2,
+                                    "max_new_tokens": 4, "shards": shards}),
+           "--shard", str(shard), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    return sorted(ids), proc
+
+
+def merge(tmp_path, shards, out) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "workflow/scripts/merge_predictions.py"),
+                           "--shards", *map(str, shards), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_predict_script_end_to_end(tmp_path, tiny_base, attributes):
+    out = tmp_path / "pred" / "untuned.parquet"
+    ids, proc = run_predict(tmp_path, tiny_base, attributes, shard=0, shards=1, out=out)
     pred = pl.read_parquet(out)
     assert pred.columns == ["model", "isic_id", "attribute", "answer", "value"]
     assert pred.height == 3 * 2
     assert pred["model"].unique().to_list() == ["untuned"]
-    assert pred["isic_id"].unique(maintain_order=True).to_list() == sorted(ids)[:3]
+    assert pred["isic_id"].unique(maintain_order=True).to_list() == ids[:3]
     assert "unparsable" in proc.stderr
     assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_sharded_predictions_merge_to_the_unsharded_ones(tmp_path, tiny_base, attributes):
+    whole = tmp_path / "whole.parquet"
+    run_predict(tmp_path, tiny_base, attributes, shard=0, shards=1, out=whole,
+                max_test_images=None)
+    parts = [tmp_path / f"shard{i}.parquet" for i in range(3)]
+    for i, part in enumerate(parts):
+        run_predict(tmp_path, tiny_base, attributes, shard=i, shards=3, out=part,
+                    max_test_images=None)
+    assert [pl.read_parquet(p).height for p in parts] == [4, 2, 2]  # 2, 1, 1 images
+    merged = tmp_path / "merged.parquet"
+    proc = merge(tmp_path, parts, merged)
+    assert proc.returncode == 0, proc.stderr
+    assert pl.read_parquet(merged).equals(pl.read_parquet(whole))
+    # A shard given twice, or a file that is not a predictions shard: named, nothing written.
+    bad = tmp_path / "bad.parquet"
+    for shards, message in (([parts[0], parts[1], parts[1]], f"{parts[1]} repeats image"),
+                            ([parts[0], tmp_path / "test.txt"], "not a readable predictions")):
+        proc = merge(tmp_path, shards, bad)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert not bad.exists()
 
 
 def _fabricated(tmp_path, attributes):

@@ -12,24 +12,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
-import numpy as np
 import polars as pl
 import pytest
 import torch
 
-from skinground import lora, models, train
+from skinground import layout, lora, models, train
+from skinground.data import DataError
 from skinground.models import ModelLoadError
 
-from conftest import REPO, jpeg_bytes
+from conftest import ANSWERS, CORPUS, REPO, build_train_base, write_train_tuples
 
 SCRIPT = REPO / "workflow" / "scripts" / "train.py"
 ZERO2 = REPO / "workflow" / "deepspeed" / "zero2.json"
 
-QUESTIONS = ["What is the area of the lesion in mm²?", "What is the B (LAB) value inside?",
-             "What is the border jaggedness of the lesion?"]
-ANSWERS = ["12.34", "-3.50", "250.10", "0.57", "7.00", "118.25"]
-CORPUS = [f"{q} {a}" for q in QUESTIONS for a in ANSWERS]
 N_IMAGES = 12
 
 DECODER = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -50,23 +45,13 @@ def train_config(repo_config: dict, **overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    return models.build_tiny_qwen2vl(tmp_path_factory.mktemp("base") / "qwen2vl",
-                                     corpus=CORPUS, image_size=56)
+    return build_train_base(tmp_path_factory.mktemp("base"))
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
     """An HDF5 image store (tiles of different sizes) and its tuples parquet."""
-    root = tmp_path_factory.mktemp("data")
-    ids = [f"ISIC_{i:07d}" for i in range(N_IMAGES)]
-    with h5py.File(root / "train-image.hdf5", "w") as h5:
-        for k, isic_id in enumerate(ids):
-            h5.create_dataset(isic_id, data=np.bytes_(jpeg_bytes(40 + 17 * k, k)))
-    rows = [(isic_id, f"attr{j}", QUESTIONS[j], ANSWERS[(k + j) % len(ANSWERS)])
-            for k, isic_id in enumerate(ids) for j in range(2)]
-    frame = pl.DataFrame(rows, schema=list(train.TUPLE_COLUMNS), orient="row")
-    frame.write_parquet(root / "tuples.parquet")
-    return {"images": root / "train-image.hdf5", "tuples": root / "tuples.parquet"}
+    return write_train_tuples(tmp_path_factory.mktemp("data"), N_IMAGES)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +97,7 @@ def test_attach_lora_trains_adapters_and_modules_to_save_only(base, repo_config)
 
 
 def test_dataset_reads_lazily_and_caches(data):
-    ds = train.TupleDataset(data["tuples"], data["images"], cache_images=True)
+    ds = layout.TupleDataset(data["tuples"], data["images"], cache_images=True)
     assert len(ds) == 2 * N_IMAGES and ds.n_images() == N_IMAGES
     assert ds._store is None  # nothing open until an item is read
     item = ds[0]
@@ -122,26 +107,26 @@ def test_dataset_reads_lazily_and_caches(data):
 
 
 def test_dataset_errors_name_the_file(data, tmp_path):
-    with pytest.raises(train.TrainError, match="tuples file not found"):
-        train.TupleDataset(tmp_path / "none.parquet", data["images"])
+    with pytest.raises(layout.TrainError, match="tuples file not found"):
+        layout.TupleDataset(tmp_path / "none.parquet", data["images"])
     bad = tmp_path / "bad.parquet"
     pl.DataFrame({"isic_id": ["x"], "question": ["q"]}).write_parquet(bad)
-    with pytest.raises(train.TrainError, match=r"bad.parquet: missing column\(s\) attribute"):
-        train.TupleDataset(bad, data["images"])
+    with pytest.raises(layout.TrainError, match=r"bad.parquet: missing column\(s\) attribute"):
+        layout.TupleDataset(bad, data["images"])
     other = tmp_path / "other.parquet"
     pl.DataFrame({"isic_id": ["ISIC_9"], "attribute": ["a"], "question": ["q"],
                   "answer": ["1"]}).write_parquet(other)
-    with pytest.raises(train.DataError, match="no image for 1 tuple id"):
-        train.TupleDataset(other, data["images"])
+    with pytest.raises(DataError, match="no image for 1 tuple id"):
+        layout.TupleDataset(other, data["images"])
 
 
 @pytest.mark.parametrize("pixels", [{"image_size": 56}, {"min_pixels": 784, "max_pixels": 12544}])
 def test_labels_cover_exactly_the_answer_and_end_of_turn(base, data, pixels):
     _, processor = models.load_mllm(base, **pixels)
-    ds = train.TupleDataset(data["tuples"], data["images"])
+    ds = layout.TupleDataset(data["tuples"], data["images"])
     items = [ds[i] for i in (0, 5, 9, 22)]  # answers of 4-6 characters, tiles 40-227 px
     items[1] = dict(items[1], answer="7")
-    batch = train.Collator(processor)(items)
+    batch = layout.PerTupleCollator(processor)(items)
     assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "image_grid_thw",
                           "mm_token_type_ids", "labels"}
     tok = processor.tokenizer
@@ -150,21 +135,21 @@ def test_labels_cover_exactly_the_answer_and_end_of_turn(base, data, pixels):
     if "min_pixels" in pixels:  # native resolution: different numbers of image tokens
         assert len(set(batch["image_grid_thw"].prod(1).tolist())) > 1
     for i, item in enumerate(items):
-        labelled = labels[i] != train.IGNORE_INDEX
+        labelled = labels[i] != layout.IGNORE_INDEX
         assert torch.equal(labels[i][labelled], ids[i][labelled])
         assert tok.decode(ids[i][labelled]) == item["answer"] + "<|im_end|>"
         positions = labelled.nonzero().flatten()
         # one contiguous run ending at the last real token; padding is never labelled
         assert positions.tolist() == list(range(positions[0], int(mask[i].sum())))
-        assert (labels[i][mask[i] == 0] == train.IGNORE_INDEX).all()
+        assert (labels[i][mask[i] == 0] == layout.IGNORE_INDEX).all()
         assert not labelled[batch["mm_token_type_ids"][i] == 1].any()
     assert (mask == 0).any() and (ids[mask == 0] == tok.pad_token_id).all()
 
 
 def test_collated_batch_runs_the_model(base, data):
     model, processor = models.load_mllm(base)
-    ds = train.TupleDataset(data["tuples"], data["images"])
-    batch = train.Collator(processor)([ds[i] for i in range(3)])
+    ds = layout.TupleDataset(data["tuples"], data["images"])
+    batch = layout.PerTupleCollator(processor)([ds[i] for i in range(3)])
     out = model(**batch)
     assert torch.isfinite(out.loss)
 
@@ -232,21 +217,24 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, base, data, model_cfg, repo_config):
-    """A 4-step DeepSpeed run (checkpoints at steps 2 and 4), through the entry point."""
-    tmp = tmp_path_factory.mktemp("run")
-    proc = run_script(tmp, base, data, model_cfg, train_config(repo_config))
+@pytest.fixture(scope="module", params=["per_image", "per_tuple"])
+def trained(request, tmp_path_factory, base, data, model_cfg, repo_config):
+    """A 4-step DeepSpeed run (checkpoints at steps 2 and 4) in each layout, through the entry
+    point. Returns (output folder, process, train config)."""
+    tmp = tmp_path_factory.mktemp(f"run_{request.param}")
+    cfg = train_config(repo_config, layout=request.param)
+    proc = run_script(tmp, base, data, model_cfg, cfg)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    return tmp, proc
+    return tmp, proc, cfg
 
 
 def test_training_writes_adapter_loss_log_and_plot(trained):
-    tmp, proc = trained
+    tmp, proc, cfg = trained
     assert "built successfully" not in proc.stderr  # no DeepSpeed op was compiled
     summary = json.loads((tmp / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["resumed_from_step"] == 0
     assert summary["processes"] == 1 and summary["precision"] == "fp32"
+    assert summary["layout"] == cfg["layout"] and summary["tuples"] == 2 * N_IMAGES
     rows = read_csv(tmp / "loss.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert list(rows[0]) == list(train.LOSS_COLUMNS)
@@ -261,10 +249,10 @@ def test_training_writes_adapter_loss_log_and_plot(trained):
 
 
 def test_adapter_changes_the_model(trained, base, data):
-    tmp, _ = trained
+    tmp, _, _ = trained
     model, processor = models.load_mllm(base)
-    ds = train.TupleDataset(data["tuples"], data["images"])
-    batch = train.Collator(processor)([ds[i] for i in range(2)])
+    ds = layout.TupleDataset(data["tuples"], data["images"])
+    batch = layout.PerTupleCollator(processor)([ds[i] for i in range(2)])
     with torch.no_grad():
         before = model(**batch).logits
         tuned = lora.attach_adapter(models.load_mllm(base)[0], tmp / "adapter")
@@ -278,12 +266,12 @@ def test_adapter_changes_the_model(trained, base, data):
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(trained, base, data, model_cfg,
                                                          repo_config, tmp_path):
-    done, _ = trained
+    done, _, cfg = trained
     full = read_csv(done / "loss.csv")
     # The same run, killed after checkpoint-2 was written: no checkpoint-4, no outputs.
     shutil.copytree(done / "ckpt", tmp_path / "ckpt")
     shutil.rmtree(tmp_path / "ckpt" / "checkpoint-4")
-    proc = run_script(tmp_path, base, data, model_cfg, train_config(repo_config))
+    proc = run_script(tmp_path, base, data, model_cfg, cfg)
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "checkpoint-2 (step 2)" in proc.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -312,7 +300,7 @@ def test_script_rejects_bad_deepspeed_config_before_launching(tmp_path, base, da
 
 
 def test_attach_adapter_errors_name_the_path(trained, base, tmp_path):
-    done, _ = trained
+    done, _, _ = trained
     missing = tmp_path / "nowhere"
     with pytest.raises(ModelLoadError, match=f"does not exist: {missing}"):
         lora.attach_adapter(models.load_mllm(base)[0], missing)
@@ -332,7 +320,7 @@ def test_attach_adapter_errors_name_the_path(trained, base, tmp_path):
 
 
 def test_attach_adapter_rejects_an_adapter_for_another_base(trained, tmp_path):
-    done, _ = trained
+    done, _, _ = trained
     other = models.build_tiny_qwen2vl(tmp_path / "other", corpus=CORPUS, image_size=56,
                                       text_hidden=32, intermediate=64, mrope_section=(1, 1, 2))
     with pytest.raises(ModelLoadError, match=f"adapter {done / 'adapter'} does not fit"):

@@ -112,7 +112,7 @@ def test_nothing_changed_nothing_to_do(demo):
 
 TUNED_SPACES = 1 + ATTRIBUTES
 DOWNSTREAM_OF_TRAINING = {
-    "train": 1, "predict": 1, "r2": 1,
+    "train": 1, "predict_shard": 1, "merge_predictions": 1, "r2": 1,  # tuned x 1 shard
     "embed_shard": 2 * SHARDS,  # tuned x {train, test} x shards
     "merge_embeddings": 2 * TUNED_SPACES, "build_index": TUNED_SPACES,
     "retrieve": 3,  # image_text, hierarchical, image_only
@@ -125,7 +125,8 @@ DOWNSTREAM_OF_TRAINING = {
     [
         ({"train": {"learning_rate": 0.002}}, DOWNSTREAM_OF_TRAINING),
         ({"retrieve": {"b": 150}}, {"retrieve": 1, "evaluate": 1, "figures": 1, "all": 1}),
-        ({"predict": {"max_new_tokens": 12}}, {"predict": 2, "r2": 1, "all": 1}),
+        ({"predict": {"max_new_tokens": 12}},
+         {"predict_shard": 2, "merge_predictions": 2, "r2": 1, "all": 1}),
         ({"figures": {"fig3_queries": 3}}, {"figures": 1, "all": 1}),
     ],
     ids=["train-hyperparameter", "retrieve-b", "predict", "figures"],

@@ -73,6 +73,7 @@ def code(script_name):
 # ---- used by model.smk
 
 MODEL_KINDS = ["tuned", "untuned"]
+PREDICT_SHARDS = config["predict"]["shards"]
 
 
 def adapter_for(wildcards):

@@ -56,8 +56,9 @@ rule train:
         " --gpus {resources.gpu} > {log} 2>&1"
 
 
-rule predict:
-    """The answers to all attribute questions for the test images (Fig. 2's input)."""
+rule predict_shard:
+    """The answers to all attribute questions for one shard of the test images (image-once
+    greedy generation)."""
     input:
         base=config["model"]["base"],
         adapter=adapter_for,
@@ -65,9 +66,10 @@ rule predict:
         test=rules.split.output.test,
         code=code("predict"),
     output:
-        res("predict/{model}.parquet"),
+        res("predict/{model}/shard{shard}.parquet"),
     wildcard_constraints:
         model="|".join(MODEL_KINDS),
+        shard=r"\d+",
     params:
         pixels=PIXELS,
         questions=json.dumps(QUESTION_OF),
@@ -78,16 +80,34 @@ rule predict:
     resources:
         gpu=0,
     log:
-        res("logs/predict_{model}.log"),
+        res("logs/predict/{model}_shard{shard}.log"),
     benchmark:
-        res("benchmarks/predict_{model}.tsv")
+        res("benchmarks/predict/{model}_shard{shard}.tsv")
     conda:
         GPU_ENV
     shell:
         "python {input.code[0]} --base {input.base} {params.adapter}"
         " --images {input.images} --test-ids {input.test} --model {params.pixels:q}"
         " --attributes {params.questions:q} --predict {params.predict:q}"
-        " --out {output} > {log} 2>&1"
+        " --shard {wildcards.shard} --out {output} > {log} 2>&1"
+
+
+rule merge_predictions:
+    """One model's answers, merged over the shards (Fig. 2's input)."""
+    input:
+        shards=expand(res("predict/{{model}}/shard{shard}.parquet"),
+                      shard=range(PREDICT_SHARDS)),
+        code=code("merge_predictions"),
+    output:
+        res("predict/{model}.parquet"),
+    wildcard_constraints:
+        model="|".join(MODEL_KINDS),
+    log:
+        res("logs/predict/merge_{model}.log"),
+    conda:
+        CPU_ENV
+    shell:
+        "python {input.code[0]} --shards {input.shards} --out {output} > {log} 2>&1"
 
 
 rule r2:

@@ -1,5 +1,6 @@
-"""Fig. 2's answers: every configured attribute's question for each test image, generated
-greedily by the base Qwen2-VL (untuned) or the base with a merged LoRA adapter (tuned)."""
+"""Fig. 2's answers for one shard of the test images: every configured attribute's question,
+generated greedily (image-once) by the base Qwen2-VL (untuned) or the base with a merged
+LoRA adapter (tuned)."""
 
 import logging
 
@@ -10,6 +11,7 @@ from skinground.data import open_images
 from skinground.inference import load_qwen
 from skinground.io import atomic_path, read_lines
 from skinground.predict import generate_answers
+from skinground.shards import shard_ids
 
 log = logging.getLogger("skinground")
 
@@ -23,6 +25,7 @@ def run() -> None:
     p.add_argument("--model", type=cli.json_arg, required=True, help="config section model")
     p.add_argument("--attributes", type=cli.json_arg, required=True, help="config attributes")
     p.add_argument("--predict", type=cli.json_arg, required=True, help="config section predict")
+    p.add_argument("--shard", type=int, default=0, help="which of predict.shards (0-based)")
     p.add_argument("--out", required=True, help="predictions parquet")
     a = p.parse_args()
 
@@ -30,14 +33,16 @@ def run() -> None:
     name = "tuned" if a.adapter else "untuned"
 
     ids = sorted(set(read_lines(a.test_ids)))
-    limit = a.predict.get("max_test_images")
+    limit = a.predict["max_test_images"]
     if limit is not None:
         ids = ids[:limit]
-    log.info("%s model on %s (%s): %d test images x %d attributes", name, model.device,
-             model.dtype, len(ids), len(a.attributes))
+    ids = shard_ids(ids, a.predict["shards"], a.shard)
+    log.info("%s model on %s (%s): shard %d/%d, %d test images x %d attributes", name,
+             model.device, model.dtype, a.shard + 1, a.predict["shards"], len(ids),
+             len(a.attributes))
     with open_images(a.images) as store:
         answers = generate_answers(model, processor, store, ids, a.attributes,
-                                   batch_size=a.predict["batch_size"],
+                                   batch_images=a.predict["batch_images"],
                                    max_new_tokens=a.predict["max_new_tokens"])
     answers = answers.select(pl.lit(name).alias("model"), pl.all())
     n_bad = answers["value"].null_count()

@@ -243,7 +243,9 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
         jobs["synthetic_data"] = 1
     if config["model"].get("build_tiny"):
         jobs["build_models"] = 1
-    jobs.update(manifest=1, split=1, tuples=1, train=1, predict=len(PREDICT_MODELS), r2=1)
+    jobs.update(manifest=1, split=1, tuples=1, train=1,
+                predict_shard=len(PREDICT_MODELS) * int(config["predict"]["shards"]),
+                merge_predictions=len(PREDICT_MODELS), r2=1)
     indexed: dict[str, set[str]] = {}
     train_spaces: dict[str, set[str]] = {}
     test_spaces: dict[str, set[str]] = {}
@@ -362,7 +364,8 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
     rows: list[dict] = []
 
     def row(stage, rule, n_jobs, flops, seconds_one_gpu, basis, *, gpus_per_job=1,
-            in_dag=True):
+            in_dag=True, naive=None):
+        """A stage; ``naive``: part of the naive layout's total (default: when in the DAG)."""
         gpu_hours = seconds_one_gpu / 3600
         parallel = max(1, min(a.gpus, n_jobs * gpus_per_job))
         per_job = gpu_hours / (n_jobs * max(1, gpus_per_job))  # equal shards
@@ -372,33 +375,60 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
                      "hours_on_gpus": gpu_hours / parallel, "hours_per_job": per_job,
                      "runtime_limit_hours": limit / 60 if limit else None,
                      "over_runtime_limit": bool(limit and per_job * 60 > limit),
-                     "basis": basis, "in_dag": in_dag})
+                     "basis": basis, "in_dag": in_dag,
+                     "in_naive": in_dag if naive is None else naive})
 
-    # Training: tuples x epochs sequences, logits at every position (HF computes them all).
+    # Training. per_tuple: one sequence per tuple, logits at every position (HF computes
+    # them all). per_image: a batch of B consecutive tuples of the image-grouped order holds
+    # (B + W - 1) / W images on average; each image's prefix runs once (logits at its last
+    # token only), then every tuple's suffix + answer, logits at all its positions.
     t_tokens = prompt + a.answer_tokens
-    f_train = 3 * forward_flops(spec, tokens=t_tokens, image_tokens=m, lm_tokens=t_tokens)
-    f_train *= tuples * epochs
+    s_tokens = a.suffix_tokens + a.answer_tokens
+    f_per_tuple = 3 * forward_flops(spec, tokens=t_tokens, image_tokens=m, lm_tokens=t_tokens)
+    per_batch = int(config["train"]["per_device_batch"])
+    w_per_image = n_attr if w == "all" else int(w)
+    images_per_batch = min(per_batch, (per_batch + w_per_image - 1) / w_per_image)
+    f_per_image = 3 * (images_per_batch / per_batch
+                       * forward_flops(spec, tokens=prefix, image_tokens=m, lm_tokens=1)
+                       + forward_flops(spec, tokens=s_tokens, image_tokens=0,
+                                       lm_tokens=s_tokens))
+    layout = config["train"]["layout"]
     g_train = gpus.get("train", a.gpus) or a.gpus
     train_basis = "measured" if "train_mfu" in a.measured else "assumed"
-    row("train (LoRA, ZeRO-2)", "train", jobs["train"], f_train,
-        f_train / (a.peak_flops * a.train_mfu),
-        f"{train_basis} MFU {a.train_mfu:.2f}", gpus_per_job=g_train)
+    for name, f_tuple in (("per_image", f_per_image), ("per_tuple", f_per_tuple)):
+        f_train = f_tuple * tuples * epochs
+        row(f"train (LoRA, ZeRO-2, {name})", "train", jobs["train"], f_train,
+            f_train / (a.peak_flops * a.train_mfu), f"{train_basis} MFU {a.train_mfu:.2f}",
+            gpus_per_job=g_train, in_dag=name == layout, naive=name == "per_tuple")
 
-    # Prediction: one sequence per (test image, attribute), batches of predict.batch_size,
-    # prefill (the image encoded per sequence) + one batched step per new token.
-    batch = int(config["predict"]["batch_size"])
-    sequences = a.test_images * n_attr
-    batches = math.ceil(sequences / batch)
+    # Prediction (image-once, the DAG's): per batch of predict.batch_images images, one
+    # prefill pass (the prefixes, then all images x questions suffixes) and one decoding
+    # step per new token over all rows; sharded into predict.shards jobs per model.
+    # The naive reference: one sequence per (image, question), as one generate() call per
+    # batch of the same number of rows, each re-encoding its image.
+    bi = int(config["predict"]["batch_images"])
+    n_shards = int(config["predict"]["shards"])
+    rows_per_batch = bi * n_attr
+    batches = math.ceil(a.test_images / bi)
     new_tokens = {"tuned": a.answer_tokens,
                   "untuned": a.untuned_new_tokens or int(config["predict"]["max_new_tokens"])}
+    f_step = forward_flops(spec, tokens=1, image_tokens=0, lm_tokens=1) * rows_per_batch
+    f_prefill_once = bi * (forward_flops(spec, tokens=prefix, image_tokens=m)
+                           + n_attr * forward_flops(spec, tokens=a.suffix_tokens,
+                                                    image_tokens=0, lm_tokens=1))
+    f_prefill_naive = rows_per_batch * forward_flops(spec, tokens=prompt, image_tokens=m,
+                                                     lm_tokens=1)
     for model in PREDICT_MODELS:
-        f_prefill = forward_flops(spec, tokens=prompt, image_tokens=m, lm_tokens=1) * batch
-        f_step = forward_flops(spec, tokens=1, image_tokens=0, lm_tokens=1) * batch
-        seconds = batches * (_pass_seconds(f_prefill, a, a.infer_mfu, spec)
-                             + new_tokens[model] * _pass_seconds(f_step, a, a.infer_mfu, spec))
-        flops = batches * (f_prefill + new_tokens[model] * f_step)
-        row(f"predict {model} ({new_tokens[model]} new tokens)", "predict", 1, flops, seconds,
-            "assumed MFU, decode bandwidth-bound", gpus_per_job=gpus.get("predict", 1))
+        decode = new_tokens[model] * _pass_seconds(f_step, a, a.infer_mfu, spec)
+        for name, f_prefill in (("image-once", f_prefill_once),
+                                ("naive: 1 sequence per question", f_prefill_naive)):
+            seconds = batches * (_pass_seconds(f_prefill, a, a.infer_mfu, spec) + decode)
+            flops = batches * (f_prefill + new_tokens[model] * f_step)
+            naive = name != "image-once"
+            row(f"predict {model}, {name} ({new_tokens[model]} new tokens)",
+                "-" if naive else "predict_shard", 1 if naive else n_shards, flops, seconds,
+                "assumed MFU, decode bandwidth-bound", gpus_per_job=gpus.get("predict_shard", 1),
+                in_dag=not naive, naive=naive)
 
     # Embeddings: per (model, split, shard) job; tuned = prefix + 16 questions.
     shards = int(config["embed"]["shards"])
@@ -412,7 +442,7 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
                               + _pass_seconds(bi * (f_shared - f_prefix), a, a.infer_mfu, spec))
     row("embed tuned, prefix-shared (h_im + 16 h_im,a)", "embed_shard", embed_jobs,
         images * f_shared, s_shared, f"{infer_basis} MFU {a.infer_mfu:.2f}",
-        gpus_per_job=gpus.get("embed_shard", 1))
+        gpus_per_job=gpus.get("embed_shard", 1), naive=False)
     s_untuned = images / bi * _pass_seconds(bi * f_prefix, a, a.infer_mfu, spec)
     row("embed untuned (h_im)", "embed_shard", embed_jobs, images * f_prefix, s_untuned,
         f"{infer_basis} MFU {a.infer_mfu:.2f}", gpus_per_job=gpus.get("embed_shard", 1))
@@ -428,7 +458,7 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
     naive_basis = "measured" if "naive_mfu" in a.measured else "assumed"
     row("(embed tuned, naive: 1 + 16 passes/image)", "-", embed_jobs,
         images * (f_prefix + n_attr * f_full), s_naive,
-        f"{naive_basis} MFU {a.naive_mfu:.2f}, batch 1", in_dag=False)
+        f"{naive_basis} MFU {a.naive_mfu:.2f}, batch 1", in_dag=False, naive=True)
 
     # FAISS on the GPU: adding is a copy; flat search = 2 x queries x database x d (fp32).
     d = spec.text_hidden
@@ -446,8 +476,14 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
         gpus_per_job=gpus.get("retrieve", 1))
 
     in_dag = [r for r in rows if r["in_dag"]]
+    in_naive = [r for r in rows if r["in_naive"]]
     shared = next(r for r in rows if r["stage"].startswith("embed tuned, prefix"))
-    naive = next(r for r in rows if "naive" in r["stage"])
+    naive = next(r for r in rows if r["stage"].startswith("(embed tuned, naive"))
+    total = {"gpu_hours": sum(r["gpu_hours"] for r in in_dag),
+             "pflop": sum(r["pflop"] for r in in_dag)}
+    naive_total = {"gpu_hours": sum(r["gpu_hours"] for r in in_naive),
+                   "pflop": sum(r["pflop"] for r in in_naive),
+                   "stages": [r["stage"] for r in in_naive]}
     return {
         "jobs": jobs,
         "total_jobs": sum(jobs.values()),
@@ -459,8 +495,9 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
         "assumptions": {k: v for k, v in asdict(a).items() if k != "measured"},
         "measured": a.measured or {"used": False, "why": "no gpu.json"},
         "stages": rows,
-        "total": {"gpu_hours": sum(r["gpu_hours"] for r in in_dag),
-                  "pflop": sum(r["pflop"] for r in in_dag)},
+        "total": total,
+        "naive_total": naive_total,
+        "dag_over_naive": total["gpu_hours"] / naive_total["gpu_hours"],
         "naive_over_prefix_shared": naive["gpu_hours"] / shared["gpu_hours"],
     }
 
@@ -502,11 +539,20 @@ def format_table(result: Mapping[str, Any]) -> str:
     lines.append(f"| **total (DAG)** | | | | **{total['pflop']:,.1f}** | "
                  f"**{total['gpu_hours']:,.1f}** | **≥ {total['gpu_hours'] / a['gpus']:,.1f}** "
                  "| | |")
+    naive = result["naive_total"]
+    lines.append(f"| total, naive layout | | | | {naive['pflop']:,.1f} | "
+                 f"{naive['gpu_hours']:,.1f} | ≥ {naive['gpu_hours'] / a['gpus']:,.1f} | | |")
     lines += ["", f"wall-clock h: the stage alone, its jobs spread over the {a['gpus']} GPUs "
               "(a job uses its GPUs/job); the total's is the bound with every GPU busy. h per job: "
               "one job's wall-clock time, (limit): its runtime in the workflow profile, hours.",
-              f"Naive embedding (not in the DAG) would take "
-              f"{result['naive_over_prefix_shared']:.1f}x the prefix-shared GPU time."]
+              "Rows with rule '-' or not the configured training layout are not in the DAG. "
+              "The naive layout: one sequence per tuple in training (per_tuple), one sequence "
+              "per (image, question) in prediction and embedding (the naive rows, plus "
+              "untuned, MONET, index and retrieval as in the DAG).",
+              f"The DAG takes {result['dag_over_naive']:.2f} of the naive layout's GPU-hours "
+              f"({total['gpu_hours']:,.1f} vs {naive['gpu_hours']:,.1f}); naive embedding "
+              f"alone would take {result['naive_over_prefix_shared']:.1f}x the prefix-shared "
+              "GPU time."]
     return "\n".join(lines)
 
 

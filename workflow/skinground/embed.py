@@ -24,7 +24,6 @@ store and returns float16 arrays (the shard storage format).
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -32,96 +31,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from transformers import DynamicCache
 
+from skinground import prefix as P
 from skinground.models import chat_prompt
 
 log = logging.getLogger(__name__)
-
-VISION_END = "<|vision_end|>"
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _backbone(model):
-    """The ``Qwen2VLModel`` (vision encoder + decoder, no LM head) inside ``model``.
-
-    Accepts a ``Qwen2VLForConditionalGeneration`` (tuned-and-merged or base) or a PEFT
-    wrapper around one.
-    """
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    backbone = getattr(model, "model", None)
-    if backbone is None or not hasattr(backbone, "get_rope_index"):
-        raise TypeError(f"expected a Qwen2-VL model, got {type(model).__name__}")
-    return backbone
-
-
-def _cache_kwarg(backbone) -> str:
-    """The name of the KV-cache argument (``cache`` from transformers 5.2x, else
-    ``past_key_values``)."""
-    params = inspect.signature(type(backbone).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def split_template(processor, questions: Sequence[str]) -> tuple[str, list[str]]:
-    """The chat text cut after ``<|vision_end|>``: the shared image prefix and each question's
-    suffix (``{question}<|im_end|>\\n<|im_start|>assistant\\n``).
-
-    Checks that the prefix is the same for every question and that tokenizing prefix and
-    suffix separately gives exactly the tokens of the whole prompt (the cut is at a special
-    token, so it does for Qwen2's tokenizer).
-    """
-    tok = processor.tokenizer
-    prefix: str | None = None
-    suffixes: list[str] = []
-    for q in questions:
-        full = chat_prompt(processor, q)
-        cut = full.find(VISION_END)
-        if cut < 0:
-            raise ValueError(f"chat template has no {VISION_END}: {full!r}")
-        cut += len(VISION_END)
-        if prefix is None:
-            prefix = full[:cut]
-        elif full[:cut] != prefix:
-            raise ValueError(f"the image prefix depends on the question: {q!r}")
-        suffixes.append(full[cut:])
-        whole = tok(full)["input_ids"]
-        parts = tok(prefix)["input_ids"] + tok(full[cut:], add_special_tokens=False)["input_ids"]
-        if whole != parts:
-            raise ValueError(f"prefix + suffix tokens differ from the whole prompt for {q!r}")
-    if prefix is None:  # no questions: the prefix alone
-        full = chat_prompt(processor, "")
-        prefix = full[: full.index(VISION_END) + len(VISION_END)]
-    return prefix, suffixes
-
-
-def encode(processor, images: Sequence[Image.Image], texts: Sequence[str], *,
-           padding_side: str = "left") -> dict[str, torch.Tensor]:
-    """``processor(images, texts)`` padded on ``padding_side`` (the tokenizer's own setting
-    is restored afterwards): input_ids, attention_mask, mm_token_type_ids, pixel_values,
-    image_grid_thw."""
-    tok = processor.tokenizer
-    old = tok.padding_side
-    tok.padding_side = padding_side
-    try:
-        batch = processor(images=list(images), text=list(texts), padding=True,
-                          return_tensors="pt")
-    finally:
-        tok.padding_side = old
-    return dict(batch)
-
-
-def _to_model(batch: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
-    out = {k: v.to(model.device) for k, v in batch.items()}
-    if "pixel_values" in out:
-        out["pixel_values"] = out["pixel_values"].to(model.dtype)
-    return out
-
-
-def _image_token_id(model) -> int:
-    return model.config.image_token_id
 
 
 def _hidden_size(model) -> int:
@@ -139,15 +53,15 @@ def naive_embeddings(model, processor, images: Sequence[Image.Image], questions:
 
     Returns float32 CPU tensors ``h_im [N, d]`` and ``h_ima [N, A, d]``.
     """
-    prefix, _ = split_template(processor, questions)
+    prefix, _ = P.split_template(processor, questions)
     prompts = [chat_prompt(processor, q) for q in questions]
-    image_id = _image_token_id(model)
+    image_id = model.config.image_token_id
     d = _hidden_size(model)
     h_im = torch.empty(len(images), d)
     h_ima = torch.empty(len(images), len(questions), d)
 
     def last_layer(image, text):
-        batch = _to_model(encode(processor, [image], [text]), model)
+        batch = P.to_model(P.encode(processor, [image], [text]), model)
         out = model(**batch, output_hidden_states=True, logits_to_keep=1)
         return batch["input_ids"][0], out.hidden_states[-1][0].float()
 
@@ -184,68 +98,31 @@ def prefix_shared_embeddings(model, processor, images: Sequence[Image.Image],
     """
     if batch_images < 1:
         raise ValueError(f"batch_images must be >= 1, got {batch_images}")
-    backbone = _backbone(model)
-    cache_kw = _cache_kwarg(backbone)
-    prefix, suffixes = split_template(processor, questions)
+    _, suffixes = P.split_template(processor, questions)
     tok = processor.tokenizer
-    image_id = _image_token_id(model)
     n_q = len(questions)
     d = _hidden_size(model)
-    device = model.device
-
-    # The suffixes once, right-padded: [A, Ls].
-    if n_q:
+    if n_q:  # the suffixes once, right-padded: [A, Ls]
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        suffix_ids = [tok(s, add_special_tokens=False)["input_ids"] for s in suffixes]
-        lengths = torch.tensor([len(s) for s in suffix_ids], device=device)
-        width = int(lengths.max())
-        s_ids = torch.full((n_q, width), pad_id, dtype=torch.long, device=device)
-        s_mask = torch.zeros((n_q, width), dtype=torch.long, device=device)
-        for a, ids in enumerate(suffix_ids):
-            s_ids[a, : len(ids)] = torch.tensor(ids, device=device)
-            s_mask[a, : len(ids)] = 1
-        steps = torch.arange(width, device=device)
+        s_ids, s_mask = P.pad_rows(
+            [tok(s, add_special_tokens=False)["input_ids"] for s in suffixes], pad_id)
+        s_ids, s_mask = s_ids.to(model.device), s_mask.to(model.device)
+        last = s_mask.sum(1) - 1
 
     h_im_all, h_ima_all = [], []
     for start in range(0, len(images), batch_images):
         chunk = list(images[start:start + batch_images])
         n = len(chunk)
-        batch = _to_model(encode(processor, chunk, [prefix] * n, padding_side="left"), model)
-        p_ids, p_mask = batch["input_ids"], batch["attention_mask"]
-        positions, _ = backbone.get_rope_index(
-            p_ids, batch["mm_token_type_ids"], image_grid_thw=batch["image_grid_thw"],
-            attention_mask=p_mask,
-        )
-        cache = DynamicCache(config=model.config)
-        out = backbone(
-            input_ids=p_ids, attention_mask=p_mask, position_ids=positions,
-            pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"],
-            mm_token_type_ids=batch["mm_token_type_ids"], use_cache=True, **{cache_kw: cache},
-        )
-        is_image = (p_ids == image_id).unsqueeze(-1)
-        states = out.last_hidden_state.float().masked_fill(~is_image, 0.0)  # pads: never NaN
-        h_im = states.sum(1) / is_image.sum(1)
-        h_im_all.append(h_im.cpu())
+        prefix = P.run_prefix(model, P.to_model(P.encode_prefixes(processor, chunk), model))
+        h_im_all.append(P.image_states_mean(model, prefix).cpu())
         if not n_q:
             h_ima_all.append(torch.empty(n, 0, d))
             continue
-
-        # Text after the prefix continues at max position + 1 (pads sit at 0).
-        next_pos = positions.amax(dim=(0, 2)) + 1  # [n]
-        rows = n * n_q
-        q_ids = s_ids.repeat(n, 1)  # row i * A + a
-        q_pos = next_pos.repeat_interleave(n_q)[:, None] + steps[None, :]
-        q_pos = q_pos.unsqueeze(0).expand(3, rows, width)
-        mask = torch.cat([p_mask.repeat_interleave(n_q, dim=0), s_mask.repeat(n, 1)], dim=1)
-        cache.batch_repeat_interleave(n_q)
-        out = backbone(
-            input_ids=q_ids, attention_mask=mask, position_ids=q_pos, use_cache=True,
-            **{cache_kw: cache},
-        )
-        last = (lengths - 1).repeat(n)
-        h_ima = out.last_hidden_state[torch.arange(rows, device=device), last].float()
+        rows = torch.arange(n, device=model.device).repeat_interleave(n_q)  # row i * A + a
+        states = P.run_suffixes(model, prefix, rows, s_ids.repeat(n, 1), s_mask.repeat(n, 1))
+        h_ima = states[torch.arange(n * n_q, device=model.device), last.repeat(n)].float()
         h_ima_all.append(h_ima.view(n, n_q, d).cpu())
-        del cache, out
+        del prefix, states
 
     if not h_im_all:
         return torch.empty(0, d), torch.empty(0, n_q, d)

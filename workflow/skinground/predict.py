@@ -1,5 +1,17 @@
 """Fig. 2's answers: every configured attribute's question for every test image, generated
-greedily by Qwen2-VL in left-padded batches of (image, question) sequences."""
+greedily by Qwen2-VL.
+
+Two paths compute the same tokens:
+
+- :func:`generate_answers` (image-once, the workflow's): for a batch of images the image
+  prefixes run once (:func:`skinground.prefix.run_prefix`), their KV cache is gathered for the
+  16 questions and all suffixes run as one batch (:func:`skinground.prefix.run_suffixes`);
+  then one greedy decoding loop over all (image, question) rows, each row continuing its own
+  cache at its own explicit M-RoPE position, stopping at ``<|im_end|>``/``<|endoftext|>`` or
+  ``max_new_tokens``. The logits at the last prompt token are those of the h_im,a position.
+- :func:`generate_per_question` (the reference): one left-padded ``generate`` call over
+  (image, question) sequences, each re-encoding its image.
+"""
 
 from __future__ import annotations
 
@@ -9,51 +21,45 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 import torch
 
+from skinground import prefix as P
 from skinground.attributes import ID_COLUMN
 from skinground.metrics import parse_number
 from skinground.models import EOS_TOKEN, PAD_TOKEN, chat_prompt
+from skinground.shards import PREDICTION_SCHEMA
 
 log = logging.getLogger(__name__)
 
-PREDICTION_SCHEMA = {ID_COLUMN: pl.String, "attribute": pl.String, "answer": pl.String,
-                     "value": pl.Float64}
 
 
 @torch.inference_mode()
 def generate_batch(model, processor, images: list, questions: list[str], *,
-                   max_new_tokens: int) -> list[str]:
+                   max_new_tokens: int, tokens: bool = False) -> list[str] | list[list[int]]:
     """Greedy answers for (image, question) pairs in one left-padded ``generate`` call.
 
     Plain greedy decoding: the sampling settings and the repetition penalty that
     Qwen2-VL-7B-Instruct's ``generation_config.json`` carries are overridden (a penalty on
     repeated tokens would bias numbers with repeated digits). Stops at ``<|im_end|>`` (or
-    ``<|endoftext|>``); returns only the new tokens, decoded without special tokens.
+    ``<|endoftext|>``); returns only the new tokens, decoded without special tokens (or, with
+    ``tokens``, their ids, padding after the stop included).
     """
     tok = processor.tokenizer
     prompts = [chat_prompt(processor, q) for q in questions]
-    old_side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        batch = processor(images=images, text=prompts, padding=True, return_tensors="pt")
-    finally:
-        tok.padding_side = old_side
-    batch = batch.to(model.device)
-    if "pixel_values" in batch:
-        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-    eos = [tok.convert_tokens_to_ids(EOS_TOKEN), tok.convert_tokens_to_ids(PAD_TOKEN)]
+    batch = P.to_model(P.encode(processor, images, prompts, padding_side="left"), model)
+    eos = stop_ids(tok)
     out = model.generate(
         **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
         eos_token_id=eos, pad_token_id=eos[1], repetition_penalty=1.0,
         temperature=None, top_p=None, top_k=None,
     )
     new = out[:, batch["input_ids"].shape[1]:]
-    return tok.batch_decode(new, skip_special_tokens=True)
+    return new.tolist() if tokens else tok.batch_decode(new, skip_special_tokens=True)
 
 
-def generate_answers(model, processor, store, ids: Sequence[str],
-                     attributes: Mapping[str, Mapping], *, batch_size: int,
-                     max_new_tokens: int) -> pl.DataFrame:
-    """All configured attributes' answers for every image in ``ids``.
+def generate_per_question(model, processor, store, ids: Sequence[str],
+                          attributes: Mapping[str, Mapping], *, batch_size: int,
+                          max_new_tokens: int) -> pl.DataFrame:
+    """All configured attributes' answers for every image in ``ids``, one sequence per
+    (image, question) (the reference for :func:`generate_answers`).
 
     ``attributes``: the config section (column -> {"question": ...}). Sequences are ordered
     image by image, attribute by attribute, and cut into batches of ``batch_size`` (a batch
@@ -82,8 +88,92 @@ def generate_answers(model, processor, store, ids: Sequence[str],
         if (b + 1) % step == 0 or b + 1 == n_batches:
             log.info("generated %d/%d answers (batch %d/%d)", len(answers), len(pairs),
                      b + 1, n_batches)
+    return answers_frame(pairs, answers)
+
+
+def answers_frame(pairs: Sequence[tuple[str, str]], answers: Sequence[str]) -> pl.DataFrame:
+    """One row per (image, attribute): the generated text and its parsed value."""
     return pl.DataFrame(
         {ID_COLUMN: [i for i, _ in pairs], "attribute": [a for _, a in pairs],
-         "answer": answers, "value": [parse_number(t) for t in answers]},
+         "answer": list(answers), "value": [parse_number(t) for t in answers]},
         schema=PREDICTION_SCHEMA,
     )
+
+
+def stop_ids(tokenizer) -> list[int]:
+    """The tokens that end an answer: ``<|im_end|>`` and ``<|endoftext|>``."""
+    return [tokenizer.convert_tokens_to_ids(EOS_TOKEN), tokenizer.convert_tokens_to_ids(PAD_TOKEN)]
+
+
+@torch.inference_mode()
+def image_once_tokens(model, processor, images: Sequence, questions: Sequence[str], *,
+                      max_new_tokens: int) -> list[list[int]]:
+    """Greedy answer tokens for every (image, question), image by image (row ``i * A + a``),
+    without the stop token. The images' prefixes run once; see the module docstring."""
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    tok = processor.tokenizer
+    device = model.device
+    _, suffixes = P.split_template(processor, questions)
+    stops = torch.tensor(stop_ids(tok), device=device)
+    s_ids, s_mask = P.pad_rows([tok(s, add_special_tokens=False)["input_ids"] for s in suffixes],
+                               stops[1].item())
+    n, n_q = len(images), len(questions)
+    rows = torch.arange(n, device=device).repeat_interleave(n_q)
+    length = s_mask.sum(1).to(device).repeat(n)
+    prefix = P.run_prefix(model, P.to_model(P.encode_prefixes(processor, images), model))
+    start = prefix.next_position[rows]
+    states = P.run_suffixes(model, prefix, rows, s_ids.to(device).repeat(n, 1),
+                            s_mask.to(device).repeat(n, 1))
+    head, backbone = P.lm_head_of(model), P.backbone_of(model)
+    picked = torch.arange(n * n_q, device=device)
+    token = head(states[picked, length - 1]).argmax(-1)
+    out = [token]
+    done = torch.isin(token, stops)
+    mask, position = prefix.mask, start + length
+    for _ in range(max_new_tokens - 1):
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        step = backbone(input_ids=token[:, None], attention_mask=mask,
+                        position_ids=P.suffix_positions(position, 1), use_cache=True,
+                        **{P.cache_kwarg(backbone): prefix.cache})
+        token = head(step.last_hidden_state[:, -1]).argmax(-1)
+        token = torch.where(done, stops[1], token)  # finished rows: padding, ignored
+        out.append(token)
+        done |= torch.isin(token, stops)
+        position = position + 1
+    tokens = torch.stack(out, dim=1).tolist()
+    stop_set = set(stops.tolist())
+    return [row[: next((k for k, t in enumerate(row) if t in stop_set), len(row))]
+            for row in tokens]
+
+
+def generate_answers(model, processor, store, ids: Sequence[str],
+                     attributes: Mapping[str, Mapping], *, batch_images: int,
+                     max_new_tokens: int) -> pl.DataFrame:
+    """All configured attributes' answers for every image in ``ids``, image-once.
+
+    ``attributes``: the config section (column -> {"question": ...}). Images go in batches of
+    ``batch_images`` (each with all its questions). Returns columns isic_id, attribute,
+    answer (the generated text, special tokens stripped), value (``parse_number(answer)``,
+    null when unparsable); one row per (image, attribute), image by image.
+    """
+    if batch_images < 1:
+        raise ValueError("batch_images must be >= 1")
+    names = list(attributes)
+    questions = [attributes[a]["question"] for a in names]
+    tok = processor.tokenizer
+    answers: list[str] = []
+    n_batches = -(-len(ids) // batch_images)
+    step = max(1, n_batches // 10)
+    for b in range(n_batches):
+        chunk = ids[b * batch_images:(b + 1) * batch_images]
+        tokens = image_once_tokens(model, processor, [store.read(i) for i in chunk], questions,
+                                   max_new_tokens=max_new_tokens)
+        answers += tok.batch_decode(tokens, skip_special_tokens=True)
+        if (b + 1) % step == 0 or b + 1 == n_batches:
+            log.info("generated the answers of %d/%d images (batch %d/%d)",
+                     min(len(ids), (b + 1) * batch_images), len(ids), b + 1, n_batches)
+    return answers_frame([(i, a) for i in ids for a in names], answers)
+

@@ -1,10 +1,12 @@
-"""Sharded embedding files: which images a shard holds, and the arrays a shard stores.
+"""Sharded outputs: which images a shard holds, what an embedding shard stores, and merging
+the prediction shards.
 
 The ids of a split are sorted and cut into ``n`` contiguous shards (one job each, so a cluster
 runs them in parallel and a failed shard reruns alone); merging the shards in order gives the
 sorted ids again. A shard file (``.npz``, uncompressed) holds ``ids`` and one float16 array per
 embedding space: ``im`` (h_im, or MONET's image features) and, for the tuned model, one array
-per attribute a (h_im,a), so a merge of one space reads only that member.
+per attribute a (h_im,a), so a merge of one space reads only that member. A prediction shard
+(parquet) holds one row per (image, attribute): ``model`` + ``PREDICTION_SCHEMA``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import polars as pl
 
-from .io import atomic_path
+from skinground.attributes import ID_COLUMN
+from skinground.errors import InputError
+from skinground.io import atomic_path
 
 IMAGE_SPACE = "im"
+PREDICTION_SCHEMA = {ID_COLUMN: pl.String, "attribute": pl.String, "answer": pl.String,
+                     "value": pl.Float64}
+
+
+class ShardError(InputError):
+    """A shard file is unreadable or inconsistent with the others (the message names it)."""
 
 
 def shard_ids(ids: Sequence[str], n_shards: int, shard: int) -> list[str]:
@@ -64,3 +75,24 @@ def read_space(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """``(ids, float32 vectors)`` of a merged space."""
     with np.load(path) as f:
         return f["ids"].tolist(), f["vectors"].astype(np.float32)
+
+
+def merge_predictions(paths: Sequence[str | os.PathLike]) -> pl.DataFrame:
+    """The prediction shards concatenated in order; raises ``ShardError`` naming a shard
+    that is not a predictions file or repeats an image of an earlier shard."""
+    parts, seen = [], set()
+    for path in paths:
+        try:
+            frame = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as err:
+            raise ShardError(f"{path}: not a readable predictions shard: {err}") from err
+        missing = [c for c in ("model", *PREDICTION_SCHEMA) if c not in frame.columns]
+        if missing:
+            raise ShardError(f"{path}: not a predictions shard (no column {missing[0]})")
+        ids = set(frame[ID_COLUMN].unique().to_list())
+        if ids & seen:
+            raise ShardError(f"{path} repeats image(s) of an earlier shard, e.g. "
+                             f"{sorted(ids & seen)[0]}")
+        seen |= ids
+        parts.append(frame)
+    return pl.concat(parts)

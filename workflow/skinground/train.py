@@ -21,23 +21,22 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import polars as pl
 import torch
-from PIL import Image
 
-from .attributes import ID_COLUMN
-from .data import DataError, ImageStore, open_images
-from .errors import InputError
-from .io import atomic_path, write_json
-from .lora import attach_lora
-from .models import EOS_TOKEN, chat_prompt, load_mllm
+from skinground.io import atomic_path, write_json
+from skinground.layout import (
+    ImageGroupedSampler,
+    TrainError,
+    TupleDataset,
+    collator,
+    image_once_loss,
+)
+from skinground.lora import attach_lora
+from skinground.models import load_mllm
 
 log = logging.getLogger(__name__)
 
-TUPLE_COLUMNS = (ID_COLUMN, "attribute", "question", "answer")
-IGNORE_INDEX = -100
 #: In the checkpoint directory: what the checkpoints belong to (see ``run_fingerprint``).
 FINGERPRINT_FILE = "run.json"
 #: Config keys that do not change what is trained (a changed value keeps the checkpoints).
@@ -47,130 +46,6 @@ BOOKKEEPING_KEYS = ("save_steps", "save_total_limit", "logging_steps", "dataload
 AUTO_CACHE_MAX_IMAGES = 20_000
 LOSS_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm")
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-class TrainError(InputError):
-    """A training input or setting is invalid (message names the file or config key)."""
-
-
-# --------------------------------------------------------------------------- data
-
-
-class TupleDataset(torch.utils.data.Dataset):
-    """The training tuples: item ``i`` is ``{"image", "question", "answer"}`` of row ``i``.
-
-    Images are read from the store (HDF5 or JPEG folder) on access; the store is opened
-    lazily in each process (so DataLoader workers get their own handle). ``cache_images``
-    keeps decoded images in memory (per process): worth it when the images are few and each
-    is used many times (the demo: every attribute of every image, several epochs).
-    """
-
-    def __init__(self, tuples_parquet: str | os.PathLike, images_path: str | os.PathLike, *,
-                 cache_images: bool = False, check_images: bool = True):
-        path = Path(tuples_parquet)
-        if not path.is_file():
-            raise TrainError(f"tuples file not found: {path}")
-        try:
-            frame = pl.read_parquet(path)
-        except (OSError, pl.exceptions.PolarsError) as err:
-            raise TrainError(f"{path}: not a readable parquet file: {err}") from err
-        missing = [c for c in TUPLE_COLUMNS if c not in frame.columns]
-        if missing:
-            raise TrainError(f"{path}: missing column(s) {', '.join(missing)}")
-        if frame.height == 0:
-            raise TrainError(f"{path}: no training tuples")
-        nulls = [c for c in TUPLE_COLUMNS if frame[c].null_count()]
-        if nulls:
-            raise TrainError(f"{path}: empty values in column(s) {', '.join(nulls)}")
-        self.source = path
-        self.ids: list[str] = frame[ID_COLUMN].to_list()
-        self.attributes: list[str] = frame["attribute"].to_list()
-        self.questions: list[str] = frame["question"].to_list()
-        self.answers: list[str] = frame["answer"].to_list()
-        self.images_path = Path(images_path)
-        self.cache: dict[str, Image.Image] | None = {} if cache_images else None
-        self._store: ImageStore | None = None
-        self._pid: int | None = None
-        if check_images:
-            with open_images(self.images_path) as store:
-                absent = sorted(set(self.ids) - store.ids())
-            if absent:
-                raise DataError(f"{self.images_path}: no image for {len(absent)} tuple id(s), "
-                                f"e.g. {', '.join(absent[:3])} (tuples: {path})")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def n_images(self) -> int:
-        return len(set(self.ids))
-
-    def _images(self) -> ImageStore:
-        if self._store is None or self._pid != os.getpid():
-            self._store = open_images(self.images_path)
-            self._pid = os.getpid()
-        return self._store
-
-    def image(self, isic_id: str) -> Image.Image:
-        if self.cache is not None:
-            img = self.cache.get(isic_id)
-            if img is None:
-                img = self.cache[isic_id] = self._images().read(isic_id)
-            return img
-        return self._images().read(isic_id)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.image(self.ids[i]), "question": self.questions[i],
-                "answer": self.answers[i]}
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_store"] = None
-        state["_pid"] = None
-        return state
-
-
-class Collator:
-    """Batches ``TupleDataset`` items into Qwen2-VL inputs with answer-only labels.
-
-    Text per item: ``chat_prompt(processor, question) + answer + "<|im_end|>"``, padded on
-    the right. ``labels`` equal ``input_ids`` on the answer tokens and the final
-    ``<|im_end|>``, -100 elsewhere (system/user turn, image tokens, assistant header,
-    padding). The boundary is found by tokenizing the prompt (with its image tokens expanded
-    as the processor does) and checking that it is a prefix of the full sequence.
-    """
-
-    def __init__(self, processor):
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.image_token = processor.image_token
-        self.merge = processor.image_processor.merge_size
-        self.eos_id = self.tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-
-    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        prompts = [chat_prompt(self.processor, it["question"]) for it in items]
-        texts = [p + it["answer"] + EOS_TOKEN for p, it in zip(prompts, items, strict=True)]
-        batch = self.processor(text=texts, images=[it["image"] for it in items],
-                               padding=True, padding_side="right", return_tensors="pt")
-        input_ids = batch["input_ids"]
-        lengths = batch["attention_mask"].sum(dim=1).tolist()
-        n_image = (batch["image_grid_thw"].prod(dim=1) // self.merge**2).tolist()
-        expanded = [p.replace(self.image_token, self.image_token * n, 1)
-                    for p, n in zip(prompts, n_image, strict=True)]
-        prompt_ids = self.tokenizer(expanded, add_special_tokens=False)["input_ids"]
-        labels = torch.full_like(input_ids, IGNORE_INDEX)
-        for i, (ids, n) in enumerate(zip(prompt_ids, lengths, strict=True)):
-            k = len(ids)
-            if k >= n or input_ids[i, :k].tolist() != ids:
-                raise TrainError(
-                    f"the prompt's tokens are not a prefix of the prompt + answer's tokens "
-                    f"(question {items[i]['question']!r}, answer {items[i]['answer']!r})")
-            if input_ids[i, n - 1] != self.eos_id:
-                raise TrainError(f"sequence {i} does not end with {EOS_TOKEN}")
-            labels[i, k:n] = input_ids[i, k:n]
-        out = {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values",
-                                           "image_grid_thw", "mm_token_type_ids")}
-        out["labels"] = labels
-        return out
 
 
 # --------------------------------------------------------------------------- config checks
@@ -393,16 +268,35 @@ def _cpu_threads(dataloader_workers: int) -> int:
     return n
 
 
-def _trainer_class():
-    """HF ``Trainer`` without the per-step FLOP estimate (it walks every parameter of the
-    model each step, a few % of a tiny model's step; only used for a log line)."""
+def trainer_class(layout: str = "per_tuple"):
+    """HF ``Trainer`` for ``train.layout``, without the per-step FLOP estimate (it walks every
+    parameter of the model each step, a few % of a tiny model's step; only used for a log
+    line). ``per_image``: tuples grouped by image (``ImageGroupedSampler``) and the loss of
+    ``layout.image_once_loss``."""
     from transformers import Trainer
 
     class LoraTrainer(Trainer):
         def floating_point_ops(self, inputs) -> int:
             return 0
 
-    return LoraTrainer
+    if layout == "per_tuple":
+        return LoraTrainer
+
+    class ImageOnceTrainer(LoraTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return ImageGroupedSampler(dataset.ids, self.args.seed)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = image_once_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+            # As Trainer.compute_loss: a loss summed over the tokens of all processes'
+            # batches is scaled back up by the number of processes (DDP averages gradients).
+            if (self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs
+                    and num_items_in_batch is not None):
+                loss = loss * self.accelerator.num_processes
+            return (loss, None) if return_outputs else loss
+
+    return ImageOnceTrainer
 
 
 class _Timing:
@@ -464,15 +358,16 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
     threads = _cpu_threads(int(train_cfg["dataloader_workers"]))
     set_seed(int(train_cfg["seed"]))
 
+    layout = train_cfg["layout"]
     dataset = TupleDataset(tuples, images, cache_images=False)
     n_images = dataset.n_images()
     if cache_images is None:
         cache_images = n_images <= AUTO_CACHE_MAX_IMAGES
     if cache_images:
         dataset.cache = {}
-    log.info("%d tuples of %d images (%s); %d process(es), per-device batch %d, "
-             "accumulation %d, %s, %d torch thread(s)", len(dataset), n_images,
-             "cached in memory" if cache_images else "read per step", world,
+    log.info("%d tuples of %d images (%s); layout %s; %d process(es), per-device batch %d "
+             "tuples, accumulation %d, %s, %d torch thread(s)", len(dataset), n_images,
+             "cached in memory" if cache_images else "read per step", layout, world,
              args.per_device_train_batch_size, args.gradient_accumulation_steps,
              "bf16" if bf16 else "fp32", threads)
 
@@ -486,6 +381,7 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
         base, image_size=model_cfg.get("image_size"), min_pixels=model_cfg.get("min_pixels"),
         max_pixels=model_cfg.get("max_pixels"),
         dtype=torch.bfloat16 if bf16 else torch.float32)
+    data_collator = collator(layout, processor)
     model.config.use_cache = False
     model = attach_lora(model, train_cfg["lora"])
     model.train()
@@ -494,8 +390,8 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
     log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
     timing = _Timing()
-    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset,
-                               data_collator=Collator(processor), callbacks=[timing])
+    trainer = trainer_class(layout)(model=model, args=args, train_dataset=dataset,
+                                    data_collator=data_collator, callbacks=[timing])
     resumed_at = 0
     if resume is not None:
         resumed_at = json.loads((resume / "trainer_state.json").read_text())["global_step"]
@@ -523,6 +419,7 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
         "seconds_between_steps": round(timing.other_seconds, 3),
         "tuples": len(dataset),
         "images": n_images,
+        "layout": layout,
         "processes": world,
         "gradient_accumulation": args.gradient_accumulation_steps,
         "global_batch": int(train_cfg["global_batch"]),
