@@ -17,7 +17,7 @@ include: "workflow/rules/retrieve.smk"
 
 
 rule all:
-    """Every output of the workflow (grows with each stage)."""
+    """Every figure and table of the study."""
     default_target: True
     input:
         rules.split.output,

@@ -23,13 +23,14 @@ MFU = model FLOPs / time / ``--peak-tflops`` (H200 bf16 dense 989). Model FLOPs 
 blocks per patch, decoder per token, LM head where logits are computed), 3x that for training
 (the 6·N·tokens convention); the cost model applies the same convention at A6000 scale.
 The model is the 7B's config with random weights (``--tiny``: config.yaml ``model.tiny``,
-float32); the tokenizer is ``models.build_tokenizer``'s, the embedding table padded to the
+float32); the tokenizer is ``tiny.build_tokenizer``'s, the embedding table padded to the
 7B's 152,064 rows. The result is written atomically to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -44,28 +45,15 @@ import time
 import traceback
 from pathlib import Path
 
+from skinground.flops import H200_PEAK
+
 REPO = Path(__file__).resolve().parents[1]
 
-#: Qwen2-VL-7B(-Instruct)'s config.json, the values that shape the compute.
-QWEN2VL_7B = {
-    "vocab_size": 152064,
-    "text_hidden": 3584,
-    "intermediate": 18944,
-    "layers": 28,
-    "heads": 28,
-    "kv_heads": 4,
-    "mrope_section": [16, 24, 24],
-    "vision_depth": 32,
-    "vision_embed": 1280,
-    "vision_heads": 16,
-    "patch_size": 14,
-    "spatial_merge": 2,
-}
+#: The model dimensions the tiny/7B builds take (``tiny.qwen2vl_config``'s keyword arguments).
 DIM_KEYS = ("text_hidden", "intermediate", "layers", "heads", "kv_heads", "mrope_section",
-            "vision_depth", "vision_embed", "vision_heads")
+            "vision_depth", "vision_embed", "vision_heads", "patch_size", "spatial_merge")
 #: The check's tokenizer vocabulary (the 7B's embedding table is larger: padded).
 TOKENIZER_VOCAB = 1024
-H200_PEAK_TFLOPS = 989.0
 PACKAGES = ("torch", "transformers", "peft", "deepspeed", "accelerate", "tokenizers",
             "numpy", "skinground")
 GIB = 1024**3
@@ -80,7 +68,7 @@ def arguments(argv=None) -> argparse.Namespace:
                    help="config.yaml's tiny model in float32, few images (runs on CPU)")
     p.add_argument("--config", type=Path, default=REPO / "config.yaml")
     p.add_argument("--dims", type=json.loads, default={},
-                   help="JSON overriding values of the 7B's shape (QWEN2VL_7B), e.g. "
+                   help="JSON overriding values of the 7B's shape (flops.QWEN2VL_7B), e.g. "
                         "'{\"layers\": 4}' for a smaller GPU or a quick test")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gpu.json")
     p.add_argument("--images", type=int, default=None,
@@ -100,7 +88,7 @@ def arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=None,
                    help="seconds for both phases together (each also keeps its own limit); "
                         "gpu_check.sh passes what its 8 minutes leave after the installs")
-    p.add_argument("--peak-tflops", type=float, default=H200_PEAK_TFLOPS,
+    p.add_argument("--peak-tflops", type=float, default=H200_PEAK / 1e12,
                    help="the accelerator's bf16 dense peak, for MFU (H200: 989)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads on CPU (default 1: more spin-wait on a shared machine)")
@@ -174,7 +162,8 @@ def tiles(n: int, seed: int):
     import numpy as np
     from PIL import Image
 
-    from skinground.synthetic import render_tile, tile_size
+    from skinground.lesions import render_tile
+    from skinground.synthetic import tile_size
 
     rng = np.random.default_rng(seed)
     return [Image.fromarray(render_tile(rng, tile_size(rng)).rgb) for _ in range(n)]
@@ -187,25 +176,26 @@ def questions_of(config: dict) -> list[str]:
 def build(args, config: dict, torch):
     """``(model, processor, spec, parameters)``: the 7B-shaped (or tiny) Qwen2-VL with random
     weights, on the GPU in bf16 (CPU float32 without one or with --tiny), and a processor with
-    config.yaml's pixel budget. ``spec`` is the ``cost.QwenSpec`` its FLOPs are counted with."""
+    config.yaml's pixel budget. ``spec`` is the ``flops.QwenSpec`` its FLOPs are counted with."""
     from transformers import Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    from skinground import cost, models
+    from skinground import flops, models, tiny
 
     questions = questions_of(config)
     corpus = [f"{q} {v}" for q in questions for v in ("12.34", "0.57", "-1.25", "250.10")]
     if args.tiny:
-        tiny = config["model"]["tiny"]
-        dims = {k: tiny[k] for k in DIM_KEYS} | {"patch_size": 14, "spatial_merge": 2}
-        tokenizer = models.build_tokenizer(corpus, int(tiny["vocab_size"]))
+        small = config["model"]["tiny"]
+        dims = {k: small[k] for k in DIM_KEYS if k in small} | {"patch_size": 14,
+                                                                "spatial_merge": 2}
+        tokenizer = tiny.build_tokenizer(corpus, int(small["vocab_size"]))
         vocab = len(tokenizer)
     else:
-        shape = QWEN2VL_7B | args.dims
-        dims = {k: v for k, v in shape.items() if k != "vocab_size"}
-        tokenizer = models.build_tokenizer(corpus, TOKENIZER_VOCAB)
+        shape = dataclasses.asdict(flops.QWEN2VL_7B) | args.dims
+        dims = {k: shape[k] for k in DIM_KEYS}
+        tokenizer = tiny.build_tokenizer(corpus, TOKENIZER_VOCAB)
         vocab = max(int(shape["vocab_size"]), len(tokenizer))
-    ids = models.special_token_ids(tokenizer)
-    config_hf = models._tiny_qwen2vl_config(ids, vocab, **dims)
+    ids = tiny.special_token_ids(tokenizer)
+    config_hf = tiny.qwen2vl_config(ids, vocab, **dims)
     gpu = torch.cuda.is_available()
     dtype = torch.bfloat16 if gpu and not args.tiny else torch.float32
     torch.manual_seed(args.seed)
@@ -218,14 +208,14 @@ def build(args, config: dict, torch):
     processor = models.ImageOnlyQwen2VLProcessor(image_processor, tokenizer,
                                                  chat_template=models.QWEN2VL_CHAT_TEMPLATE)
     models.configure_pixels(processor, min_pixels=mn, max_pixels=mx)
-    spec = cost.QwenSpec(
+    spec = flops.QwenSpec(
         text_hidden=dims["text_hidden"], intermediate=dims["intermediate"],
         layers=dims["layers"], heads=dims["heads"], kv_heads=dims["kv_heads"],
         vocab_size=vocab, vision_depth=dims["vision_depth"], vision_embed=dims["vision_embed"],
         vision_heads=dims["vision_heads"], patch_size=dims["patch_size"],
         spatial_merge=dims["spatial_merge"])
     counted = sum(p.numel() for p in model.parameters())
-    formula = cost.param_counts(spec)["total"]
+    formula = flops.param_counts(spec)["total"]
     parameters = {"counted": counted, "cost_model": formula, "match": counted == formula,
                   "dtype": str(dtype).removeprefix("torch."), "vocab_size": vocab,
                   "tokenizer_vocab": len(tokenizer), "dims": dims}
@@ -293,13 +283,13 @@ def phase_train(args, config: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from skinground import cost
+    from skinground import flops
     from skinground import train as T
     from skinground.layout import collator as layout_collator
     from skinground.lora import attach_lora
 
     world = T.world_size()
-    T._no_shm_comm_on_cpu(world)  # no JIT-compiled shared-memory op for one CPU process
+    T.no_shm_comm_on_cpu(world)  # no JIT-compiled shared-memory op for one CPU process
     bf16 = torch.cuda.is_available() and not args.tiny
     steps = args.warmup_steps + args.steps
     train_cfg = dict(config["train"])
@@ -375,13 +365,14 @@ def phase_train(args, config: dict) -> dict:
     def total(key, s):
         return sum(b[key] for b in per_step[s])
 
-    def flops(s):
-        return sum(3 * cost.forward_flops(spec, tokens=b["tokens"], image_tokens=b["image_tokens"],
-                                          lm_tokens=b["lm_tokens"]) for b in per_step[s])
+    def step_flops(s):
+        return sum(3 * flops.forward_flops(spec, tokens=b["tokens"],
+                                           image_tokens=b["image_tokens"],
+                                           lm_tokens=b["lm_tokens"]) for b in per_step[s])
 
     seconds = sum(times[s] for s in timed)
     tokens = sum(total("tokens", s) for s in timed)
-    model_flops = sum(flops(s) for s in timed)
+    model_flops = sum(step_flops(s) for s in timed)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     result.update({
         "steps": len(times), "timed_steps": len(timed),
@@ -412,7 +403,7 @@ def phase_train(args, config: dict) -> dict:
 def phase_embed(args, config: dict) -> dict:
     import torch
 
-    from skinground import cost, embed
+    from skinground import embed, flops
     from skinground import prefix as P
 
     result: dict = {"device": device_info(torch)}
@@ -443,13 +434,13 @@ def phase_embed(args, config: dict) -> dict:
         image_len.append(int((enc["input_ids"] == model.config.image_token_id).sum()))
 
     def f_shared(k):
-        return (cost.forward_flops(spec, tokens=prefix_len[k], image_tokens=image_len[k])
-                + sum(cost.forward_flops(spec, tokens=s, image_tokens=0) for s in suffix_len))
+        return (flops.forward_flops(spec, tokens=prefix_len[k], image_tokens=image_len[k])
+                + sum(flops.forward_flops(spec, tokens=s, image_tokens=0) for s in suffix_len))
 
     def f_naive(k):
-        return (cost.forward_flops(spec, tokens=prefix_len[k], image_tokens=image_len[k],
+        return (flops.forward_flops(spec, tokens=prefix_len[k], image_tokens=image_len[k],
                                    lm_tokens=1)
-                + sum(cost.forward_flops(spec, tokens=prefix_len[k] + s,
+                + sum(flops.forward_flops(spec, tokens=prefix_len[k] + s,
                                          image_tokens=image_len[k], lm_tokens=1)
                       for s in suffix_len))
 

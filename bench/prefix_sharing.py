@@ -28,9 +28,10 @@ import transformers
 import yaml
 from PIL import Image
 
-from skinground import embed, models
+from skinground import embed, models, tiny
 from skinground.io import write_json
-from skinground.synthetic import render_tile, tile_size
+from skinground.lesions import render_tile
+from skinground.synthetic import tile_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,16 +79,16 @@ def main(argv=None) -> dict:
 
     config = yaml.safe_load(args.config.read_text(encoding="utf-8"))
     questions = [a["question"] for a in config["attributes"].values()]
-    tiny = dict(config["model"]["tiny"])
+    dims = dict(config["model"]["tiny"])
     images = tiles(args.images, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = [f"{q} {v}" for q in questions for v in ("12.34", "0.57", "-1.25", "250.10")]
-        model_dir = models.build_tiny_qwen2vl(Path(tmp) / "qwen2vl", corpus=corpus, **tiny)
+        model_dir = tiny.build_tiny_qwen2vl(Path(tmp) / "qwen2vl", corpus=corpus, **dims)
         if args.native:
             pixels = {"min_pixels": config["model"]["min_pixels"],
                       "max_pixels": config["model"]["max_pixels"]}
         else:
-            pixels = {"image_size": tiny["image_size"]}
+            pixels = {"image_size": dims["image_size"]}
         model, processor = models.load_mllm(model_dir, **pixels)
 
     def naive():

@@ -30,12 +30,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from skinground import layout, models
+from skinground import layout, models, tiny
 from skinground.attributes import format_answer
-from skinground.cost import load_config
+from skinground.config import load_config
 from skinground.io import write_json
+from skinground.lesions import render_tile
 from skinground.lora import attach_lora
-from skinground.synthetic import measure, render_tile
+from skinground.measure import measure
 from skinground.tuples import resolve_w
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def main(argv=None) -> dict:
     questions = [a["question"] for a in config["attributes"].values()]
 
     with tempfile.TemporaryDirectory() as tmp:
-        base = models.build_tiny_qwen2vl(Path(tmp) / "qwen2vl", corpus=questions,
+        base = tiny.build_tiny_qwen2vl(Path(tmp) / "qwen2vl", corpus=questions,
                                          **model_cfg["tiny"])
         model, processor = models.load_mllm(
             base, image_size=model_cfg.get("image_size"), min_pixels=model_cfg.get("min_pixels"),

@@ -115,9 +115,9 @@ CORPUS = [f"{q} {a}" for q in TRAIN_QUESTIONS for a in ANSWERS]
 
 def build_train_base(root: Path) -> Path:
     """A tiny random Qwen2-VL (56 px images) whose tokenizer knows the training texts."""
-    from skinground import models
+    from skinground import tiny
 
-    return models.build_tiny_qwen2vl(root / "qwen2vl", corpus=CORPUS, image_size=56)
+    return tiny.build_tiny_qwen2vl(root / "qwen2vl", corpus=CORPUS, image_size=56)
 
 
 def write_train_tuples(root: Path, n_images: int, questions_per_image: int = 2) -> dict:
@@ -134,3 +134,68 @@ def write_train_tuples(root: Path, n_images: int, questions_per_image: int = 2) 
     pl.DataFrame(rows, schema=list(TUPLE_COLUMNS), orient="row").write_parquet(
         root / "tuples.parquet")
     return {"images": root / "train-image.hdf5", "tuples": root / "tuples.parquet"}
+
+
+# ---- running a rule's script as Snakemake's script: directive does
+
+_SCRIPT_RUNNER = """
+import pickle, runpy, sys
+with open(sys.argv[1], "rb") as f:
+    snakemake = pickle.load(f)
+runpy.run_path(sys.argv[2], init_globals={"snakemake": snakemake}, run_name="__main__")
+"""
+
+
+def run_script(name: str, tmp: Path, *, input: dict | None = None, output: dict | None = None,
+               params: dict | None = None, wildcards: dict | None = None, log: Path | None = None,
+               threads: int = 1, timeout: int = 600):
+    """Run ``workflow/scripts/<name>.py`` as a rule would: in a new process, with a pickled
+    ``snakemake.script.Snakemake`` object (input, output, params, wildcards, log, threads) as
+    its ``snakemake`` global, the library on PYTHONPATH. Returns the CompletedProcess; the
+    script's own output goes to ``log`` (default ``tmp/<name>.log``), read back as ``.log``."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from snakemake.iocontainers import (
+        InputFiles,
+        Log,
+        OutputFiles,
+        Params,
+        ResourceList,
+        Wildcards,
+    )
+    from snakemake.script import Snakemake
+
+    log = log or tmp / f"{name}.log"
+    obj = Snakemake(
+        _named(InputFiles, input), _named(OutputFiles, output), Params(fromdict=params or {}),
+        Wildcards(fromdict={k: str(v) for k, v in (wildcards or {}).items()}), threads,
+        ResourceList(fromdict={"_cores": threads, "_nodes": 1}), _named(Log, {"log": log}),
+        {}, name, None, str(REPO / "workflow" / "scripts"))
+    pickled = tmp / f".{name}.snakemake.pickle"
+    pickled.write_bytes(pickle.dumps(obj, protocol=4))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO / "workflow"), env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT_RUNNER, str(pickled),
+         str(REPO / "workflow" / "scripts" / f"{name}.py")],
+        capture_output=True, text=True, timeout=timeout, env=env)
+    proc.log = log.read_text() if log.exists() else ""
+    return proc
+
+
+def _named(cls, items: dict | None):
+    """A Snakemake file list as a rule builds it: flat, each name a slice (a list) or one item."""
+    out = cls()
+    for name, value in (items or {}).items():
+        start = len(out)
+        if isinstance(value, (list, tuple)):
+            out.extend(str(v) for v in value)
+            out._set_name(name, start, len(out))
+        else:
+            out.append(str(value))
+            out._set_name(name, start)
+    return out

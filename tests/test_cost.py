@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from skinground import cost, models
+from skinground import config, cost, flops, measured, models, plan, tiny
 
 from conftest import REPO, copy_workflow, planned_jobs
 
@@ -35,7 +35,7 @@ def dry_run(work: Path, *args: str) -> dict[str, int]:
 
 def test_jobs_match_the_demo_dry_run(tmp_path):
     work = workflow_copy(tmp_path)
-    expected = cost.planned_jobs(cost.load_config(DEMO_CONFIGS))
+    expected = plan.planned_jobs(config.load_config(DEMO_CONFIGS))
     assert dry_run(work, "--profile", "profiles/demo") == expected
     assert sum(expected.values()) == 88
 
@@ -54,7 +54,7 @@ def test_jobs_match_the_paper_dry_run(tmp_path):
                          "images": str(data / "train-image.hdf5")},
                 "model": {"base": str(tmp_path / "qwen"), "monet": str(tmp_path / "monet")}}
     (work / "stand-ins.yaml").write_text(yaml.safe_dump(override))
-    expected = cost.planned_jobs(cost.load_config([REPO / "config.yaml"]))
+    expected = plan.planned_jobs(config.load_config([REPO / "config.yaml"]))
     assert dry_run(work, "--cores", "1", "--configfile", "config.yaml",
                    "stand-ins.yaml") == expected
     assert expected["embed_shard"] == 3 * 2 * 64
@@ -63,16 +63,16 @@ def test_jobs_match_the_paper_dry_run(tmp_path):
 
 
 def test_fewer_methods_fewer_jobs(repo_config):
-    config = cost.deep_merge(repo_config, {"retrieve": {"methods": ["image_only", "monet"]}})
-    jobs = cost.planned_jobs(config)
+    fewer = config.deep_merge(repo_config, {"retrieve": {"methods": ["image_only", "monet"]}})
+    jobs = plan.planned_jobs(fewer)
     assert jobs["embed_shard"] == 2 * 2 * 64  # tuned and MONET, no untuned
     assert jobs["merge_embeddings"] == 4 and jobs["build_index"] == 2
     assert jobs["retrieve"] == 2
 
 
-def _hf_config(spec: cost.QwenSpec, mrope):
+def _hf_config(spec: flops.QwenSpec, mrope):
     ids = {tok: i for i, tok in enumerate(models.SPECIAL_TOKENS)}
-    return models._tiny_qwen2vl_config(
+    return tiny.qwen2vl_config(
         ids, spec.vocab_size, text_hidden=spec.text_hidden, intermediate=spec.intermediate,
         layers=spec.layers, heads=spec.heads, kv_heads=spec.kv_heads, mrope_section=mrope,
         vision_depth=spec.vision_depth, vision_embed=spec.vision_embed,
@@ -82,8 +82,8 @@ def _hf_config(spec: cost.QwenSpec, mrope):
 
 @pytest.mark.parametrize(
     ("spec", "mrope"),
-    [(cost.QWEN2VL_7B, [16, 24, 24]),
-     (cost.QwenSpec(text_hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2,
+    [(flops.QWEN2VL_7B, [16, 24, 24]),
+     (flops.QwenSpec(text_hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2,
                     vocab_size=512, vision_depth=2, vision_embed=32, vision_heads=2), [2, 3, 3])],
     ids=["7B", "tiny"],
 )
@@ -92,7 +92,7 @@ def test_parameter_counts_match_transformers(spec, mrope):
 
     with torch.device("meta"):  # shapes only: the 7B costs no memory
         model = Qwen2VLForConditionalGeneration(_hf_config(spec, mrope))
-    p = cost.param_counts(spec)
+    p = flops.param_counts(spec)
 
     def n(module):
         return sum(t.numel() for t in module.parameters())
@@ -103,7 +103,7 @@ def test_parameter_counts_match_transformers(spec, mrope):
                                              + p["final_norm"])
     assert n(model.lm_head) == p["lm_head"]
     assert n(model) == p["total"]
-    if spec == cost.QWEN2VL_7B:
+    if spec == flops.QWEN2VL_7B:
         assert round(p["total"] / 1e9, 2) == 8.29  # Qwen2-VL-7B's published size
 
 
@@ -116,15 +116,15 @@ def test_image_tokens_match_the_processor(px):
     ip = Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2,
                                   min_pixels=3136, max_pixels=262144)
     grid = ip(images=[Image.new("RGB", (px, px))], return_tensors="pt")["image_grid_thw"]
-    assert cost.image_tokens(px, model_cfg) == int(grid.prod()) // 4
-    assert cost.image_tokens(131, model_cfg) == 25  # the median SLICE-3D tile -> 140 px
-    assert cost.image_tokens(px, {"image_size": 112}) == 16  # the demo's fixed size
+    assert flops.image_tokens(px, model_cfg) == int(grid.prod()) // 4
+    assert flops.image_tokens(131, model_cfg) == 25  # the median SLICE-3D tile -> 140 px
+    assert flops.image_tokens(px, {"image_size": 112}) == 16  # the demo's fixed size
 
 
 def test_paper_workload(repo_config):
     result = cost.estimate(repo_config, cost.Assumptions())
     wl = result["workload"]
-    assert wl["tuples"] == cost.PAPER_TUPLES  # 282,564 train images x W=5
+    assert wl["tuples"] == flops.PAPER_TUPLES  # 282,564 train images x W=5
     assert wl["image_tokens"] == 25
     assert result["total_jobs"] == 472
     spread = cost.estimate(repo_config, cost.Assumptions(tile_sigma=0.35))
@@ -165,8 +165,8 @@ def test_the_study_costs_a_third_of_the_naive_layout(repo_config):
     <= 1/3 of the GPU-hours of one sequence per tuple / per (image, question), and no job
     over its runtime limit in the workflow profile."""
     profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
-    result = cost.estimate(repo_config, cost.Assumptions(), gpus=cost.gpus_per_job(profile),
-                           runtimes=cost.runtime_limits(profile))
+    result = cost.estimate(repo_config, cost.Assumptions(), gpus=config.gpus_per_job(profile),
+                           runtimes=config.runtime_limits(profile))
     naive, total = result["naive_total"], result["total"]
     assert total["gpu_hours"] <= naive["gpu_hours"] / 3
     assert result["dag_over_naive"] == pytest.approx(total["gpu_hours"] / naive["gpu_hours"])
@@ -184,7 +184,7 @@ def test_the_study_costs_a_third_of_the_naive_layout(repo_config):
     assert all(r["in_naive"] for r in naive_predict)
     assert sum(r["gpu_hours"] for r in once) < 0.5 * sum(r["gpu_hours"] for r in naive_predict)
     # The per-tuple layout in the config makes the DAG's training the naive one.
-    per_tuple = cost.deep_merge(repo_config, {"train": {"layout": "per_tuple"}})
+    per_tuple = config.deep_merge(repo_config, {"train": {"layout": "per_tuple"}})
     assert cost.estimate(per_tuple, cost.Assumptions())["total"]["gpu_hours"] > total["gpu_hours"]
 
 
@@ -201,13 +201,13 @@ def fake_gpu_json(path: Path, *, tiny=False, train_mfu=0.2, shared_mfu=0.25, nai
 def test_measured_mfu_replaces_the_assumed_one(repo_config, tmp_path):
     gpu = json.loads(fake_gpu_json(tmp_path / "gpu.json").read_text())
     assumed = cost.estimate(repo_config, cost.Assumptions())
-    measured = cost.estimate(repo_config, cost.apply_measurements(cost.Assumptions(), gpu))
-    assert measured["measured"]["used"]
-    assert _stage(measured, "train")["gpu_hours"] == pytest.approx(
+    result = cost.estimate(repo_config, measured.apply_measurements(cost.Assumptions(), gpu))
+    assert result["measured"]["used"]
+    assert _stage(result, "train")["gpu_hours"] == pytest.approx(
         _stage(assumed, "train")["gpu_hours"] * 0.35 / 0.2)
-    assert "measured" in _stage(measured, "train")["basis"]
+    assert "measured" in _stage(result, "train")["basis"]
     tiny = json.loads(fake_gpu_json(tmp_path / "tiny.json", tiny=True).read_text())
-    ignored = cost.apply_measurements(cost.Assumptions(), tiny)
+    ignored = measured.apply_measurements(cost.Assumptions(), tiny)
     assert not ignored.measured["used"] and ignored.train_mfu == 0.35
 
 
@@ -258,9 +258,9 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path):
 
 def test_jobs_over_the_profile_runtime_are_flagged(repo_config):
     profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
-    limits = cost.runtime_limits(profile)
+    limits = config.runtime_limits(profile)
     assert limits["train"] > 0
-    result = cost.estimate(repo_config, cost.Assumptions(), gpus=cost.gpus_per_job(profile),
+    result = cost.estimate(repo_config, cost.Assumptions(), gpus=config.gpus_per_job(profile),
                            runtimes={**limits, "train": 60.0})
     train = _stage(result, "train")
     assert train["gpus_per_job"] == profile["set-resources"]["train"]["gpu"]

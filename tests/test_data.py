@@ -1,7 +1,5 @@
 """The SLICE-3D reader: metadata, the two image layouts, and every bad-input error."""
 
-import subprocess
-import sys
 
 import numpy as np
 import polars as pl
@@ -10,7 +8,7 @@ import pytest
 from skinground.attributes import PAPER_ATTRIBUTES
 from skinground.data import DataError, build_manifest, open_images, read_metadata
 
-from conftest import REPO, make_rows, write_slice3d
+from conftest import make_rows, run_script, write_slice3d
 
 ATTRS = list(PAPER_ATTRIBUTES)
 
@@ -116,14 +114,12 @@ def test_manifest_script_fails_cleanly_and_writes_nothing(tmp_path):
     rows[5]["isic_id"] = rows[0]["isic_id"]
     csv_path, h5 = write_slice3d(tmp_path, rows)
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "workflow/scripts/manifest.py"), "--metadata", str(csv_path),
-         "--images", str(h5), "--data", '{"zero_is_missing": [], "verify_decode": true}',
-         "--attributes", '["tbp_lv_A"]', "--manifest", str(out / "manifest.parquet"),
-         "--report", str(out / "report.json")],
-        capture_output=True, text=True,
-    )
+    proc = run_script("manifest", tmp_path, input={"metadata": csv_path, "images": h5},
+                      output={"manifest": out / "manifest.parquet",
+                              "report": out / "report.json"},
+                      params={"data": {"zero_is_missing": [], "verify_decode": True},
+                              "attributes": ["tbp_lv_A"]})
     assert proc.returncode == 1
-    assert "duplicated isic_id ISIC_0000000" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "duplicated isic_id ISIC_0000000" in proc.log
+    assert "Traceback" not in proc.log + proc.stderr
     assert not out.exists() or not any(out.iterdir())

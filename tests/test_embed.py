@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from skinground import embed, models
+from skinground import embed, models, tiny
 from skinground import prefix as P
 from skinground.data import open_images
 
@@ -33,7 +33,7 @@ def rgb(size: int, seed: int) -> Image.Image:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("embed")
-    return models.build_tiny_qwen2vl(root / "qwen2vl", corpus=CORPUS, image_size=112)
+    return tiny.build_tiny_qwen2vl(root / "qwen2vl", corpus=CORPUS, image_size=112)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_extract_aligned_float16(native, tmp_path, caplog):
     np.testing.assert_allclose(h_ima.astype(np.float32), ref_ima.numpy(), **f16)
     np.testing.assert_allclose(h_im1.astype(np.float32), h_im.astype(np.float32), **f16)
     np.testing.assert_allclose(h_ima1.astype(np.float32), h_ima.astype(np.float32), **f16)
-    assert any("embedded 4/4 images" in r.getMessage() for r in caplog.records)
+    assert any("embedded images: 4/4" in r.getMessage() for r in caplog.records)
 
 
 def test_bad_batch_size(native, images):

@@ -92,7 +92,8 @@ def rule_envs() -> dict[str, tuple[str | None, str | None]]:
         if not m:
             continue
         env = re.search(r"conda:\s*\n\s*(\w+)", block)
-        script = re.search(r'code\(\s*"(\w+)"', block)
+        script = (re.search(r'script:\s*\n\s*"\.\./scripts/(\w+)\.py"', block)
+                  or re.search(r'scripts" / "(\w+)\.py"', block))
         rules[m.group(1)] = (env and env.group(1), script and script.group(1))
     return rules
 
@@ -216,7 +217,7 @@ def test_every_import_is_a_declared_dependency():
 @pytest.mark.parametrize("rule", sorted(rule_envs()))
 def test_rule_env_has_what_its_script_imports(rule):
     var, script = rule_envs()[rule]
-    assert script, f"rule {rule}: no code(\"<script>\", ...) input"
+    assert script, f"rule {rule}: no script"
     names = CPU_NAME if var == "CPU_ENV" else GPU_NAME
     env = parse_env(ENVS[var])
     for top in sorted(third_party_imports(WORKFLOW / "scripts" / f"{script}.py")):

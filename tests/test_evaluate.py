@@ -12,9 +12,9 @@ from skinground.evaluate import (
     evaluate,
     percentile_ranks,
     summarize,
-    to_markdown,
 )
 from skinground.retrieve import OverlapError
+from skinground.tables import markdown_table
 
 
 def both(train, q, r):
@@ -185,6 +185,6 @@ def test_summary_median_and_iqr_by_hand():
                      "q3": 40.0, "mean": 40.0, "excluded": 1}
     it = s.row(0, named=True)
     assert (it["median"], it["q1"], it["q3"]) == (6.0, 5.5, 6.5)
-    md = to_markdown(s)
+    md = markdown_table(s, digits=1)
     assert md.splitlines()[0] == "| " + " | ".join(SUMMARY_COLUMNS) + " |"
     assert f"| monet | {A} | 5 | 30.0 | 20.0 | 40.0 | 40.0 | 1 |" in md

@@ -3,10 +3,6 @@ HDF5 store of JPEG tiles and a manifest: the panels, boxes and labels drawn, the
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import h5py
 import numpy as np
 import polars as pl
@@ -17,13 +13,15 @@ from PIL import Image
 
 from skinground import figures
 from skinground.data import open_images
-from skinground.retrieve import METHODS
+from skinground.plan import FIG3_METHODS, METHODS
 
-from conftest import REPO, jpeg_bytes
+from conftest import jpeg_bytes, run_script
 
 CENTRE = {"image_text": 15, "hierarchical": 18, "image_only": 25, "image_untuned": 48,
           "monet": 35}
 N_QUERIES, K = 30, 5
+#: Fig. 3 of the area, as the figures rule draws it.
+AREA = {"attribute": "tbp_lv_areaMM2", "label": "area", "methods": FIG3_METHODS, "k": K}
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +190,8 @@ def test_fig3_grid_values_and_tiles(tmp_path, retrieval):
     queries = test[:3]
     area = dict(manifest.select("isic_id", "tbp_lv_areaMM2").iter_rows())
     with open_images(root / "images.hdf5") as store:
-        fig = figures.fig3_retrievals(results, store, manifest, query_ids=queries, label="area",
-                                      k=K, pdf_path=tmp_path / "fig3.pdf",
+        fig = figures.fig3_retrievals(results, store, manifest, query_ids=queries, **AREA,
+                                      decimals=1, pdf_path=tmp_path / "fig3.pdf",
                                       png_path=tmp_path / "fig3.png")
     assert_written(tmp_path, "fig3.pdf", "fig3.png")
     width, height = png_size(tmp_path / "fig3.png")
@@ -221,7 +219,7 @@ def test_fig3_missing_method_short_row_and_missing_value(tmp_path, retrieval):
     root, manifest, results, test = retrieval
     only = results.filter(pl.col("method") != "image_text")
     with open_images(root / "images.hdf5") as store:
-        fig = figures.fig3_retrievals(only, store, manifest, query_ids=[test[0]], k=K,
+        fig = figures.fig3_retrievals(only, store, manifest, query_ids=[test[0]], **AREA,
                                       decimals=2, pdf_path=tmp_path / "a.pdf",
                                       png_path=tmp_path / "a.png")
         assert len(fig.axes) == K + 1  # one row: image_only
@@ -229,14 +227,15 @@ def test_fig3_missing_method_short_row_and_missing_value(tmp_path, retrieval):
         assert len(fig.axes[0].get_title().split()[0].split(".")[1]) == 2
         # test[6] has 3 image_text hits (2 blank tiles); test[7] has no area value.
         fig = figures.fig3_retrievals(results, store, manifest, query_ids=[test[6], test[7]],
-                                      k=K, pdf_path=tmp_path / "b.pdf",
+                                      **AREA, decimals=1, pdf_path=tmp_path / "b.pdf",
                                       png_path=tmp_path / "b.png")
         text_row = fig.axes[K + 1:2 * (K + 1)]
         assert [len(ax.images) for ax in text_row] == [1, 1, 1, 1, 0, 0]
         assert fig.axes[2 * (K + 1)].get_title() == "n/a"
         with pytest.raises(ValueError, match="no results"):
             figures.fig3_retrievals(results, store, manifest, query_ids=[test[0]],
-                                    methods=("nope",), pdf_path=tmp_path / "c.pdf",
+                                    **dict(AREA, methods=("nope",)), decimals=1,
+                                    pdf_path=tmp_path / "c.pdf",
                                     png_path=tmp_path / "c.png")
     assert_written(tmp_path, "a.pdf", "a.png")
     assert not (tmp_path / "c.png").exists()
@@ -250,29 +249,29 @@ def test_figures_script(tmp_path, labels, retrieval):
     results.filter(pl.col("attribute").is_null()).write_parquet(tmp_path / "image.parquet")
     results.filter(pl.col("attribute").is_not_null()).write_parquet(tmp_path / "text.parquet")
     manifest.write_parquet(tmp_path / "manifest.parquet")
-    attributes = {col: {"label": labels[col]} for col in four}
+    attributes = {col: {"label": labels[col], "decimals": 2} for col in four}
     out = tmp_path / "figs"
-    cmd = [sys.executable, str(REPO / "workflow/scripts/figures.py"),
-           "--evaluation", str(tmp_path / "evaluation.parquet"),
-           "--results", str(tmp_path / "image.parquet"), str(tmp_path / "text.parquet"),
-           "--manifest", str(tmp_path / "manifest.parquet"),
-           "--images", str(root / "images.hdf5"), "--attributes", json.dumps(attributes),
-           "--figures", json.dumps({"fig3_attribute": "tbp_lv_areaMM2", "fig3_queries": 3,
-                                    "seed": 0}),
-           "--fig4-pdf", str(out / "fig4.pdf"), "--fig4-png", str(out / "fig4.png"),
-           "--fig3-pdf", str(out / "fig3.pdf"), "--fig3-png", str(out / "fig3.png")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    kwargs = dict(
+        input={"evaluation": tmp_path / "evaluation.parquet",
+               "results": [tmp_path / "image.parquet", tmp_path / "text.parquet"],
+               "manifest": tmp_path / "manifest.parquet", "images": root / "images.hdf5"},
+        output={"fig4_pdf": out / "fig4.pdf", "fig4_png": out / "fig4.png",
+                "fig3_pdf": out / "fig3.pdf", "fig3_png": out / "fig3.png"})
+    params = {"attributes": attributes, "k": K,
+              "figures": {"fig3_attribute": "tbp_lv_areaMM2", "fig3_queries": 3, "seed": 0}}
+    proc = run_script("figures", tmp_path, params=params, **kwargs)
+    assert proc.returncode == 0, proc.log + proc.stderr
     assert_written(out, "fig4.pdf", "fig4.png", "fig3.pdf", "fig3.png")
     # Queries: test[6] (3 image_text hits) and test[7] (no area) are not candidates.
     candidates = test[:6]
     expected = figures.pick_queries(candidates, 3, 0)
-    assert f"fig. 3: queries {expected}" in proc.stderr and "fig. 4: 4 attribute" in proc.stderr
+    assert f"fig. 3: queries {expected}" in proc.log and "fig. 4: 4 attribute" in proc.log
     w4, h4 = png_size(out / "fig4.png")
     w3, h3 = png_size(out / "fig3.png")
     assert w4 > h4 and h3 > w3
 
-    bad = cmd.copy()
-    bad[bad.index("--figures") + 1] = json.dumps({"fig3_attribute": "nope"})
-    proc = subprocess.run(bad, capture_output=True, text=True, timeout=120)
+    bad = dict(params, attributes={**attributes, "nope": {"label": "nope", "decimals": 1}},
+               figures={"fig3_attribute": "nope", "fig3_queries": 3, "seed": 0})
+    proc = run_script("figures", tmp_path, params=bad, log=tmp_path / "bad.log", **kwargs)
+    proc.stderr = proc.log
     assert proc.returncode == 1 and "error: fig. 3 attribute 'nope'" in proc.stderr

@@ -7,7 +7,8 @@ import polars as pl
 import pytest
 from sklearn.metrics import r2_score as sk_r2
 
-from skinground.metrics import markdown_table, parse_number, r2_score, r2_table, train_means
+from skinground.metrics import parse_number, r2_score, r2_table, train_means
+from skinground.tables import markdown_table
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -107,6 +108,9 @@ def test_markdown_table():
     assert md[1] == "|---|---|---:|---:|---:|---:|"
     assert md[2] == "| tuned | a | 3 | 1 | 1.000 | 0.500 |"
     assert md[4] == "| untuned | a | 3 | 2 | n/a | 0.500 |"
+    blank = markdown_table(pl.DataFrame({"x": [None, 1.25]}, schema={"x": pl.Float64}),
+                           digits=1).splitlines()
+    assert blank[2:] == ["| - |", "| 1.2 |"]
 
 
 def test_fig2_draws_clipped_nan_and_unparsable(tmp_path):

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, Qwen2VLForConditionalGeneration
 
-from skinground import models
+from skinground import models, tiny
 
 CORPUS = [
     f"What is the {name} of the lesion? {value}"
@@ -30,8 +30,8 @@ def rgb(width: int, height: int, seed: int = 0) -> Image.Image:
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     return {
-        "mllm": models.build_tiny_qwen2vl(root / "qwen2vl", corpus=CORPUS, image_size=112),
-        "clip": models.build_tiny_clip(root / "clip"),
+        "mllm": tiny.build_tiny_qwen2vl(root / "qwen2vl", corpus=CORPUS, image_size=112),
+        "clip": tiny.build_tiny_clip(root / "clip"),
     }
 
 
@@ -42,7 +42,7 @@ def mllm(tiny_dirs):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return models.build_tokenizer(CORPUS)
+    return tiny.build_tokenizer(CORPUS)
 
 
 def test_tokenizer_splits_digits_one_by_one(tokenizer):
@@ -60,7 +60,7 @@ def test_tokenizer_round_trips(tokenizer, text):
 
 
 def test_tokenizer_special_tokens(tokenizer):
-    ids = models.special_token_ids(tokenizer)
+    ids = tiny.special_token_ids(tokenizer)
     assert len(set(ids.values())) == len(models.SPECIAL_TOKENS)
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
     assert tokenizer.tokenize("<|vision_start|><|image_pad|><|vision_end|>") == [
@@ -211,7 +211,7 @@ def test_load_clip_rejects_mllm(tiny_dirs):
 
 
 def test_build_is_seeded(tiny_dirs, tmp_path):
-    again = models.build_tiny_qwen2vl(tmp_path / "again", corpus=CORPUS, image_size=112)
+    again = tiny.build_tiny_qwen2vl(tmp_path / "again", corpus=CORPUS, image_size=112)
     a = Qwen2VLForConditionalGeneration.from_pretrained(tiny_dirs["mllm"]).state_dict()
     b = Qwen2VLForConditionalGeneration.from_pretrained(again).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

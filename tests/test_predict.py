@@ -3,10 +3,6 @@ tiny Qwen2-VL, the predict script on a tiny HDF5 store, and the R² script's out
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import h5py
 import numpy as np
 import polars as pl
@@ -14,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from skinground import layout, lora, models
+from skinground import layout, lora, models, tiny
 from skinground.metrics import parse_number
 from skinground.predict import (
     generate_answers,
@@ -23,7 +19,7 @@ from skinground.predict import (
     image_once_tokens,
 )
 
-from conftest import REPO, jpeg_bytes
+from conftest import jpeg_bytes, run_script
 
 SIZES = ((61, 61), (131, 100), (200, 239))  # (height, width): 4, 20 and 63 image tokens
 
@@ -52,7 +48,7 @@ def attributes(repo_config) -> dict:
 def tiny_base(tmp_path_factory, attributes):
     corpus = [spec["question"] for spec in attributes.values()]
     corpus += [f"{v:.2f}" for v in np.linspace(-40, 300, 30)]
-    return models.build_tiny_qwen2vl(tmp_path_factory.mktemp("predict") / "qwen2vl",
+    return tiny.build_tiny_qwen2vl(tmp_path_factory.mktemp("predict") / "qwen2vl",
                                      corpus=corpus, image_size=112)
 
 
@@ -184,23 +180,21 @@ def run_predict(tmp_path, tiny_base, attributes, *, shard: int, shards: int, out
             for k, isic_id in enumerate(ids):
                 f.create_dataset(isic_id, data=np.bytes_(jpeg_bytes(61 + 40 * k, k)))
         (tmp_path / "test.txt").write_text("\n".join(ids) + "\n")
-    cmd = [sys.executable, str(REPO / "workflow/scripts/predict.py"), "--base", str(tiny_base),
-           "--images", str(h5), "--test-ids", str(tmp_path / "test.txt"),
-           "--model", json.dumps({"image_size": None, "min_pixels": 3136,
-                                  "max_pixels": 262144}),
-           "--attributes", json.dumps(dict(list(attributes.items())[:2])),
-           "--predict", json.dumps({"max_test_images": max_test_images, "batch_images": 2,
-                                    "max_new_tokens": 4, "shards": shards}),
-           "--shard", str(shard), "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script(
+        "predict", tmp_path, log=out.with_suffix(".log"),
+        input={"base": tiny_base, "adapter": [], "images": h5, "test": tmp_path / "test.txt"},
+        output={"out": out}, wildcards={"model": "untuned", "shard": shard},
+        params={"pixels": {"image_size": None, "min_pixels": 3136, "max_pixels": 262144},
+                "attributes": dict(list(attributes.items())[:2]),
+                "predict": {"max_test_images": max_test_images, "batch_images": 2,
+                            "max_new_tokens": 4, "shards": shards}})
+    assert proc.returncode == 0, proc.log + proc.stderr
     return sorted(ids), proc
 
 
-def merge(tmp_path, shards, out) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "workflow/scripts/merge_predictions.py"),
-                           "--shards", *map(str, shards), "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+def merge(tmp_path, shards, out):
+    return run_script("merge_predictions", tmp_path, input={"shards": list(shards)},
+                      output={"out": out}, log=out.with_suffix(".log"))
 
 
 def test_predict_script_end_to_end(tmp_path, tiny_base, attributes):
@@ -211,7 +205,7 @@ def test_predict_script_end_to_end(tmp_path, tiny_base, attributes):
     assert pred.height == 3 * 2
     assert pred["model"].unique().to_list() == ["untuned"]
     assert pred["isic_id"].unique(maintain_order=True).to_list() == ids[:3]
-    assert "unparsable" in proc.stderr
+    assert "unparsable" in proc.log
     assert not list(out.parent.glob(".*.tmp"))
 
 
@@ -233,7 +227,7 @@ def test_sharded_predictions_merge_to_the_unsharded_ones(tmp_path, tiny_base, at
     for shards, message in (([parts[0], parts[1], parts[1]], f"{parts[1]} repeats image"),
                             ([parts[0], tmp_path / "test.txt"], "not a readable predictions")):
         proc = merge(tmp_path, shards, bad)
-        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert proc.returncode == 1 and message in proc.log, proc.log
         assert not bad.exists()
 
 
@@ -277,13 +271,12 @@ def _fabricated(tmp_path, attributes):
 def test_r2_script_writes_table_and_figure(tmp_path, attributes):
     preds, manifest, train_txt = _fabricated(tmp_path, attributes)
     out = tmp_path / "fig2"
-    cmd = [sys.executable, str(REPO / "workflow/scripts/r2.py"),
-           "--predictions", *map(str, preds), "--manifest", str(manifest),
-           "--train-ids", str(train_txt), "--attributes", json.dumps(attributes),
-           "--csv", str(out / "r2.csv"), "--markdown", str(out / "r2.md"),
-           "--fig-pdf", str(out / "fig2.pdf"), "--fig-png", str(out / "fig2.png")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script(
+        "r2", tmp_path, input={"predictions": preds, "manifest": manifest, "train": train_txt},
+        output={"csv": out / "r2.csv", "markdown": out / "r2.md",
+                "fig_pdf": out / "fig2.pdf", "fig_png": out / "fig2.png"},
+        params={"attributes": attributes})
+    assert proc.returncode == 0, proc.log + proc.stderr
     table = pl.read_csv(out / "r2.csv")
     assert table.columns == ["model", "attribute", "label", "n", "n_unparsable", "r2_parsed",
                              "r2_filled"]

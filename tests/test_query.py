@@ -4,14 +4,15 @@ per-attribute database) gives the same top-k as the stored path; shards merge ba
 import numpy as np
 import pytest
 
-from skinground import models
+from skinground import models, tiny
 from skinground.data import open_images
 from skinground.embed import extract
 from skinground.index import build_index
+from skinground.lesions import render_tile
+from skinground.measure import encode_jpeg
 from skinground.query import on_the_fly, query_image
 from skinground.retrieve import hierarchical, stored
 from skinground.shards import merge_space, shard_ids, write_shard
-from skinground.synthetic import encode_jpeg, render_tile
 
 QUESTIONS = ["What is the area of the lesion in mm²?", "What is the B (LAB) value inside?"]
 
@@ -19,7 +20,7 @@ QUESTIONS = ["What is the area of the lesion in mm²?", "What is the B (LAB) val
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("query")
-    models.build_tiny_qwen2vl(root / "qwen", corpus=QUESTIONS, image_size=56)
+    tiny.build_tiny_qwen2vl(root / "qwen", corpus=QUESTIONS, image_size=56)
     model, processor = models.load_mllm(root / "qwen", image_size=56)
     folder = root / "images"
     folder.mkdir()

@@ -4,11 +4,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from skinground.errors import OverlapError
 from skinground.index import build_index
+from skinground.plan import METHODS
 from skinground.retrieve import (
-    IMAGE_ONLY_METHODS,
-    METHODS,
-    OverlapError,
     TopK,
     first_stage,
     hierarchical,
@@ -19,6 +18,7 @@ from skinground.retrieve import (
 )
 
 N, Q, D, K = 300, 40, 12, 5
+IMAGE_ONLY_METHODS = [name for name, m in METHODS.items() if not m.per_attribute]
 
 
 def seeded_embedding(rows, seed=0):

@@ -317,8 +317,11 @@ def test_gpu_rules_see_their_gpus(slurm_run):
     submitted = slurm_run["submitted"]
 
     def seen(script: str) -> list[dict]:
-        return [r for r in slurm_run["probe"]
-                if r["argv"] and r["argv"][0].endswith(f"workflow/scripts/{script}.py")]
+        # train.py runs from the checkout (a command line), the others as script: directives
+        # (Snakemake's copy, .snakemake/scripts/tmp<random>.<script>.py).
+        return [r for r in slurm_run["probe"] if r["argv"] and (
+            r["argv"][0].endswith(f"workflow/scripts/{script}.py")
+            or re.search(rf"/\.snakemake/scripts/tmp[^/]*\.{script}\.py$", r["argv"][0]))]
 
     train = seen("train")
     assert train, "train.py never ran (probe)"

@@ -14,7 +14,9 @@ from PIL import Image
 
 from skinground.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
 from skinground.color import lab_to_rgb, rgb_to_lab
-from skinground.synthetic import LesionParams, generate, measure, render_tile
+from skinground.lesions import LesionParams, render_tile
+from skinground.measure import measure
+from skinground.synthetic import generate
 
 N_IMAGES, N_PATIENTS, SEED = 60, 3, 7
 

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 import torch
 
-from skinground import layout, lora, models, train
+from skinground import checkpoints, layout, lora, models, tiny, train
 from skinground.data import DataError
 from skinground.models import ModelLoadError
 
@@ -180,13 +180,13 @@ def test_global_batch_must_divide():
 
 def test_checkpoints_of_another_run_are_dropped(tmp_path):
     fp = {"train": {"learning_rate": 1e-3}}
-    assert train.prepare_checkpoints(tmp_path, fp) is None
+    assert checkpoints.prepare_checkpoints(tmp_path, fp) is None
     for step in (2, 4):
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-6").mkdir()  # interrupted while saving: incomplete
-    assert train.prepare_checkpoints(tmp_path, fp) == tmp_path / "checkpoint-4"
-    assert train.prepare_checkpoints(tmp_path, {"train": {"learning_rate": 2e-3}}) is None
+    assert checkpoints.prepare_checkpoints(tmp_path, fp) == tmp_path / "checkpoint-4"
+    assert checkpoints.prepare_checkpoints(tmp_path, {"train": {"learning_rate": 2e-3}}) is None
     assert not list(tmp_path.glob("checkpoint-*"))
 
 
@@ -321,7 +321,7 @@ def test_attach_adapter_errors_name_the_path(trained, base, tmp_path):
 
 def test_attach_adapter_rejects_an_adapter_for_another_base(trained, tmp_path):
     done, _, _ = trained
-    other = models.build_tiny_qwen2vl(tmp_path / "other", corpus=CORPUS, image_size=56,
+    other = tiny.build_tiny_qwen2vl(tmp_path / "other", corpus=CORPUS, image_size=56,
                                       text_hidden=32, intermediate=64, mrope_section=(1, 1, 2))
     with pytest.raises(ModelLoadError, match=f"adapter {done / 'adapter'} does not fit"):
         lora.attach_adapter(models.load_mllm(other)[0], done / "adapter")

@@ -5,23 +5,21 @@ if config["synthetic"]["enabled"]:
     rule synthetic_data:
         """The embedded demo dataset, in SLICE-3D's file format."""
         input:
-            code=code("synthetic_data"),
+            lib=lib("synthetic_data"),
         output:
             metadata=config["data"]["metadata"],
             images=config["data"]["images"],
             summary=res("synthetic/summary.json"),
         params:
-            synthetic=section("synthetic"),
+            synthetic=config["synthetic"],
         log:
             res("logs/synthetic_data.log"),
         conda:
             CPU_ENV
         benchmark:
             res("benchmarks/synthetic_data.tsv")
-        shell:
-            "python {input.code[0]} --synthetic {params.synthetic:q}"
-            " --metadata {output.metadata} --images {output.images}"
-            " --summary {output.summary} > {log} 2>&1"
+        script:
+            "../scripts/synthetic_data.py"
 
 
 rule manifest:
@@ -29,44 +27,40 @@ rule manifest:
     input:
         metadata=config["data"]["metadata"],
         images=config["data"]["images"],
-        code=code("manifest"),
+        lib=lib("manifest"),
     output:
         manifest=res("data/manifest.parquet"),
         report=res("data/report.json"),
     params:
-        data=section("data"),
-        attributes=json.dumps(ATTRIBUTES),
+        data=config["data"],
+        attributes=ATTRIBUTES,
     log:
         res("logs/manifest.log"),
     conda:
         CPU_ENV
     benchmark:
         res("benchmarks/manifest.tsv")
-    shell:
-        "python {input.code[0]} --metadata {input.metadata} --images {input.images}"
-        " --data {params.data:q} --attributes {params.attributes:q}"
-        " --manifest {output.manifest} --report {output.report} > {log} 2>&1"
+    script:
+        "../scripts/manifest.py"
 
 
 rule split:
     """Patient-level train/test split."""
     input:
         manifest=rules.manifest.output.manifest,
-        code=code("split"),
+        lib=lib("split"),
     output:
         train=res("split/train.txt"),
         test=res("split/test.txt"),
         summary=res("split/summary.json"),
     params:
-        split=section("split"),
+        split=config["split"],
     log:
         res("logs/split.log"),
     conda:
         CPU_ENV
-    shell:
-        "python {input.code[0]} --manifest {input.manifest} --split {params.split:q}"
-        " --train {output.train} --test {output.test} --summary {output.summary}"
-        " > {log} 2>&1"
+    script:
+        "../scripts/split.py"
 
 
 rule tuples:
@@ -74,20 +68,18 @@ rule tuples:
     input:
         manifest=rules.manifest.output.manifest,
         train=rules.split.output.train,
-        code=code("tuples"),
+        lib=lib("tuples"),
     output:
         tuples=res("tuples/train_tuples.parquet"),
         summary=res("tuples/summary.json"),
     params:
-        attributes=section("attributes"),
-        tuples=section("tuples"),
+        attributes=config["attributes"],
+        tuples=config["tuples"],
     log:
         res("logs/tuples.log"),
     conda:
         CPU_ENV
     benchmark:
         res("benchmarks/tuples.tsv")
-    shell:
-        "python {input.code[0]} --manifest {input.manifest} --train {input.train}"
-        " --attributes {params.attributes:q} --tuples {params.tuples:q}"
-        " --out {output.tuples} --summary {output.summary} > {log} 2>&1"
+    script:
+        "../scripts/tuples.py"

@@ -7,20 +7,17 @@ rule embed_shard:
         unpack(embed_model_inputs),
         images=config["data"]["images"],
         ids=res("split/{split}.txt"),
-        code=code("embed"),
+        lib=lib("embed"),
     output:
         res("embed/{model}/{split}/shard{shard}.npz"),
     wildcard_constraints:
-        model="|".join(EMBED_MODELS),
-        split="|".join(SPLITS),
+        model="|".join(plan.EMBED_MODELS),
+        split="|".join(plan.SPLITS),
         shard=r"\d+",
     params:
-        model_args=embed_model_args,
-        pixels=lambda wildcards: "null" if wildcards.model == "monet" else PIXELS,
-        questions=lambda wildcards: (
-            json.dumps(QUESTION_OF) if wildcards.model == "tuned" else "{}"
-        ),
-        embed=json.dumps({"batch_images": config["embed"]["batch_images"]}),
+        pixels=lambda wildcards: None if wildcards.model == "monet" else PIXELS,
+        attributes=lambda wildcards: config["attributes"] if wildcards.model == "tuned" else {},
+        batch_images=config["embed"]["batch_images"],
         shards=N_SHARDS,
     threads: 1
     resources:
@@ -31,47 +28,42 @@ rule embed_shard:
         res("benchmarks/embed/{model}_{split}_shard{shard}.tsv")
     conda:
         GPU_ENV
-    shell:
-        "python {input.code[0]} --kind {wildcards.model} {params.model_args}"
-        " --images {input.images} --ids {input.ids}"
-        " --shard {wildcards.shard} --shards {params.shards} --model {params.pixels:q}"
-        " --questions {params.questions:q} --embed {params.embed:q} --threads {threads}"
-        " --out {output} > {log} 2>&1"
+    script:
+        "../scripts/embed.py"
 
 
 rule merge_embeddings:
     """One embedding space of one (model, split), merged over its shards."""
     input:
         shards=expand(res("embed/{{model}}/{{split}}/shard{shard}.npz"), shard=range(N_SHARDS)),
-        code=code("merge_embeddings"),
+        lib=lib("merge_embeddings"),
     output:
         res("embed/{model}/{split}/{space}.npz"),
     wildcard_constraints:
-        model="|".join(EMBED_MODELS),
-        split="|".join(SPLITS),
-        space="|".join(["im", *ATTRIBUTES]),
+        model="|".join(plan.EMBED_MODELS),
+        split="|".join(plan.SPLITS),
+        space="|".join([plan.IMAGE_SPACE, *ATTRIBUTES]),
     log:
         res("logs/embed/merge_{model}_{split}_{space}.log"),
     conda:
         CPU_ENV
-    shell:
-        "python {input.code[0]} --shards {input.shards} --space {wildcards.space}"
-        " --out {output} > {log} 2>&1"
+    script:
+        "../scripts/merge_embeddings.py"
 
 
 rule build_index:
     """FAISS IndexFlatIP (exact cosine) over the train images of one space."""
     input:
         train=res("embed/{model}/train/{space}.npz"),
-        code=code("build_index"),
+        lib=lib("build_index"),
     output:
         res("index/{model}/{space}.faiss"),
     wildcard_constraints:
-        model="|".join(EMBED_MODELS),
-        space="|".join(["im", *ATTRIBUTES]),
+        model="|".join(plan.EMBED_MODELS),
+        space="|".join([plan.IMAGE_SPACE, *ATTRIBUTES]),
     log:
         res("logs/index/{model}_{space}.log"),
     conda:
         GPU_ENV
-    shell:
-        "python {input.code[0]} --train {input.train} --out {output} > {log} 2>&1"
+    script:
+        "../scripts/build_index.py"

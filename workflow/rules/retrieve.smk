@@ -4,22 +4,21 @@ rule retrieve:
     """Top-k train images for every test query, with one method."""
     input:
         unpack(retrieve_inputs),
-        code=code("retrieve"),
+        lib=lib("retrieve"),
     output:
         res("retrieve/{method}.parquet"),
     wildcard_constraints:
-        method="|".join(METHOD_MODEL),
+        method="|".join(METHODS),
     params:
-        spaces=space_args,
+        spaces=retrieve_spaces,
         retrieve=retrieve_params,
-        attributes=json.dumps(ATTRIBUTES),
+        attributes=ATTRIBUTES,
     log:
         res("logs/retrieve/{method}.log"),
     conda:
         GPU_ENV
-    shell:
-        "python {input.code[0]} --method {wildcards.method} --retrieve {params.retrieve:q}"
-        " --attributes {params.attributes:q} {params.spaces} --out {output} > {log} 2>&1"
+    script:
+        "../scripts/retrieve.py"
 
 
 rule evaluate:
@@ -28,24 +27,21 @@ rule evaluate:
         results=expand(res("retrieve/{method}.parquet"), method=METHODS),
         manifest=rules.manifest.output.manifest,
         train=rules.split.output.train,
-        code=code("evaluate"),
+        lib=lib("evaluate"),
     output:
         table=res("evaluate/percentiles.parquet"),
         csv=res("evaluate/summary.csv"),
         markdown=res("evaluate/summary.md"),
     params:
-        attributes=json.dumps(ATTRIBUTES),
+        attributes=ATTRIBUTES,
     log:
         res("logs/evaluate.log"),
     benchmark:
         res("benchmarks/evaluate.tsv")
     conda:
         CPU_ENV
-    shell:
-        "python {input.code[0]} --results {input.results} --manifest {input.manifest}"
-        " --train-ids {input.train} --attributes {params.attributes:q}"
-        " --table {output.table} --csv {output.csv} --markdown {output.markdown}"
-        " > {log} 2>&1"
+    script:
+        "../scripts/evaluate.py"
 
 
 rule figures:
@@ -55,22 +51,19 @@ rule figures:
         results=expand(res("retrieve/{method}.parquet"), method=METHODS),
         manifest=rules.manifest.output.manifest,
         images=config["data"]["images"],
-        code=code("figures"),
+        lib=lib("figures"),
     output:
         fig4_pdf=res("figures/fig4_percentiles.pdf"),
         fig4_png=res("figures/fig4_percentiles.png"),
         fig3_pdf=res("figures/fig3_retrievals.pdf"),
         fig3_png=res("figures/fig3_retrievals.png"),
     params:
-        labels=json.dumps(LABEL_OF),
-        figures=section("figures"),
+        attributes=config["attributes"],
+        figures=config["figures"],
+        k=config["retrieve"]["k"],
     log:
         res("logs/figures.log"),
     conda:
         CPU_ENV
-    shell:
-        "python {input.code[0]} --evaluation {input.evaluation} --results {input.results}"
-        " --manifest {input.manifest} --images {input.images}"
-        " --attributes {params.labels:q} --figures {params.figures:q}"
-        " --fig4-pdf {output.fig4_pdf} --fig4-png {output.fig4_png}"
-        " --fig3-pdf {output.fig3_pdf} --fig3-png {output.fig3_png} > {log} 2>&1"
+    script:
+        "../scripts/figures.py"

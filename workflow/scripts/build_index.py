@@ -5,14 +5,10 @@ from skinground.index import build_index, save_index
 from skinground.shards import read_space
 
 
-def run() -> None:
-    p = cli.parser(__doc__)
-    p.add_argument("--train", required=True, help="merged train space (.npz)")
-    p.add_argument("--out", required=True)
-    a = p.parse_args()
-    _, vectors = read_space(a.train)
-    save_index(build_index(vectors), a.out)
+def main(snakemake) -> None:
+    _, vectors = read_space(snakemake.input.train)
+    save_index(build_index(vectors), snakemake.output[0])
 
 
 if __name__ == "__main__":
-    cli.main(run)
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -4,23 +4,16 @@ from skinground import cli, data
 from skinground.io import atomic_path, write_json
 
 
-def run() -> None:
-    p = cli.parser(__doc__)
-    p.add_argument("--metadata", required=True)
-    p.add_argument("--images", required=True)
-    p.add_argument("--data", type=cli.json_arg, required=True, help="config section data")
-    p.add_argument("--attributes", type=cli.json_arg, required=True, help="config attributes")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--report", required=True)
-    a = p.parse_args()
+def main(snakemake) -> None:
+    cfg = snakemake.params.data
     frame, report = data.build_manifest(
-        a.metadata, a.images, list(a.attributes),
-        zero_is_missing=a.data["zero_is_missing"], verify_decode=a.data["verify_decode"],
+        snakemake.input.metadata, snakemake.input.images, snakemake.params.attributes,
+        zero_is_missing=cfg["zero_is_missing"], verify_decode=cfg["verify_decode"],
     )
-    with atomic_path(a.manifest) as tmp:
+    with atomic_path(snakemake.output.manifest) as tmp:
         frame.write_parquet(tmp)
-    write_json(a.report, report)
+    write_json(snakemake.output.report, report)
 
 
 if __name__ == "__main__":
-    cli.main(run)
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -5,15 +5,11 @@ from skinground.io import atomic_path
 from skinground.shards import merge_predictions
 
 
-def run() -> None:
-    p = cli.parser(__doc__)
-    p.add_argument("--shards", nargs="+", required=True, help="shard files, in order")
-    p.add_argument("--out", required=True)
-    a = p.parse_args()
-    merged = merge_predictions(a.shards)
-    with atomic_path(a.out) as tmp:
+def main(snakemake) -> None:
+    merged = merge_predictions(snakemake.input.shards)
+    with atomic_path(snakemake.output[0]) as tmp:
         merged.write_parquet(tmp)
 
 
 if __name__ == "__main__":
-    cli.main(run)
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

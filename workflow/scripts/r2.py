@@ -8,6 +8,7 @@ import polars as pl
 
 from skinground import cli, figures, metrics
 from skinground.io import atomic_path, read_lines, write_text
+from skinground.tables import markdown_table
 
 log = logging.getLogger("skinground")
 
@@ -19,24 +20,14 @@ MARKDOWN_NOTE = (
 )
 
 
-def run() -> None:
-    p = cli.parser(__doc__)
-    p.add_argument("--predictions", nargs="+", required=True, help="predictions parquet(s)")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--train-ids", required=True, help="train isic_ids, one per line")
-    p.add_argument("--attributes", type=cli.json_arg, required=True, help="config attributes")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--markdown", required=True)
-    p.add_argument("--fig-pdf", required=True)
-    p.add_argument("--fig-png", required=True)
-    a = p.parse_args()
-
-    predictions = pl.concat([pl.read_parquet(f) for f in a.predictions], how="vertical_relaxed")
-    manifest = pl.read_parquet(a.manifest)
-    attrs = list(a.attributes)
-    means = metrics.train_means(manifest, read_lines(a.train_ids), attrs)
+def main(snakemake) -> None:
+    predictions = pl.concat([pl.read_parquet(f) for f in snakemake.input.predictions],
+                            how="vertical_relaxed")
+    manifest = pl.read_parquet(snakemake.input.manifest)
+    attributes = snakemake.params.attributes
+    means = metrics.train_means(manifest, read_lines(snakemake.input.train), list(attributes))
     table = metrics.r2_table(predictions, manifest, means)
-    labels = {col: spec.get("label", col) for col, spec in a.attributes.items()}
+    labels = {col: spec["label"] for col, spec in attributes.items()}
     table = table.with_columns(
         pl.col("attribute").replace_strict(labels, return_dtype=pl.String).alias("label")
     ).select("model", "attribute", "label", pl.exclude("model", "attribute", "label"))
@@ -44,11 +35,11 @@ def run() -> None:
         log.info("%s %s: n=%d unparsable=%d R2 parsed=%.3f filled=%.3f", row["model"],
                  row["attribute"], row["n"], row["n_unparsable"], row["r2_parsed"],
                  row["r2_filled"])
-    with atomic_path(a.csv) as tmp:
+    with atomic_path(snakemake.output.csv) as tmp:
         table.write_csv(tmp)
-    write_text(a.markdown, MARKDOWN_NOTE + metrics.markdown_table(table))
-    figures.fig2_r2(table, labels, a.fig_pdf, a.fig_png)
+    write_text(snakemake.output.markdown, MARKDOWN_NOTE + markdown_table(table))
+    figures.fig2_r2(table, labels, snakemake.output.fig_pdf, snakemake.output.fig_png)
 
 
 if __name__ == "__main__":
-    cli.main(run)
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

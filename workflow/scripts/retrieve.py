@@ -1,27 +1,21 @@
-"""Top-k train images for every test query with one of the five methods: (a) image_text,
-(b) hierarchical, (c) image_only, (d) image_untuned, (e) monet."""
+"""Top-k train images for every test query with one retrieval method (skinground.plan)."""
 
 import logging
 
 import polars as pl
 
-from skinground import cli, retrieve
+from skinground import cli, plan, retrieve
 from skinground.index import load_index
 from skinground.io import atomic_path
-from skinground.shards import IMAGE_SPACE, read_space
+from skinground.shards import read_space
 
 log = logging.getLogger("skinground")
 
 
-def spaces(pairs: list[str]) -> dict[str, str]:
-    """``SPACE=PATH`` arguments as a mapping."""
-    return dict(pair.split("=", 1) for pair in pairs)
-
-
-def aligned(named: dict[str, str]) -> tuple[list[str], dict]:
+def aligned(spaces: list[str], paths: list[str]) -> tuple[list[str], dict]:
     """Read merged spaces that must share their ids (one split of one model)."""
     ids, vectors = None, {}
-    for space, path in named.items():
+    for space, path in zip(spaces, paths, strict=True):
         space_ids, vectors[space] = read_space(path)
         if ids is not None and space_ids != ids:
             raise ValueError(f"{path}: ids differ from the other spaces of its split")
@@ -29,41 +23,35 @@ def aligned(named: dict[str, str]) -> tuple[list[str], dict]:
     return ids, vectors
 
 
-def run() -> None:
-    p = cli.parser(__doc__)
-    p.add_argument("--method", choices=retrieve.METHODS, required=True)
-    p.add_argument("--retrieve", type=cli.json_arg, required=True, help="config retrieve")
-    p.add_argument("--attributes", type=cli.json_arg, default=[], help="attribute columns")
-    p.add_argument("--index", nargs="+", required=True, help="SPACE=train index (.faiss)")
-    p.add_argument("--train", nargs="+", required=True, help="SPACE=merged train space")
-    p.add_argument("--test", nargs="+", required=True, help="SPACE=merged test space")
-    p.add_argument("--out", required=True)
-    a = p.parse_args()
-    k, method = a.retrieve["k"], a.method
-    indexes = {space: load_index(path) for space, path in spaces(a.index).items()}
-    db_ids, db = aligned(spaces(a.train))
-    query_ids, queries = aligned(spaces(a.test))
+def main(snakemake) -> None:
+    name = snakemake.wildcards.method
+    spaces, cfg = snakemake.params.spaces, snakemake.params.retrieve
+    k, search = cfg["k"], plan.method(name).search
+    indexes = {s: load_index(p) for s, p in zip(spaces["index"], snakemake.input.index,
+                                                 strict=True)}
+    db_ids, db = aligned(spaces["read"], snakemake.input.train)
+    query_ids, queries = aligned(spaces["read"], snakemake.input.test)
     retrieve.check_disjoint(query_ids, db_ids)
 
     hits = {}  # attribute (None: image-only) -> TopK
-    if method in retrieve.IMAGE_ONLY_METHODS:
-        hits[None] = retrieve.top_k(indexes[IMAGE_SPACE], queries[IMAGE_SPACE], k)
-    elif method == "image_text":
-        for attr in a.attributes:
+    if search == "image":
+        hits[None] = retrieve.top_k(indexes[plan.IMAGE_SPACE], queries[plan.IMAGE_SPACE], k)
+    elif search == "attribute":
+        for attr in snakemake.params.attributes:
             hits[attr] = retrieve.top_k(indexes[attr], queries[attr], k)
     else:  # hierarchical: the first stage once, the re-rank per attribute (stored h_im,a)
-        candidates = retrieve.first_stage(indexes[IMAGE_SPACE], queries[IMAGE_SPACE],
-                                          a.retrieve["b"])
-        for attr in a.attributes:
+        candidates = retrieve.first_stage(indexes[plan.IMAGE_SPACE],
+                                          queries[plan.IMAGE_SPACE], cfg["b"])
+        for attr in snakemake.params.attributes:
             hits[attr] = retrieve.rerank(candidates, queries[attr], retrieve.stored(db[attr]),
                                          k=k)
-    frames = [retrieve.results_frame(method, attr, query_ids, db_ids, top.idx, top.scores)
+    frames = [retrieve.results_frame(name, attr, query_ids, db_ids, top.idx, top.scores)
               for attr, top in hits.items()]
     table = pl.concat(frames)
-    log.info("%s: %d queries, %d rows", method, len(query_ids), table.height)
-    with atomic_path(a.out) as tmp:
+    log.info("%s: %d queries, %d rows", name, len(query_ids), table.height)
+    with atomic_path(snakemake.output[0]) as tmp:
         table.write_parquet(tmp)
 
 
 if __name__ == "__main__":
-    cli.main(run)
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

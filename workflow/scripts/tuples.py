@@ -9,26 +9,18 @@ from skinground.attributes import ID_COLUMN
 from skinground.io import atomic_path, read_lines, write_json
 
 
-def run() -> None:
-    p = cli.parser(__doc__)
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--train", required=True, help="train isic_ids, one per line")
-    p.add_argument("--attributes", type=cli.json_arg, required=True, help="config attributes")
-    p.add_argument("--tuples", type=cli.json_arg, required=True, help="config section tuples")
-    p.add_argument("--out", required=True)
-    p.add_argument("--summary", required=True)
-    a = p.parse_args()
-    manifest = pl.read_parquet(a.manifest)
-    train = manifest.filter(pl.col(ID_COLUMN).is_in(read_lines(a.train)))
-    rows = tuples.sample_tuples(train, a.attributes, w=a.tuples["W"], seed=a.tuples["seed"])
-    summary = tuples.summarize(rows, train.height, tuples.resolve_w(a.tuples["W"],
-                                                                    len(a.attributes)))
+def main(snakemake) -> None:
+    attributes, cfg = snakemake.params.attributes, snakemake.params.tuples
+    manifest = pl.read_parquet(snakemake.input.manifest)
+    train = manifest.filter(pl.col(ID_COLUMN).is_in(read_lines(snakemake.input.train)))
+    rows = tuples.sample_tuples(train, attributes, w=cfg["W"], seed=cfg["seed"])
+    summary = tuples.summarize(rows, train.height, tuples.resolve_w(cfg["W"], len(attributes)))
     logging.getLogger("skinground").info("%d tuples from %d train images", rows.height,
                                          train.height)
-    with atomic_path(a.out) as tmp:
+    with atomic_path(snakemake.output.tuples) as tmp:
         rows.write_parquet(tmp)
-    write_json(a.summary, summary)
+    write_json(snakemake.output.summary, summary)
 
 
 if __name__ == "__main__":
-    cli.main(run)
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

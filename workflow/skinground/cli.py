@@ -1,7 +1,9 @@
-"""What every entry point in workflow/scripts/ shares: argument parsing and logging.
+"""What every entry point in workflow/scripts/ shares: logging, and one-line errors.
 
-Rules hand a script the config sections it depends on as JSON strings (``--params``), the
-same values Snakemake records as the rule's ``params`` (so a change reruns the rule).
+Rules run their scripts with Snakemake's ``script:`` directive: a script's ``main(snakemake)``
+reads ``snakemake.input``/``output``/``params``/``log``/``threads`` (paths and config sections
+named once, in the rule) and is run by :func:`run`. The training script, which relaunches
+itself under torchrun, keeps a command line (:func:`parser`, :func:`json_arg`, :func:`main`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,73 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT, force=True)
+
+
+def _fail(exc: Exception) -> None:
+    logging.getLogger("skinground").error("%s", exc)
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+@contextmanager
+def output_to(log_path: str | os.PathLike | None):
+    """stdout and stderr (the file descriptors, so native libraries' output too) appended to
+    ``log_path`` while the block runs, as ``> log 2>&1`` does for a shell rule."""
+    if log_path is None:
+        yield
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab", buffering=0) as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def run(main: Callable, snakemake) -> None:
+    """Run a rule's ``main(snakemake)`` with its output in the rule's log file; a known input
+    error ends the job with its one-line message (in the log) and exit status 1."""
+    from skinground.errors import InputError
+
+    log = snakemake.log[0] if len(snakemake.log) else None
+    with output_to(log):
+        setup_logging()
+        try:
+            main(snakemake)
+        except InputError as exc:
+            _fail(exc)
+
+
+def torch_threads(n: int) -> None:
+    """Torch's CPU threads = the job's threads (Snakemake's ``threads``)."""
+    import torch
+
+    if n and n > 0:
+        torch.set_num_threads(int(n))
+
+
+# ---------------------------------------------------------------- the one command line (train)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -24,21 +92,13 @@ def json_arg(text: str):
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-def main(run) -> None:
-    """Run ``run()``; a known input error ends the process with its message, not a trace."""
-    from .errors import InputError
+def main(entry: Callable[[], None]) -> None:
+    """Run a command-line ``entry()``; a known input error ends the process with its
+    message, not a traceback."""
+    from skinground.errors import InputError
 
     setup_logging()
     try:
-        run()
+        entry()
     except InputError as exc:
-        logging.getLogger("skinground").error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        _fail(exc)

@@ -3,20 +3,18 @@
     python -m skinground.cost [CONFIG.yaml ...] [--gpu-json bench/results/gpu.json] [--json]
 
 CONFIG files are merged in order, as ``snakemake --configfile a.yaml b.yaml`` does (default:
-``config.yaml``, the paper's run). Printed: (a) jobs per rule, computed from the config the
-way the Snakefile builds its DAG (``tests/test_cost.py`` checks this against real Snakemake
-dry runs); (b) the estimated GPU-hours per stage on A6000s.
+``config.yaml``, the paper's run). Printed: (a) jobs per rule, from ``skinground.plan`` (the
+plan the Snakefile builds its DAG from; ``tests/test_cost.py`` checks it against real Snakemake
+dry runs); (b) the estimated GPU-hours per stage on A6000s, beside the naive layout's (one
+sequence per tuple in training, one per (image, question) in prediction and embedding).
 
-The estimate counts model FLOPs from Qwen2-VL-7B's shape (:data:`QWEN2VL_7B`): a forward pass
-costs 2 x (parameters a token passes through) per token — the vision blocks per 14 px patch
-(4 per image token), the patch merger per image token, the decoder layers per sequence token,
-the LM head where logits are computed — and training 3x that (the usual 6·N·tokens
-convention, in which model-FLOP utilisation (MFU) is quoted; LoRA skips the frozen weights'
-gradients, so the hardware does nearer 2x: the convention cancels as long as the MFU is
-measured the same way, as ``bench/gpu_check.py`` does). Attention's sequence-squared term is
-left out (< 1% at ~60 tokens). A pass takes at least ``FLOPs / (peak x MFU)`` and at least
-the time to read the weights once (``bytes / (bandwidth x efficiency)``): batch-1 passes (the
-naive embedding, every decoding step of generation) are bound by the latter.
+The estimate counts model FLOPs from Qwen2-VL-7B's shape (``flops.QWEN2VL_7B``, counted as
+``skinground.flops`` does; LoRA skips the frozen weights' gradients, so the hardware does
+nearer 2x than the convention's 3x: it cancels as long as the MFU is measured the same way,
+as ``bench/gpu_check.py`` does); attention's sequence-squared term is left out (< 1% at ~60
+tokens). A pass takes at least ``FLOPs / (peak x MFU)`` and at least the time to read the
+weights once (``bytes / (bandwidth x efficiency)``): batch-1 passes (the naive embedding, every
+decoding step of generation) are bound by the latter.
 
 Tokens per (image, question): the image tokens of the median SLICE-3D tile under the
 processor's pixel budget (131 px -> 140 px, (140/28)^2 = 25; ``--tile-sigma`` > 0 averages
@@ -36,244 +34,31 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-# --------------------------------------------------------------------------- constants
-
-#: The paper's counts (SLICE-3D, patient split 802/240).
-PAPER_TRAIN_IMAGES = 282_564
-PAPER_TEST_IMAGES = 118_495
-PAPER_TUPLES = 1_412_820
-#: SLICE-3D tile sides (px): the paper's summary.
-TILE_MIN_PX, TILE_MAX_PX, TILE_MEDIAN_PX = 61, 239, 131
-
-#: bf16 dense peak rates (FLOP/s) and memory bandwidths (B/s), datasheet values.
-A6000_PEAK = 155e12
-A6000_BANDWIDTH = 768e9
-A6000_FP32_PEAK = 38.7e12
-H200_PEAK = 989e12
-H200_BANDWIDTH = 4.8e12
-
-#: The Snakefile's embedding models and splits, and which model's spaces each retrieval
-#: method searches (workflow/rules/embed.smk, retrieve.smk).
-EMBED_SPLITS = ("train", "test")
-METHOD_MODEL = {"image_text": "tuned", "hierarchical": "tuned", "image_only": "tuned",
-                "image_untuned": "untuned", "monet": "monet"}
-PREDICT_MODELS = ("tuned", "untuned")
-
-
-@dataclass(frozen=True)
-class QwenSpec:
-    """The shape of a Qwen2-VL model (what the parameter and FLOP counts need)."""
-
-    text_hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    vocab_size: int
-    vision_depth: int
-    vision_embed: int
-    vision_heads: int
-    patch_size: int = 14
-    spatial_merge: int = 2
-    temporal_patch: int = 2
-    mlp_ratio: int = 4
-    in_channels: int = 3
-
-
-#: Qwen2-VL-7B(-Instruct)'s config.json.
-QWEN2VL_7B = QwenSpec(text_hidden=3584, intermediate=18944, layers=28, heads=28, kv_heads=4,
-                      vocab_size=152064, vision_depth=32, vision_embed=1280, vision_heads=16)
-
-#: MONET = CLIP ViT-L/14 at 224 px: 24 layers of width 1024, 256 patches + [CLS].
-CLIP_L14 = {"layers": 24, "width": 1024, "mlp": 4096, "tokens": 257, "projection": 768}
-
-
-def param_counts(spec: QwenSpec) -> dict[str, int]:
-    """Parameters of ``Qwen2VLForConditionalGeneration`` by part (exact for transformers'
-    implementation: the vision patch embedding, blocks and merger; the decoder's token
-    embedding, layers and final norm; the LM head; and the total)."""
-    e, h = spec.vision_embed, spec.text_hidden
-    mlp = spec.mlp_ratio * e
-    block = (2 * 2 * e  # two LayerNorms
-             + 3 * e * e + 3 * e + e * e + e  # qkv, proj
-             + e * mlp + mlp + mlp * e + e)  # fc1, fc2
-    merged = e * spec.spatial_merge**2
-    merger = 2 * e + merged * merged + merged + merged * h + h
-    patch_embed = spec.in_channels * spec.temporal_patch * spec.patch_size**2 * e
-    head_dim = h // spec.heads
-    q, kv = spec.heads * head_dim, spec.kv_heads * head_dim
-    layer = (h * q + q + 2 * (h * kv + kv) + q * h  # q, k, v (biases), o
-             + 3 * h * spec.intermediate  # gate, up, down
-             + 2 * h)  # two RMSNorms
-    parts = {
-        "vision_patch_embed": patch_embed,
-        "vision_blocks": spec.vision_depth * block,
-        "vision_merger": merger,
-        "embed_tokens": spec.vocab_size * h,
-        "decoder_layers": spec.layers * layer,
-        "final_norm": h,
-        "lm_head": h * spec.vocab_size,
-    }
-    parts["total"] = sum(parts.values())
-    return parts
-
-
-def forward_flops(spec: QwenSpec, *, tokens: float, image_tokens: float,
-                  lm_tokens: float = 0.0) -> float:
-    """Model FLOPs of one forward pass over ``tokens`` sequence positions (of which
-    ``image_tokens`` are image tokens, whose patches the vision encoder computes; pass 0 when
-    the images are not encoded in this pass) with logits at ``lm_tokens`` positions."""
-    p = param_counts(spec)
-    patches = image_tokens * spec.spatial_merge**2
-    vision = 2 * (p["vision_patch_embed"] + p["vision_blocks"]) * patches
-    vision += 2 * p["vision_merger"] * image_tokens
-    return vision + 2 * p["decoder_layers"] * tokens + 2 * p["lm_head"] * lm_tokens
-
-
-def weight_bytes(spec: QwenSpec, bytes_per_param: int = 2) -> float:
-    """Bytes of weights one pass reads (everything but the token embedding, a lookup)."""
-    p = param_counts(spec)
-    return (p["total"] - p["embed_tokens"]) * bytes_per_param
-
-
-def clip_flops_per_image(clip: Mapping[str, int] = CLIP_L14) -> float:
-    w, mlp = clip["width"], clip["mlp"]
-    per_layer = 4 * w * w + 2 * w * mlp
-    return 2 * (clip["layers"] * per_layer + w * clip["projection"]) * clip["tokens"]
-
-
-# --------------------------------------------------------------------------- image tokens
-
-
-def smart_resize(height: int, width: int, *, factor: int = 28, min_pixels: int = 3136,
-                 max_pixels: int = 262144) -> tuple[int, int]:
-    """Qwen2-VL's resize: sides rounded to multiples of ``factor`` within the pixel budget
-    (the same arithmetic as transformers' ``qwen2_vl.image_processing_qwen2_vl``)."""
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
-
-
-def image_tokens(side_px: int, model_cfg: Mapping[str, Any], spec: QwenSpec = QWEN2VL_7B,
-                 ) -> int:
-    """``<|image_pad|>`` tokens of a square ``side_px`` tile under config ``model``'s pixel
-    budget (``image_size``, else ``min_pixels``/``max_pixels``)."""
-    factor = spec.patch_size * spec.spatial_merge
-    if model_cfg.get("image_size"):
-        side = int(model_cfg["image_size"])
-        return (side // factor) ** 2
-    h, w = smart_resize(side_px, side_px, factor=factor,
-                        min_pixels=int(model_cfg.get("min_pixels") or 56 * 56),
-                        max_pixels=int(model_cfg.get("max_pixels") or 28 * 28 * 1280))
-    return (h // factor) * (w // factor)
-
-
-def mean_image_tokens(model_cfg: Mapping[str, Any], *, median_px: float = TILE_MEDIAN_PX,
-                      sigma: float = 0.0, lo: int = TILE_MIN_PX, hi: int = TILE_MAX_PX,
-                      spec: QwenSpec = QWEN2VL_7B) -> float:
-    """Mean image tokens per tile: the median tile's when ``sigma`` is 0, else the mean over
-    a log-normal side length (median ``median_px``, log-sd ``sigma``) clipped to [lo, hi]."""
-    if sigma <= 0:
-        return float(image_tokens(round(median_px), model_cfg, spec))
-
-    def cdf(x: float) -> float:
-        return 0.5 * (1 + math.erf((math.log(x) - math.log(median_px)) / (sigma * math.sqrt(2))))
-
-    total = 0.0
-    for px in range(lo, hi + 1):
-        a = 0.0 if px == lo else cdf(px - 0.5)
-        b = 1.0 if px == hi else cdf(px + 0.5)
-        total += (b - a) * image_tokens(px, model_cfg, spec)
-    return total
-
-
-# --------------------------------------------------------------------------- config and DAG
-
-
-def deep_merge(base: dict, over: Mapping) -> dict:
-    """``over`` merged into a copy of ``base`` key by key (Snakemake's --configfile merge)."""
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(dict(out[key]), value)
-        else:
-            out[key] = value
-    return out
-
-
-def load_config(paths: Sequence[str | Path]) -> dict:
-    config: dict = {}
-    for path in paths:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        config = deep_merge(config, loaded)
-    return config
-
-
-def method_spaces(method: str, attributes: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(spaces searched with an index, spaces read from train/test embeddings) of a method."""
-    if method == "image_text":
-        return list(attributes), list(attributes)
-    if method == "hierarchical":
-        return ["im"], ["im", *attributes]
-    return ["im"], ["im"]
-
-
-def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
-    """Jobs per rule of a full run from nothing, as the Snakefile builds the DAG."""
-    attributes = list(config["attributes"])
-    shards = int(config["embed"]["shards"])
-    methods = list(config["retrieve"]["methods"])
-    jobs: dict[str, int] = {}
-    if config.get("synthetic", {}).get("enabled"):
-        jobs["synthetic_data"] = 1
-    if config["model"].get("build_tiny"):
-        jobs["build_models"] = 1
-    jobs.update(manifest=1, split=1, tuples=1, train=1,
-                predict_shard=len(PREDICT_MODELS) * int(config["predict"]["shards"]),
-                merge_predictions=len(PREDICT_MODELS), r2=1)
-    indexed: dict[str, set[str]] = {}
-    train_spaces: dict[str, set[str]] = {}
-    test_spaces: dict[str, set[str]] = {}
-    for method in methods:
-        model = METHOD_MODEL[method]
-        searched, read = method_spaces(method, attributes)
-        indexed.setdefault(model, set()).update(searched)
-        train_spaces.setdefault(model, set()).update(read, searched)  # an index reads train
-        test_spaces.setdefault(model, set()).update(read)
-    jobs["embed_shard"] = len(indexed) * len(EMBED_SPLITS) * shards
-    jobs["merge_embeddings"] = sum(len(train_spaces[m]) + len(test_spaces[m]) for m in indexed)
-    jobs["build_index"] = sum(len(s) for s in indexed.values())
-    jobs.update(retrieve=len(methods), evaluate=1, figures=1, all=1)
-    return jobs
-
-
-def gpus_per_job(profile: Mapping[str, Any] | None) -> dict[str, int]:
-    """``gpu`` of each rule in the workflow profile's set-resources (absent: 0)."""
-    resources = (profile or {}).get("set-resources") or {}
-    return {rule: int((r or {}).get("gpu", 0)) for rule, r in resources.items()}
-
-
-def runtime_limits(profile: Mapping[str, Any] | None) -> dict[str, float]:
-    """``runtime`` (minutes) of each rule in the workflow profile's set-resources."""
-    resources = (profile or {}).get("set-resources") or {}
-    return {rule: float(r["runtime"]) for rule, r in resources.items()
-            if isinstance(r, Mapping) and isinstance(r.get("runtime"), (int, float))}
-
+from skinground import measured
+from skinground.config import gpus_per_job, load_config, load_profile, runtime_limits
+from skinground.flops import (
+    A6000_BANDWIDTH,
+    A6000_FP32_PEAK,
+    A6000_PEAK,
+    CLIP_L14,
+    H200_PEAK,
+    PAPER_TEST_IMAGES,
+    PAPER_TRAIN_IMAGES,
+    QWEN2VL_7B,
+    TILE_MEDIAN_PX,
+    QwenSpec,
+    clip_flops_per_image,
+    forward_flops,
+    mean_image_tokens,
+    param_counts,
+    weight_bytes,
+)
+from skinground.plan import PREDICT_MODELS, SPLITS, method_spaces, planned_jobs
 
 # --------------------------------------------------------------------------- the estimate
 
@@ -308,38 +93,6 @@ def _pass_seconds(flops: float, a: Assumptions, mfu: float, spec: QwenSpec) -> f
     """One forward pass: compute-bound or weight-read-bound, whichever is slower."""
     return max(flops / (a.peak_flops * mfu), weight_bytes(spec) / (a.bandwidth *
                                                                    a.bandwidth_efficiency))
-
-
-def apply_measurements(a: Assumptions, gpu: Mapping[str, Any] | None) -> Assumptions:
-    """The MFUs measured by bench/gpu_check.py replace the assumed ones (same FLOP
-    convention, so this is the measured throughput x A6000 peak / H200 peak). A ``--tiny``
-    or CPU result, or a failed part, is not used."""
-    if not gpu:
-        return a
-    why = None
-    if gpu.get("tiny"):
-        why = "gpu.json is a --tiny (CPU) run"
-    elif not str(gpu.get("device", {}).get("type", "")).startswith("cuda"):
-        why = "gpu.json was not measured on a GPU"
-    if why:
-        return replace(a, measured={"used": False, "why": why})
-    used: dict[str, Any] = {"used": True, "gpu": gpu.get("device", {}).get("name")}
-    train = gpu.get("train") or {}
-    embed = gpu.get("embed") or {}
-    new = {}
-    if isinstance(train.get("mfu"), (int, float)) and train["mfu"] > 0:
-        new["train_mfu"] = used["train_mfu"] = float(train["mfu"])
-    mfu = embed.get("mfu") or {}
-    if isinstance(mfu.get("prefix_shared"), (int, float)) and mfu["prefix_shared"] > 0:
-        new["infer_mfu"] = used["infer_mfu"] = float(mfu["prefix_shared"])
-    if isinstance(mfu.get("naive"), (int, float)) and mfu["naive"] > 0:
-        new["naive_mfu"] = used["naive_mfu"] = float(mfu["naive"])
-    peak = gpu.get("peak_tflops")
-    if isinstance(peak, (int, float)) and peak > 0:
-        new["reference_peak_flops"] = float(peak) * 1e12
-    if len(used) == 2:
-        used.update(used=False, why="gpu.json holds no successful measurement")
-    return replace(a, measured=used, **new)
 
 
 def estimate(config: Mapping[str, Any], a: Assumptions, *,
@@ -432,7 +185,7 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
 
     # Embeddings: per (model, split, shard) job; tuned = prefix + 16 questions.
     shards = int(config["embed"]["shards"])
-    embed_jobs = len(EMBED_SPLITS) * shards
+    embed_jobs = len(SPLITS) * shards
     bi = int(config["embed"]["batch_images"])
     f_prefix = forward_flops(spec, tokens=prefix, image_tokens=m)
     f_shared = f_prefix + n_attr * forward_flops(spec, tokens=a.suffix_tokens, image_tokens=0)
@@ -590,27 +343,15 @@ def main(argv=None) -> dict:
     args = arguments(argv)
     root = Path(args.configs[0]).resolve().parent
     config = load_config(args.configs)
-    profile_path = args.profile or root / "profiles" / "default" / "config.yaml"
-    profile = (yaml.safe_load(profile_path.read_text(encoding="utf-8"))
-               if profile_path.is_file() else None)
+    profile = load_profile(args.profile or root / "profiles" / "default" / "config.yaml")
     a = Assumptions(train_images=args.train_images, test_images=args.test_images,
                     tuples=args.tuples, tile_median_px=args.tile_px,
                     tile_sigma=args.tile_sigma, gpus=args.gpus, train_mfu=args.train_mfu,
                     infer_mfu=args.infer_mfu, naive_mfu=args.naive_mfu,
                     bandwidth_efficiency=args.bandwidth_efficiency)
-    gpu_path = args.gpu_json or root / "bench" / "results" / "gpu.json"
-    if not args.no_gpu_json and gpu_path.is_file():
-        try:
-            gpu = json.loads(gpu_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            print(f"warning: {gpu_path} is not valid JSON ({err}); using the assumed MFU",
-                  file=sys.stderr)
-            gpu = None
-        a = apply_measurements(a, gpu)
-        if a.measured:
-            a.measured["path"] = str(gpu_path)
-    elif args.gpu_json and not args.no_gpu_json:
-        print(f"warning: {gpu_path} not found; using the assumed MFU", file=sys.stderr)
+    if not args.no_gpu_json:
+        a = measured.apply_file(a, args.gpu_json or root / "bench" / "results" / "gpu.json",
+                                required=args.gpu_json is not None)
     result = estimate(config, a, gpus=gpus_per_job(profile), runtimes=runtime_limits(profile))
     over = [r["stage"] for r in result["stages"] if r["in_dag"] and r["over_runtime_limit"]]
     if over and not args.json:

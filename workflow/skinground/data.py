@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from PIL import Image, UnidentifiedImageError
 
-from .attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
-from .errors import InputError
+from skinground.attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
+from skinground.errors import InputError
+from skinground.progress import iter_progress
 
 log = logging.getLogger(__name__)
 
@@ -246,18 +247,8 @@ def check_images(store: ImageStore, ids: Iterable[str], *, decode: bool) -> None
     if absent:
         raise DataError(f"{store.source}: no image for {_preview(absent)}")
     if decode:
-        for isic_id in iter_progress(ids, "decoding images"):
+        for isic_id in iter_progress(ids, "decoding images", log=log):
             store.read(isic_id)
-
-
-def iter_progress(items: list, what: str, every: int = 10) -> Iterator:
-    """Yield items, logging progress ``every`` percent (for the rule's log)."""
-    n = len(items)
-    step = max(1, n * every // 100)
-    for i, item in enumerate(items, 1):
-        yield item
-        if i % step == 0 or i == n:
-            log.info("%s: %d/%d", what, i, n)
 
 
 def build_manifest(

@@ -25,7 +25,6 @@ store and returns float16 arrays (the shard storage format).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +33,7 @@ from PIL import Image
 
 from skinground import prefix as P
 from skinground.models import chat_prompt
+from skinground.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,7 @@ def extract(model, processor, store, ids: Sequence[str], questions: Sequence[str
     h_im = np.empty((n, d), dtype=np.float16)
     h_ima = np.empty((n, n_q, d), dtype=np.float16)
     n_batches = -(-n // batch_images)
-    step = max(1, n_batches // 10)
-    t0 = time.perf_counter()
+    done = Progress(n, "embedded images", log=log)
     for b in range(n_batches):
         lo, hi = b * batch_images, min(n, (b + 1) * batch_images)
         images = [store.read(i) for i in ids[lo:hi]]
@@ -161,8 +160,6 @@ def extract(model, processor, store, ids: Sequence[str], questions: Sequence[str
         if not (np.isfinite(h_im[lo:hi]).all() and np.isfinite(h_ima[lo:hi]).all()):
             raise ValueError(f"non-finite embedding (float16 overflow?) in images "
                              f"{ids[lo]}..{ids[hi - 1]}")
-        if progress and ((b + 1) % step == 0 or b + 1 == n_batches):
-            rate = hi / max(time.perf_counter() - t0, 1e-9)
-            log.info("embedded %d/%d images (batch %d/%d, %.1f images/s)",
-                     hi, n, b + 1, n_batches, rate)
+        if progress:
+            done.update(hi)
     return ids, h_im, h_ima

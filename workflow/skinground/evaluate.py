@@ -44,7 +44,8 @@ import numpy as np
 import polars as pl
 
 from skinground.attributes import ID_COLUMN
-from skinground.retrieve import METHODS, OverlapError
+from skinground.errors import OverlapError
+from skinground.plan import method_order
 
 EVAL_COLUMNS = ("method", "attribute", "query_id", "rank", "retrieved_id", "score",
                 "query_value", "retrieved_value", "percentile", "excluded")
@@ -252,10 +253,6 @@ def brute_force_percentile_ranks(train_values, query_values, retrieved_values) -
 
 
 # ---------------------------------------------------------------- tables (polars)
-def _method_rank(method: str) -> tuple[int, str]:
-    return (METHODS.index(method), "") if method in METHODS else (len(METHODS), method)
-
-
 def evaluate(results: pl.DataFrame, truth: pl.DataFrame, train_ids: Sequence[str],
              attributes: Sequence[str]) -> pl.DataFrame:
     """Percentile of every retrieved item (one row per method, attribute, query, rank).
@@ -319,8 +316,9 @@ def evaluate(results: pl.DataFrame, truth: pl.DataFrame, train_ids: Sequence[str
 
 
 def _ordered(table: pl.DataFrame, attributes: Sequence[str]) -> pl.DataFrame:
-    """``table`` with sort keys _a (attribute order) and _m (METHODS order, then by name)."""
-    methods = sorted(table["method"].unique().to_list(), key=_method_rank)
+    """``table`` with sort keys _a (attribute order) and _m (the paper's method order, then by
+    name)."""
+    methods = method_order(table["method"].unique().to_list())
     return table.with_columns(
         _a=pl.col("attribute").replace_strict(list(attributes), range(len(attributes)),
                                               default=len(attributes)),
@@ -338,7 +336,7 @@ def summarize(table: pl.DataFrame) -> pl.DataFrame:
     """Per method x attribute: n (evaluated items), median, q1, q3 (linear interpolation, as
     numpy's default), mean of the percentile, and excluded (items without a percentile).
 
-    Rows in the table's attribute order, methods in ``METHODS`` order then by name.
+    Rows in the table's attribute order, methods in the paper's order then by name.
     """
     attributes = list(dict.fromkeys(table["attribute"].to_list()))
     p = pl.col("percentile")
@@ -351,22 +349,3 @@ def summarize(table: pl.DataFrame) -> pl.DataFrame:
         excluded=p.null_count().cast(pl.Int64),
     )
     return _ordered(out, attributes).sort("_a", "_m").drop("_a", "_m").select(SUMMARY_COLUMNS)
-
-
-def to_markdown(summary: pl.DataFrame, digits: int = 1) -> str:
-    """``summary`` as a GitHub-flavoured markdown table (null -> "-")."""
-    cols = list(summary.columns)
-    lines = ["| " + " | ".join(cols) + " |",
-             "|" + "|".join("---:" if summary.schema[c].is_numeric() else "---"
-                            for c in cols) + "|"]
-    for row in summary.iter_rows():
-        cells = []
-        for value in row:
-            if value is None:
-                cells.append("-")
-            elif isinstance(value, float):
-                cells.append(f"{value:.{digits}f}")
-            else:
-                cells.append(str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

@@ -15,7 +15,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from PIL import Image
 
+from skinground.attributes import ID_COLUMN
 from skinground.io import atomic_path
+from skinground.plan import METHODS, method_order
 
 #: Models in the order of the legend; others follow, sorted.
 MODEL_ORDER = ("untuned", "tuned")
@@ -102,31 +104,21 @@ def fig2_r2(table: pl.DataFrame, labels: Mapping[str, str], pdf_path: str | os.P
 
 
 # ---------------------------------------------------------------- Fig. 4: percentile boxplots
-#: The paper's names of the retrieval methods (keys: ``skinground.retrieve.METHODS``); the
-#: letters (a)-(e) follow ``METHODS``' order and stay fixed when a method is absent.
-METHOD_NAMES: dict[str, str] = {
-    "image_text": "Image + Text", "hierarchical": "Hierarchical", "image_only": "Image",
-    "image_untuned": "Image Untuned", "monet": "MONET",
-}
 #: Whisker reach in IQRs (matplotlib's default); points beyond are not drawn (see fig. 4).
 WHIS = 1.5
 #: The percentile of a uniformly random retrieval (evaluate's mid-rank averages exactly 50).
 RANDOM_PERCENTILE = 50.0
 
 
-def method_order(methods) -> list[str]:
-    """``methods`` in the paper's order (``retrieve.METHODS``), others after it, sorted."""
-    from skinground.retrieve import METHODS
-
-    present = set(methods)
-    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
-
-
 def _letter(method: str, extras: list[str]) -> int:
-    """The method's fixed index: its place in ``METHODS``, then after them among ``extras``."""
-    from skinground.retrieve import METHODS
+    """The method's fixed index: its place in ``plan.METHODS``, then after them among
+    ``extras``."""
+    names = list(METHODS)
+    return names.index(method) if method in METHODS else len(names) + extras.index(method)
 
-    return METHODS.index(method) if method in METHODS else len(METHODS) + extras.index(method)
+
+def method_title(method: str) -> str:
+    return METHODS[method].title if method in METHODS else method
 
 
 def box_stats(table: pl.DataFrame | pl.LazyFrame, *, whis: float = WHIS) -> pl.DataFrame:
@@ -182,15 +174,15 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
     below maps them to names. Written as PDF + PNG (``dpi``); returns the Figure (each box
     patch and median line has the method key as its ``gid``).
     """
-    names = {**METHOD_NAMES, **(method_names or {})}
+    names = {m: method_title(m) for m in METHODS} | dict(method_names or {})
     lazy = table.lazy()
     stats = box_stats(lazy)
     in_table = lazy.select(pl.col("attribute").unique(maintain_order=True)).collect()
     in_table = in_table["attribute"].to_list()
     attrs = [a for a in labels if a in in_table] + [a for a in in_table if a not in labels]
     methods = method_order(lazy.select(pl.col("method").unique()).collect()["method"])
-    extras = [m for m in methods if m not in METHOD_NAMES]
-    palette = sns.color_palette("colorblind", n_colors=len(METHOD_NAMES) + len(extras))
+    extras = [m for m in methods if m not in METHODS]
+    palette = sns.color_palette("colorblind", n_colors=len(METHODS) + len(extras))
     letter = {m: _letter(m, extras) for m in methods}
     tick = {m: f"({chr(ord('a') + letter[m])})" for m in methods}
     color = {m: palette[letter[m] % len(palette)] for m in methods}
@@ -246,8 +238,9 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
 
 
 # ---------------------------------------------------------------- Fig. 3: retrieval grids
-#: Fig. 3's row names; an attribute-specific method gets " (<attribute label>)" appended.
-FIG3_NAMES: dict[str, str] = {**METHOD_NAMES, "image_only": "Image only"}
+#: Fig. 3's row names where they differ from the methods' titles; an attribute-specific
+#: method gets " (<attribute label>)" appended.
+FIG3_NAMES: dict[str, str] = {"image_only": "Image only"}
 #: Units written after the value in Fig. 3 (other attributes: none).
 UNITS: dict[str, str] = {
     "tbp_lv_areaMM2": "mm²", "tbp_lv_minorAxisMM": "mm", "clin_size_long_diam_mm": "mm",
@@ -302,11 +295,25 @@ def _tile(store, isic_id: str, px: int) -> np.ndarray:
     return np.asarray(img)
 
 
+def fig3_candidates(results: pl.LazyFrame, manifest: pl.DataFrame, attribute: str,
+                    methods, k: int) -> list[str]:
+    """Query ids with all ``k`` hits for every method in ``methods`` present in ``results``
+    (for ``attribute``, or attribute-free), and a finite value of ``attribute``."""
+    rows = (results.filter(pl.col("method").is_in(list(methods)) & (pl.col("rank") <= k)
+                           & (pl.col("attribute").is_null()
+                              | (pl.col("attribute") == attribute)))
+            .group_by("method", "query_id").agg(n=pl.col("rank").n_unique()).collect())
+    present = rows["method"].unique().to_list()
+    complete = rows.filter(pl.col("n") >= k).group_by("query_id").agg(pl.col("method").n_unique())
+    complete = set(complete.filter(pl.col("method") == len(present))["query_id"].to_list())
+    valued = manifest.filter(pl.col(attribute).cast(pl.Float64).is_finite())
+    return sorted(complete & set(valued[ID_COLUMN].to_list()))
+
+
 def fig3_retrievals(results: pl.DataFrame | pl.LazyFrame, store, manifest: pl.DataFrame, *,
-                    query_ids, attribute: str = "tbp_lv_areaMM2", label: str = "area",
-                    methods=("image_only", "image_text"), method_names=None, k: int = 5,
-                    unit: str | None = None, decimals: int = 1, tile_px: int = 160,
+                    query_ids, attribute: str, label: str, methods, k: int, decimals: int,
                     pdf_path: str | os.PathLike, png_path: str | os.PathLike,
+                    method_names=None, unit: str | None = None, tile_px: int = 160,
                     dpi: int = 150) -> Figure:
     """Fig. 3: for each query, one row per method: the query tile at the left, then its top-k.
 
@@ -319,14 +326,11 @@ def fig3_retrievals(results: pl.DataFrame | pl.LazyFrame, store, manifest: pl.Da
     leaves the rest blank. Tiles are resized to ``tile_px`` squares. Written as PDF + PNG;
     returns the Figure (tile Axes titles hold the values).
     """
-    from skinground.attributes import ID_COLUMN
-    from skinground.retrieve import ATTRIBUTE_METHODS
-
     query_ids = list(query_ids)
     if not query_ids:
         raise ValueError("fig. 3 needs at least one query")
     unit = UNITS.get(attribute, "") if unit is None else unit
-    names = {**FIG3_NAMES, **(method_names or {})}
+    names = {m: method_title(m) for m in METHODS} | FIG3_NAMES | dict(method_names or {})
     hits = {m: retrieval_rows(results, query_ids, m, attribute, k) for m in methods}
     methods = [m for m in methods if hits[m]]
     if not methods:
@@ -367,7 +371,8 @@ def fig3_retrievals(results: pl.DataFrame | pl.LazyFrame, store, manifest: pl.Da
         group_top = HEAD_IN + qi * (group_h + GROUP_GAP_IN)
         for mi, m in enumerate(methods):
             top = group_top + mi * row_h
-            name = names.get(m, m) + (f"\n({label})" if m in ATTRIBUTE_METHODS else "")
+            per_attribute = m in METHODS and METHODS[m].per_attribute
+            name = names.get(m, m) + (f"\n({label})" if per_attribute else "")
             fig.text((NAME_IN - 0.1) / width, (height - top - TITLE_IN - TILE_IN / 2) / height,
                      name, ha="right", va="center", fontsize=9.5)
             add_tile(NAME_IN, top, q, format_value(values.get(q), unit, decimals), True)

@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 
-from .errors import InputError
-from .models import ModelLoadError
+from skinground.errors import InputError, ModelLoadError
 
 ADAPTER_CONFIG = "adapter_config.json"
 

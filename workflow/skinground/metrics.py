@@ -142,19 +142,3 @@ def train_means(manifest: pl.DataFrame, train_ids: Sequence[str],
             raise ValueError(f"attribute {a} has no train value: no mean to fill with")
         means[a] = float(col.mean())
     return means
-
-
-def markdown_table(table: pl.DataFrame, *, digits: int = 3) -> str:
-    """A GitHub-flavoured Markdown table of ``table`` (floats rounded, NaN as "n/a")."""
-    def cell(v) -> str:
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
-        return str(v)
-
-    lines = ["| " + " | ".join(table.columns) + " |",
-             "|" + "|".join("---:" if table[c].dtype.is_numeric() else "---"
-                            for c in table.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.iter_rows()]
-    return "\n".join(lines) + "\n"

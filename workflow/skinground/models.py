@@ -1,55 +1,35 @@
-"""Model building and loading: Qwen2-VL (the MLLM) and CLIP (the MONET stand-in).
+"""Qwen2-VL (the MLLM) and CLIP (MONET): the image-only processor, the chat prompt, and the
+one loading path of every rule.
 
-One loading path serves both scales: ``build_tiny_qwen2vl`` writes a randomly initialised
-``Qwen2VLForConditionalGeneration`` in the same on-disk format as ``Qwen/Qwen2-VL-7B-Instruct``,
-and ``load_mllm`` reads either through ``from_pretrained``. Likewise ``build_tiny_clip`` /
-``load_clip`` for MONET (``suinleelab/monet``, CLIP ViT-L/14 in transformers format).
-Nothing is downloaded: tokenizers are trained locally, weights are random.
+``load_mllm`` reads any local Qwen2-VL directory through ``from_pretrained`` (Qwen2-VL-7B-
+Instruct on the cluster, the demo's tiny model built by :mod:`skinground.tiny` in the same
+on-disk format); :func:`load_qwen` is what train, predict, embed and the benchmarks call: the
+config's pixel budget, the device and dtype, and the LoRA adapter merged for the tuned model.
+``load_clip`` reads MONET (``suinleelab/monet``, CLIP ViT-L/14 in transformers' format).
+Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
-from tokenizers import (
-    Regex,
-    Tokenizer,
-    decoders,
-    normalizers,
-    pre_tokenizers,
-    processors,
-    trainers,
-)
-from tokenizers.models import BPE
 from transformers import (
     AutoImageProcessor,
-    CLIPConfig,
-    CLIPImageProcessorPil,
     CLIPModel,
-    GenerationConfig,
-    PreTrainedTokenizerFast,
-    Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
-    Qwen2VLImageProcessorPil,
     Qwen2VLProcessor,
 )
 from transformers.image_utils import SizeDict, make_flat_list_of_images
 from transformers.processing_utils import ProcessorMixin
 
-from skinground.errors import InputError
-from skinground.io import atomic_path
-
-#: Qwen2's pre-tokenizer split; ``\p{N}`` alone makes every digit its own token.
-QWEN2_SPLIT_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
-    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+from skinground.errors import ModelLoadError
+from skinground.plan import PIXEL_KEYS
 
 #: Qwen2-VL's added tokens, in the order of their ids (151643...) in the real tokenizer.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -82,12 +62,6 @@ QWEN2VL_CHAT_TEMPLATE = (
 )
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
 
-#: Text the tokenizer always sees besides the corpus (the chat scaffolding).
-_BASE_CORPUS = (
-    "system\nYou are a helpful assistant.", "user\n", "assistant\n",
-    "".join(chr(c) for c in range(32, 127)), "0123456789 ² ³ ° ± µ mm mm² %",
-)
-
 #: ImageNet statistics, MONET's normalisation.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,52 +70,6 @@ MLLM_MODEL_TYPE = "qwen2_vl"
 CLIP_MODEL_TYPE = "clip"
 _TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 _IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-
-
-class ModelLoadError(InputError):
-    """A model directory is missing, incomplete, or holds the wrong kind of model."""
-
-
-# --------------------------------------------------------------------------- tokenizer
-
-
-def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Train a Qwen2-style byte-level BPE on ``corpus``; Qwen2-VL's special tokens and template.
-
-    The special tokens are appended after the learned vocabulary, as in Qwen2-VL; the total
-    size is at most ``vocab_size`` (less if the corpus has too few merges to learn).
-    """
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    n_learned = vocab_size - len(SPECIAL_TOKENS)
-    if n_learned < len(pre_tokenizers.ByteLevel.alphabet()):
-        raise ValueError(f"vocab_size {vocab_size} is too small for a byte-level BPE (>= 270)")
-    tok = Tokenizer(BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated"), byte_level]
-    )
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=n_learned, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([*_BASE_CORPUS, *corpus], trainer)
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
-        model_max_length=32768, clean_up_tokenization_spaces=False,
-        chat_template=QWEN2VL_CHAT_TEMPLATE,
-    )
-
-
-def special_token_ids(tokenizer) -> dict[str, int]:
-    """The ids of Qwen2-VL's special tokens in ``tokenizer``; all must exist."""
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-    missing = [tok for tok, i in ids.items() if i is None or i == tokenizer.unk_token_id]
-    if missing:
-        raise ValueError(f"tokenizer lacks Qwen2-VL special tokens: {missing}")
-    return ids
 
 
 # --------------------------------------------------------------------------- processor
@@ -212,107 +140,6 @@ def chat_prompt(processor, question: str) -> str:
     content = [{"type": "image"}, {"type": "text", "text": question}]
     messages = [{"role": "user", "content": content}]
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-# --------------------------------------------------------------------------- building
-
-
-def _tiny_qwen2vl_config(ids: dict[str, int], vocab_size: int, *, text_hidden: int,
-                         intermediate: int, layers: int, heads: int, kv_heads: int,
-                         mrope_section: Sequence[int], vision_depth: int, vision_embed: int,
-                         vision_heads: int, patch_size: int, spatial_merge: int) -> Qwen2VLConfig:
-    head_dim = text_hidden // heads
-    if head_dim * heads != text_hidden or 2 * sum(mrope_section) != head_dim:
-        raise ValueError(
-            f"need text_hidden % heads == 0 and 2*sum(mrope_section) == head_dim ({head_dim})"
-        )
-    if vision_embed % vision_heads or (vision_embed // vision_heads) % 4:
-        raise ValueError("vision_embed / vision_heads must be a multiple of 4")
-    text = dict(
-        vocab_size=vocab_size, hidden_size=text_hidden, intermediate_size=intermediate,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=32768, rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6,
-                         "mrope_section": list(mrope_section)},
-        bos_token_id=ids[PAD_TOKEN], eos_token_id=ids[EOS_TOKEN], pad_token_id=ids[PAD_TOKEN],
-    )
-    vision = dict(
-        depth=vision_depth, embed_dim=vision_embed, hidden_size=text_hidden,
-        num_heads=vision_heads, mlp_ratio=4, patch_size=patch_size,
-        spatial_merge_size=spatial_merge, temporal_patch_size=2,
-    )
-    return Qwen2VLConfig(
-        text_config=text, vision_config=vision, tie_word_embeddings=False,
-        image_token_id=ids[IMAGE_TOKEN], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )
-
-
-def build_tiny_qwen2vl(out_dir: str | os.PathLike, *, corpus: Iterable[str],
-                       image_size: int = 112, seed: int = 0, vocab_size: int = 512,
-                       text_hidden: int = 64, intermediate: int = 128, layers: int = 2,
-                       heads: int = 4, kv_heads: int = 2,
-                       mrope_section: Sequence[int] = (2, 3, 3), vision_depth: int = 2,
-                       vision_embed: int = 32, vision_heads: int = 2, patch_size: int = 14,
-                       spatial_merge: int = 2) -> Path:
-    """Write a random tiny Qwen2-VL (model, tokenizer, processor) to ``out_dir``, atomically.
-
-    Same classes and file layout as Qwen2-VL-7B-Instruct; images are resized to a fixed
-    ``image_size`` square ((image_size / (patch_size * spatial_merge)))**2 image tokens).
-    """
-    tokenizer = build_tokenizer(corpus, vocab_size)
-    ids = special_token_ids(tokenizer)
-    image_processor = Qwen2VLImageProcessorPil(
-        patch_size=patch_size, merge_size=spatial_merge, temporal_patch_size=2,
-        min_pixels=image_size * image_size, max_pixels=image_size * image_size,
-    )
-    processor = ImageOnlyQwen2VLProcessor(image_processor, tokenizer,
-                                          chat_template=QWEN2VL_CHAT_TEMPLATE)
-    configure_pixels(processor, image_size=image_size)
-    config = _tiny_qwen2vl_config(
-        ids, len(tokenizer), text_hidden=text_hidden, intermediate=intermediate, layers=layers,
-        heads=heads, kv_heads=kv_heads, mrope_section=mrope_section, vision_depth=vision_depth,
-        vision_embed=vision_embed, vision_heads=vision_heads, patch_size=patch_size,
-        spatial_merge=spatial_merge,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids[PAD_TOKEN], pad_token_id=ids[PAD_TOKEN],
-        eos_token_id=[ids[EOS_TOKEN], ids[PAD_TOKEN]], do_sample=False,
-    )
-    with atomic_path(out_dir, directory=True) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-    return Path(out_dir)
-
-
-def build_tiny_clip(out_dir: str | os.PathLike, *, seed: int = 0, image_size: int = 224,
-                    patch_size: int = 14, hidden: int = 32, layers: int = 2, heads: int = 2,
-                    projection_dim: int = 16, text_vocab: int = 64) -> Path:
-    """Write a random tiny ``CLIPModel`` + ``CLIPImageProcessor`` (MONET stand-in), atomically.
-
-    Only the image processor is saved (no tokenizer): the workflow uses image features only.
-    """
-    tower = dict(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                 num_attention_heads=heads)
-    config = CLIPConfig(
-        text_config={**tower, "vocab_size": text_vocab, "max_position_embeddings": 77,
-                     "pad_token_id": 0, "bos_token_id": text_vocab - 2,
-                     "eos_token_id": text_vocab - 1},
-        vision_config={**tower, "image_size": image_size, "patch_size": patch_size},
-        projection_dim=projection_dim,
-    )
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-        image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
-    )
-    torch.manual_seed(seed)
-    model = CLIPModel(config).eval()
-    with atomic_path(out_dir, directory=True) as tmp:
-        model.save_pretrained(tmp)
-        image_processor.save_pretrained(tmp)
-    return Path(out_dir)
 
 
 # --------------------------------------------------------------------------- loading
@@ -392,3 +219,33 @@ def clip_image_features(model: CLIPModel, processor, images: list[Image.Image]) 
     out = model.get_image_features(pixel_values=pixel_values)
     feats = out if isinstance(out, torch.Tensor) else out.pooler_output
     return torch.nn.functional.normalize(feats.float(), dim=-1)
+
+
+def pixel_budget(model_cfg: Mapping) -> dict:
+    """load_mllm's pixel arguments from config ``model`` (``plan.PIXEL_KEYS``): image_size
+    when set, else min_pixels/max_pixels (those that are set)."""
+    if model_cfg.get("image_size") is not None:
+        return {"image_size": model_cfg["image_size"]}
+    return {k: model_cfg[k] for k in PIXEL_KEYS[1:] if model_cfg.get(k) is not None}
+
+
+def device_and_dtype() -> tuple[str, torch.dtype]:
+    """The GPU in bf16 (fp16 where bf16 is missing) when there is one, else the CPU in fp32."""
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return "cpu", torch.float32
+
+
+def load_qwen(base: str | os.PathLike, model_cfg: Mapping,
+              adapter: str | os.PathLike | None = None, *, dtype: torch.dtype | None = None,
+              device: str | None = None):
+    """``(model, processor)`` with the config's pixel budget: the untuned base, or the tuned
+    model (the adapter merged). ``dtype``/``device``: default ``device_and_dtype()``."""
+    default_device, default_dtype = device_and_dtype()
+    model, processor = load_mllm(base, dtype=dtype or default_dtype,
+                                 device=device or default_device, **pixel_budget(model_cfg))
+    if adapter:
+        from skinground.lora import attach_adapter
+
+        model = attach_adapter(model, adapter, merge=True).eval()
+    return model, processor

@@ -25,6 +25,7 @@ from skinground import prefix as P
 from skinground.attributes import ID_COLUMN
 from skinground.metrics import parse_number
 from skinground.models import EOS_TOKEN, PAD_TOKEN, chat_prompt
+from skinground.progress import Progress
 from skinground.shards import PREDICTION_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,11 @@ def generate_per_question(model, processor, store, ids: Sequence[str],
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
     pairs = [(i, a) for i in ids for a in attributes]
-    n_batches = -(-len(pairs) // batch_size)
-    step = max(1, n_batches // 10)
     answers: list[str] = []
-    cache: dict[str, object] = {}  # decoded images of the current and next batch
-    for b in range(n_batches):
-        chunk = pairs[b * batch_size:(b + 1) * batch_size]
+    cache: dict[str, object] = {}  # decoded images of the current batch
+    done = Progress(len(pairs), "answers", log=log)
+    for lo in range(0, len(pairs), batch_size):
+        chunk = pairs[lo:lo + batch_size]
         needed = {i for i, _ in chunk}
         cache = {i: im for i, im in cache.items() if i in needed}
         for i in needed:
@@ -85,9 +85,7 @@ def generate_per_question(model, processor, store, ids: Sequence[str],
             model, processor, [cache[i] for i, _ in chunk],
             [attributes[a]["question"] for _, a in chunk], max_new_tokens=max_new_tokens,
         )
-        if (b + 1) % step == 0 or b + 1 == n_batches:
-            log.info("generated %d/%d answers (batch %d/%d)", len(answers), len(pairs),
-                     b + 1, n_batches)
+        done.update(lo + len(chunk))
     return answers_frame(pairs, answers)
 
 
@@ -165,15 +163,12 @@ def generate_answers(model, processor, store, ids: Sequence[str],
     questions = [attributes[a]["question"] for a in names]
     tok = processor.tokenizer
     answers: list[str] = []
-    n_batches = -(-len(ids) // batch_images)
-    step = max(1, n_batches // 10)
-    for b in range(n_batches):
-        chunk = ids[b * batch_images:(b + 1) * batch_images]
+    done = Progress(len(ids), "answered images", log=log)
+    for lo in range(0, len(ids), batch_images):
+        chunk = ids[lo:lo + batch_images]
         tokens = image_once_tokens(model, processor, [store.read(i) for i in chunk], questions,
                                    max_new_tokens=max_new_tokens)
         answers += tok.batch_decode(tokens, skip_special_tokens=True)
-        if (b + 1) % step == 0 or b + 1 == n_batches:
-            log.info("generated the answers of %d/%d images (batch %d/%d)",
-                     min(len(ids), (b + 1) * batch_images), len(ids), b + 1, n_batches)
+        done.update(lo + len(chunk))
     return answers_frame([(i, a) for i in ids for a in names], answers)
 

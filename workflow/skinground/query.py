@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from .embed import prefix_shared_embeddings
-from .retrieve import CandidateFn, TopK, hierarchical
+from skinground.embed import prefix_shared_embeddings
+from skinground.retrieve import CandidateFn, TopK, hierarchical
 
 
 def on_the_fly(model, processor, store, train_ids: Sequence[str], question: str, *,

@@ -31,21 +31,14 @@ keep the first-stage order.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
+import faiss
 import numpy as np
 import polars as pl
 
-if TYPE_CHECKING:
-    import faiss
-
-# faiss is imported only where a search runs: skinground.evaluate imports this module for
-# METHODS / OverlapError and must work in an environment without faiss.
-
-#: The paper's five methods; the first two are per attribute, the others image-only.
-ATTRIBUTE_METHODS: tuple[str, ...] = ("image_text", "hierarchical")
-IMAGE_ONLY_METHODS: tuple[str, ...] = ("image_only", "image_untuned", "monet")
-METHODS: tuple[str, ...] = ATTRIBUTE_METHODS + IMAGE_ONLY_METHODS
+from skinground.errors import OverlapError
+from skinground.index import build_index, normalize, search
 
 RESULT_SCHEMA = {
     "method": pl.String, "attribute": pl.String, "query_id": pl.String, "rank": pl.Int32,
@@ -67,17 +60,12 @@ class TopK(NamedTuple):
     idx: np.ndarray
 
 
-class OverlapError(ValueError):
-    """A query image is also in the database (test and train sets must be disjoint)."""
-
-
 def top_k(db: np.ndarray | faiss.Index, queries: np.ndarray, k: int) -> TopK:
     """Methods a, c, d, e: the ``k`` database rows most cosine-similar to each query.
 
     ``db`` is the database [N, d] (an index is built) or an index from
     :func:`skinground.index.build_index` (reuse it across query batches).
     """
-    from skinground.index import build_index, search
 
     index = db if hasattr(db, "ntotal") else build_index(np.asarray(db))
     return TopK(*search(index, queries, k))
@@ -89,7 +77,6 @@ def first_stage(db_im_index: faiss.Index, q_im: np.ndarray, b: int) -> np.ndarra
     ``b' = min(b, N)``: a database smaller than ``b`` (the demo) re-ranks all of it.
     It does not depend on the attribute: compute it once, re-rank per attribute.
     """
-    from skinground.index import search
 
     b = min(int(b), db_im_index.ntotal)
     return search(db_im_index, q_im, b)[1]
@@ -117,7 +104,6 @@ def rerank(candidates: np.ndarray, q_ima: np.ndarray, candidate_ima: CandidateFn
     Sorting is stable: equal scores keep the first-stage order. Scores are float32 dot products
     (may differ from FAISS's in the last bits). Returns database rows.
     """
-    from skinground.index import normalize
 
     candidates = np.asarray(candidates, dtype=np.int64)
     q = normalize(q_ima)

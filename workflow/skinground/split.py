@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
-from .errors import InputError
+from skinground.attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
+from skinground.errors import InputError
 
 
 class SplitError(InputError):

@@ -11,20 +11,18 @@ model); checkpoints of another run are removed and training starts over.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
 import os
-import re
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-from skinground.io import atomic_path, write_json
+from skinground.checkpoints import complete_checkpoints, prepare_checkpoints, run_fingerprint
+from skinground.io import atomic_path
 from skinground.layout import (
     ImageGroupedSampler,
     TrainError,
@@ -33,19 +31,13 @@ from skinground.layout import (
     image_once_loss,
 )
 from skinground.lora import attach_lora
-from skinground.models import load_mllm
+from skinground.models import load_qwen
 
 log = logging.getLogger(__name__)
 
-#: In the checkpoint directory: what the checkpoints belong to (see ``run_fingerprint``).
-FINGERPRINT_FILE = "run.json"
-#: Config keys that do not change what is trained (a changed value keeps the checkpoints).
-BOOKKEEPING_KEYS = ("save_steps", "save_total_limit", "logging_steps", "dataloader_workers",
-                    "deepspeed")
 #: Decoded images cached in memory by default only when there are at most this many.
 AUTO_CACHE_MAX_IMAGES = 20_000
 LOSS_COLUMNS = ("step", "epoch", "loss", "learning_rate", "grad_norm")
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 # --------------------------------------------------------------------------- config checks
@@ -91,75 +83,6 @@ def is_main_process() -> bool:
 def use_bf16(precision: str) -> bool:
     """bf16 only when asked for and a CUDA device is there; fp32 otherwise (always on CPU)."""
     return precision == "bf16" and torch.cuda.is_available()
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def run_fingerprint(*, base: str | os.PathLike, tuples: str | os.PathLike,
-                    model_cfg: Mapping, train_cfg: Mapping, deepspeed_cfg: Mapping) -> dict:
-    """What a checkpoint must match to be resumed: the training config (less bookkeeping
-    keys), the pixel budget, the DeepSpeed config, the tuples' content and the base model."""
-    base = Path(base)
-    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in base.glob("*.safetensors"))
-    return {
-        "train": {k: v for k, v in train_cfg.items() if k not in BOOKKEEPING_KEYS},
-        "pixels": {k: model_cfg.get(k) for k in ("image_size", "min_pixels", "max_pixels")},
-        "deepspeed": dict(deepspeed_cfg),
-        "tuples_sha256": _file_digest(Path(tuples)),
-        "base": {"path": str(base.resolve()),
-                 "config_sha256": _file_digest(base / "config.json"),
-                 "weights": [list(w) for w in weights]},
-    }
-
-
-def complete_checkpoints(checkpoint_dir: str | os.PathLike) -> list[Path]:
-    """``checkpoint-<step>`` folders holding a ``trainer_state.json`` (written last, so the
-    folder is complete), oldest first."""
-    root = Path(checkpoint_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = _CHECKPOINT_RE.match(p.name)
-        if m and p.is_dir() and (p / "trainer_state.json").is_file():
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-def prepare_checkpoints(checkpoint_dir: str | os.PathLike, fingerprint: dict) -> Path | None:
-    """The checkpoint to resume from, or None. Checkpoints of another run (no or another
-    fingerprint) are removed; the fingerprint of this run is written."""
-    root = Path(checkpoint_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    fp_file = root / FINGERPRINT_FILE
-    old = None
-    if fp_file.is_file():
-        try:
-            old = json.loads(fp_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old = None
-    # json round trip: compare like with like (tuples become lists).
-    same = old == json.loads(json.dumps(fingerprint))
-    stale = [p for p in root.iterdir() if _CHECKPOINT_RE.match(p.name)]
-    if not same and stale:
-        log.warning("%s: %d checkpoint(s) from another run (config, tuples or base model "
-                    "changed); removing them and starting over", root, len(stale))
-        for p in stale:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    if not same:
-        write_json(fp_file, fingerprint)
-    done = complete_checkpoints(root)
-    return done[-1] if done else None
 
 
 # --------------------------------------------------------------------------- outputs
@@ -325,7 +248,7 @@ class _Timing:
         return Timing()
 
 
-def _no_shm_comm_on_cpu(world: int) -> None:
+def no_shm_comm_on_cpu(world: int) -> None:
     """DeepSpeed JIT-compiles a shared-memory all-reduce op (minutes on 2 cores) when its
     communication backend starts on CPU; one process has nothing to all-reduce with."""
     if torch.cuda.is_available() or world != 1:
@@ -352,7 +275,7 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
     ds_config = load_deepspeed_config(deepspeed_config)
     world = world_size()
     bf16 = use_bf16(train_cfg["precision"])
-    _no_shm_comm_on_cpu(world)
+    no_shm_comm_on_cpu(world)
     args = training_arguments(train_cfg, checkpoint_dir=checkpoint_dir,
                               deepspeed_config=deepspeed_config, world=world, bf16=bf16)
     threads = _cpu_threads(int(train_cfg["dataloader_workers"]))
@@ -377,10 +300,8 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
         resume = prepare_checkpoints(checkpoint_dir, fingerprint) if is_main_process() \
             else (complete_checkpoints(checkpoint_dir) or [None])[-1]
 
-    model, processor = load_mllm(
-        base, image_size=model_cfg.get("image_size"), min_pixels=model_cfg.get("min_pixels"),
-        max_pixels=model_cfg.get("max_pixels"),
-        dtype=torch.bfloat16 if bf16 else torch.float32)
+    model, processor = load_qwen(base, model_cfg, device="cpu",
+                                 dtype=torch.bfloat16 if bf16 else torch.float32)
     data_collator = collator(layout, processor)
     model.config.use_cache = False
     model = attach_lora(model, train_cfg["lora"])

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
-from .attributes import ID_COLUMN, format_answer
-from .errors import InputError
+from skinground.attributes import ID_COLUMN, format_answer
+from skinground.errors import InputError
 
 
 class TupleError(InputError):

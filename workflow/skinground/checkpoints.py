@@ -1,0 +1,97 @@
+"""Resumable training: which checkpoints an interrupted ``train`` job may resume from.
+
+A checkpoint folder belongs to one run: ``run.json`` holds the run's fingerprint (the training
+config less bookkeeping keys, the pixel budget, the DeepSpeed config, the tuples' content and
+the base model). A rerun with the same fingerprint resumes from the last complete
+``checkpoint-<step>`` (complete = its ``trainer_state.json``, written last, exists); any other
+run's checkpoints are removed and training starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from skinground.io import write_json
+from skinground.plan import PIXEL_KEYS
+
+log = logging.getLogger(__name__)
+
+#: In the checkpoint directory: what the checkpoints belong to (see ``run_fingerprint``).
+FINGERPRINT_FILE = "run.json"
+#: Config keys that do not change what is trained (a changed value keeps the checkpoints).
+BOOKKEEPING_KEYS = ("save_steps", "save_total_limit", "logging_steps", "dataloader_workers",
+                    "deepspeed")
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_fingerprint(*, base: str | os.PathLike, tuples: str | os.PathLike,
+                    model_cfg: Mapping, train_cfg: Mapping, deepspeed_cfg: Mapping) -> dict:
+    """What a checkpoint must match to be resumed: the training config (less bookkeeping
+    keys), the pixel budget, the DeepSpeed config, the tuples' content and the base model."""
+    base = Path(base)
+    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in base.glob("*.safetensors"))
+    return {
+        "train": {k: v for k, v in train_cfg.items() if k not in BOOKKEEPING_KEYS},
+        "pixels": {k: model_cfg.get(k) for k in PIXEL_KEYS},
+        "deepspeed": dict(deepspeed_cfg),
+        "tuples_sha256": _file_digest(Path(tuples)),
+        "base": {"path": str(base.resolve()),
+                 "config_sha256": _file_digest(base / "config.json"),
+                 "weights": [list(w) for w in weights]},
+    }
+
+
+def complete_checkpoints(checkpoint_dir: str | os.PathLike) -> list[Path]:
+    """``checkpoint-<step>`` folders holding a ``trainer_state.json`` (written last, so the
+    folder is complete), oldest first."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _CHECKPOINT_RE.match(p.name)
+        if m and p.is_dir() and (p / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def prepare_checkpoints(checkpoint_dir: str | os.PathLike, fingerprint: dict) -> Path | None:
+    """The checkpoint to resume from, or None. Checkpoints of another run (no or another
+    fingerprint) are removed; the fingerprint of this run is written."""
+    root = Path(checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    fp_file = root / FINGERPRINT_FILE
+    old = None
+    if fp_file.is_file():
+        try:
+            old = json.loads(fp_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = None
+    # json round trip: compare like with like (tuples become lists).
+    same = old == json.loads(json.dumps(fingerprint))
+    stale = [p for p in root.iterdir() if _CHECKPOINT_RE.match(p.name)]
+    if not same and stale:
+        log.warning("%s: %d checkpoint(s) from another run (config, tuples or base model "
+                    "changed); removing them and starting over", root, len(stale))
+        for p in stale:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if not same:
+        write_json(fp_file, fingerprint)
+    done = complete_checkpoints(root)
+    return done[-1] if done else None

@@ -1,0 +1,65 @@
+"""The MFUs ``bench/gpu_check.py`` measured on a GPU (``bench/results/gpu.json``), as the cost
+model's: the measured throughput at the H200's peak, applied at the A6000's (same FLOP
+convention). A ``--tiny`` or CPU result, or a failed part, is not used."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+
+def apply_measurements(a, gpu: Mapping[str, Any] | None):
+    """The MFUs measured by bench/gpu_check.py replace the assumed ones (same FLOP
+    convention, so this is the measured throughput x A6000 peak / H200 peak). A ``--tiny``
+    or CPU result, or a failed part, is not used."""
+    if not gpu:
+        return a
+    why = None
+    if gpu.get("tiny"):
+        why = "gpu.json is a --tiny (CPU) run"
+    elif not str(gpu.get("device", {}).get("type", "")).startswith("cuda"):
+        why = "gpu.json was not measured on a GPU"
+    if why:
+        return replace(a, measured={"used": False, "why": why})
+    used: dict[str, Any] = {"used": True, "gpu": gpu.get("device", {}).get("name")}
+    train = gpu.get("train") or {}
+    embed = gpu.get("embed") or {}
+    new = {}
+    if isinstance(train.get("mfu"), (int, float)) and train["mfu"] > 0:
+        new["train_mfu"] = used["train_mfu"] = float(train["mfu"])
+    mfu = embed.get("mfu") or {}
+    if isinstance(mfu.get("prefix_shared"), (int, float)) and mfu["prefix_shared"] > 0:
+        new["infer_mfu"] = used["infer_mfu"] = float(mfu["prefix_shared"])
+    if isinstance(mfu.get("naive"), (int, float)) and mfu["naive"] > 0:
+        new["naive_mfu"] = used["naive_mfu"] = float(mfu["naive"])
+    peak = gpu.get("peak_tflops")
+    if isinstance(peak, (int, float)) and peak > 0:
+        new["reference_peak_flops"] = float(peak) * 1e12
+    if len(used) == 2:
+        used.update(used=False, why="gpu.json holds no successful measurement")
+    return replace(a, measured=used, **new)
+
+
+
+
+def apply_file(a, path: Path, *, required: bool):
+    """``apply_measurements`` with the JSON at ``path``; a missing (``required``: warned) or
+    unreadable file leaves the assumed MFUs, with a warning."""
+    if not path.is_file():
+        if required:
+            print(f"warning: {path} not found; using the assumed MFU", file=sys.stderr)
+        return a
+    try:
+        gpu = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        print(f"warning: {path} is not valid JSON ({err}); using the assumed MFU",
+              file=sys.stderr)
+        return a
+    a = apply_measurements(a, gpu)
+    if a.measured:
+        a.measured["path"] = str(path)
+    return a

@@ -1,0 +1,25 @@
+"""Tables for people: a polars frame as GitHub-flavoured Markdown (the run's summaries, the
+README's generated tables)."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+
+def markdown_table(table: pl.DataFrame, *, digits: int = 3, null: str = "-") -> str:
+    """``table`` as a Markdown table: floats rounded to ``digits``, NaN as "n/a", null as
+    ``null``; numeric columns right-aligned. Ends with a newline."""
+    def cell(v) -> str:
+        if v is None:
+            return null
+        if isinstance(v, float):
+            return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(table.columns) + " |",
+             "|" + "|".join("---:" if table.schema[c].is_numeric() else "---"
+                            for c in table.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.iter_rows()]
+    return "\n".join(lines) + "\n"
