@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
@@ -20,8 +23,12 @@ rule all:
     """Every figure and table of the study."""
     default_target: True
     input:
+        rules.run_config.output,
         rules.split.output,
         rules.tuples.output,
         rules.r2.output,
         rules.evaluate.output,
         rules.figures.output,
+        rules.cost.output,
+        rules.evaluate_groups.output if GROUPS else [],
+        rules.figure_groups.output if GROUPS else [],

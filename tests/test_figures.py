@@ -11,7 +11,7 @@ from matplotlib import cbook
 from matplotlib.patches import PathPatch
 from PIL import Image
 
-from skinground import figures
+from skinground import figures, grids
 from skinground.data import open_images
 from skinground.plan import FIG3_METHODS, METHODS
 
@@ -142,12 +142,12 @@ def test_fig4_keeps_the_paper_letter_of_each_method(tmp_path, labels):
 
 def test_pick_queries_is_deterministic():
     ids = [f"ISIC_{i:07d}" for i in range(50)]
-    pick = figures.pick_queries(ids, 4, seed=3)
+    pick = grids.pick_queries(ids, 4, seed=3)
     assert len(set(pick)) == 4 and set(pick) <= set(ids)
-    assert figures.pick_queries(list(reversed(ids)) + ids[:5], 4, seed=3) == pick
-    assert figures.pick_queries(ids, 6, seed=3)[:4] == pick
-    assert figures.pick_queries(ids, 4, seed=4) != pick
-    assert len(figures.pick_queries(ids[:2], 4, seed=0)) == 2
+    assert grids.pick_queries(list(reversed(ids)) + ids[:5], 4, seed=3) == pick
+    assert grids.pick_queries(ids, 6, seed=3)[:4] == pick
+    assert grids.pick_queries(ids, 4, seed=4) != pick
+    assert len(grids.pick_queries(ids[:2], 4, seed=0)) == 2
 
 
 # ---------------------------------------------------------------- fig. 3
@@ -190,7 +190,7 @@ def test_fig3_grid_values_and_tiles(tmp_path, retrieval):
     queries = test[:3]
     area = dict(manifest.select("isic_id", "tbp_lv_areaMM2").iter_rows())
     with open_images(root / "images.hdf5") as store:
-        fig = figures.fig3_retrievals(results, store, manifest, query_ids=queries, **AREA,
+        fig = grids.fig3_retrievals(results, store, manifest, query_ids=queries, **AREA,
                                       decimals=1, pdf_path=tmp_path / "fig3.pdf",
                                       png_path=tmp_path / "fig3.png")
     assert_written(tmp_path, "fig3.pdf", "fig3.png")
@@ -219,21 +219,21 @@ def test_fig3_missing_method_short_row_and_missing_value(tmp_path, retrieval):
     root, manifest, results, test = retrieval
     only = results.filter(pl.col("method") != "image_text")
     with open_images(root / "images.hdf5") as store:
-        fig = figures.fig3_retrievals(only, store, manifest, query_ids=[test[0]], **AREA,
+        fig = grids.fig3_retrievals(only, store, manifest, query_ids=[test[0]], **AREA,
                                       decimals=2, pdf_path=tmp_path / "a.pdf",
                                       png_path=tmp_path / "a.png")
         assert len(fig.axes) == K + 1  # one row: image_only
         assert fig.axes[0].get_title().endswith(" mm²") and "." in fig.axes[0].get_title()
         assert len(fig.axes[0].get_title().split()[0].split(".")[1]) == 2
         # test[6] has 3 image_text hits (2 blank tiles); test[7] has no area value.
-        fig = figures.fig3_retrievals(results, store, manifest, query_ids=[test[6], test[7]],
+        fig = grids.fig3_retrievals(results, store, manifest, query_ids=[test[6], test[7]],
                                       **AREA, decimals=1, pdf_path=tmp_path / "b.pdf",
                                       png_path=tmp_path / "b.png")
         text_row = fig.axes[K + 1:2 * (K + 1)]
         assert [len(ax.images) for ax in text_row] == [1, 1, 1, 1, 0, 0]
         assert fig.axes[2 * (K + 1)].get_title() == "n/a"
         with pytest.raises(ValueError, match="no results"):
-            figures.fig3_retrievals(results, store, manifest, query_ids=[test[0]],
+            grids.fig3_retrievals(results, store, manifest, query_ids=[test[0]],
                                     **dict(AREA, methods=("nope",)), decimals=1,
                                     pdf_path=tmp_path / "c.pdf",
                                     png_path=tmp_path / "c.png")
@@ -264,7 +264,7 @@ def test_figures_script(tmp_path, labels, retrieval):
     assert_written(out, "fig4.pdf", "fig4.png", "fig3.pdf", "fig3.png")
     # Queries: test[6] (3 image_text hits) and test[7] (no area) are not candidates.
     candidates = test[:6]
-    expected = figures.pick_queries(candidates, 3, 0)
+    expected = grids.pick_queries(candidates, 3, 0)
     assert f"fig. 3: queries {expected}" in proc.log and "fig. 4: 4 attribute" in proc.log
     w4, h4 = png_size(out / "fig4.png")
     w3, h3 = png_size(out / "fig3.png")

@@ -63,7 +63,7 @@ def native(tiny_base):
 def test_batched_left_padded_equals_one_at_a_time(tiny_base, native, attributes, budget):
     model, processor = native if budget == "native" else models.load_mllm(tiny_base,
                                                                           image_size=112)
-    three = dict(list(attributes.items())[:3])
+    three = {a: spec["question"] for a, spec in list(attributes.items())[:3]}
     store = MemoryStore({f"ISIC_{k}": rgb(h, w, k) for k, (h, w) in enumerate(SIZES)})
     ids = list(store.images)
     batched = generate_per_question(model, processor, store, ids, three, batch_size=4,
@@ -133,7 +133,7 @@ def test_generate_answers_image_once_equals_per_question(tuned):
     model, processor, images, specs = tuned
     store = MemoryStore({f"ISIC_{k}": im for k, im in enumerate(images)})
     ids = list(store.images)
-    attrs = {f"a{j}": spec for j, spec in enumerate(specs)}
+    attrs = {f"a{j}": spec["question"] for j, spec in enumerate(specs)}
     once = generate_answers(model, processor, store, ids, attrs, batch_images=4,
                             max_new_tokens=8)
     reference = generate_per_question(model, processor, store, ids, attrs, batch_size=5,
@@ -185,7 +185,7 @@ def run_predict(tmp_path, tiny_base, attributes, *, shard: int, shards: int, out
         input={"base": tiny_base, "adapter": [], "images": h5, "test": tmp_path / "test.txt"},
         output={"out": out}, wildcards={"model": "untuned", "shard": shard},
         params={"pixels": {"image_size": None, "min_pixels": 3136, "max_pixels": 262144},
-                "attributes": dict(list(attributes.items())[:2]),
+                "questions": {a: s["question"] for a, s in list(attributes.items())[:2]},
                 "predict": {"max_test_images": max_test_images, "batch_images": 2,
                             "max_new_tokens": 4, "shards": shards}})
     assert proc.returncode == 0, proc.log + proc.stderr

@@ -20,6 +20,15 @@ if config["figures"]["fig3_attribute"] not in config["attributes"]:
     )
 if config["retrieve"]["k"] > config["retrieve"]["b"]:
     raise WorkflowError("retrieve.k must not exceed retrieve.b")
+for _name, _group in config["retrieve"]["groups"].items():
+    _unknown = [a for a in _group["attributes"] if a not in config["attributes"]]
+    if _unknown:
+        raise WorkflowError(f"retrieve.groups.{_name}: {', '.join(_unknown)} is not one of the "
+                            "configured attributes")
+if ("image_only" in config["retrieve"]["group_methods"]
+        and "image_only" not in config["retrieve"]["methods"]):
+    raise WorkflowError("retrieve.group_methods has image_only, which reuses the hits of "
+                        "retrieve.methods' image_only: add it there too")
 
 SRC = Path(workflow.basedir)
 LIB_ROOT = str(SRC / "workflow")
@@ -41,6 +50,22 @@ GPU_ENV = str(SRC / "envs" / "gpu.yaml")
 PIXELS = {k: config["model"][k] for k in plan.PIXEL_KEYS}
 
 
+#: Where the real weights come from (transformers' format), for the message when they are missing.
+HUB_REPOS = {"base": "Qwen/Qwen2-VL-7B-Instruct", "monet": "chanwkim/monet"}
+
+
+def weights(key):
+    """config model.<key> (a local model folder) as an input; when it is missing (and the demo
+    does not build it), stop with the folder's name and the command that fetches it."""
+    path = config["model"][key]
+    if config["model"]["build_tiny"] or Path(path).exists():
+        return path
+    raise WorkflowError(
+        f"model.{key}: the folder {path} does not exist. Fetch the weights once, on a node "
+        f"with internet access: hf download {HUB_REPOS[key]} --local-dir {path}  (see the "
+        "README, 'Weights for the cluster')")
+
+
 def res(path):
     """A path under results/<run>/."""
     return f"{RESULTS}/{path}"
@@ -56,6 +81,14 @@ def lib(script_name):
 # ---- used by model.smk
 
 PREDICT_SHARDS = config["predict"]["shards"]
+# The groups' questions are answered too when the model was trained on them.
+PREDICTED_GROUPS = (
+    config["retrieve"]["groups"] if config["tuples"]["group_share"] > 0 else {}
+)
+PREDICT_QUESTIONS = {
+    **{a: spec["question"] for a, spec in config["attributes"].items()},
+    **{f"group:{g}": spec["question"] for g, spec in PREDICTED_GROUPS.items()},
+}
 
 
 def adapter_for(wildcards):
@@ -65,14 +98,23 @@ def adapter_for(wildcards):
 # ---- used by embed.smk
 
 N_SHARDS = config["embed"]["shards"]
-EMBED_SPACES = plan.embedding_spaces(config)
-INDEXED = plan.indexed_spaces(config)
+GROUPS = config["retrieve"]["groups"]
+ATTRIBUTE_QUESTIONS = {a: spec["question"] for a, spec in config["attributes"].items()}
+GROUP_QUESTIONS = {plan.group_space(g): spec["question"] for g, spec in GROUPS.items()}
+SPACES = [plan.IMAGE_SPACE, *ATTRIBUTES, *GROUP_QUESTIONS]
+
+
+def embedding_shards(wildcards):
+    """The shard files a merged space is cut from (the composed spaces: the group shards)."""
+    folder = "groups/" if wildcards.space.startswith(plan.GROUP_PREFIX) else ""
+    return expand(res(f"embed/{wildcards.model}/{wildcards.split}/{folder}shard{{shard}}.npz"),
+                  shard=range(N_SHARDS))
 
 
 def embed_model_inputs(wildcards):
     if wildcards.model == "monet":
-        return {"monet": config["model"]["monet"]}
-    inputs = {"base": config["model"]["base"]}
+        return {"monet": weights("monet")}
+    inputs = {"base": weights("base")}
     if wildcards.model == "tuned":
         inputs["adapter"] = rules.train.output.adapter
     return inputs
@@ -103,3 +145,31 @@ def retrieve_params(wildcards):
     """k for every method; b only for the hierarchical one (a change reruns only it)."""
     keys = ("k", "b") if plan.method(wildcards.method).search == "hierarchical" else ("k",)
     return {k: config["retrieve"][k] for k in keys}
+
+
+def group_retrieve_inputs(wildcards):
+    indexed, read = plan.group_method_spaces(wildcards.group_method, GROUPS)
+    return {
+        "index": [res(f"index/tuned/{s}.faiss") for s in indexed],
+        "train": [res(f"embed/tuned/train/{s}.npz") for s in read],
+        "test": [res(f"embed/tuned/test/{s}.npz") for s in read],
+    }
+
+
+def group_retrieve_spaces(wildcards):
+    indexed, read = plan.group_method_spaces(wildcards.group_method, GROUPS)
+    return {"index": indexed, "read": read}
+
+
+def group_retrieve_params(wildcards):
+    """k for every group method; b for the hierarchical one and RRF's lists; rrf_k for RRF."""
+    search = plan.group_method(wildcards.group_method).search
+    keys = {"composed_hierarchical": ("k", "b"), "rrf": ("k", "b", "rrf_k")}.get(search, ("k",))
+    return {k: config["retrieve"][k] for k in keys}
+
+
+def group_results():
+    """The hits the group evaluation reads: each group method's, image-only (c)'s reused."""
+    return [res("retrieve/image_only.parquet") if plan.group_method(m).search == "image"
+            else res(f"retrieve/groups/{m}.parquet")
+            for m in config["retrieve"]["group_methods"]]

@@ -30,7 +30,8 @@ rule manifest:
         lib=lib("manifest"),
     output:
         manifest=res("data/manifest.parquet"),
-        report=res("data/report.json"),
+        report=report(res("data/report.json"), caption="../report/data_report.rst",
+                      category="Data"),
     params:
         data=config["data"],
         attributes=ATTRIBUTES,
@@ -52,7 +53,8 @@ rule split:
     output:
         train=res("split/train.txt"),
         test=res("split/test.txt"),
-        summary=res("split/summary.json"),
+        summary=report(res("split/summary.json"), caption="../report/split.rst",
+                       category="Data"),
     params:
         split=config["split"],
     log:
@@ -75,6 +77,7 @@ rule tuples:
     params:
         attributes=config["attributes"],
         tuples=config["tuples"],
+        groups=GROUPS if config["tuples"]["group_share"] > 0 else {},
     log:
         res("logs/tuples.log"),
     conda:
@@ -83,3 +86,21 @@ rule tuples:
         res("benchmarks/tuples.tsv")
     script:
         "../scripts/tuples.py"
+
+
+rule run_config:
+    """The run's resolved config, for ``skinground query``: any config change rewrites it,
+    and no other rule reads it."""
+    input:
+        lib=lib("run_config"),
+    output:
+        res("config.yaml"),
+    params:
+        config=config,
+    localrule: True
+    log:
+        res("logs/run_config.log"),
+    conda:
+        CPU_ENV
+    script:
+        "../scripts/run_config.py"

@@ -16,7 +16,8 @@ rule embed_shard:
         shard=r"\d+",
     params:
         pixels=lambda wildcards: None if wildcards.model == "monet" else PIXELS,
-        attributes=lambda wildcards: config["attributes"] if wildcards.model == "tuned" else {},
+        questions=lambda wildcards: ATTRIBUTE_QUESTIONS if wildcards.model == "tuned" else {},
+        image_space=True,
         batch_images=config["embed"]["batch_images"],
         shards=N_SHARDS,
     threads: 1
@@ -32,17 +33,51 @@ rule embed_shard:
         "../scripts/embed.py"
 
 
+rule embed_groups:
+    """The composed embeddings h_im,G of every group for one shard (tuned model): the same
+    prefix-shared pass, the group questions as the suffixes. A job of its own, so a change to
+    a group reruns only what depends on it."""
+    input:
+        base=weights("base"),
+        adapter=rules.train.output.adapter,
+        images=config["data"]["images"],
+        ids=res("split/{split}.txt"),
+        lib=lib("embed"),
+    output:
+        res("embed/tuned/{split}/groups/shard{shard}.npz"),
+    wildcard_constraints:
+        split="|".join(plan.SPLITS),
+        shard=r"\d+",
+    params:
+        pixels=PIXELS,
+        questions=GROUP_QUESTIONS,
+        image_space=False,
+        batch_images=config["embed"]["batch_images"],
+        shards=N_SHARDS,
+    threads: 1
+    resources:
+        gpu=0,
+    log:
+        res("logs/embed/groups_{split}_shard{shard}.log"),
+    benchmark:
+        res("benchmarks/embed/groups_{split}_shard{shard}.tsv")
+    conda:
+        GPU_ENV
+    script:
+        "../scripts/embed.py"
+
+
 rule merge_embeddings:
     """One embedding space of one (model, split), merged over its shards."""
     input:
-        shards=expand(res("embed/{{model}}/{{split}}/shard{shard}.npz"), shard=range(N_SHARDS)),
+        shards=embedding_shards,
         lib=lib("merge_embeddings"),
     output:
         res("embed/{model}/{split}/{space}.npz"),
     wildcard_constraints:
         model="|".join(plan.EMBED_MODELS),
         split="|".join(plan.SPLITS),
-        space="|".join([plan.IMAGE_SPACE, *ATTRIBUTES]),
+        space="|".join(SPACES),
     log:
         res("logs/embed/merge_{model}_{split}_{space}.log"),
     conda:
@@ -60,7 +95,7 @@ rule build_index:
         res("index/{model}/{space}.faiss"),
     wildcard_constraints:
         model="|".join(plan.EMBED_MODELS),
-        space="|".join([plan.IMAGE_SPACE, *ATTRIBUTES]),
+        space="|".join(SPACES),
     log:
         res("logs/index/{model}_{space}.log"),
     conda:

@@ -25,7 +25,7 @@ rule train:
     last checkpoint when an interrupted job is rerun. The one rule with a command line: its
     script relaunches itself under torchrun."""
     input:
-        base=config["model"]["base"],
+        base=weights("base"),
         tuples=rules.tuples.output.tuples,
         images=config["data"]["images"],
         deepspeed=str(SRC / config["train"]["deepspeed"]),
@@ -34,7 +34,8 @@ rule train:
     output:
         adapter=directory(res("train/adapter")),
         loss_csv=res("train/loss.csv"),
-        loss_plot=res("train/loss.png"),
+        loss_plot=report(res("train/loss.png"), caption="../report/loss.rst",
+                         category="Training and prediction"),
         summary=res("train/summary.json"),
     params:
         pixels=json.dumps(PIXELS),
@@ -61,7 +62,7 @@ rule predict_shard:
     """The answers to all attribute questions for one shard of the test images (image-once
     greedy generation)."""
     input:
-        base=config["model"]["base"],
+        base=weights("base"),
         adapter=adapter_for,
         images=config["data"]["images"],
         test=rules.split.output.test,
@@ -73,7 +74,7 @@ rule predict_shard:
         shard=r"\d+",
     params:
         pixels=PIXELS,
-        attributes=config["attributes"],
+        questions=PREDICT_QUESTIONS,
         predict=config["predict"],
     threads: 1
     resources:
@@ -114,12 +115,16 @@ rule r2:
         train=rules.split.output.train,
         lib=lib("r2"),
     output:
-        csv=res("predict/r2.csv"),
+        csv=report(res("predict/r2.csv"), caption="../report/r2.rst",
+                   category="Training and prediction"),
         markdown=res("predict/r2.md"),
+        groups_csv=res("predict/r2_groups.csv"),
         fig_pdf=res("figures/fig2_r2.pdf"),
-        fig_png=res("figures/fig2_r2.png"),
+        fig_png=report(res("figures/fig2_r2.png"), caption="../report/fig2.rst",
+                       category="Training and prediction"),
     params:
         attributes=config["attributes"],
+        groups=PREDICTED_GROUPS,
     log:
         res("logs/r2.log"),
     conda:

@@ -1,5 +1,6 @@
-"""One shard of embeddings: h_im and every h_im,a (tuned model), h_im (untuned model), or
-MONET's image features, for a contiguous slice of one split's images."""
+"""One shard of embeddings for a contiguous slice of one split's images: h_im and every
+h_im,a (tuned model), h_im (untuned model), MONET's image features, or the composed h_im,G
+of every group (tuned model, ``params.image_space`` false)."""
 
 import logging
 
@@ -20,11 +21,11 @@ def qwen_spaces(snakemake, ids, store) -> dict:
 
     model, processor = load_qwen(snakemake.input.base, snakemake.params.pixels,
                                  snakemake.input.get("adapter"))
-    attributes = snakemake.params.attributes  # empty for the untuned model: h_im only
-    questions = [spec["question"] for spec in attributes.values()]
-    _, h_im, h_ima = extract(model, processor, store, ids, questions,
+    spaces = snakemake.params.questions  # space -> question; empty for the untuned model
+    _, h_im, h_ima = extract(model, processor, store, ids, list(spaces.values()),
                              batch_images=snakemake.params.batch_images)
-    return {IMAGE_SPACE: h_im, **{name: h_ima[:, j] for j, name in enumerate(attributes)}}
+    out = {name: h_ima[:, j] for j, name in enumerate(spaces)}
+    return {IMAGE_SPACE: h_im, **out} if snakemake.params.image_space else out
 
 
 def monet_space(snakemake, ids, store) -> dict:

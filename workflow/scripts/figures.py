@@ -9,7 +9,7 @@ import logging
 
 import polars as pl
 
-from skinground import cli, figures
+from skinground import cli, figures, grids
 from skinground.data import open_images
 from skinground.errors import InputError
 from skinground.plan import FIG3_METHODS
@@ -34,14 +34,14 @@ def main(snakemake) -> None:
     log.info("fig. 4: %d attribute panels", len(fig.axes))
     results = pl.concat([pl.scan_parquet(f) for f in snakemake.input.results],
                         how="vertical_relaxed")
-    candidates = figures.fig3_candidates(results, manifest, attribute, FIG3_METHODS, k)
+    candidates = grids.fig3_candidates(results, manifest, attribute, FIG3_METHODS, k)
     if not candidates:
         raise InputError(f"fig. 3: no query has {k} hits for {FIG3_METHODS} and a value of "
                          f"{attribute}")
-    queries = figures.pick_queries(candidates, spec["fig3_queries"], spec["seed"])
+    queries = grids.pick_queries(candidates, spec["fig3_queries"], spec["seed"])
     log.info("fig. 3: queries %s (of %d candidates)", queries, len(candidates))
     with open_images(snakemake.input.images) as store:
-        figures.fig3_retrievals(
+        grids.fig3_retrievals(
             results, store, manifest, query_ids=queries, attribute=attribute,
             label=labels[attribute], methods=FIG3_METHODS, k=k,
             decimals=attributes[attribute]["decimals"], pdf_path=out.fig3_pdf,

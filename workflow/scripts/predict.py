@@ -26,11 +26,11 @@ def main(snakemake) -> None:
     if cfg["max_test_images"] is not None:
         ids = ids[:cfg["max_test_images"]]
     ids = shard_ids(ids, cfg["shards"], shard)
-    attributes = snakemake.params.attributes
-    log.info("%s model on %s (%s): shard %d/%d, %d test images x %d attributes", name,
-             model.device, model.dtype, shard + 1, cfg["shards"], len(ids), len(attributes))
+    questions = snakemake.params.questions
+    log.info("%s model on %s (%s): shard %d/%d, %d test images x %d questions", name,
+             model.device, model.dtype, shard + 1, cfg["shards"], len(ids), len(questions))
     with open_images(snakemake.input.images) as store:
-        answers = generate_answers(model, processor, store, ids, attributes,
+        answers = generate_answers(model, processor, store, ids, questions,
                                    batch_images=cfg["batch_images"],
                                    max_new_tokens=cfg["max_new_tokens"])
     answers = answers.select(pl.lit(name).alias("model"), pl.all())

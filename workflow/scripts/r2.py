@@ -6,7 +6,7 @@ import logging
 
 import polars as pl
 
-from skinground import cli, figures, metrics
+from skinground import cli, figures, groups, metrics
 from skinground.io import atomic_path, read_lines, write_text
 from skinground.tables import markdown_table
 
@@ -26,7 +26,11 @@ def main(snakemake) -> None:
     manifest = pl.read_parquet(snakemake.input.manifest)
     attributes = snakemake.params.attributes
     means = metrics.train_means(manifest, read_lines(snakemake.input.train), list(attributes))
-    table = metrics.r2_table(predictions, manifest, means)
+    is_group = pl.col("attribute").str.starts_with(groups.GROUP_TAG)
+    table = metrics.r2_table(predictions.filter(~is_group), manifest, means)
+    by_group = metrics.group_r2(predictions, manifest, means, snakemake.params.groups)
+    with atomic_path(snakemake.output.groups_csv) as tmp:
+        by_group.write_csv(tmp)
     labels = {col: spec["label"] for col, spec in attributes.items()}
     table = table.with_columns(
         pl.col("attribute").replace_strict(labels, return_dtype=pl.String).alias("label")

@@ -7,20 +7,9 @@ import polars as pl
 from skinground import cli, plan, retrieve
 from skinground.index import load_index
 from skinground.io import atomic_path
-from skinground.shards import read_space
+from skinground.shards import read_aligned
 
 log = logging.getLogger("skinground")
-
-
-def aligned(spaces: list[str], paths: list[str]) -> tuple[list[str], dict]:
-    """Read merged spaces that must share their ids (one split of one model)."""
-    ids, vectors = None, {}
-    for space, path in zip(spaces, paths, strict=True):
-        space_ids, vectors[space] = read_space(path)
-        if ids is not None and space_ids != ids:
-            raise ValueError(f"{path}: ids differ from the other spaces of its split")
-        ids = space_ids
-    return ids, vectors
 
 
 def main(snakemake) -> None:
@@ -29,8 +18,8 @@ def main(snakemake) -> None:
     k, search = cfg["k"], plan.method(name).search
     indexes = {s: load_index(p) for s, p in zip(spaces["index"], snakemake.input.index,
                                                  strict=True)}
-    db_ids, db = aligned(spaces["read"], snakemake.input.train)
-    query_ids, queries = aligned(spaces["read"], snakemake.input.test)
+    db_ids, db = read_aligned(spaces["read"], snakemake.input.train)
+    query_ids, queries = read_aligned(spaces["read"], snakemake.input.test)
     retrieve.check_disjoint(query_ids, db_ids)
 
     hits = {}  # attribute (None: image-only) -> TopK

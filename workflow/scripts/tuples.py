@@ -4,7 +4,7 @@ import logging
 
 import polars as pl
 
-from skinground import cli, tuples
+from skinground import cli, groups, tuples
 from skinground.attributes import ID_COLUMN
 from skinground.io import atomic_path, read_lines, write_json
 
@@ -14,6 +14,8 @@ def main(snakemake) -> None:
     manifest = pl.read_parquet(snakemake.input.manifest)
     train = manifest.filter(pl.col(ID_COLUMN).is_in(read_lines(snakemake.input.train)))
     rows = tuples.sample_tuples(train, attributes, w=cfg["W"], seed=cfg["seed"])
+    rows = groups.add_group_tuples(rows, train, snakemake.params.groups, attributes,
+                                   share=cfg["group_share"], seed=cfg["seed"])
     summary = tuples.summarize(rows, train.height, tuples.resolve_w(cfg["W"], len(attributes)))
     logging.getLogger("skinground").info("%d tuples from %d train images", rows.height,
                                          train.height)

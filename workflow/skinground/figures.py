@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-import numpy as np
 import polars as pl
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from PIL import Image
 
-from skinground.attributes import ID_COLUMN
 from skinground.io import atomic_path
-from skinground.plan import METHODS, method_order
+from skinground.plan import GROUP_METHODS, METHODS, group_method_order, method_order
 
 #: Models in the order of the legend; others follow, sorted.
 MODEL_ORDER = ("untuned", "tuned")
@@ -186,16 +183,27 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
     letter = {m: _letter(m, extras) for m in methods}
     tick = {m: f"({chr(ord('a') + letter[m])})" for m in methods}
     color = {m: palette[letter[m] % len(palette)] for m in methods}
-    boxes = {(row["method"], row["attribute"]): row for row in stats.iter_rows(named=True)}
+    fig = panel_boxplots(stats, [(a, labels.get(a, a)) for a in attrs], methods, tick=tick,
+                         color=color, names=names, ylabel="Percentile of the attribute "
+                         "difference\n(lower is better)")
+    save_figure(fig, pdf_path, png_path, dpi=dpi)
+    return fig
 
-    nrows, ncols = _grid(len(attrs))
+
+def panel_boxplots(stats: pl.DataFrame, panels, methods, *, tick, color, names, ylabel: str,
+                   grid: tuple[int, int] | None = None) -> Figure:
+    """Fig. 4's layout: one Axes per panel ``(key, title)`` (``stats``' ``attribute`` column
+    holds the key), one box per method at a fixed slot, 0-100 shared y axis, a dashed line at
+    random (50), x ticks ``tick[m]``, one legend below mapping ticks to ``names``."""
+    boxes = {(row["method"], row["attribute"]): row for row in stats.iter_rows(named=True)}
+    nrows, ncols = grid or _grid(len(panels))
     width = 2.3 * ncols + 0.7
     fig = Figure(figsize=(width, max(4.0, 2.0 * nrows + 0.9)), layout="constrained")
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
-    for ax in axes[len(attrs):]:
+    for ax in axes[len(panels):]:
         fig.delaxes(ax)
     positions = range(1, len(methods) + 1)
-    for ax, a in zip(axes[:len(attrs)], attrs, strict=True):
+    for ax, (a, title) in zip(axes[:len(panels)], panels, strict=True):
         ax.axhline(RANDOM_PERCENTILE, color="0.4", linestyle="--", linewidth=0.9, zorder=0)
         drawn = [(pos, m) for pos, m in enumerate(methods, start=1) if (m, a) in boxes]
         if drawn:
@@ -213,7 +221,7 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
         else:
             ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center",
                     va="center", fontsize=8, color="0.4")
-        ax.set_title(labels.get(a, a), fontsize=10)
+        ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
     ax0 = axes[0]
@@ -221,10 +229,10 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
     ax0.set_xlim(0.4, len(methods) + 0.6)
     ax0.set_ylim(-3, 103)
     ax0.set_yticks([0, 25, 50, 75, 100])
-    for ax in axes[:len(attrs)]:
+    for ax in axes[:len(panels)]:
         ax.tick_params(axis="x", labelsize=8, labelbottom=True, length=2)
         ax.tick_params(axis="y", labelsize=8)
-    fig.supylabel("Percentile of the attribute difference\n(lower is better)", fontsize=10)
+    fig.supylabel(ylabel, fontsize=10)
     handles = [Patch(facecolor=color[m], edgecolor="black", linewidth=0.8,
                      label=f"{tick[m]} {names.get(m, m)}") for m in methods]
     handles.append(Line2D([], [], color="0.4", linestyle="--", linewidth=0.9,
@@ -233,153 +241,37 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
                ncols=min(len(handles), max(2, int(width / 1.6))),
                fontsize=9, title=f"Boxes: quartiles and median; whiskers: {WHIS:g} IQR; "
                                  "outliers not drawn.", title_fontsize=8)
-    save_figure(fig, pdf_path, png_path, dpi=dpi)
     return fig
 
 
-# ---------------------------------------------------------------- Fig. 3: retrieval grids
-#: Fig. 3's row names where they differ from the methods' titles; an attribute-specific
-#: method gets " (<attribute label>)" appended.
-FIG3_NAMES: dict[str, str] = {"image_only": "Image only"}
-#: Units written after the value in Fig. 3 (other attributes: none).
-UNITS: dict[str, str] = {
-    "tbp_lv_areaMM2": "mm²", "tbp_lv_minorAxisMM": "mm", "clin_size_long_diam_mm": "mm",
-    "tbp_lv_perimeterMM": "mm",
-}
-#: Fig. 3's geometry, inches: tile side, space for the value above a tile, gap between tiles,
-#: gap after the query column, gap between query groups, margin for the row names, header.
-TILE_IN, TITLE_IN, GAP_IN, QUERY_GAP_IN, GROUP_GAP_IN, NAME_IN = 1.0, 0.24, 0.06, 0.3, 0.3, 1.3
-HEAD_IN = 0.22
+def fig5_groups(table: pl.DataFrame | pl.LazyFrame, groups: Mapping[str, Sequence[str]],
+                labels: Mapping[str, str], pdf_path: str | os.PathLike,
+                png_path: str | os.PathLike, *, dpi: int = 150) -> Figure:
+    """Fig. 5 (beyond the paper): one panel per (criterion, group) — top row the max over the
+    group's attributes of the percentile ranks, bottom row their mean — one box per group
+    method (``plan.GROUP_METHODS``' letters and names), in the style of Fig. 4.
 
-
-def pick_queries(test_ids, n: int, seed: int) -> list[str]:
-    """``n`` query ids drawn from ``test_ids`` (deterministic in ``seed``, independent of the
-    ids' order and duplicates). Prefix-stable: a larger ``n`` keeps the smaller pick first."""
-    ids = sorted(set(test_ids))
-    order = np.random.default_rng(seed).permutation(len(ids))
-    return [ids[i] for i in order[:max(0, int(n))]]
-
-
-def format_value(value: float | None, unit: str = "", decimals: int = 1) -> str:
-    """``12.3 mm²``; a missing value (None/NaN/inf) is ``n/a``."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:.{decimals}f}" + (f" {unit}" if unit else "")
-
-
-def retrieval_rows(results: pl.DataFrame | pl.LazyFrame, query_ids, method: str,
-                   attribute: str, k: int) -> dict[str, list[str]]:
-    """query_id -> retrieved ids by rank (1..k) for ``method`` and ``attribute``.
-
-    Rows for the attribute are used where the method has them, else its attribute-free rows
-    (image-only methods store theirs once, with a null attribute).
+    ``table``: :func:`skinground.groups.evaluate_groups`' rows (method, group, max, mean).
     """
-    rows = (results.lazy()
-            .filter((pl.col("method") == method) & pl.col("query_id").is_in(list(query_ids))
-                    & (pl.col("rank") <= k)
-                    & (pl.col("attribute").is_null() | (pl.col("attribute") == attribute)))
-            .select("attribute", "query_id", "rank", "retrieved_id")
-            .collect())
-    specific = rows.filter(pl.col("attribute") == attribute)
-    rows = specific if specific.height else rows.filter(pl.col("attribute").is_null())
-    out: dict[str, list[str]] = {}
-    for q, ids in (rows.sort("query_id", "rank").group_by("query_id", maintain_order=True)
-                   .agg(pl.col("retrieved_id")).iter_rows()):
-        out[q] = ids
-    return out
-
-
-def _tile(store, isic_id: str, px: int) -> np.ndarray:
-    """The image resized to a ``px`` square (SLICE-3D tiles are square 15 x 15 mm crops)."""
-    img = store.read(isic_id).resize((px, px), Image.Resampling.LANCZOS)
-    return np.asarray(img)
-
-
-def fig3_candidates(results: pl.LazyFrame, manifest: pl.DataFrame, attribute: str,
-                    methods, k: int) -> list[str]:
-    """Query ids with all ``k`` hits for every method in ``methods`` present in ``results``
-    (for ``attribute``, or attribute-free), and a finite value of ``attribute``."""
-    rows = (results.filter(pl.col("method").is_in(list(methods)) & (pl.col("rank") <= k)
-                           & (pl.col("attribute").is_null()
-                              | (pl.col("attribute") == attribute)))
-            .group_by("method", "query_id").agg(n=pl.col("rank").n_unique()).collect())
-    present = rows["method"].unique().to_list()
-    complete = rows.filter(pl.col("n") >= k).group_by("query_id").agg(pl.col("method").n_unique())
-    complete = set(complete.filter(pl.col("method") == len(present))["query_id"].to_list())
-    valued = manifest.filter(pl.col(attribute).cast(pl.Float64).is_finite())
-    return sorted(complete & set(valued[ID_COLUMN].to_list()))
-
-
-def fig3_retrievals(results: pl.DataFrame | pl.LazyFrame, store, manifest: pl.DataFrame, *,
-                    query_ids, attribute: str, label: str, methods, k: int, decimals: int,
-                    pdf_path: str | os.PathLike, png_path: str | os.PathLike,
-                    method_names=None, unit: str | None = None, tile_px: int = 160,
-                    dpi: int = 150) -> Figure:
-    """Fig. 3: for each query, one row per method: the query tile at the left, then its top-k.
-
-    ``results``: :func:`skinground.retrieve.results_frame` rows (any methods; LazyFrame ok),
-    ``store``: has ``read(isic_id) -> PIL image`` (:func:`skinground.data.open_images`),
-    ``manifest``: ``isic_id`` + the ``attribute`` column. Above every tile its attribute value
-    (``format_value``: ``decimals``, ``unit`` defaulting to ``UNITS``), the query's in bold.
-    Rows are named on the left ("Image only", "Image + Text (area)"); methods absent from
-    ``results`` get no row (ValueError if none is present), a query with fewer than k hits
-    leaves the rest blank. Tiles are resized to ``tile_px`` squares. Written as PDF + PNG;
-    returns the Figure (tile Axes titles hold the values).
-    """
-    query_ids = list(query_ids)
-    if not query_ids:
-        raise ValueError("fig. 3 needs at least one query")
-    unit = UNITS.get(attribute, "") if unit is None else unit
-    names = {m: method_title(m) for m in METHODS} | FIG3_NAMES | dict(method_names or {})
-    hits = {m: retrieval_rows(results, query_ids, m, attribute, k) for m in methods}
-    methods = [m for m in methods if hits[m]]
-    if not methods:
-        raise ValueError(f"no results for the methods {list(hits)} and queries {query_ids}")
-    needed = set(query_ids) | {i for m in methods for ids in hits[m].values() for i in ids}
-    values = dict(manifest.lazy().filter(pl.col(ID_COLUMN).is_in(list(needed)))
-                  .select(ID_COLUMN, pl.col(attribute).cast(pl.Float64)).collect().iter_rows())
-    tiles = {i: _tile(store, i, tile_px) for i in sorted(needed)}
-
-    row_h = TITLE_IN + TILE_IN
-    group_h = len(methods) * row_h
-    width = NAME_IN + TILE_IN + QUERY_GAP_IN + k * TILE_IN + (k - 1) * GAP_IN
-    height = HEAD_IN + len(query_ids) * group_h + (len(query_ids) - 1) * GROUP_GAP_IN
-    fig = Figure(figsize=(width, height))
-    retrieved_x = NAME_IN + TILE_IN + QUERY_GAP_IN
-    for x, text in ((NAME_IN + TILE_IN / 2, "query"),
-                    (retrieved_x + (k * TILE_IN + (k - 1) * GAP_IN) / 2,
-                     f"top-{k} retrieved (rank 1 → {k})")):
-        fig.text(x / width, 1 - HEAD_IN / 2 / height, text, ha="center", va="center",
-                 fontsize=9.5, style="italic")
-
-    def add_tile(x_in: float, top_in: float, isic_id: str | None, title: str, bold: bool):
-        """An image tile whose top-left corner (incl. its title space) is at x_in, top_in."""
-        ax = fig.add_axes((x_in / width, (height - top_in - row_h) / height,
-                           TILE_IN / width, TILE_IN / height))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if isic_id is None:
-            ax.set_axis_off()
-            return ax
-        ax.imshow(tiles[isic_id], aspect="auto")
-        ax.set_title(title, fontsize=8.5, pad=3, fontweight="bold" if bold else "normal")
-        for spine in ax.spines.values():
-            spine.set_linewidth(1.6 if bold else 0.5)
-        return ax
-
-    for qi, q in enumerate(query_ids):
-        group_top = HEAD_IN + qi * (group_h + GROUP_GAP_IN)
-        for mi, m in enumerate(methods):
-            top = group_top + mi * row_h
-            per_attribute = m in METHODS and METHODS[m].per_attribute
-            name = names.get(m, m) + (f"\n({label})" if per_attribute else "")
-            fig.text((NAME_IN - 0.1) / width, (height - top - TITLE_IN - TILE_IN / 2) / height,
-                     name, ha="right", va="center", fontsize=9.5)
-            add_tile(NAME_IN, top, q, format_value(values.get(q), unit, decimals), True)
-            ids = hits[m].get(q, [])
-            for r in range(k):
-                x = retrieved_x + r * (TILE_IN + GAP_IN)
-                i = ids[r] if r < len(ids) else None
-                add_tile(x, top, i, format_value(values.get(i), unit, decimals), False)
+    lazy = table.lazy()
+    present = lazy.select(pl.col("method").unique()).collect()["method"].to_list()
+    methods = group_method_order(present)
+    palette = sns.color_palette("colorblind", n_colors=len(GROUP_METHODS) + len(methods))
+    slot = {m: i for i, m in enumerate(list(GROUP_METHODS) + methods)}
+    tick = {m: f"({GROUP_METHODS[m].letter})" if m in GROUP_METHODS else m for m in methods}
+    names = {m: GROUP_METHODS[m].title if m in GROUP_METHODS else m for m in methods}
+    color = {m: palette[slot[m] % len(palette)] for m in methods}
+    stats, panels = [], []
+    for criterion in ("max", "mean"):
+        for g, members in groups.items():
+            key = f"{criterion}:{g}"
+            stats.append(box_stats(lazy.filter(pl.col("group") == g).select(
+                "method", attribute=pl.lit(key), percentile=pl.col(criterion))))
+            panels.append((key, f"{g} ({criterion})\n"
+                                + ", ".join(labels.get(a, a) for a in members)))
+    fig = panel_boxplots(pl.concat(stats), panels, methods, tick=tick, color=color,
+                         names=names, grid=(2, max(1, len(groups))),
+                         ylabel="Group criterion: max / mean over the group's attributes\n"
+                                "of the percentile ranks (lower is better)")
     save_figure(fig, pdf_path, png_path, dpi=dpi)
     return fig

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from skinground.attributes import ID_COLUMN
+from skinground.groups import GROUP_TAG
 
 #: Trailing special tokens a decoded answer may still carry.
 _TRAILING_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -142,3 +143,46 @@ def train_means(manifest: pl.DataFrame, train_ids: Sequence[str],
             raise ValueError(f"attribute {a} has no train value: no mean to fill with")
         means[a] = float(col.mean())
     return means
+
+
+# ---------------------------------------------------------------- group answers
+
+
+def parse_group_answer(text: str | None, n: int) -> list[float | None]:
+    """The ``n`` values of a group answer (None where a part is missing or no number)."""
+    parts = (text or "").split(";")
+    values = [parse_number(p) for p in parts[:n]]
+    return values + [None] * (n - len(values))
+
+
+def group_value_rows(predictions: pl.DataFrame, groups: Mapping[str, Mapping]) -> pl.DataFrame:
+    """The group answers among ``predictions`` (``attribute`` = ``group:<name>``) as one row
+    per (model, group, isic_id, member attribute) with the parsed ``value`` (null: missing)."""
+    rows = []
+    for row in predictions.filter(pl.col("attribute").str.starts_with(GROUP_TAG)).iter_rows(
+            named=True):
+        group = row["attribute"][len(GROUP_TAG):]
+        members = groups[group]["attributes"]
+        for a, v in zip(members, parse_group_answer(row["answer"], len(members)), strict=True):
+            rows.append({"model": row["model"], "group": group, ID_COLUMN: row[ID_COLUMN],
+                         "attribute": a, "value": v})
+    return pl.DataFrame(rows, schema={"model": pl.String, "group": pl.String,
+                                      ID_COLUMN: pl.String, "attribute": pl.String,
+                                      "value": pl.Float64})
+
+
+def group_r2(predictions: pl.DataFrame, truth: pl.DataFrame, train_means: Mapping[str, float],
+             groups: Mapping[str, Mapping]) -> pl.DataFrame:
+    """R² of each member attribute read from the group answers (``metrics.r2_table``'s
+    columns, after ``group``); empty when no group question was asked."""
+    values = group_value_rows(predictions, groups)
+    parts = []
+    for group, spec in groups.items():
+        sub = values.filter(pl.col("group") == group).drop("group")
+        if sub.height:
+            means = {a: train_means[a] for a in spec["attributes"]}
+            parts.append(r2_table(sub, truth, means).select(
+                pl.lit(group).alias("group"), pl.all()))
+    schema = {"group": pl.String, "model": pl.String, "attribute": pl.String, "n": pl.Int64,
+              "n_unparsable": pl.Int64, "r2_parsed": pl.Float64, "r2_filled": pl.Float64}
+    return pl.concat(parts) if parts else pl.DataFrame(schema=schema)

@@ -55,6 +55,78 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 FIG3_METHODS = ("image_only", "image_text")
 
 
+#: The spaces of the composed embeddings h_im,G are named ``group_<name>``.
+GROUP_PREFIX = "group_"
+
+
+@dataclass(frozen=True)
+class GroupMethod:
+    """A multi-attribute retrieval method, evaluated per group G (``retrieve.groups``).
+
+    ``search``: "composed" = the h_im,G database; "composed_hierarchical" = top b by h_im,
+    re-ranked by h_im,G; "image" = the tuned image-only hits of method (c), reused; "fused" =
+    the mean over G's attributes of the h_im,a cosine similarities (exact, over the whole
+    database); "rrf" = reciprocal-rank fusion of G's per-attribute top-b lists."""
+
+    name: str
+    letter: str
+    title: str
+    search: str
+
+
+#: The group methods: the paper's suggested extension (f, f') and three baselines.
+GROUP_METHODS: dict[str, GroupMethod] = {m.name: m for m in (
+    GroupMethod("composed", "f", "Composed image + text", "composed"),
+    GroupMethod("composed_hierarchical", "f'", "Composed hierarchical", "composed_hierarchical"),
+    GroupMethod("image_only", "c", "Image", "image"),
+    GroupMethod("fused", "g", "Per-attribute fused", "fused"),
+    GroupMethod("rrf", "h", "Reciprocal-rank fusion", "rrf"),
+)}
+
+
+def group_space(name: str) -> str:
+    return GROUP_PREFIX + name
+
+
+def group_method(name: str) -> GroupMethod:
+    try:
+        return GROUP_METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown group method {name!r} (known: {', '.join(GROUP_METHODS)})") \
+            from None
+
+
+def group_method_order(names: Sequence[str]) -> list[str]:
+    """``names`` in ``GROUP_METHODS`` order, unknown ones after them, sorted."""
+    present = set(names)
+    return [m for m in GROUP_METHODS if m in present] + sorted(present - set(GROUP_METHODS))
+
+
+def group_method_spaces(name: str, groups: Mapping[str, Mapping]) -> tuple[list[str], list[str]]:
+    """(tuned spaces searched with an index, tuned spaces read from train/test embeddings) of
+    a group method over all ``groups``; "image" reads nothing (it reuses method c's hits)."""
+    search = group_method(name).search
+    composed = [group_space(g) for g in groups]
+    members = sorted({a for g in groups.values() for a in g["attributes"]})
+    if search == "composed":
+        return composed, composed
+    if search == "composed_hierarchical":
+        return [IMAGE_SPACE], [IMAGE_SPACE, *composed]
+    if search == "rrf":
+        return members, members
+    if search == "fused":
+        return [], members
+    return [], []
+
+
+def retrieval_jobs(config: Mapping[str, Any]) -> list[str]:
+    """The group methods that need a retrieval job of their own (image-only reuses (c))."""
+    if not config["retrieve"]["groups"]:
+        return []
+    return [m for m in config["retrieve"]["group_methods"]
+            if group_method(m).search != "image"]
+
+
 def method(name: str) -> Method:
     try:
         return METHODS[name]
@@ -79,14 +151,22 @@ def method_spaces(name: str, attributes: Sequence[str]) -> tuple[list[str], list
     return [IMAGE_SPACE], [IMAGE_SPACE]
 
 
+def _searches(config: Mapping[str, Any]):
+    """(model, searched spaces, read spaces) of every configured method and group method."""
+    attributes = list(config["attributes"])
+    for name in config["retrieve"]["methods"]:
+        yield (method(name).model, *method_spaces(name, attributes))
+    groups = config["retrieve"]["groups"]
+    for name in retrieval_jobs(config):
+        yield ("tuned", *group_method_spaces(name, groups))
+
+
 def embedding_spaces(config: Mapping[str, Any]) -> dict[str, dict[str, set[str]]]:
     """Per embedded model and split, the merged spaces the configured methods need (an index
     reads the train split of the space it searches)."""
-    attributes = list(config["attributes"])
     out: dict[str, dict[str, set[str]]] = {}
-    for name in config["retrieve"]["methods"]:
-        searched, read = method_spaces(name, attributes)
-        splits = out.setdefault(method(name).model, {s: set() for s in SPLITS})
+    for model, searched, read in _searches(config):
+        splits = out.setdefault(model, {s: set() for s in SPLITS})
         splits["train"].update(read, searched)
         splits["test"].update(read)
     return out
@@ -94,11 +174,16 @@ def embedding_spaces(config: Mapping[str, Any]) -> dict[str, dict[str, set[str]]
 
 def indexed_spaces(config: Mapping[str, Any]) -> dict[str, set[str]]:
     """Per embedded model, the spaces with a FAISS index over the train images."""
-    attributes = list(config["attributes"])
     out: dict[str, set[str]] = {}
-    for name in config["retrieve"]["methods"]:
-        out.setdefault(method(name).model, set()).update(method_spaces(name, attributes)[0])
+    for model, searched, _ in _searches(config):
+        out.setdefault(model, set()).update(searched)
     return out
+
+
+def group_shards(config: Mapping[str, Any]) -> bool:
+    """Whether the composed embeddings are extracted (a group method reads a group space)."""
+    spaces = embedding_spaces(config).get("tuned", {})
+    return any(s.startswith(GROUP_PREFIX) for split in spaces.values() for s in split)
 
 
 def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
@@ -108,12 +193,20 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
         jobs["synthetic_data"] = 1
     if config["model"].get("build_tiny"):
         jobs["build_models"] = 1
-    jobs.update(manifest=1, split=1, tuples=1, train=1,
+    jobs.update(run_config=1, manifest=1, split=1, tuples=1, train=1,
                 predict_shard=len(PREDICT_MODELS) * int(config["predict"]["shards"]),
                 merge_predictions=len(PREDICT_MODELS), r2=1)
     spaces = embedding_spaces(config)
-    jobs["embed_shard"] = len(spaces) * len(SPLITS) * int(config["embed"]["shards"])
+    shards = int(config["embed"]["shards"])
+    jobs["embed_shard"] = len(spaces) * len(SPLITS) * shards
+    if group_shards(config):
+        jobs["embed_groups"] = len(SPLITS) * shards
     jobs["merge_embeddings"] = sum(len(s) for splits in spaces.values() for s in splits.values())
     jobs["build_index"] = sum(len(s) for s in indexed_spaces(config).values())
-    jobs.update(retrieve=len(config["retrieve"]["methods"]), evaluate=1, figures=1, all=1)
+    jobs.update(retrieve=len(config["retrieve"]["methods"]), evaluate=1, figures=1, cost=1)
+    if config["retrieve"]["groups"]:
+        if retrieval_jobs(config):
+            jobs["retrieve_groups"] = len(retrieval_jobs(config))
+        jobs.update(evaluate_groups=1, figure_groups=1)
+    jobs["all"] = 1
     return jobs

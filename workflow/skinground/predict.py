@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import polars as pl
 import torch
@@ -57,20 +58,20 @@ def generate_batch(model, processor, images: list, questions: list[str], *,
 
 
 def generate_per_question(model, processor, store, ids: Sequence[str],
-                          attributes: Mapping[str, Mapping], *, batch_size: int,
+                          questions: Mapping[str, str], *, batch_size: int,
                           max_new_tokens: int) -> pl.DataFrame:
     """All configured attributes' answers for every image in ``ids``, one sequence per
     (image, question) (the reference for :func:`generate_answers`).
 
-    ``attributes``: the config section (column -> {"question": ...}). Sequences are ordered
-    image by image, attribute by attribute, and cut into batches of ``batch_size`` (a batch
-    may mix images). Returns columns isic_id, attribute, answer (the generated text, special
+    ``questions``: name (an attribute column, or ``group:<name>``) -> question. Sequences are
+    ordered image by image, question by question, and cut into batches of ``batch_size`` (a
+    batch may mix images). Returns columns isic_id, attribute, answer (the generated text, special
     tokens stripped), value (``parse_number(answer)``, null when unparsable); one row per
     (image, attribute), in that order.
     """
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
-    pairs = [(i, a) for i in ids for a in attributes]
+    pairs = [(i, a) for i in ids for a in questions]
     answers: list[str] = []
     cache: dict[str, object] = {}  # decoded images of the current batch
     done = Progress(len(pairs), "answers", log=log)
@@ -83,7 +84,7 @@ def generate_per_question(model, processor, store, ids: Sequence[str],
                 cache[i] = store.read(i)
         answers += generate_batch(
             model, processor, [cache[i] for i, _ in chunk],
-            [attributes[a]["question"] for _, a in chunk], max_new_tokens=max_new_tokens,
+            [questions[a] for _, a in chunk], max_new_tokens=max_new_tokens,
         )
         done.update(lo + len(chunk))
     return answers_frame(pairs, answers)
@@ -103,11 +104,20 @@ def stop_ids(tokenizer) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(EOS_TOKEN), tokenizer.convert_tokens_to_ids(PAD_TOKEN)]
 
 
+class ImageOnce(NamedTuple):
+    """One image-once pass: h_im [n, d] and h_im,a [n, A, d] (float32, CPU), and the greedy
+    answer tokens of every (image, question), row ``i * A + a``, without the stop token."""
+
+    h_im: torch.Tensor
+    h_ima: torch.Tensor
+    tokens: list[list[int]]
+
+
 @torch.inference_mode()
-def image_once_tokens(model, processor, images: Sequence, questions: Sequence[str], *,
-                      max_new_tokens: int) -> list[list[int]]:
-    """Greedy answer tokens for every (image, question), image by image (row ``i * A + a``),
-    without the stop token. The images' prefixes run once; see the module docstring."""
+def image_once(model, processor, images: Sequence, questions: Sequence[str], *,
+               max_new_tokens: int) -> ImageOnce:
+    """The images' prefixes once, their questions as one batch of suffixes (h_im and h_im,a
+    from those states), then one greedy decoding loop from the same cache."""
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
     tok = processor.tokenizer
@@ -120,12 +130,14 @@ def image_once_tokens(model, processor, images: Sequence, questions: Sequence[st
     rows = torch.arange(n, device=device).repeat_interleave(n_q)
     length = s_mask.sum(1).to(device).repeat(n)
     prefix = P.run_prefix(model, P.to_model(P.encode_prefixes(processor, images), model))
+    h_im = P.image_states_mean(model, prefix).cpu()
     start = prefix.next_position[rows]
     states = P.run_suffixes(model, prefix, rows, s_ids.to(device).repeat(n, 1),
                             s_mask.to(device).repeat(n, 1))
     head, backbone = P.lm_head_of(model), P.backbone_of(model)
-    picked = torch.arange(n * n_q, device=device)
-    token = head(states[picked, length - 1]).argmax(-1)
+    last = states[torch.arange(n * n_q, device=device), length - 1]
+    h_ima = last.float().view(n, n_q, -1).cpu()
+    token = head(last).argmax(-1)
     out = [token]
     done = torch.isin(token, stops)
     mask, position = prefix.mask, start + length
@@ -143,30 +155,40 @@ def image_once_tokens(model, processor, images: Sequence, questions: Sequence[st
         position = position + 1
     tokens = torch.stack(out, dim=1).tolist()
     stop_set = set(stops.tolist())
-    return [row[: next((k for k, t in enumerate(row) if t in stop_set), len(row))]
-            for row in tokens]
+    return ImageOnce(h_im, h_ima, [
+        row[: next((k for k, t in enumerate(row) if t in stop_set), len(row))]
+        for row in tokens])
+
+
+def image_once_tokens(model, processor, images: Sequence, questions: Sequence[str], *,
+                      max_new_tokens: int) -> list[list[int]]:
+    """Greedy answer tokens for every (image, question), image by image (row ``i * A + a``),
+    without the stop token (:func:`image_once`)."""
+    return image_once(model, processor, images, questions,
+                      max_new_tokens=max_new_tokens).tokens
 
 
 def generate_answers(model, processor, store, ids: Sequence[str],
-                     attributes: Mapping[str, Mapping], *, batch_images: int,
+                     questions: Mapping[str, str], *, batch_images: int,
                      max_new_tokens: int) -> pl.DataFrame:
-    """All configured attributes' answers for every image in ``ids``, image-once.
+    """Every question's answer for every image in ``ids``, image-once.
 
-    ``attributes``: the config section (column -> {"question": ...}). Images go in batches of
-    ``batch_images`` (each with all its questions). Returns columns isic_id, attribute,
-    answer (the generated text, special tokens stripped), value (``parse_number(answer)``,
-    null when unparsable); one row per (image, attribute), image by image.
+    ``questions``: name (an attribute column, or ``group:<name>``) -> question. Images go in
+    batches of ``batch_images`` (each with all its questions). Returns columns isic_id,
+    attribute (the name), answer (the generated text, special tokens stripped), value
+    (``parse_number(answer)``, null when unparsable); one row per (image, question), image by
+    image.
     """
     if batch_images < 1:
         raise ValueError("batch_images must be >= 1")
-    names = list(attributes)
-    questions = [attributes[a]["question"] for a in names]
+    names = list(questions)
+    texts = [questions[a] for a in names]
     tok = processor.tokenizer
     answers: list[str] = []
     done = Progress(len(ids), "answered images", log=log)
     for lo in range(0, len(ids), batch_images):
         chunk = ids[lo:lo + batch_images]
-        tokens = image_once_tokens(model, processor, [store.read(i) for i in chunk], questions,
+        tokens = image_once_tokens(model, processor, [store.read(i) for i in chunk], texts,
                                    max_new_tokens=max_new_tokens)
         answers += tok.batch_decode(tokens, skip_special_tokens=True)
         done.update(lo + len(chunk))

@@ -4,18 +4,32 @@ The paper's hierarchical method needs only the image-only database B^(im) of the
 images: the top b candidates by h_im are embedded with the question Q(a) by forward passes of
 the tuned model, on the fly, and re-ranked by h_im,a — no stored per-attribute database.
 :func:`on_the_fly` is that candidate function; with the same model it returns what the stored
-h_im,a database holds (the forward pass is deterministic), so both paths give the same top-k.
+h_im,a database holds (the forward pass is deterministic, and the vectors are rounded to the
+database's float16), so both paths give the same top-k. A group's question Q(G) is asked the
+same way (h_im,G). :class:`Run` opens what a finished run left in ``results/<run>/`` and
+:func:`ask` answers and retrieves for one image (``skinground query``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import polars as pl
+import yaml
 from PIL import Image
 
 from skinground.embed import prefix_shared_embeddings
+from skinground.errors import InputError
+from skinground.metrics import parse_group_answer, parse_number
 from skinground.retrieve import CandidateFn, TopK, hierarchical
+
+
+def as_stored(vectors) -> np.ndarray:
+    """Vectors as the embedding files hold them: rounded to float16, as float32."""
+    return np.asarray(vectors, dtype=np.float32).astype(np.float16).astype(np.float32)
 
 
 def on_the_fly(model, processor, store, train_ids: Sequence[str], question: str, *,
@@ -30,7 +44,7 @@ def on_the_fly(model, processor, store, train_ids: Sequence[str], question: str,
             images = [store.read(train_ids[r]) for r in rows[start:start + batch_images]]
             _, h_ima = prefix_shared_embeddings(model, processor, images, [question],
                                                 batch_images=batch_images)
-            out.append(h_ima[:, 0].float().numpy())
+            out.append(as_stored(h_ima[:, 0]))
         return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 
     return embed_rows
@@ -38,9 +52,150 @@ def on_the_fly(model, processor, store, train_ids: Sequence[str], question: str,
 
 def query_image(model, processor, image: Image.Image, question: str, *, im_index, store,
                 train_ids: Sequence[str], b: int, k: int, batch_images: int = 8) -> TopK:
-    """Top ``k`` train rows for one new image and one attribute's question (method b)."""
+    """Top ``k`` train rows for one new image and one attribute's (or group's) question
+    (method b)."""
     h_im, h_ima = prefix_shared_embeddings(model, processor, [image], [question],
                                            batch_images=1)
-    return hierarchical(im_index, h_im.float().numpy(), h_ima[:, 0].float().numpy(), b=b, k=k,
+    return hierarchical(im_index, as_stored(h_im), as_stored(h_ima[:, 0]), b=b, k=k,
                         candidate_ima=on_the_fly(model, processor, store, train_ids, question,
                                                  batch_images=batch_images))
+
+
+# ---------------------------------------------------------------- a finished run
+
+
+class RunNotFinished(InputError):
+    """A file the query needs is missing: the message names it and the rule that makes it."""
+
+
+#: What a query reads in results/<run>/, and the rule that makes it.
+RUN_FILES = {
+    "config.yaml": "run_config",
+    "data/manifest.parquet": "manifest",
+    "train/adapter": "train",
+    "embed/tuned/train/im.npz": "merge_embeddings",
+    "index/tuned/im.faiss": "build_index",
+}
+
+
+@dataclass
+class Asked:
+    """One question put to a query image: an attribute (``members`` = [it]) or a group."""
+
+    name: str
+    question: str
+    members: list[str]
+    decimals: list[int]
+
+    @property
+    def is_group(self) -> bool:
+        return len(self.members) > 1 or self.name != self.members[0]
+
+
+class Run:
+    """What a finished run left in ``results/<run>/``: its config, the tuned model, the h_im
+    index of the train images and their ids, the manifest and the image store."""
+
+    def __init__(self, root: str | Path, name: str):
+        self.root = Path(root)
+        self.results = self.root / "results" / name
+        for rel, rule in RUN_FILES.items():
+            if not (self.results / rel).exists():
+                raise RunNotFinished(
+                    f"run {name!r} is not finished: {self.results / rel} is missing (made by "
+                    f"rule {rule}; run the workflow first, e.g. snakemake --profile ...)")
+        self.name = name
+        self.config = yaml.safe_load((self.results / "config.yaml").read_text(encoding="utf-8"))
+        self.attributes = self.config["attributes"]
+        self.groups = self.config["retrieve"]["groups"]
+
+    def asked(self, attributes: Sequence[str], group: str | None) -> list[Asked]:
+        """The questions for ``attributes`` (columns or labels) and ``group``; an unknown name
+        raises ``InputError`` listing the valid ones. Nothing asked: ``figures.fig3_attribute``."""
+        by_label = {spec["label"]: col for col, spec in self.attributes.items()}
+        out = []
+        for a in attributes:
+            col = a if a in self.attributes else by_label.get(a)
+            if col is None:
+                raise InputError(f"unknown attribute {a!r}; valid: {', '.join(self.attributes)}")
+            spec = self.attributes[col]
+            out.append(Asked(col, spec["question"], [col], [spec["decimals"]]))
+        if group is not None:
+            if group not in self.groups:
+                raise InputError(f"unknown group {group!r}; valid: "
+                                 f"{', '.join(self.groups) or '(none configured)'}")
+            g = self.groups[group]
+            out.append(Asked(group, g["question"], list(g["attributes"]),
+                             [self.attributes[a]["decimals"] for a in g["attributes"]]))
+        if not out:
+            col = self.config["figures"]["fig3_attribute"]
+            spec = self.attributes[col]
+            out.append(Asked(col, spec["question"], [col], [spec["decimals"]]))
+        return out
+
+    def load(self):
+        """The tuned model and processor, the h_im index, the train ids, the manifest and the
+        image store (opened once, for every query image)."""
+        from skinground.data import open_images
+        from skinground.index import load_index
+        from skinground.models import load_qwen
+        from skinground.plan import PIXEL_KEYS
+
+        def path(p):  # config paths are relative to the workflow's folder
+            p = Path(p)
+            return p if p.is_absolute() else self.root / p
+
+        model_cfg = self.config["model"]
+        self.model, self.processor = load_qwen(
+            path(model_cfg["base"]), {k: model_cfg[k] for k in PIXEL_KEYS},
+            self.results / "train" / "adapter")
+        self.im_index = load_index(self.results / "index" / "tuned" / "im.faiss")
+        with np.load(self.results / "embed" / "tuned" / "train" / "im.npz") as f:
+            self.train_ids = f["ids"].tolist()
+        self.manifest = pl.read_parquet(self.results / "data" / "manifest.parquet")
+        self.store = open_images(path(self.config["data"]["images"]))
+        return self
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """An RGB image from a file; ``InputError`` naming the file when it is not one."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not an image ({err})") from None
+
+
+def ask(run: Run, image: Image.Image, asked: Sequence[Asked], *, k: int, b: int) -> list[dict]:
+    """For each question: the model's answer (generated from the same prefix pass as the
+    query's h_im and h_im,a), its parsed values, and the top ``k`` train images by the
+    hierarchical method on the fly (top ``b`` by h_im, re-ranked by h_im,a or h_im,G), with
+    their cosine and their values of the asked attributes."""
+    from skinground.predict import image_once
+
+    once = image_once(run.model, run.processor, [image], [a.question for a in asked],
+                      max_new_tokens=int(run.config["predict"]["max_new_tokens"]))
+    tok = run.processor.tokenizer
+    h_im = as_stored(once.h_im)
+    values = run.manifest.select("isic_id", *{m for a in asked for m in a.members})
+    out = []
+    for j, a in enumerate(asked):
+        top = hierarchical(run.im_index, h_im, as_stored(once.h_ima[:, j]), b=b, k=k,
+                           candidate_ima=on_the_fly(run.model, run.processor, run.store,
+                                                    run.train_ids, a.question))
+        ids = [run.train_ids[i] for i in top.idx[0]]
+        hits = values.filter(pl.col("isic_id").is_in(ids))
+        by_id = {r["isic_id"]: r for r in hits.iter_rows(named=True)}
+        answer = tok.decode(once.tokens[j], skip_special_tokens=True)
+        predicted = (parse_group_answer(answer, len(a.members)) if a.is_group
+                     else [parse_number(answer)])
+        out.append({
+            "name": a.name, "question": a.question, "members": a.members,
+            "answer": answer, "predicted": dict(zip(a.members, predicted, strict=True)),
+            "hits": [{"rank": r + 1, "isic_id": i, "cosine": float(top.scores[0, r]),
+                      "values": {m: by_id[i][m] for m in a.members}}
+                     for r, i in enumerate(ids)],
+        })
+    return out

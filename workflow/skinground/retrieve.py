@@ -149,6 +149,51 @@ def hierarchical(db_im_index: faiss.Index, q_im: np.ndarray, q_ima: np.ndarray, 
     return rerank(cands, q_ima, candidate_ima, k=k, batch_size=batch_size)
 
 
+# ---------------------------------------------------------------- multi-attribute baselines
+
+
+def fused_vectors(spaces: Sequence[np.ndarray]) -> np.ndarray:
+    """Each row's per-attribute vectors, L2-normalised, concatenated and scaled by
+    1/sqrt(|G|): the inner product of two such rows is the MEAN of the |G| cosine
+    similarities, so an exact search over them ranks by the fused score."""
+    if not spaces:
+        raise ValueError("a fused space needs at least one attribute space")
+    return np.concatenate([normalize(s) for s in spaces], axis=1) / np.sqrt(len(spaces))
+
+
+def fused_top_k(db_spaces: Sequence[np.ndarray], q_spaces: Sequence[np.ndarray],
+                k: int) -> TopK:
+    """The per-attribute spaces fused: top ``k`` by the mean cosine over the group's
+    attributes, exact over the whole database."""
+    return top_k(fused_vectors(db_spaces), fused_vectors(q_spaces), k)
+
+
+def reciprocal_rank_fusion(lists: Sequence[np.ndarray], k: int, k0: float = 60.0) -> TopK:
+    """Reciprocal-rank fusion of per-attribute top lists (int [Q, L] database rows, best
+    first): score(r) = sum over the lists holding r of 1 / (k0 + rank), rank 1-based; the top
+    ``k`` by score (ties: the smaller first rank across lists, then the row). Rows in no list
+    cannot be returned: a query whose lists hold fewer than ``k`` distinct rows raises."""
+    lists = [np.asarray(x, dtype=np.int64) for x in lists]
+    if not lists:
+        raise ValueError("reciprocal-rank fusion needs at least one list")
+    n_q = lists[0].shape[0]
+    scores = np.empty((n_q, k), np.float32)
+    idx = np.empty((n_q, k), np.int64)
+    for q in range(n_q):
+        fused: dict[int, float] = {}
+        best: dict[int, int] = {}
+        for top in lists:
+            for rank, row in enumerate(top[q].tolist(), start=1):
+                fused[row] = fused.get(row, 0.0) + 1.0 / (k0 + rank)
+                best[row] = min(best.get(row, rank), rank)
+        if len(fused) < k:
+            raise ValueError(f"query {q}: the lists hold {len(fused)} rows, fewer than k={k}")
+        order = sorted(fused, key=lambda r: (-fused[r], best[r], r))[:k]
+        idx[q] = order
+        scores[q] = [fused[r] for r in order]
+    return TopK(scores, idx)
+
+
 def check_disjoint(query_ids: Sequence[str], db_ids: Sequence[str]) -> None:
     """Raise :class:`OverlapError` if a query id is a database id (or ids repeat)."""
     query_ids, db_ids = list(query_ids), list(db_ids)

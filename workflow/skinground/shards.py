@@ -77,6 +77,19 @@ def read_space(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         return f["ids"].tolist(), f["vectors"].astype(np.float32)
 
 
+def read_aligned(spaces: Sequence[str], paths: Sequence[str | os.PathLike],
+                 ) -> tuple[list[str] | None, dict[str, np.ndarray]]:
+    """Merged spaces that must share their ids (one split of one model): ``(ids, {space:
+    vectors})``; raises ``ShardError`` naming a file whose ids differ."""
+    ids, vectors = None, {}
+    for space, path in zip(spaces, paths, strict=True):
+        space_ids, vectors[space] = read_space(path)
+        if ids is not None and space_ids != ids:
+            raise ShardError(f"{path}: ids differ from the other spaces of its split")
+        ids = space_ids
+    return ids, vectors
+
+
 def merge_predictions(paths: Sequence[str | os.PathLike]) -> pl.DataFrame:
     """The prediction shards concatenated in order; raises ``ShardError`` naming a shard
     that is not a predictions file or repeats an image of an earlier shard."""

@@ -1,0 +1,24 @@
+"""The paper-scale cost of the run's config (skinground.cost), as a CSV of the stages and the
+Markdown table ``python -m skinground.cost`` prints."""
+
+import polars as pl
+
+from skinground import cli, cost
+from skinground.config import gpus_per_job, load_profile, runtime_limits
+from skinground.io import atomic_path, write_text
+
+
+def main(snakemake) -> None:
+    profile = load_profile(snakemake.input.profile)
+    result = cost.estimate(snakemake.params.config, cost.Assumptions(),
+                           gpus=gpus_per_job(profile), runtimes=runtime_limits(profile))
+    stages = pl.DataFrame(result["stages"]).select(
+        "stage", "rule", "jobs", "gpus_per_job", "pflop", "gpu_hours", "hours_per_job",
+        "in_dag", "in_naive")
+    with atomic_path(snakemake.output.csv) as tmp:
+        stages.write_csv(tmp)
+    write_text(snakemake.output.markdown, cost.format_table(result) + "\n")
+
+
+if __name__ == "__main__":
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

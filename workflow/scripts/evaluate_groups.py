@@ -1,0 +1,32 @@
+"""The group criterion (max and mean over a group's attributes of the percentile ranks) for
+every image the group methods retrieved; summary per group x method."""
+
+import logging
+
+import polars as pl
+
+from skinground import cli, group_criterion
+from skinground.io import atomic_path, read_lines, write_text
+from skinground.tables import markdown_table
+
+log = logging.getLogger("skinground")
+
+
+def main(snakemake) -> None:
+    methods = snakemake.params.methods
+    results = pl.concat([pl.read_parquet(p) for p in snakemake.input.results])
+    results = results.filter(pl.col("method").is_in(methods))
+    table = group_criterion.evaluate_groups(results, pl.read_parquet(snakemake.input.manifest),
+                                   read_lines(snakemake.input.train), snakemake.params.groups)
+    summary = group_criterion.summarize_groups(table)
+    log.info("%d rows over %d groups; %d excluded", table.height, len(snakemake.params.groups),
+             int(table["excluded"].sum()))
+    with atomic_path(snakemake.output.table) as tmp:
+        table.write_parquet(tmp)
+    with atomic_path(snakemake.output.csv) as tmp:
+        summary.write_csv(tmp)
+    write_text(snakemake.output.markdown, markdown_table(summary, digits=1) + "\n")
+
+
+if __name__ == "__main__":
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -1,0 +1,14 @@
+"""Fig. 5 (beyond the paper): the group criterion of the retrieved images, group x method."""
+
+import polars as pl
+
+from skinground import cli, figures
+
+
+def main(snakemake) -> None:
+    figures.fig5_groups(pl.scan_parquet(snakemake.input.evaluation), snakemake.params.groups,
+                        snakemake.params.labels, snakemake.output.pdf, snakemake.output.png)
+
+
+if __name__ == "__main__":
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -1,0 +1,15 @@
+"""The run's resolved config (every file and --config merged), for ``skinground query``."""
+
+import yaml
+
+from skinground import cli
+from skinground.io import write_text
+
+
+def main(snakemake) -> None:
+    write_text(snakemake.output[0], yaml.safe_dump(snakemake.params.config, sort_keys=False,
+                                                   allow_unicode=True))
+
+
+if __name__ == "__main__":
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
