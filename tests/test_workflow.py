@@ -110,26 +110,37 @@ def test_nothing_changed_nothing_to_do(demo):
     assert planned_jobs(snakemake(demo, "-n")) == {}
 
 
-TUNED_SPACES = 1 + ATTRIBUTES
+GROUPS = 3  # config.yaml: retrieve.groups
+TUNED_SPACES = 1 + ATTRIBUTES + GROUPS
+CONFIG_READERS = {"run_config": 1, "cost": 1, "all": 1}  # every config change reruns these
+GROUP_EVALUATION = {"evaluate_groups": 1, "figure_groups": 1}
 DOWNSTREAM_OF_TRAINING = {
     "train": 1, "predict_shard": 1, "merge_predictions": 1, "r2": 1,  # tuned x 1 shard
     "embed_shard": 2 * SHARDS,  # tuned x {train, test} x shards
+    "embed_groups": 2 * SHARDS,
     "merge_embeddings": 2 * TUNED_SPACES, "build_index": TUNED_SPACES,
     "retrieve": 3,  # image_text, hierarchical, image_only
-    "evaluate": 1, "figures": 1, "all": 1,
+    "retrieve_groups": 4,  # composed, composed_hierarchical, fused, rrf
+    "evaluate": 1, "figures": 1, **GROUP_EVALUATION, **CONFIG_READERS,
 }
+SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm², mm and mm?"
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
         ({"train": {"learning_rate": 0.002}}, DOWNSTREAM_OF_TRAINING),
-        ({"retrieve": {"b": 150}}, {"retrieve": 1, "evaluate": 1, "figures": 1, "all": 1}),
+        ({"retrieve": {"b": 150}},
+         {"retrieve": 1, "retrieve_groups": 2, "evaluate": 1, "figures": 1,
+          **GROUP_EVALUATION, **CONFIG_READERS}),
         ({"predict": {"max_new_tokens": 12}},
-         {"predict_shard": 2, "merge_predictions": 2, "r2": 1, "all": 1}),
-        ({"figures": {"fig3_queries": 3}}, {"figures": 1, "all": 1}),
+         {"predict_shard": 2, "merge_predictions": 2, "r2": 1, **CONFIG_READERS}),
+        ({"figures": {"fig3_queries": 3}}, {"figures": 1, **CONFIG_READERS}),
+        ({"retrieve": {"groups": {"size": {"question": SIZE_QUESTION}}}},
+         {"embed_groups": 2 * SHARDS, "merge_embeddings": 2 * GROUPS, "build_index": GROUPS,
+          "retrieve_groups": 2, **GROUP_EVALUATION, **CONFIG_READERS}),
     ],
-    ids=["train-hyperparameter", "retrieve-b", "predict", "figures"],
+    ids=["train-hyperparameter", "retrieve-b", "predict", "figures", "group-question"],
 )
 def test_config_change_reruns_exactly_what_it_touches(demo, change, expected):
     (demo / "change.yaml").write_text(yaml.safe_dump(change))
@@ -141,6 +152,137 @@ def test_code_change_reruns_the_rules_that_import_it(demo):
     original = lib.read_text()
     try:
         lib.write_text(original + "\n# edited\n")
-        assert planned_jobs(snakemake(demo, "-n")) == {"evaluate": 1, "figures": 1, "all": 1}
+        assert planned_jobs(snakemake(demo, "-n")) == {"evaluate": 1, "figures": 1,
+                                                        **GROUP_EVALUATION, "all": 1}
     finally:
         lib.write_text(original)
+
+
+# --------------------------------------------------------------------------- skinground query
+
+
+def command(demo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skinground.command", *args], cwd=demo,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def query_image(demo, tmp_path_factory) -> tuple[str, Path]:
+    """A test image of the demo as a JPEG file (the bytes the run's HDF5 holds)."""
+    import h5py
+
+    test_id = sorted((res(demo) / "split/test.txt").read_text().split())[0]
+    path = tmp_path_factory.mktemp("query") / f"{test_id}.jpg"
+    with h5py.File(res(demo) / "synthetic/train-image.hdf5") as h5:
+        path.write_bytes(h5[test_id][()].tobytes())
+    return test_id, path
+
+
+def stored_hits(demo: Path, rel: str, query_id: str, attribute: str) -> list[str]:
+    table = pl.read_parquet(res(demo) / rel)
+    return (table.filter((pl.col("query_id") == query_id) & (pl.col("attribute") == attribute))
+            .sort("rank")["retrieved_id"].to_list())
+
+
+def test_query_equals_the_stored_hierarchical_results(demo, query_image, tmp_path):
+    test_id, image = query_image
+    grid = tmp_path / "grid.png"
+    skinground = Path(sys.executable).parent / "skinground"  # the console entry point
+    proc = subprocess.run([str(skinground), "query", str(image), "--run", "demo",
+                           "--attribute", "tbp_lv_areaMM2", "--attribute", "B inside",
+                           "--group", "size", "--json", "--out", str(grid)],
+                          cwd=demo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (questions,) = [q["questions"] for q in json.loads(proc.stdout)["queries"]]
+    assert [q["name"] for q in questions] == ["tbp_lv_areaMM2", "tbp_lv_B", "size"]
+    for q, rel, attribute in zip(questions, ("retrieve/hierarchical.parquet",) * 2
+                                 + ("retrieve/groups/composed_hierarchical.parquet",),
+                                 ("tbp_lv_areaMM2", "tbp_lv_B", "group_size"), strict=True):
+        assert [h["isic_id"] for h in q["hits"]] == stored_hits(demo, rel, test_id, attribute)
+        assert len(q["hits"]) == 5 and all(-1 <= h["cosine"] <= 1 for h in q["hits"])
+    size = questions[2]
+    assert set(size["predicted"]) == set(size["members"]) and len(size["members"]) == 3
+    manifest = pl.read_parquet(res(demo) / "data/manifest.parquet")
+    first = size["hits"][0]
+    row = manifest.filter(pl.col("isic_id") == first["isic_id"]).row(0, named=True)
+    assert first["values"] == {m: row[m] for m in size["members"]}
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = command(demo, "query", str(image), "--run", "demo", "-k", "3")
+    assert table.returncode == 0 and "| rank | isic_id | cosine | area |" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--run", "nope"], "results/nope/config.yaml is missing (made by rule run_config"),
+     (["--run", "demo", "--attribute", "tbp_lv_nope"], "unknown attribute 'tbp_lv_nope'; "
+                                                        "valid: tbp_lv_areaMM2, "),
+     (["--run", "demo", "--group", "shape"], "unknown group 'shape'; valid: size, colour"),
+     (["TEXT", "--run", "demo"], "not an image")],
+    ids=["unfinished-run", "unknown-attribute", "unknown-group", "not-an-image"],
+)
+def test_query_errors_are_one_line_and_write_nothing(demo, query_image, tmp_path, args,
+                                                     message):
+    _, image = query_image
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    grid = tmp_path / "grid.png"
+    args = [str(text) if a == "TEXT" else a for a in args]
+    proc = command(demo, "query", str(image), *args, "--out", str(grid))
+    assert proc.returncode == 1
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not grid.exists()
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@pytest.fixture(scope="module")
+def report(demo) -> Path:
+    path = res(demo) / "report.html"
+    snakemake(demo, "--report", str(path))
+    return path
+
+
+FIGURES = [("Training and prediction", None, "fig2_r2.png"),
+           ("Retrieval", "Paper (Fig. 3)", "fig3_retrievals.png"),
+           ("Retrieval", "Paper (Fig. 4)", "fig4_percentiles.png"),
+           ("Retrieval", "Beyond the paper: groups (Fig. 5)", "fig5_groups.png")]
+
+
+def test_report_renders_every_figure_in_chromium(report, tmp_path):
+    """Headless Chromium (Debian's) opens the Snakemake report, shows each figure and takes a
+    screenshot: the figure is a decoded PNG, the screenshot is not blank."""
+    import shutil
+
+    from PIL import Image, ImageStat
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run "
+                    "installs it)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for category, subcategory, name in FIGURES:
+            page.goto(report.as_uri())
+            page.wait_for_load_state("networkidle")
+            assert "skinground" in page.inner_text("body")
+            page.get_by_text(category, exact=True).first.click()
+            if subcategory:
+                page.get_by_text(subcategory, exact=True).first.click()
+            row = page.locator("tr", has_text=name).first
+            row.locator('a[iconname="eye"]').click()
+            figure = page.locator('img[src^="data:image/png"]').first
+            figure.wait_for(state="visible", timeout=20_000)
+            width = figure.evaluate("img => img.complete ? img.naturalWidth : 0")
+            assert width > 500, (name, width)
+            shot = tmp_path / name
+            page.screenshot(path=str(shot))
+            gray = Image.open(shot).convert("L")
+            assert ImageStat.Stat(gray).stddev[0] > 20, name  # not a blank page
+            assert sum(gray.histogram()[:200]) > 0.03 * gray.width * gray.height, name
+        browser.close()

@@ -41,8 +41,9 @@ def monet_space(snakemake, ids, store) -> dict:
 
 def main(snakemake) -> None:
     cli.torch_threads(snakemake.threads)
-    kind, shard, shards = (snakemake.wildcards.model, int(snakemake.wildcards.shard),
-                           snakemake.params.shards)
+    # embed_groups has no model wildcard: the composed embeddings are the tuned model's
+    kind, shard, shards = (snakemake.wildcards.get("model", "tuned"),
+                           int(snakemake.wildcards.shard), snakemake.params.shards)
     ids = shard_ids(read_lines(snakemake.input.ids), shards, shard)
     log.info("%s: shard %d/%d, %d images", kind, shard + 1, shards, len(ids))
     with open_images(snakemake.input.images) as store:

@@ -16,8 +16,11 @@ def main(snakemake) -> None:
     methods = snakemake.params.methods
     results = pl.concat([pl.read_parquet(p) for p in snakemake.input.results])
     results = results.filter(pl.col("method").is_in(methods))
+    train = read_lines(snakemake.input.train)
+    k = int(results["rank"].max())
+    results = pl.concat([results, group_criterion.random_hits(results["query_id"], train, k)])
     table = group_criterion.evaluate_groups(results, pl.read_parquet(snakemake.input.manifest),
-                                   read_lines(snakemake.input.train), snakemake.params.groups)
+                                            train, snakemake.params.groups)
     summary = group_criterion.summarize_groups(table)
     log.info("%d rows over %d groups; %d excluded", table.height, len(snakemake.params.groups),
              int(table["excluded"].sum()))

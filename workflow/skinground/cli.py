@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,10 @@ def run(main: Callable, snakemake) -> None:
             main(snakemake)
         except InputError as exc:
             _fail(exc)
+        except Exception:  # a bug, not bad input: the traceback, in the rule's log
+            traceback.print_exc()
+            sys.stderr.flush()
+            sys.exit(1)
 
 
 def torch_threads(n: int) -> None:

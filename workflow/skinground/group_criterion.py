@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import polars as pl
 
 from skinground.evaluate import evaluate
@@ -74,3 +75,20 @@ def summarize_groups(table: pl.DataFrame) -> pl.DataFrame:
                              _m=pl.col("method").replace_strict(
                                  {m: i for i, m in enumerate(methods)}))
             .sort("_g", "_m", "criterion").drop("_g", "_m"))
+
+
+def random_hits(query_ids: Sequence[str], train_ids: Sequence[str], k: int,
+                seed: int = 0) -> pl.DataFrame:
+    """The reference of the group criterion: ``k`` train images drawn at random (seeded,
+    without replacement) for each query, as results rows of method "random"."""
+    rng = np.random.default_rng(seed)
+    queries, train = sorted(set(query_ids)), list(train_ids)
+    picks = [rng.choice(len(train), size=k, replace=False) for _ in queries]
+    return pl.DataFrame({
+        "method": "random", "attribute": None,
+        "query_id": [q for q in queries for _ in range(k)],
+        "rank": [r + 1 for _ in queries for r in range(k)],
+        "retrieved_id": [train[i] for p in picks for i in p],
+        "score": 0.0,
+    }, schema={"method": pl.String, "attribute": pl.String, "query_id": pl.String,
+               "rank": pl.Int32, "retrieved_id": pl.String, "score": pl.Float32})

@@ -81,6 +81,8 @@ GROUP_METHODS: dict[str, GroupMethod] = {m.name: m for m in (
     GroupMethod("image_only", "c", "Image", "image"),
     GroupMethod("fused", "g", "Per-attribute fused", "fused"),
     GroupMethod("rrf", "h", "Reciprocal-rank fusion", "rrf"),
+    # Not configurable: the reference the group evaluation always adds (k random train images).
+    GroupMethod("random", "r", "Random train images", "random"),
 )}
 
 
@@ -124,7 +126,7 @@ def retrieval_jobs(config: Mapping[str, Any]) -> list[str]:
     if not config["retrieve"]["groups"]:
         return []
     return [m for m in config["retrieve"]["group_methods"]
-            if group_method(m).search != "image"]
+            if group_method(m).search not in ("image", "random")]
 
 
 def method(name: str) -> Method:
