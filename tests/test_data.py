@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from skinground.attributes import PAPER_ATTRIBUTES
+from skinground.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
 from skinground.data import DataError, build_manifest, open_images, read_metadata
 
 from conftest import make_rows, run_script, write_slice3d
@@ -48,8 +48,49 @@ def test_image_missing_names_first_ids_and_count(tmp_path):
     rows = make_rows(20, 4)
     csv_path, h5 = write_slice3d(tmp_path, rows, images={
         r["isic_id"]: b"" for r in rows[:10]})  # placeholders: only existence is checked
-    with pytest.raises(DataError, match=r"no image for ISIC_0000010, .*\(10 in all\)"):
+    with pytest.raises(DataError, match=r"10 .* row\(s\) without an image .*ISIC_0000010, "
+                                        r".*\(10 in all\)"):
         build_manifest(csv_path, h5, ATTRS, zero_is_missing=[], verify_decode=False)
+    # Within data.max_unmatched_images the rows are dropped and counted.
+    frame, report = build_manifest(csv_path, h5, ATTRS, zero_is_missing=[],
+                                   verify_decode=False, max_unmatched=0.5)
+    assert frame.height == 10 and report["images"] == 10
+    assert report["rows_without_image"] == 10 and report["images_without_row"] == 0
+
+
+def test_images_without_a_row_are_counted_or_stop(tmp_path):
+    """A metadata file that lost rows (a cut download) while the images are all there."""
+    rows = make_rows(20, 4)
+    csv_path, h5 = write_slice3d(tmp_path, rows)
+    write_slice3d(tmp_path / "short", rows[:12], images={})
+    short = tmp_path / "short" / "train-metadata.csv"
+    with pytest.raises(DataError, match=r"8 image\(s\) in .* without a row in .*short.*"
+                                        r"ISIC_0000012"):
+        build_manifest(short, h5, ATTRS, zero_is_missing=[], verify_decode=False)
+    frame, report = build_manifest(short, h5, ATTRS, zero_is_missing=[], verify_decode=False,
+                                   max_unmatched=0.5)
+    assert frame.height == 12 and report["images_without_row"] == 8
+
+
+@pytest.mark.parametrize("cut", ["mid-line", "mid-value", "mid-quoted"])
+def test_a_cut_metadata_file_names_the_line(tmp_path, cut):
+    rows = make_rows(20, 4)
+    rows[-1][METADATA_COLUMNS[-1]] = "2.798151"  # the value the cut goes through
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    text = csv_path.read_bytes()
+    lines = text.splitlines(keepends=True)
+    if cut == "mid-line":  # the last record loses its last fields
+        damaged = b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2]
+        message = r"line 21 has \d+ field\(s\), the header 55"
+    elif cut == "mid-value":  # the last value cut: the fields are all there, no newline
+        damaged = text.rstrip(b"\r\n")[:-5]  # 2.798151 -> 2.7
+        message = r"the last line \(21\) does not end with a newline"
+    else:  # a cell quoted across the cut: the parser would swallow the rest
+        damaged = b"".join(lines[:11]) + b'"ISIC_broken,' + b"".join(lines[12:])
+        message = r"line \d+ has \d+ field\(s\)"
+    csv_path.write_bytes(damaged)
+    with pytest.raises(DataError, match=message):
+        read_metadata(csv_path, ATTRS)
 
 
 @pytest.mark.parametrize("fmt", ["hdf5", "jpeg"])
@@ -117,7 +158,8 @@ def test_manifest_script_fails_cleanly_and_writes_nothing(tmp_path):
     proc = run_script("manifest", tmp_path, input={"metadata": csv_path, "images": h5},
                       output={"manifest": out / "manifest.parquet",
                               "report": out / "report.json"},
-                      params={"data": {"zero_is_missing": [], "verify_decode": True},
+                      params={"data": {"zero_is_missing": [], "verify_decode": True,
+                                       "max_unmatched_images": 0.0},
                               "attributes": ["tbp_lv_A"]})
     assert proc.returncode == 1
     assert "duplicated isic_id ISIC_0000000" in proc.log

@@ -171,3 +171,42 @@ def test_bad_batch_size(native, images):
     model, processor = native
     with pytest.raises(ValueError, match="batch_images"):
         embed.prefix_shared_embeddings(model, processor, images, QUESTIONS, batch_images=0)
+
+
+def test_a_shard_is_byte_identical_under_other_threads_and_load(tmp_path, model_dir):
+    """The embed_shard script twice on the same shard: 1 thread on an idle machine, then 2
+    threads with another process loading the cores; the shard files are the same bytes."""
+    import subprocess
+    import sys
+
+    import h5py
+
+    from conftest import jpeg_bytes, run_script
+
+    ids = [f"ISIC_{i:07d}" for i in range(20)]
+    with h5py.File(tmp_path / "images.hdf5", "w") as h5:
+        for k, i in enumerate(ids):
+            h5.create_dataset(i, data=np.bytes_(jpeg_bytes(61 + 9 * k, k)))
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+
+    def shard(name: str, threads: int) -> bytes:
+        out = tmp_path / f"{name}.npz"
+        proc = run_script(
+            "embed", tmp_path, threads=threads, log=tmp_path / f"{name}.log",
+            input={"base": model_dir, "images": tmp_path / "images.hdf5",
+                   "ids": tmp_path / "ids.txt"},
+            output={"out": out}, wildcards={"model": "untuned", "shard": 1},
+            params={"pixels": BUDGET | {"image_size": None},
+                    "questions": {f"q{j}": q for j, q in enumerate(QUESTIONS)},
+                    "image_space": True,
+                    "batch_images": 4, "shards": 2})
+        assert proc.returncode == 0, proc.log + proc.stderr
+        return out.read_bytes()
+
+    quiet = shard("quiet", 1)
+    load = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = shard("busy", 2)
+    finally:
+        load.kill()
+    assert busy == quiet

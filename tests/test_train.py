@@ -193,8 +193,9 @@ def test_checkpoints_of_another_run_are_dropped(tmp_path):
 # --------------------------------------------------------------------------- training
 
 
-def run_script(tmp: Path, base: Path, data: dict, model_cfg: dict, train_cfg: dict,
-               deepspeed: Path = ZERO2) -> subprocess.CompletedProcess:
+def script_command(tmp: Path, base: Path, data: dict, model_cfg: dict, train_cfg: dict,
+                   deepspeed: Path = ZERO2) -> tuple[list[str], dict]:
+    """The train script's command line (outputs under ``tmp``) and its environment."""
     out = {name: tmp / name for name in ("ckpt", "adapter", "loss.csv", "loss.png",
                                          "summary.json")}
     cmd = [sys.executable, str(SCRIPT), "--base", str(base), "--tuples", str(data["tuples"]),
@@ -209,6 +210,12 @@ def run_script(tmp: Path, base: Path, data: dict, model_cfg: dict, train_cfg: di
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "workflow"), env.get("PYTHONPATH", "")])
     # A fresh extension cache: training must not JIT-compile any DeepSpeed op.
     env["TORCH_EXTENSIONS_DIR"] = str(tmp / "torch_extensions")
+    return cmd, env
+
+
+def run_script(tmp: Path, base: Path, data: dict, model_cfg: dict, train_cfg: dict,
+               deepspeed: Path = ZERO2) -> subprocess.CompletedProcess:
+    cmd, env = script_command(tmp, base, data, model_cfg, train_cfg, deepspeed)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
@@ -325,3 +332,88 @@ def test_attach_adapter_rejects_an_adapter_for_another_base(trained, tmp_path):
                                       text_hidden=32, intermediate=64, mrope_section=(1, 1, 2))
     with pytest.raises(ModelLoadError, match=f"adapter {done / 'adapter'} does not fit"):
         lora.attach_adapter(models.load_mllm(other)[0], done / "adapter")
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+def trainers_of(checkpoints: Path) -> list[int]:
+    """Pids of live processes whose command line names this checkpoint directory."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(checkpoints).encode() in argv and any(a.endswith(b"train.py") for a in argv):
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_training_leaves_no_worker_and_resumes_to_the_same_adapter(
+        tmp_path, base, data, model_cfg, repo_config):
+    """kill -9 of the job's process group mid-training (as Snakemake's group is killed): no
+    training process outlives it, and the rerun resumes to the uninterrupted run's adapter."""
+    import signal
+    import time
+
+    cfg = train_config(repo_config, max_steps=300, save_steps=10, save_total_limit=2,
+                       logging_steps=10)
+    whole = tmp_path / "whole"
+    proc = run_script(whole, base, data, model_cfg, cfg)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    cmd, env = script_command(killed, base, data, model_cfg, cfg)
+    job = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (killed / "ckpt" / "checkpoint-10" / "trainer_state.json").exists():
+        assert job.poll() is None and time.monotonic() < deadline, "no checkpoint-10"
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    time.sleep(3)
+    assert not trainers_of(killed / "ckpt"), "a training process outlived its job"
+    assert not (killed / "adapter").exists()  # killed before the end
+
+    proc = run_script(killed, base, data, model_cfg, cfg)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stderr
+    summary = json.loads((killed / "summary.json").read_text())
+    assert 0 < summary["resumed_from_step"] < 300 and summary["steps"] == 300
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (killed / "adapter" / name).read_bytes() == (whole / "adapter" / name).read_bytes()
+
+
+def test_a_second_trainer_on_the_same_checkpoints_stops(tmp_path, base, data, model_cfg,
+                                                        repo_config):
+    held = checkpoints.lock_checkpoints(tmp_path / "ckpt")  # another trainer's lock
+    try:
+        proc = run_script(tmp_path, base, data, model_cfg, train_config(repo_config))
+    finally:
+        held.close()
+    assert proc.returncode == 1
+    assert f"{tmp_path / 'ckpt'}: another training process (pid {os.getpid()})" in proc.stderr
+    assert "Traceback" not in proc.stderr and "launching" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_corrupt_image_stops_training_naming_it(tmp_path, base, repo_config, model_cfg):
+    """With data.verify_decode off the manifest does not decode; a corrupt JPEG met by a
+    training step stops the job with the id, not a traceback."""
+    import h5py
+    import numpy as np
+
+    (tmp_path / "data").mkdir()
+    data = write_train_tuples(tmp_path / "data", 6)
+    with h5py.File(data["images"], "a") as h5:
+        good = h5["ISIC_0000004"][()].tobytes()
+        del h5["ISIC_0000004"]
+        h5.create_dataset("ISIC_0000004", data=np.bytes_(good[:300]))  # truncated
+    cfg = train_config(repo_config, max_steps=20, dataloader_workers=1)
+    proc = run_script(tmp_path / "run", base, data, model_cfg, cfg)
+    assert proc.returncode != 0
+    assert "corrupt image ISIC_0000004" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

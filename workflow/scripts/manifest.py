@@ -9,6 +9,7 @@ def main(snakemake) -> None:
     frame, report = data.build_manifest(
         snakemake.input.metadata, snakemake.input.images, snakemake.params.attributes,
         zero_is_missing=cfg["zero_is_missing"], verify_decode=cfg["verify_decode"],
+        max_unmatched=cfg["max_unmatched_images"],
     )
     with atomic_path(snakemake.output.manifest) as tmp:
         frame.write_parquet(tmp)

@@ -13,6 +13,7 @@ def main(snakemake) -> None:
         n_images=s["images"], seed=s["seed"], min_px=s["min_px"], max_px=s["max_px"],
         fov_mm=s["field_of_view_mm"], jpeg_quality=s["jpeg_quality"],
         missing_fraction=s["missing_fraction"], malignant_fraction=s["malignant_fraction"],
+        size_coupling=s["size_coupling"],
     )
     logging.getLogger("skinground").info("synthetic SLICE-3D: %s", summary)
     write_json(snakemake.output.summary, summary)

@@ -1,14 +1,16 @@
 """LoRA fine-tuning of Qwen2-VL on the training tuples, under DeepSpeed ZeRO-2.
 
-Launched plainly (``python train.py ...``), the script re-executes itself under
-``torchrun --standalone`` with one process per GPU (min(--gpus, visible GPUs); one process
-on CPU) and exits with its status; under a launcher (RANK/LOCAL_RANK set) it trains.
+Launched plainly (``python train.py ...``), the script becomes torchrun's agent
+(``torch.distributed.run --standalone``) for one training process per GPU (min(--gpus,
+visible GPUs); one process on CPU), each running this script again, and exits with their
+status; under the launcher (RANK/LOCAL_RANK set) it trains. The training processes die with
+the agent (``PR_SET_PDEATHSIG``), and the agent holds an exclusive lock on the checkpoint
+directory, so a second trainer on the same checkpoints stops with a message.
 """
 
 import json
 import logging
 import os
-import subprocess
 import sys
 
 from skinground import cli
@@ -46,22 +48,41 @@ def n_processes(gpus: int) -> int:
 
 
 def launch(a) -> int:
-    """Check the settings once, then run this script under torchrun; its exit status."""
+    """Check the settings once, lock the checkpoint directory, then be torchrun's agent for
+    this script's training processes (they die with this process); the exit status."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args as torchrun_args
+    from torch.distributed.run import run as torchrun
+
     from skinground import train
+    from skinground.checkpoints import lock_checkpoints
 
     nproc = n_processes(a.gpus)
     train.load_deepspeed_config(a.deepspeed)
     train.gradient_accumulation(a.train["global_batch"], a.train["per_device_batch"], nproc)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node", str(nproc), os.path.abspath(__file__), *sys.argv[1:]]
-    log.info("launching %d training process(es): %s", nproc, " ".join(cmd[:6]))
-    return subprocess.call(cmd)
+    lock = lock_checkpoints(a.checkpoints)  # held as long as this process lives
+    args = ["--standalone", "--nproc_per_node", str(nproc), os.path.abspath(__file__),
+            *sys.argv[1:]]
+    log.info("launching %d training process(es) (torch.distributed.run %s)", nproc,
+             " ".join(args[:3]))
+    try:
+        torchrun(torchrun_args(args))
+    except ChildFailedError as err:
+        first = next(iter(err.failures.values()), None)
+        log.error("training failed (exit code %s): see its error above",
+                  getattr(first, "exitcode", "?"))
+        return 1
+    finally:
+        lock.close()
+    return 0
 
 
 def work(a) -> None:
     from skinground import train
+    from skinground.checkpoints import die_with_parent
     from skinground.io import write_json
 
+    die_with_parent()  # torchrun's agent: if it is killed, so is this worker
     summary = train.train(
         base=a.base, tuples=a.tuples, images=a.images, model_cfg=a.model, train_cfg=a.train,
         deepspeed_config=a.deepspeed, checkpoint_dir=a.checkpoints, adapter_dir=a.adapter,

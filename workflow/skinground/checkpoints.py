@@ -9,15 +9,22 @@ run's checkpoints are removed and training starts over.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import signal
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
+from skinground.errors import InputError
 from skinground.io import write_json
 from skinground.plan import PIXEL_KEYS
 
@@ -29,6 +36,53 @@ FINGERPRINT_FILE = "run.json"
 BOOKKEEPING_KEYS = ("save_steps", "save_total_limit", "logging_steps", "dataloader_workers",
                     "deepspeed")
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+#: In the checkpoint directory: held (flock) by the one training job that may write there.
+LOCK_FILE = ".lock"
+_PR_SET_PDEATHSIG = 1
+
+
+class CheckpointsLocked(InputError):
+    """Another training process holds the checkpoint directory."""
+
+
+def lock_checkpoints(checkpoint_dir: str | os.PathLike) -> IO:
+    """An exclusive lock on ``checkpoint_dir`` for as long as the returned file stays open
+    (in this process or any child that inherits it). Raises :class:`CheckpointsLocked`
+    naming the directory and the holder's pid when another trainer has it."""
+    root = Path(checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    f = open(root / LOCK_FILE, "a+")  # held open by the caller
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise CheckpointsLocked(
+            f"{root}: another training process (pid {holder}) holds its lock; a second "
+            "trainer would race it on the same checkpoints. Wait for it to end, or stop it"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent ends (torchrun's workers start in a
+    session of their own, so a kill of the job's process group would not reach them); if the
+    parent is already gone, end now."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the parent ended before the signal was armed
+        os._exit(1)
 
 
 def _file_digest(path: Path) -> str:

@@ -15,8 +15,10 @@ and the counts are written to the data report and the log.
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -46,6 +48,28 @@ def _preview(items: list) -> str:
 # --------------------------------------------------------------------------- metadata
 
 
+def check_csv_shape(path: Path) -> None:
+    """Every record has the header's number of fields, and the file ends with a newline: a
+    download cut mid-line (the last record short, or a value cut at the end without its
+    newline) raises DataError naming the line, instead of passing as data."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}: empty file")
+        for record in reader:
+            if len(record) != len(header):
+                raise DataError(
+                    f"{path}: line {reader.line_num} has {len(record)} field(s), the header "
+                    f"{len(header)} (a cut or damaged file? re-download it)")
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 1))
+        if size and f.read(1) != b"\n":
+            raise DataError(f"{path}: the last line ({reader.line_num}) does not end with a "
+                            "newline: the file looks cut (re-download it)")
+
+
 def read_metadata(
     csv_path: str | Path,
     attributes: Iterable[str],
@@ -63,6 +87,7 @@ def read_metadata(
     zero_is_missing = set(zero_is_missing)
     if not path.is_file():
         raise DataError(f"metadata file not found: {path}")
+    check_csv_shape(path)
     wanted = [ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN, *attributes]
     header = pl.read_csv(path, n_rows=0).columns
     missing_cols = [c for c in wanted if c not in header]
@@ -238,28 +263,48 @@ def open_images(path: str | Path) -> ImageStore:
     raise DataError(f"images must be an .hdf5 file or a folder of .jpg files: {p}")
 
 
-def check_images(store: ImageStore, ids: Iterable[str], *, decode: bool) -> None:
-    """Every id has an image (else DataError naming the first few and the count);
-    with ``decode``, every image decodes (else DataError naming the id)."""
+def match_images(store: ImageStore, ids: Iterable[str], metadata: Path, *,
+                 max_unmatched: float) -> tuple[list[str], dict]:
+    """The metadata ids that have an image, and the counts of rows without an image and of
+    images without a row. Either share above ``max_unmatched`` raises DataError naming the
+    first few ids (an incomplete download of either file)."""
     ids = list(ids)
     available = store.ids()
-    absent = sorted(i for i in ids if i not in available)
-    if absent:
-        raise DataError(f"{store.source}: no image for {_preview(absent)}")
-    if decode:
-        for isic_id in iter_progress(ids, "decoding images", log=log):
-            store.read(isic_id)
+    no_image = sorted(set(ids) - available)
+    no_row = sorted(available - set(ids))
+    for what, found, total in (
+            (f"{metadata} row(s) without an image in {store.source}", no_image, len(ids)),
+            (f"image(s) in {store.source} without a row in {metadata}", no_row,
+             len(available))):
+        if found and len(found) > max_unmatched * total:
+            raise DataError(f"{len(found)} {what} ({len(found) / total:.1%}, more than "
+                            f"data.max_unmatched_images = {max_unmatched:g}): "
+                            f"{_preview(found)}")
+        if found:
+            log.warning("%d %s (within data.max_unmatched_images): %s", len(found), what,
+                        _preview(found))
+    kept = [i for i in ids if i in available]
+    return kept, {"rows_without_image": len(no_image), "images_without_row": len(no_row)}
 
 
 def build_manifest(
     metadata: str | Path, images: str | Path, attributes: list[str], *,
-    zero_is_missing: Iterable[str], verify_decode: bool,
+    zero_is_missing: Iterable[str], verify_decode: bool, max_unmatched: float = 0.0,
 ) -> tuple[pl.DataFrame, dict]:
-    """The data stage: read and check the metadata, then check that every image is there
-    (and decodes, with ``verify_decode``). Returns the manifest and the data report."""
+    """The data stage: read and check the metadata, match its rows with the images (rows
+    without an image are dropped, within ``max_unmatched``), and, with ``verify_decode``,
+    decode every image once. Returns the manifest and the data report."""
+    metadata = Path(metadata)
     frame, report = read_metadata(metadata, attributes, zero_is_missing)
     with open_images(images) as store:
-        check_images(store, frame[ID_COLUMN].to_list(), decode=verify_decode)
+        kept, unmatched = match_images(store, frame[ID_COLUMN].to_list(), metadata,
+                                       max_unmatched=max_unmatched)
+        if len(kept) < frame.height:
+            frame = frame.filter(pl.col(ID_COLUMN).is_in(kept))
+        if verify_decode:
+            for isic_id in iter_progress(kept, "decoding images", log=log):
+                store.read(isic_id)
         report["image_source"] = str(store.source)
+    report.update(unmatched, images=frame.height)
     report["verified_decode"] = verify_decode
     return frame, report

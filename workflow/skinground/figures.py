@@ -29,7 +29,9 @@ def save_figure(fig: Figure, pdf_path: str | os.PathLike, png_path: str | os.Pat
     """Write ``fig`` as PDF and PNG, each atomically."""
     for path, fmt in ((pdf_path, "pdf"), (png_path, "png")):
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            # no creation date: the same run gives the same bytes
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight",
+                        metadata={"CreationDate": None} if fmt == "pdf" else None)
 
 
 def fig2_r2(table: pl.DataFrame, labels: Mapping[str, str], pdf_path: str | os.PathLike,

@@ -1,6 +1,9 @@
 """Atomic outputs: write to a temporary name beside the target, rename on success.
 
-A failed or interrupted job leaves either the old file or nothing, never half a file.
+A failed or interrupted job leaves either the old file or nothing, never half a file. The
+temporary names are ``.<name>.<random>.tmp``; a job killed with ``kill -9`` cannot remove
+its own, so the next write of the same target removes them first (one job writes a target
+at a time: Snakemake locks its outputs).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     else:
@@ -41,6 +45,22 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove what an interrupted write of ``target`` left beside it; returns what it
+    removed."""
+    stale = [p for p in target.parent.glob(f".{glob_escape(target.name)}.*.tmp")]
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _umask() -> int:

@@ -142,7 +142,14 @@ def _fit_shape(lesion: LesionParams, area_mm2: float, fov_mm: float, rng) -> Les
                    centre_offset_mm=(rho * math.cos(phi), rho * math.sin(phi)))
 
 
-def _sample_colour(rng, skin_lab, malignant: bool) -> dict:
+def _level(rng, power: float, size: float, coupling: float) -> float:
+    """An atypia level in [0, 1]: u^power, a share ``coupling`` of it replaced by the lesion's
+    relative size (0 = independent of size)."""
+    return (1.0 - coupling) * rng.uniform() ** power + coupling * size
+
+
+def _sample_colour(rng, skin_lab, malignant: bool, size: float = 0.0,
+                   coupling: float = 0.0) -> dict:
     """Lesion and skin colour fields of LesionParams. The extra L darkening by blotches and by
     the gradient averages at most 0.9 |delta_lab[0]| together, so the lightest lesion pixels
     (skin + delta_lab[0]) stay darker than halfway between mean lesion and mean skin L; skin
@@ -151,8 +158,8 @@ def _sample_colour(rng, skin_lab, malignant: bool) -> dict:
     skin_l = skin_lab[0]
     depth = min(rng.uniform(5.0, 28.0) + (3.0 if malignant else 0.0), skin_l - 25.0)
     delta = (-depth, rng.uniform(0.0, 10.0), rng.uniform(-3.0, 12.0))
-    v_level = min(1.0, rng.uniform() ** 1.2 + (0.2 if malignant else 0.0))
-    g_level = min(1.0, rng.uniform() ** 1.3 + (0.25 if malignant else 0.0))
+    v_level = min(1.0, _level(rng, 1.2, size, coupling) + (0.2 if malignant else 0.0))
+    g_level = min(1.0, _level(rng, 1.3, size, coupling) + (0.25 if malignant else 0.0))
     var_l, grad_l = v_level * min(18.0, 0.9 * depth), g_level * min(12.0, 0.9 * depth)
     budget = skin_l - depth - 15.0  # keep the darkest pixel at L >= ~15
     if var_l + grad_l > budget:
@@ -174,20 +181,25 @@ def _sample_colour(rng, skin_lab, malignant: bool) -> dict:
 
 
 def sample_lesion(rng: np.random.Generator, *, skin_lab=None, fov_mm: float = FOV_MM,
-                  malignant: bool = False) -> LesionParams:
+                  malignant: bool = False, size_coupling: float = 0.0) -> LesionParams:
     """A random lesion: log-uniform area in AREA_RANGE_MM2 (x1.8 if malignant, before fitting
     the tile), aspect ratio 0.5-1, irregularity level u^1.1 (+0.3 if malignant) and colour
     variation / asymmetry levels (higher on average if malignant); ``skin_lab`` defaults to a
-    random skin tone."""
+    random skin tone. ``size_coupling`` (0-1): the share of the three atypia levels given by
+    the lesion's relative size (log area in the range) instead of chance, as the ABCD rule
+    has border, colour and asymmetry atypia grow with the diameter (0: independent)."""
     skin_lab = sample_skin_tone(rng) if skin_lab is None else tuple(skin_lab)
     area = math.exp(rng.uniform(*np.log(AREA_RANGE_MM2))) * (1.8 if malignant else 1.0)
-    irregularity = min(1.0, rng.uniform() ** 1.1 + (0.3 if malignant else 0.0))
+    lo, hi = np.log(AREA_RANGE_MM2)
+    size = min(1.0, max(0.0, (math.log(area) - lo) / (hi - lo)))
+    irregularity = min(1.0, _level(rng, 1.1, size, size_coupling)
+                       + (0.3 if malignant else 0.0))
     lesion = LesionParams(
         semi_axes_mm=(1.0, float(rng.uniform(0.5, 1.0))),
         rotation=float(rng.uniform(0.0, np.pi)),
         harmonics=_sample_harmonics(rng, irregularity),
         skin_lab=tuple(float(x) for x in skin_lab),
-        **_sample_colour(rng, skin_lab, malignant),
+        **_sample_colour(rng, skin_lab, malignant, size, size_coupling),
     )
     return _fit_shape(lesion, area, fov_mm, rng)
 

@@ -176,7 +176,8 @@ def _confidences(rng, malignant: bool) -> dict:
 
 
 def make_image(seed: int, index: int, isic_id: str, patient: Patient, malignant: bool, *,
-               min_px: int, max_px: int, fov_mm: float, jpeg_quality: int):
+               min_px: int, max_px: int, fov_mm: float, jpeg_quality: int,
+               size_coupling: float = 0.0):
     """One image: (metadata row, JPEG bytes), from its own generator (seed, stream, index)."""
     rng = np.random.default_rng([seed, _IMAGE_STREAM, index])
     size = tile_size(rng, min_px, max_px)
@@ -185,7 +186,8 @@ def make_image(seed: int, index: int, isic_id: str, patient: Patient, malignant:
     chroma = 1.15 if xp else 1.0  # cross-polarised tiles look more saturated
     skin = (patient.skin_lab[0] + variation[0], chroma * (patient.skin_lab[1] + variation[1]),
             chroma * (patient.skin_lab[2] + variation[2]))
-    lesion = sample_lesion(rng, skin_lab=skin, fov_mm=fov_mm, malignant=malignant)
+    lesion = sample_lesion(rng, skin_lab=skin, fov_mm=fov_mm, malignant=malignant,
+                           size_coupling=size_coupling)
     tile = render_tile(rng, size, fov_mm, lesion)
     row = {
         ID_COLUMN: isic_id, TARGET_COLUMN: int(malignant), PATIENT_COLUMN: patient.patient_id,
@@ -228,7 +230,8 @@ def _schema() -> dict[str, pl.DataType]:
 def generate(metadata_csv: str | os.PathLike, images_hdf5: str | os.PathLike, *,
              n_patients: int = 40, n_images: int = 1500, seed: int = 0, min_px: int = 61,
              max_px: int = 239, fov_mm: float = FOV_MM, jpeg_quality: int = 90,
-             missing_fraction: float = 0.01, malignant_fraction: float = 0.03) -> dict:
+             missing_fraction: float = 0.01, malignant_fraction: float = 0.03,
+             size_coupling: float = 0.0) -> dict:
     """Write a synthetic SLICE-3D: ``metadata_csv`` (55 columns) and ``images_hdf5``.
 
     Both outputs appear atomically (a failure leaves neither half-written). The same arguments
@@ -257,7 +260,8 @@ def generate(metadata_csv: str | os.PathLike, images_hdf5: str | os.PathLike, *,
             for index, isic_id in enumerate(ids):
                 row, jpeg = make_image(seed, index, isic_id, patients[patient_of[index]],
                                        bool(malignant[index]), min_px=min_px, max_px=max_px,
-                                       fov_mm=fov_mm, jpeg_quality=jpeg_quality)
+                                       fov_mm=fov_mm, jpeg_quality=jpeg_quality,
+                                       size_coupling=size_coupling)
                 h5.create_dataset(isic_id, data=np.bytes_(jpeg))
                 for col in PAPER_ATTRIBUTES:
                     if (isic_id, col) in blank:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from skinground.checkpoints import complete_checkpoints, prepare_checkpoints, run_fingerprint
+from skinground.errors import InputError
 from skinground.io import atomic_path
 from skinground.layout import (
     ImageGroupedSampler,
@@ -248,6 +249,16 @@ class _Timing:
         return Timing()
 
 
+def worker_message(err: BaseException) -> str:
+    """The original message of an error a DataLoader worker raised (PyTorch re-raises it
+    with the worker's traceback prepended), else the message itself."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
+
+
 def no_shm_comm_on_cpu(world: int) -> None:
     """DeepSpeed JIT-compiles a shared-memory all-reduce op (minutes on 2 cores) when its
     communication backend starts on CPU; one process has nothing to all-reduce with."""
@@ -318,7 +329,10 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
         resumed_at = json.loads((resume / "trainer_state.json").read_text())["global_step"]
         log.info("resuming from %s (step %d)", resume, resumed_at)
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except InputError as err:  # e.g. a corrupt image met by a DataLoader worker
+        raise type(err)(worker_message(err)) from None
     seconds = time.perf_counter() - t0
 
     state = trainer.state
