@@ -59,6 +59,12 @@ def counts(medians: dict[str, dict[str, float]], r2: dict[str, float]) -> dict[s
     }
 
 
+def read_groups(results: Path) -> list[dict] | None:
+    """The group table of one run (``evaluate/groups_summary.csv``), None without groups."""
+    path = results / "evaluate" / "groups_summary.csv"
+    return pl.read_csv(path).to_dicts() if path.is_file() else None
+
+
 def read_run(results: Path) -> dict:
     """Medians per method letter and attribute, and the tuned R², from one run's outputs."""
     summary = pl.read_csv(results / "evaluate" / "summary.csv")
@@ -68,14 +74,19 @@ def read_run(results: Path) -> dict:
     table = pl.read_csv(results / "predict" / "r2.csv").filter(pl.col("model") == "tuned")
     r2 = dict(zip(table["attribute"], table["r2_filled"], strict=True))
     labels = dict(zip(table["attribute"], table["label"], strict=True))
-    return {"medians": medians, "r2": r2, "labels": labels, "counts": counts(medians, r2)}
+    return {"medians": medians, "r2": r2, "labels": labels, "counts": counts(medians, r2),
+            "groups": read_groups(results)}
 
 
-def run_seed(seed: int) -> dict:
+def run_seed(seed: int, overrides: dict | None = None) -> dict:
+    """One whole demo run with ``seed`` (and ``overrides`` merged over the demo config)."""
+    from skinground.config import deep_merge
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         copy_workflow(work)
-        (work / "seed.yaml").write_text(yaml.safe_dump(seed_overrides(seed)))
+        (work / "seed.yaml").write_text(yaml.safe_dump(deep_merge(seed_overrides(seed),
+                                                                  overrides or {})))
         cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "--configfile",
                "config.yaml", "profiles/demo/demo-config.yaml", "seed.yaml"]
         t0 = time.perf_counter()
@@ -85,7 +96,9 @@ def run_seed(seed: int) -> dict:
             sys.exit(f"the demo DAG failed for seed {seed}:\n{(proc.stdout + proc.stderr)[-4000:]}")
         out = read_run(work / "results" / "demo")
         train = json.loads((work / "results/demo/train/summary.json").read_text())
+        config = yaml.safe_load((work / "results/demo/config.yaml").read_text())
     out.update(seed=seed, wall_seconds=round(wall, 1),
+               group_share=config["tuples"]["group_share"],
                train={k: train.get(k) for k in ("steps", "seconds", "steps_per_second",
                                                 "first_loss", "final_loss", "tuples")})
     return out

@@ -215,3 +215,18 @@ def test_build_is_seeded(tiny_dirs, tmp_path):
     a = Qwen2VLForConditionalGeneration.from_pretrained(tiny_dirs["mllm"]).state_dict()
     b = Qwen2VLForConditionalGeneration.from_pretrained(again).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_monet_preprocessing_from_the_config_replaces_the_folders(tiny_dirs, repo_config):
+    """The config's MONET preprocessing (224 px bicubic, centre crop, ImageNet mean/std) is
+    what the features see, whatever the folder's preprocessor_config.json says."""
+    pre = repo_config["model"]["monet_preprocessing"]
+    assert pre["size"] == 224 and tuple(pre["mean"]) == models.IMAGENET_MEAN
+    other = dict(pre, size=112, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    model, processor = models.load_clip(tiny_dirs["clip"], preprocessing=other)
+    batch = processor(images=[rgb(300, 200, 1)], return_tensors="pt")["pixel_values"]
+    assert batch.shape[-2:] == (112, 112)
+    assert processor.image_mean == [0.5, 0.5, 0.5] and processor.resample == 3  # bicubic
+    white = processor(images=[Image.new("RGB", (150, 150), "white")],
+                      return_tensors="pt")["pixel_values"]
+    assert torch.allclose(white, torch.full_like(white, 2.0))  # (1 - 0.5) / 0.25

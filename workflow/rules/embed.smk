@@ -15,7 +15,10 @@ rule embed_shard:
         split="|".join(plan.SPLITS),
         shard=r"\d+",
     params:
-        pixels=lambda wildcards: None if wildcards.model == "monet" else PIXELS,
+        # the model's preprocessing: MONET's, or Qwen2-VL's pixel budget
+        pixels=lambda wildcards: (
+            config["model"]["monet_preprocessing"] if wildcards.model == "monet" else PIXELS
+        ),
         questions=lambda wildcards: ATTRIBUTE_QUESTIONS if wildcards.model == "tuned" else {},
         image_space=True,
         batch_images=config["embed"]["batch_images"],

@@ -32,7 +32,8 @@ def monet_space(snakemake, ids, store) -> dict:
     from skinground.models import clip_image_features, device_and_dtype, load_clip
 
     device, dtype = device_and_dtype()
-    model, processor = load_clip(snakemake.input.monet, dtype=dtype, device=device)
+    model, processor = load_clip(snakemake.input.monet, preprocessing=snakemake.params.pixels,
+                                 dtype=dtype, device=device)
     batch = snakemake.params.batch_images
     feats = [clip_image_features(model, processor, [store.read(i) for i in ids[s:s + batch]])
              .cpu().numpy() for s in range(0, len(ids), batch)]

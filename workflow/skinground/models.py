@@ -199,15 +199,27 @@ def load_mllm(path: str | os.PathLike, *, min_pixels: int | None = None,
     return model.to(device).eval(), processor
 
 
-def load_clip(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+def load_clip(path: str | os.PathLike, *, preprocessing: Mapping | None = None,
+              dtype: torch.dtype = torch.float32,
               device: str | torch.device = "cpu") -> tuple[CLIPModel, Any]:
-    """Load a ``CLIPModel`` (e.g. MONET) and its image processor from a local directory."""
+    """Load a ``CLIPModel`` (e.g. MONET) and its image processor from a local directory;
+    ``preprocessing`` (config ``model.monet_preprocessing``: size, mean, std) replaces the
+    folder's: bicubic resize of the short side to ``size``, centre crop ``size`` x ``size``,
+    normalisation by ``mean``/``std``."""
     root = _check_model_dir(path, CLIP_MODEL_TYPE)
     try:
         image_processor = AutoImageProcessor.from_pretrained(root, local_files_only=True)
         model = CLIPModel.from_pretrained(root, dtype=dtype, local_files_only=True)
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise ModelLoadError(f"could not load CLIP from {root}: {err}") from err
+    if preprocessing is not None:
+        size = int(preprocessing["size"])
+        image_processor.size = SizeDict(shortest_edge=size)
+        image_processor.crop_size = SizeDict(height=size, width=size)
+        image_processor.do_resize = image_processor.do_center_crop = True
+        image_processor.resample = Image.Resampling.BICUBIC
+        image_processor.image_mean = list(preprocessing["mean"])
+        image_processor.image_std = list(preprocessing["std"])
     return model.to(device).eval(), image_processor
 
 

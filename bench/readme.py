@@ -1,0 +1,229 @@
+"""The README's measured sections, regenerated from ``bench/results/*.json`` and the cost model.
+
+Each generated block sits between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in
+README.md and is never edited by hand:
+
+- ``demo``: what the demo shows (``bench/fidelity.py``: two seeds, five methods, R²);
+- ``benchmarks``: the speed benchmarks (``bench/*.py``);
+- ``groups``: multi-attribute retrieval (``bench/groups.py``);
+- ``reliability``: killed runs and their reruns (``bench/kill_resume.py``);
+- ``cost``: ``python -m skinground.cost config.yaml`` (with ``bench/results/gpu.json`` when
+  it holds a GPU measurement).
+
+    python bench/readme.py            # rewrite the blocks
+    python bench/readme.py --check    # exit 1 if README.md is not what the results give
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+LETTERS = {"image_text": "(a) image+text", "hierarchical": "(b) hierarchical",
+           "image_only": "(c) image", "image_untuned": "(d) untuned", "monet": "(e) MONET"}
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def missing(name: str, command: str) -> str:
+    return f"*Not measured yet: `{command}` writes `bench/results/{name}.json`.*\n"
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def demo_block() -> str:
+    fid = load("fidelity")
+    if fid is None:
+        return missing("fidelity", "python bench/fidelity.py")
+    runs = fid["runs"]
+    first = runs[0]
+    seeds = " · ".join(f"seed {r['seed']}" for r in runs)
+    lines = [f"Median percentile of the retrieved images' attribute difference (random ≈ 50, "
+             f"lower is better; top 5 per test query) and the tuned model's test R² "
+             f"(unparsable answers at the train mean), {seeds}:", "",
+             "| attribute | " + " | ".join(LETTERS.values()) + " | R² tuned |",
+             "|---|" + "---:|" * (len(LETTERS) + 1)]
+    for attr, label in first["labels"].items():
+        cells = [" · ".join(f"{r['medians'][k][attr]:.1f}" for r in runs)
+                 for k in "abcde"]
+        cells.append(" · ".join(f"{r['r2'][attr]:.2f}" for r in runs))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    means = [" · ".join(f"{sum(r['medians'][k].values()) / len(r['medians'][k]):.1f}"
+                        for r in runs) for k in "abcde"]
+    lines.append("| **mean** | " + " | ".join(f"**{m}**" for m in means) + " | |")
+    t = fid["targets"]
+    lines += ["", "| seed | (c) beats (d) | (a) beats (c) | R² > 0 | R² ≥ 0.5 | training | "
+              "whole DAG |", "|---|---:|---:|---:|---:|---:|---:|",
+              f"| target | ≥ {t['c_beats_d']} | ≥ {t['a_beats_c']} | ≥ {t['r2_positive']} | "
+              f"≥ {t['r2_half']} | | ≤ 600 s |"]
+    for r in runs:
+        c, tr = r["counts"], r["train"]
+        lines.append(f"| {r['seed']} | {c['c_beats_d']}/16 | {c['a_beats_c']}/16 | "
+                     f"{c['r2_positive']}/16 | {c['r2_half']}/16 | {tr['steps']} steps, "
+                     f"{tr['seconds']:.0f} s | {r['wall_seconds']:.0f} s |")
+    lines += ["", f"Targets {'met on every seed' if fid['met'] else 'NOT all met'} "
+              "(`python bench/fidelity.py`, 2 CPU cores)."]
+    return "\n".join(lines) + "\n"
+
+
+def benchmarks_block() -> str:
+    rows = []
+    tl = load("train_layout")
+    if tl:
+        p, t = tl["per_image"]["tuples_per_s"], tl["per_tuple"]["tuples_per_s"]
+        rows.append(f"| training, image-once vs one sequence per tuple, demo model, "
+                    f"{tl['per_device_batch_tuples']} tuples/step (`train_layout.py`) | "
+                    f"{p:,.0f} vs {t:,.0f} tuples/s: **{tl['ratio']:.1f}×**; first-batch loss "
+                    f"diff {tl['agreement_first_batch']['loss_abs_diff']:.0e} | ≥ 4× |")
+    pr = load("predict")
+    if pr:
+        rows.append(f"| greedy answers, image-once vs one sequence per (image, question), "
+                    f"{pr['images']} tiles × {pr['questions']} questions (`predict.py`) | "
+                    f"{pr['seconds']['image_once']:.2f} s vs {pr['seconds']['per_question']:.2f}"
+                    f" s: **{pr['ratio']:.1f}×**, identical answers: {pr['identical']} | ≥ 5× |")
+    ps = load("prefix_sharing")
+    if ps:
+        rows.append(f"| embeddings, prefix-shared vs naive, {ps['images']} tiles × "
+                    f"{ps['questions']} questions (`prefix_sharing.py`) | "
+                    f"**{ps['speedup']:.1f}×**, max diff {ps['max_abs_diff']['h_ima']:.0e} | "
+                    "≥ 10× |")
+    pc = load("percentile")
+    if pc:
+        rows.append(f"| percentile ranks, binary search vs brute force, N = {pc['n_train']:,} "
+                    f"(`percentile.py`) | **{pc['ratio']:,.0f}×**, identical: "
+                    f"{pc['identical']} | ≥ 1000× |")
+    ft = load("faiss_topk")
+    if ft:
+        rows.append(f"| FAISS IndexFlatIP vs numpy top-k, {ft['n']:,} × {ft['d']} "
+                    f"(`faiss_topk.py`) | {ft['ratio']:.2f}× on CPU, identical ids: "
+                    f"{ft['identical_ids']} | identical ids |")
+    dd = load("demo_dag")
+    if dd:
+        rows.append(f"| whole demo DAG from a clean `results/`, 2 cores (`demo_dag.py`) | "
+                    f"**{dd['wall_seconds']:.0f} s**, {dd['jobs']} jobs | ≤ 600 s |")
+    gpu = load("gpu")
+    gpu_line = ("*`bench/results/gpu.json`: not measured on a GPU yet (`bash "
+                "bench/gpu_check.sh` on one).*" if gpu is None or gpu.get("tiny") else
+                f"GPU check on {gpu.get('device', {}).get('name')}: see `bench/results/gpu.json`.")
+    return "\n".join(["| what | measured | goal |", "|---|---|---|", *rows, "",
+                      "Run one with `python bench/<name>.py`.", gpu_line]) + "\n"
+
+
+GROUP_METHODS = {"composed": "(f) composed", "composed_hierarchical": "(f') hier. composed",
+                 "image_only": "(c) image", "fused": "(g) fused", "rrf": "(h) RRF",
+                 "random": "random"}
+
+
+def groups_block() -> str:
+    g = load("groups")
+    if g is None:
+        return missing("groups", "python bench/groups.py")
+    runs = g["runs"]
+    shares = sorted({r["group_share"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+
+    def median(run, group, method, criterion):
+        for row in run["groups"]:
+            if (row["group"], row["method"], row["criterion"]) == (group, method, criterion):
+                return row["median"]
+        return None
+
+    groups = list(dict.fromkeys(row["group"] for row in runs[0]["groups"]))
+    lines = [f"Median of the group criterion (lower is better; random ≈ the last column), "
+             f"seeds {' · '.join(map(str, seeds))}, for `tuples.group_share` "
+             f"{' and '.join(f'{s:g}' for s in shares)}:", "",
+             "| group | criterion | share | " + " | ".join(GROUP_METHODS.values()) + " |",
+             "|---|---|---:|" + "---:|" * len(GROUP_METHODS)]
+    wins = {}
+    for group in groups:
+        for criterion in ("max", "mean"):
+            for share in shares:
+                sel = [r for r in runs if r["group_share"] == share]
+                cells = []
+                for m in GROUP_METHODS:
+                    vals = [median(r, group, m, criterion) for r in sel]
+                    cells.append(" · ".join("-" if v is None else f"{v:.1f}" for v in vals))
+                lines.append(f"| {group} | {criterion} | {share:g} | " + " | ".join(cells) + " |")
+                if criterion == "max":
+                    best = {}
+                    for m in GROUP_METHODS:
+                        if m == "random":
+                            continue
+                        vals = [median(r, group, m, "max") for r in sel]
+                        if all(v is not None for v in vals):
+                            best[m] = sum(vals) / len(vals)
+                    wins[(group, share)] = min(best, key=best.get)
+    verdict = "; ".join(f"{group} (share {share:g}): {GROUP_METHODS[m]}"
+                        for (group, share), m in wins.items())
+    lines += ["", f"Best mean-over-seeds median of the max criterion per group: {verdict}."]
+    return "\n".join(lines) + "\n"
+
+
+def reliability_block() -> str:
+    k = load("kill_resume")
+    if k is None:
+        return missing("kill_resume", "python bench/kill_resume.py")
+    hit = sorted({r for run in k["kills"] for r in run["rules_hit"]})
+    unlocked = sum(run["unlocked"] for run in k["kills"])
+    return (f"**{k['identical']} of {k['of']}** demo runs killed with SIGKILL at random "
+            f"moments (rules hit: {', '.join(hit)}) and rerun as a user would "
+            f"({unlocked} needed `--unlock` first) ended with outputs byte-identical to an "
+            f"uninterrupted run's ({k['files_compared']} files; not compared: logs, "
+            "benchmarks, timing summaries). `python bench/kill_resume.py`.\n")
+
+
+def cost_block() -> str:
+    sys.path.insert(0, str(REPO / "workflow"))
+    from skinground import cost, measured
+    from skinground.config import gpus_per_job, load_config, load_profile, runtime_limits
+
+    config = load_config([REPO / "config.yaml"])
+    profile = load_profile(REPO / "profiles" / "default" / "config.yaml")
+    a = measured.apply_file(cost.Assumptions(), RESULTS / "gpu.json", required=False)
+    result = cost.estimate(config, a, gpus=gpus_per_job(profile),
+                           runtimes=runtime_limits(profile))
+    return ("Generated by `python -m skinground.cost config.yaml`:\n\n"
+            + cost.format_table(result) + "\n")
+
+
+BLOCKS = {"demo": demo_block, "benchmarks": benchmarks_block, "groups": groups_block,
+          "reliability": reliability_block, "cost": cost_block}
+
+
+def render(readme: str) -> str:
+    for name, make in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- generated: {name} .*?-->\n)(.*?)(<!-- end: {name} -->)",
+                             re.S)
+        if not pattern.search(readme):
+            raise SystemExit(f"README.md has no block '{name}'")
+        readme = pattern.sub(lambda m, make=make: m.group(1) + make() + m.group(3), readme)
+    return readme
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only compare; exit 1 on a difference")
+    a = ap.parse_args(argv)
+    path = REPO / "README.md"
+    current = path.read_text(encoding="utf-8")
+    new = render(current)
+    if a.check:
+        if new != current:
+            print("README.md is out of date: run python bench/readme.py", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
