@@ -3,7 +3,7 @@
     python bench/gpu_check.py [--out bench/results/gpu.json]     # on a GPU (see gpu_check.sh)
     python bench/gpu_check.py --tiny --out /tmp/gpu_tiny.json    # same code path, CPU, tiny
 
-Two phases, each in a process of its own with a time limit (a hang, a crash or an
+Three phases, each in a process of its own with a time limit (a hang, a crash or an
 out-of-memory error in one is recorded in the result and the other still runs):
 
 1. train: LoRA (config.yaml ``train.lora``: r=8, the vision + decoder target regex) under
@@ -17,6 +17,8 @@ out-of-memory error in one is recorded in the result and the other still runs):
    tuples/s, MFU, peak memory, and the tuples/s ratio of the two layouts.
 2. embed: ``embed.prefix_shared_embeddings`` vs ``embed.naive_embeddings`` over ``--images``
    tiles x the 16 questions: images/s both ways, the ratio, MFU, agreement, peak memory.
+3. predict: image-once greedy generation (``predict.image_once_tokens``) vs one ``generate``
+   per batch of the same (image, question) rows: seconds, ratio, identical rows.
 
 MFU = model FLOPs / time / ``--peak-tflops`` (H200 bf16 dense 989). Model FLOPs are
 ``skinground.cost``'s: 2 x parameters a token passes through per token forward (vision
@@ -93,10 +95,10 @@ def arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads on CPU (default 1: more spin-wait on a shared machine)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip", choices=("train", "embed"), action="append", default=[],
+    p.add_argument("--skip", choices=("train", "embed", "predict"), action="append", default=[],
                    help="leave a phase out")
     # Internal: run one phase in this process and write its result to --part.
-    p.add_argument("--phase", choices=("train", "embed"), help=argparse.SUPPRESS)
+    p.add_argument("--phase", choices=("train", "embed", "predict"), help=argparse.SUPPRESS)
     p.add_argument("--layout", choices=("per_tuple", "per_image"), default="per_image",
                    help=argparse.SUPPRESS)
     p.add_argument("--part", type=Path, help=argparse.SUPPRESS)
@@ -520,6 +522,66 @@ def phase_embed(args, config: dict) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------- phase: predict
+
+
+def phase_predict(args, config: dict) -> dict:
+    """Greedy answers to the 16 questions for ``--images`` tiles, image-once (the workflow's
+    ``predict.image_once_tokens``) vs one left-padded ``generate`` per batch of the same
+    (image, question) rows (``predict.generate_batch``): seconds, the ratio and how many rows
+    got the same tokens (bf16 rounding may flip a near-tie)."""
+    import torch
+
+    from skinground.predict import generate_batch, image_once_tokens
+
+    result: dict = {"device": device_info(torch)}
+    model, processor, _, parameters = build(args, config, torch)
+    model.eval()
+    result["parameters"] = parameters
+    questions = questions_of(config)
+    images = tiles(args.images, args.seed)
+    bi = int(config["predict"]["batch_images"])
+    new = int(config["predict"]["max_new_tokens"])
+    stops = {processor.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>",
+                                                                     "<|endoftext|>")}
+
+    def once():
+        out = []
+        for s in range(0, len(images), bi):
+            out += image_once_tokens(model, processor, images[s:s + bi], questions,
+                                     max_new_tokens=new)
+        return out
+
+    def per_question():
+        out = []
+        for s in range(0, len(images), bi):
+            chunk = [im for im in images[s:s + bi] for _ in questions]
+            rows = generate_batch(model, processor, chunk, questions * (len(chunk)
+                                                                       // len(questions)),
+                                  max_new_tokens=new, tokens=True)
+            out += [r[: next((k for k, t in enumerate(r) if t in stops), len(r))]
+                    for r in rows]
+        return out
+
+    once()  # warm-up
+    times = {}
+    answers = {}
+    for name, fn in (("image_once", once), ("per_question", per_question)):
+        sync(torch)
+        t0 = time.perf_counter()
+        answers[name] = fn()
+        sync(torch)
+        times[name] = time.perf_counter() - t0
+    same = sum(a == b for a, b in zip(answers["image_once"], answers["per_question"],
+                                      strict=True))
+    result.update(images=len(images), questions=len(questions), batch_images=bi,
+                  max_new_tokens=new, seconds=times,
+                  ratio=times["per_question"] / times["image_once"],
+                  rows=len(answers["image_once"]), identical_rows=same)
+    result.update(memory(torch))
+    return result
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -606,6 +668,13 @@ def summary_lines(result: dict) -> list[str]:
                 lines.append(f"       batch {bi}: {run.get('error')}")
     elif em:
         lines.append(f"embed: FAILED: {em.get('error') or em.get('naive', {}).get('error')}")
+    pr = result.get("predict") or {}
+    if "ratio" in pr:
+        lines.append(f"predict: image-once {pr['seconds']['image_once']:.1f} s, per question "
+                     f"{pr['seconds']['per_question']:.1f} s: {pr['ratio']:.1f}x; "
+                     f"{pr['identical_rows']}/{pr['rows']} rows identical")
+    elif pr:
+        lines.append(f"predict: FAILED: {pr.get('error')}")
     return lines
 
 
@@ -619,7 +688,8 @@ def main(argv=None) -> int:
         if not torch.cuda.is_available():
             torch.set_num_threads(args.threads)
         try:
-            result = (phase_train if args.phase == "train" else phase_embed)(args, config)
+            result = {"train": phase_train, "embed": phase_embed,
+                      "predict": phase_predict}[args.phase](args, config)
             rc = 0
         except Exception as err:  # noqa: BLE001 - recorded, the parent carries on
             result, rc = error_record(err, torch), 1
@@ -652,10 +722,19 @@ def main(argv=None) -> int:
             cmd = [sys.executable, me, *child_args(args), "--phase", "embed",
                    "--part", str(part)]
             limit = args.embed_timeout
+            if args.budget_s is not None:  # leave the prediction phase its share
+                limit = max(30.0, min(limit, 0.6 * (args.budget_s
+                                                    - (time.perf_counter() - started))))
+            result["embed"] = run_phase("embed", cmd, limit, part)
+        if "predict" not in args.skip:
+            part = Path(tmp) / "predict.json"
+            cmd = [sys.executable, me, *child_args(args), "--phase", "predict",
+                   "--part", str(part)]
+            limit = args.embed_timeout
             if args.budget_s is not None:
                 limit = max(30.0, min(limit, args.budget_s - (time.perf_counter() - started)))
-            result["embed"] = run_phase("embed", cmd, limit, part)
-    for name in ("train", "embed"):
+            result["predict"] = run_phase("predict", cmd, limit, part)
+    for name in ("train", "embed", "predict"):
         if (result.get(name) or {}).get("device"):
             result["device"] = result[name]["device"]
         if (result.get(name) or {}).get("parameters"):
@@ -666,7 +745,8 @@ def main(argv=None) -> int:
         and bool(result["train_layouts"].get("per_image_over_per_tuple")))
     emb = result.get("embed") or {}
     embed_ok = "embed" in args.skip or bool(emb.get("speedup"))
-    result["ok"] = train_ok and embed_ok
+    predict_ok = "predict" in args.skip or bool((result.get("predict") or {}).get("ratio"))
+    result["ok"] = train_ok and embed_ok and predict_ok
     result["seconds"] = time.perf_counter() - started
 
     from skinground.io import write_json

@@ -250,6 +250,9 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path):
     assert train["layout"] == "per_image" and result["train_per_tuple"]["layout"] == "per_tuple"
     assert train["images_per_step"] < result["train_per_tuple"]["images_per_step"]
     assert result["train_layouts"]["per_image_over_per_tuple"] > 0
+    predict = result["predict"]
+    assert predict["identical_rows"] == predict["rows"] == 6 * 16  # float32: the same tokens
+    assert predict["ratio"] > 1
     assert emb["speedup"] > 1
     assert emb["agreement"]["max_abs_diff"]["h_ima"] < 1e-4  # float32: the same numbers
     proc = run_module("config.yaml", "--json", "--gpu-json", str(out))
