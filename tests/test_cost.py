@@ -18,6 +18,10 @@ from skinground import config, cost, flops, measured, models, plan, tiny
 from conftest import REPO, copy_workflow, planned_jobs
 
 DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.yaml"]
+# 64 embed shards x 2 splits x (tuned, untuned, MONET) + 64 x 2 group-question shards,
+# 8 predict shards x 2 splits, 38 attribute + 6 group spaces merged, 22 indexes, ...
+PAPER_JOBS = 617
+DEMO_JOBS = 109
 
 
 def workflow_copy(tmp_path: Path) -> Path:
@@ -37,7 +41,7 @@ def test_jobs_match_the_demo_dry_run(tmp_path):
     work = workflow_copy(tmp_path)
     expected = plan.planned_jobs(config.load_config(DEMO_CONFIGS))
     assert dry_run(work, "--profile", "profiles/demo") == expected
-    assert sum(expected.values()) == 88
+    assert sum(expected.values()) == DEMO_JOBS
 
 
 def test_jobs_match_the_paper_dry_run(tmp_path):
@@ -59,15 +63,23 @@ def test_jobs_match_the_paper_dry_run(tmp_path):
                    "stand-ins.yaml") == expected
     assert expected["embed_shard"] == 3 * 2 * 64
     assert expected["predict_shard"] == 2 * 8 and expected["merge_predictions"] == 2
-    assert sum(expected.values()) == 472
+    assert expected["embed_groups"] == 2 * 64
+    assert expected["merge_embeddings"] == 2 * (16 + 3 + 3)  # attributes + 3 image-only + groups
+    assert sum(expected.values()) == PAPER_JOBS
 
 
 def test_fewer_methods_fewer_jobs(repo_config):
-    fewer = config.deep_merge(repo_config, {"retrieve": {"methods": ["image_only", "monet"]}})
+    fewer = config.deep_merge(repo_config, {"retrieve": {"methods": ["image_only", "monet"],
+                                                         "group_methods": ["image_only"]}})
     jobs = plan.planned_jobs(fewer)
     assert jobs["embed_shard"] == 2 * 2 * 64  # tuned and MONET, no untuned
     assert jobs["merge_embeddings"] == 4 and jobs["build_index"] == 2
     assert jobs["retrieve"] == 2
+    assert "embed_groups" not in jobs and "retrieve_groups" not in jobs  # no composed query
+    composed = config.deep_merge(fewer, {"retrieve": {"group_methods": ["composed"]}})
+    jobs = plan.planned_jobs(composed)
+    assert jobs["embed_groups"] == 2 * 64
+    assert jobs["merge_embeddings"] == 4 + 2 * 3  # the 3 group spaces, per split
 
 
 def _hf_config(spec: flops.QwenSpec, mrope):
@@ -126,7 +138,7 @@ def test_paper_workload(repo_config):
     wl = result["workload"]
     assert wl["tuples"] == flops.PAPER_TUPLES  # 282,564 train images x W=5
     assert wl["image_tokens"] == 25
-    assert result["total_jobs"] == 472
+    assert result["total_jobs"] == PAPER_JOBS
     spread = cost.estimate(repo_config, cost.Assumptions(tile_sigma=0.35))
     assert spread["workload"]["image_tokens"] > 25  # tokens grow with the square of the side
 
@@ -226,11 +238,11 @@ def test_runs_as_a_module(tmp_path):
                       str(fake_gpu_json(tmp_path / "gpu.json")))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["total_jobs"] == 472 and result["measured"]["used"]
+    assert result["total_jobs"] == PAPER_JOBS and result["measured"]["used"]
     assert result["naive_total"]["gpu_hours"] > 3 * result["total"]["gpu_hours"]
     assert result["total"]["gpu_hours"] > 0
     demo = run_module(*map(str, DEMO_CONFIGS), "--json", "--no-gpu-json")
-    assert json.loads(demo.stdout)["total_jobs"] == 88
+    assert json.loads(demo.stdout)["total_jobs"] == DEMO_JOBS
 
 
 @pytest.mark.slow

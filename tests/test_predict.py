@@ -274,9 +274,11 @@ def test_r2_script_writes_table_and_figure(tmp_path, attributes):
     proc = run_script(
         "r2", tmp_path, input={"predictions": preds, "manifest": manifest, "train": train_txt},
         output={"csv": out / "r2.csv", "markdown": out / "r2.md",
+                "groups_csv": out / "r2_groups.csv",
                 "fig_pdf": out / "fig2.pdf", "fig_png": out / "fig2.png"},
-        params={"attributes": attributes})
+        params={"attributes": attributes, "groups": {}})
     assert proc.returncode == 0, proc.log + proc.stderr
+    assert (out / "r2_groups.csv").exists()  # no group questions asked: an empty table
     table = pl.read_csv(out / "r2.csv")
     assert table.columns == ["model", "attribute", "label", "n", "n_unparsable", "r2_parsed",
                              "r2_filled"]

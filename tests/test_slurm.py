@@ -26,7 +26,8 @@ import testcluster  # noqa: E402
 SMALL = {"synthetic": {"patients": 12, "images": 240},
          "train": {"max_steps": 10, "logging_steps": 5}}
 CONFIGS = ["config.yaml", "profiles/demo/demo-config.yaml", "small.yaml"]
-GPU_RULES = ("train", "predict_shard", "embed_shard", "build_index", "retrieve")
+GPU_RULES = ("train", "predict_shard", "embed_shard", "embed_groups", "build_index", "retrieve",
+             "retrieve_groups")
 PROBE = Path(__file__).resolve().parent / "slurm" / "probe"
 SHARD = "results/demo/embed/tuned/test/shard0.npz"
 
@@ -74,6 +75,11 @@ def test_workflow_profile_placement():
     for rule in GPU_RULES:  # the rules default to gpu=0 (CPU); the profile places them
         body = smk.split(f"rule {rule}:", 1)[1].split("\nrule ", 1)[0]
         assert re.search(r"resources:\s*\n\s*gpu=0", body) or "gpu" not in body, rule
+    # Every rule that runs a model or FAISS (the GPU environment) is placed on a GPU, but the
+    # demo's CPU-only model builder.
+    gpu_env = set(re.findall(r"rule (\w+):(?:(?!\n\s*rule ).)*?conda:\s*\n\s*GPU_ENV", smk,
+                             flags=re.S))
+    assert gpu_env - {"build_models"} == set(GPU_RULES)
 
 
 EFFECTIVE = """

@@ -213,6 +213,30 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
         images * (f_prefix + n_attr * f_full), s_naive,
         f"{naive_basis} MFU {a.naive_mfu:.2f}, batch 1", in_dag=False, naive=True)
 
+    # The composed group questions (retrieve.groups): h_im once more plus one suffix per group,
+    # in embed_groups jobs (absent when no group method reads them). A group question's
+    # tokens are estimated from its length relative to the attribute questions'.
+    if jobs.get("embed_groups"):
+        questions = [spec_a["question"] for spec_a in config["attributes"].values()]
+        per_char = a.suffix_tokens / (sum(map(len, questions)) / len(questions))
+        g_tokens = [max(1, round(len(g["question"]) * per_char))
+                    for g in config["retrieve"]["groups"].values()]
+        f_groups = f_prefix + sum(forward_flops(spec, tokens=t, image_tokens=0)
+                                  for t in g_tokens)
+        s_groups = images / bi * (_pass_seconds(bi * f_prefix, a, a.infer_mfu, spec)
+                                  + _pass_seconds(bi * (f_groups - f_prefix), a, a.infer_mfu,
+                                                  spec))
+        row(f"embed groups, prefix-shared (h_im + {len(g_tokens)} h_im,G)", "embed_groups",
+            jobs["embed_groups"], images * f_groups, s_groups,
+            f"{infer_basis} MFU {a.infer_mfu:.2f}", gpus_per_job=gpus.get("embed_groups", 1),
+            naive=False)
+        f_gfull = sum(forward_flops(spec, tokens=prefix + t, image_tokens=m) for t in g_tokens)
+        row(f"(embed groups, naive: {len(g_tokens)} passes/image)", "-", jobs["embed_groups"],
+            images * f_gfull, images * sum(
+                _pass_seconds(forward_flops(spec, tokens=prefix + t, image_tokens=m), a,
+                              a.naive_mfu, spec) for t in g_tokens),
+            f"{naive_basis} MFU {a.naive_mfu:.2f}, batch 1", in_dag=False, naive=True)
+
     # FAISS on the GPU: adding is a copy; flat search = 2 x queries x database x d (fp32).
     d = spec.text_hidden
     row("build_index (FAISS flat)", "build_index", jobs["build_index"], 0.0,
