@@ -4,11 +4,7 @@ Each run is ``snakemake --profile profiles/demo`` in a fresh copy of the workflo
 seeds of the model initialisation (``model.tiny.seed``), the patient split, the tuples and the
 training set to the run's seed. From each run's own outputs (``evaluate/summary.csv``,
 ``predict/r2.csv``) it collects the per-attribute median percentile of the five methods and
-the tuned model's test R², and counts, over the 16 attributes:
-
-- ``c_beats_d``: tuned image-only (c) has a lower median than untuned image-only (d);
-- ``a_beats_c``: image+text (a) lower than image-only (c);
-- ``r2_positive`` / ``r2_half``: tuned R² (unparsable answers at the train mean) > 0 / >= 0.5.
+the tuned model's test R², and the counts of ``skinground.fidelity`` over the 16 attributes.
 
 Targets (issue: the demo shows the paper's finding): c_beats_d >= 12, a_beats_c >= 10,
 r2_positive >= 12, r2_half >= 6, on every seed. Writes ``bench/results/fidelity.json``; the
@@ -33,30 +29,16 @@ import polars as pl
 import yaml
 from demo_dag import copy_workflow
 
+from skinground import fidelity
+from skinground.fidelity import TARGETS
 from skinground.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
-
-TARGETS = {"c_beats_d": 12, "a_beats_c": 10, "r2_positive": 12, "r2_half": 6}
-METHOD_KEYS = {"image_text": "a", "hierarchical": "b", "image_only": "c",
-               "image_untuned": "d", "monet": "e"}
-
 
 def seed_overrides(seed: int) -> dict:
     """The seeds a fidelity run varies: model init, patient split, tuples, training."""
     return {"model": {"tiny": {"seed": seed}}, "split": {"seed": seed},
             "tuples": {"seed": seed}, "train": {"seed": seed}}
-
-
-def counts(medians: dict[str, dict[str, float]], r2: dict[str, float]) -> dict[str, int]:
-    """The fidelity counts over the attributes (see the module docstring)."""
-    attrs = list(r2)
-    return {
-        "c_beats_d": sum(medians["c"][a] < medians["d"][a] for a in attrs),
-        "a_beats_c": sum(medians["a"][a] < medians["c"][a] for a in attrs),
-        "r2_positive": sum(r2[a] > 0 for a in attrs),
-        "r2_half": sum(r2[a] >= 0.5 for a in attrs),
-    }
 
 
 def read_groups(results: Path) -> list[dict] | None:
@@ -66,16 +48,8 @@ def read_groups(results: Path) -> list[dict] | None:
 
 
 def read_run(results: Path) -> dict:
-    """Medians per method letter and attribute, and the tuned R², from one run's outputs."""
-    summary = pl.read_csv(results / "evaluate" / "summary.csv")
-    medians: dict[str, dict[str, float]] = {}
-    for row in summary.iter_rows(named=True):
-        medians.setdefault(METHOD_KEYS[row["method"]], {})[row["attribute"]] = row["median"]
-    table = pl.read_csv(results / "predict" / "r2.csv").filter(pl.col("model") == "tuned")
-    r2 = dict(zip(table["attribute"], table["r2_filled"], strict=True))
-    labels = dict(zip(table["attribute"], table["label"], strict=True))
-    return {"medians": medians, "r2": r2, "labels": labels, "counts": counts(medians, r2),
-            "groups": read_groups(results)}
+    """One run's medians, R², counts (skinground.fidelity) and group table."""
+    return {**fidelity.read_run(results), "groups": read_groups(results)}
 
 
 def run_seed(seed: int, overrides: dict | None = None) -> dict:

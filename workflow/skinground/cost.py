@@ -59,6 +59,7 @@ from skinground.flops import (
     weight_bytes,
 )
 from skinground.plan import PREDICT_MODELS, SPLITS, method_spaces, planned_jobs
+from skinground.plan import method as plan_method
 
 # --------------------------------------------------------------------------- the estimate
 
@@ -245,9 +246,10 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
     searches = 0.0
     for method in config["retrieve"]["methods"]:
         searched, _ = method_spaces(method, attributes)
-        dim = CLIP_L14["projection"] if method == "monet" else d
+        dim = CLIP_L14["projection"] if plan_method(method).model == "monet" else d
         searches += len(searched) * 2 * a.test_images * a.train_images * dim
-    row("retrieve (5 methods)", "retrieve", jobs["retrieve"], searches,
+    n_methods = len(config["retrieve"]["methods"])
+    row(f"retrieve ({n_methods} methods)", "retrieve", jobs["retrieve"], searches,
         searches / (a.fp32_peak_flops * a.faiss_efficiency),
         f"fp32 {a.fp32_peak_flops / 1e12:.1f} TFLOP/s x {a.faiss_efficiency}",
         gpus_per_job=gpus.get("retrieve", 1))
