@@ -6,8 +6,8 @@ import logging
 import polars as pl
 
 from skinground import cli, group_criterion
-from skinground.io import atomic_path, read_lines, write_text
-from skinground.tables import markdown_table
+from skinground.io import read_lines
+from skinground.tables import write_evaluation
 
 log = logging.getLogger("skinground")
 
@@ -24,11 +24,7 @@ def main(snakemake) -> None:
     summary = group_criterion.summarize_groups(table)
     log.info("%d rows over %d groups; %d excluded", table.height, len(snakemake.params.groups),
              int(table["excluded"].sum()))
-    with atomic_path(snakemake.output.table) as tmp:
-        table.write_parquet(tmp)
-    with atomic_path(snakemake.output.csv) as tmp:
-        summary.write_csv(tmp)
-    write_text(snakemake.output.markdown, markdown_table(summary, digits=1) + "\n")
+    write_evaluation(table, summary, snakemake.output)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,7 @@ import logging
 import polars as pl
 
 from skinground import cli, plan, retrieve
-from skinground.index import load_index
 from skinground.io import atomic_path
-from skinground.shards import read_aligned
 
 log = logging.getLogger("skinground")
 
@@ -16,11 +14,8 @@ def main(snakemake) -> None:
     name = snakemake.wildcards.method
     spaces, cfg = snakemake.params.spaces, snakemake.params.retrieve
     k, search = cfg["k"], plan.method(name).search
-    indexes = {s: load_index(p) for s, p in zip(spaces["index"], snakemake.input.index,
-                                                 strict=True)}
-    db_ids, db = read_aligned(spaces["read"], snakemake.input.train)
-    query_ids, queries = read_aligned(spaces["read"], snakemake.input.test)
-    retrieve.check_disjoint(query_ids, db_ids)
+    indexes, db_ids, db, query_ids, queries = retrieve.open_spaces(
+        spaces, snakemake.input.index, snakemake.input.train, snakemake.input.test)
 
     hits = {}  # attribute (None: image-only) -> TopK
     if search == "image":

@@ -6,9 +6,8 @@ import logging
 import polars as pl
 
 from skinground import cli, plan, retrieve
-from skinground.index import load_index, search
+from skinground.index import search
 from skinground.io import atomic_path
-from skinground.shards import read_aligned
 
 log = logging.getLogger("skinground")
 
@@ -18,11 +17,8 @@ def main(snakemake) -> None:
     spaces, cfg, groups = (snakemake.params.spaces, snakemake.params.retrieve,
                            snakemake.params.groups)
     k, how = cfg["k"], plan.group_method(name).search
-    indexes = {s: load_index(p) for s, p in zip(spaces["index"], snakemake.input.index,
-                                                 strict=True)}
-    db_ids, db = read_aligned(spaces["read"], snakemake.input.train)
-    query_ids, queries = read_aligned(spaces["read"], snakemake.input.test)
-    retrieve.check_disjoint(query_ids, db_ids)
+    indexes, db_ids, db, query_ids, queries = retrieve.open_spaces(
+        spaces, snakemake.input.index, snakemake.input.train, snakemake.input.test)
     if how == "composed_hierarchical":
         candidates = retrieve.first_stage(indexes[plan.IMAGE_SPACE], queries[plan.IMAGE_SPACE],
                                           cfg["b"])

@@ -154,17 +154,6 @@ class ImageGroupedSampler(torch.utils.data.Sampler):
 # --------------------------------------------------------------------------- collators
 
 
-def _answer_tokens(tokenizer, prompt: str, answer: str, *, special: bool):
-    """Token ids of ``prompt`` and of ``prompt + answer + <|im_end|>``; raises unless the first
-    is a prefix of the second (then the labels are exactly the answer's tokens)."""
-    ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
-    full = tokenizer(prompt + answer + EOS_TOKEN, add_special_tokens=special)["input_ids"]
-    if full[: len(ids)] != ids or len(full) <= len(ids):
-        raise TrainError(f"the prompt's tokens are not a prefix of the prompt + answer's tokens "
-                         f"(answer {answer!r} after {prompt[-60:]!r})")
-    return ids, full
-
-
 class PerTupleCollator:
     """The ``per_tuple`` layout: one right-padded sequence per tuple, answer-only labels.
 
@@ -224,6 +213,7 @@ class ImageOnceCollator:
         self.pad_id = self.tokenizer.pad_token_id
         self.prefix_text, _ = P.split_template(processor, [])
         self._suffix: dict[str, str] = {}
+        self._suffix_ids: dict[str, list[int]] = {}
 
     def suffix_text(self, question: str) -> str:
         if question not in self._suffix:
@@ -239,11 +229,21 @@ class ImageOnceCollator:
                 images.append(it["image"])
         batch = P.encode(self.processor, images, [self.prefix_text] * len(images),
                          padding_side="left")
-        seqs, starts = [], []
-        for it in items:
-            prompt, full = _answer_tokens(self.tokenizer, self.suffix_text(it["question"]),
-                                          it["answer"], special=False)
-            seqs.append(full)
+        # One tokenizer call for the batch's suffix + answer texts; each question's suffix
+        # tokens once per collator (the label boundary: they must prefix the full tokens).
+        suffixes = [self.suffix_text(it["question"]) for it in items]
+        seqs = self.tokenizer([q + it["answer"] + EOS_TOKEN for q, it in
+                               zip(suffixes, items, strict=True)],
+                              add_special_tokens=False)["input_ids"]
+        starts = []
+        for q, seq, it in zip(suffixes, seqs, items, strict=True):
+            prompt = self._suffix_ids.get(q)
+            if prompt is None:
+                prompt = self._suffix_ids[q] = self.tokenizer(
+                    q, add_special_tokens=False)["input_ids"]
+            if seq[: len(prompt)] != prompt or len(seq) <= len(prompt):
+                raise TrainError(f"the prompt's tokens are not a prefix of the prompt + "
+                                 f"answer's tokens (answer {it['answer']!r} after {q[-60:]!r})")
             starts.append(len(prompt))
         suffix_ids, suffix_mask = P.pad_rows(seqs, self.pad_id)
         labels = torch.full_like(suffix_ids, IGNORE_INDEX)

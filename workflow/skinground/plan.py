@@ -90,18 +90,26 @@ def group_space(name: str) -> str:
     return GROUP_PREFIX + name
 
 
-def group_method(name: str) -> GroupMethod:
+def _lookup(table: Mapping[str, Any], name: str, kind: str):
     try:
-        return GROUP_METHODS[name]
+        return table[name]
     except KeyError:
-        raise KeyError(f"unknown group method {name!r} (known: {', '.join(GROUP_METHODS)})") \
-            from None
+        raise KeyError(f"unknown {kind} {name!r} (known: {', '.join(table)})") from None
+
+
+def _in_order(table: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """``names`` in ``table``'s order, unknown ones after them, sorted."""
+    present = set(names)
+    return [m for m in table if m in present] + sorted(present - set(table))
+
+
+def group_method(name: str) -> GroupMethod:
+    return _lookup(GROUP_METHODS, name, "group method")
 
 
 def group_method_order(names: Sequence[str]) -> list[str]:
     """``names`` in ``GROUP_METHODS`` order, unknown ones after them, sorted."""
-    present = set(names)
-    return [m for m in GROUP_METHODS if m in present] + sorted(present - set(GROUP_METHODS))
+    return _in_order(GROUP_METHODS, names)
 
 
 def group_method_spaces(name: str, groups: Mapping[str, Mapping]) -> tuple[list[str], list[str]]:
@@ -130,17 +138,12 @@ def retrieval_jobs(config: Mapping[str, Any]) -> list[str]:
 
 
 def method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise KeyError(f"unknown retrieval method {name!r} (known: {', '.join(METHODS)})") \
-            from None
+    return _lookup(METHODS, name, "retrieval method")
 
 
 def method_order(names: Sequence[str]) -> list[str]:
     """``names`` in the paper's order (``METHODS``), unknown ones after them, sorted."""
-    present = set(names)
-    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+    return _in_order(METHODS, names)
 
 
 def method_spaces(name: str, attributes: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -233,3 +233,26 @@ def results_frame(method: str, attribute: str | None, query_ids: Sequence[str],
         "retrieved_id": pl.Series(db_ids, dtype=pl.String).gather(idx.reshape(-1)),
         "score": scores.reshape(-1),
     }, schema=RESULT_SCHEMA)
+
+
+class Spaces(NamedTuple):
+    """What a retrieval job reads: the FAISS indexes by space, and the aligned train (db)
+    and test (query) embeddings by space."""
+    indexes: dict
+    db_ids: list[str]
+    db: dict
+    query_ids: list[str]
+    queries: dict
+
+
+def open_spaces(spaces, index_paths, train_paths, test_paths) -> Spaces:
+    """A job's indexes and embeddings (``spaces``: ``{"index": [...], "read": [...]}`` as the
+    rules pass them); stops if a test image is also in the database."""
+    from skinground.index import load_index
+    from skinground.shards import read_aligned
+
+    indexes = {s: load_index(p) for s, p in zip(spaces["index"], index_paths, strict=True)}
+    db_ids, db = read_aligned(spaces["read"], train_paths)
+    query_ids, queries = read_aligned(spaces["read"], test_paths)
+    check_disjoint(query_ids, db_ids)
+    return Spaces(indexes, db_ids, db, query_ids, queries)

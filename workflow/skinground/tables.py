@@ -23,3 +23,15 @@ def markdown_table(table: pl.DataFrame, *, digits: int = 3, null: str = "-") -> 
                             for c in table.columns) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.iter_rows()]
     return "\n".join(lines) + "\n"
+
+
+def write_evaluation(table: pl.DataFrame, summary: pl.DataFrame, output) -> None:
+    """An evaluation's outputs, each atomically: the per-row ``output.table`` (parquet), the
+    ``output.csv`` summary and its ``output.markdown`` table."""
+    from skinground.io import atomic_path, write_text
+
+    with atomic_path(output.table) as tmp:
+        table.write_parquet(tmp)
+    with atomic_path(output.csv) as tmp:
+        summary.write_csv(tmp)
+    write_text(output.markdown, markdown_table(summary, digits=1) + "\n")
