@@ -9,10 +9,13 @@ batch of suffixes, one decoding loop) and ``predict.generate_per_question`` (one
 its image). Asserts that the answers are identical and writes ``bench/results/predict.json``
 atomically (goal: >= 5x).
 
-    python bench/predict.py [--images 48] [--repeats 3] [--threads 2]
+    python bench/predict.py [--images 48] [--repeats 3] [--threads 2] [--run results/demo]
 
-The random tiny model answers with random tokens until ``max_new_tokens``: every row decodes
-the full budget, the worst case for both ways.
+By default the model is a fresh random tiny one, which answers with random tokens until
+``max_new_tokens``: every row decodes the full budget, the worst case for both ways. With
+``--run``, the tuned model of a finished demo run (its base and ``train/adapter``, as the
+``predict_shard`` rule loads them) answers that run's test images: short numeric answers that
+end at ``<|im_end|>``, as in the workflow. Both are recorded.
 """
 
 from __future__ import annotations
@@ -60,19 +63,32 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3, help="alternating repeats (best of)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run", type=Path, default=None,
+                    help="a finished demo run's results/<run>: its tuned model and test images")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "predict.json")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.configs)
     attributes, cfg = config["attributes"], config["predict"]
-    store = Tiles(args.images, args.seed, config["synthetic"]["min_px"],
-                  config["synthetic"]["max_px"])
-    ids = list(store.images)
-    with tempfile.TemporaryDirectory() as tmp:
-        base = tiny.build_tiny_qwen2vl(Path(tmp) / "qwen2vl", corpus=tiny.demo_corpus(attributes),
-                                       **config["model"]["tiny"])
-        model, processor = models.load_qwen(base, config["model"])
+    if args.run:  # the run's own tuned model and test images
+        from skinground.data import open_images
+
+        run_config = load_config([args.run / "config.yaml"])
+        attributes, cfg = run_config["attributes"], run_config["predict"]
+        store = open_images(run_config["data"]["images"])
+        ids = sorted((args.run / "split" / "test.txt").read_text().split())[: args.images]
+        model, processor = models.load_qwen(run_config["model"]["base"], run_config["model"],
+                                            adapter=args.run / "train" / "adapter")
+    else:
+        store = Tiles(args.images, args.seed, config["synthetic"]["min_px"],
+                      config["synthetic"]["max_px"])
+        ids = list(store.images)
+        with tempfile.TemporaryDirectory() as tmp:
+            base = tiny.build_tiny_qwen2vl(Path(tmp) / "qwen2vl",
+                                           corpus=tiny.demo_corpus(attributes),
+                                           **config["model"]["tiny"])
+            model, processor = models.load_qwen(base, config["model"])
     rows = int(cfg["batch_images"]) * len(attributes)  # the same rows per batch both ways
     questions = {a: spec["question"] for a, spec in attributes.items()}
     ways = {
@@ -95,6 +111,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "greedy answers to every question, image-once vs one sequence per "
                      "(image, question), demo model",
+        "model": f"tuned, {args.run}" if args.run else "random tiny (full max_new_tokens)",
         "configs": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
                     for p in args.configs],
         "images": args.images, "questions": len(attributes), "rows_per_batch": rows,
