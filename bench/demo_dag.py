@@ -38,9 +38,14 @@ def rule_seconds(benchmarks: Path) -> dict[str, dict]:
     """Per rule: jobs and summed seconds, from results/demo/benchmarks/**.tsv."""
     per_rule: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0})
     for tsv in sorted(benchmarks.rglob("*.tsv")):
-        # benchmarks/embed/<model>_<split>_shard<i>.tsv, benchmarks/predict_<model>.tsv, ...
-        rule = ("embed_shard" if tsv.parent.name == "embed"
-                else re.sub(r"_(tuned|untuned)$", "", tsv.stem))
+        # benchmarks/embed/<model|groups>_<split>_shard<i>.tsv,
+        # benchmarks/predict/<model>_shard<i>.tsv, benchmarks/<rule>.tsv
+        if tsv.parent.name == "embed":
+            rule = "embed_groups" if tsv.stem.startswith("groups_") else "embed_shard"
+        elif tsv.parent.name == "predict":
+            rule = "predict_shard"
+        else:
+            rule = re.sub(r"_(tuned|untuned)$", "", tsv.stem)
         with open(tsv) as f:
             row = next(csv.DictReader(f, delimiter="\t"))
         per_rule[rule]["jobs"] += 1
@@ -52,6 +57,9 @@ def rule_seconds(benchmarks: Path) -> dict[str, dict]:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "demo_dag.json")
+    ap.add_argument("--keep-results", type=Path, default=None,
+                    help="move the run's results/demo here afterwards (replacing it), e.g. "
+                         "results/demo for bench/predict.py --run")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -70,6 +78,9 @@ def main(argv=None) -> dict:
             "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "load_average_after": list(os.getloadavg()),
         }
+        if a.keep_results:
+            shutil.rmtree(a.keep_results, ignore_errors=True)
+            shutil.move(work / "results" / "demo", a.keep_results)
     write_json(a.out, result)
     print(f"demo DAG: {wall:.0f} s for {jobs} jobs (goal <= 600 s) -> {a.out}")
     return result

@@ -41,7 +41,8 @@ def main(argv=None) -> dict:
                      and r.get("groups")]
             run = known[0] if known else run_seed(seed, {"tuples": {"group_share": share}})
             runs.append({"seed": seed, "group_share": share, "groups": run["groups"],
-                         "counts": run["counts"], "reused_fidelity_run": bool(known)})
+                         "counts": run["counts"], "wall_seconds": run.get("wall_seconds"),
+                         "reused_fidelity_run": bool(known)})
             print(f"share {share}, seed {seed}: done", flush=True)
     result = {"benchmark": "multi-attribute retrieval on the demo: the group criterion's "
                            "median per group x method, by tuples.group_share and seed",

@@ -65,8 +65,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run", type=Path, default=None,
                     help="a finished demo run's results/<run>: its tuned model and test images")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "predict.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default bench/results/predict.json (predict_tuned.json with --run)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = REPO / "bench" / "results" / ("predict_tuned.json" if args.run
+                                                 else "predict.json")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.configs)

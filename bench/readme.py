@@ -84,12 +84,17 @@ def benchmarks_block() -> str:
                     f"{tl['per_device_batch_tuples']} tuples/step (`train_layout.py`) | "
                     f"{p:,.0f} vs {t:,.0f} tuples/s: **{tl['ratio']:.1f}×**; first-batch loss "
                     f"diff {tl['agreement_first_batch']['loss_abs_diff']:.0e} | ≥ 4× |")
-    pr = load("predict")
-    if pr:
-        rows.append(f"| greedy answers, image-once vs one sequence per (image, question), "
-                    f"{pr['images']} tiles × {pr['questions']} questions (`predict.py`) | "
-                    f"{pr['seconds']['image_once']:.2f} s vs {pr['seconds']['per_question']:.2f}"
-                    f" s: **{pr['ratio']:.1f}×**, identical answers: {pr['identical']} | ≥ 5× |")
+    for name, what in (("predict_tuned", "the demo run's tuned model, its test images "
+                                         "(`predict.py --run results/demo`)"),
+                       ("predict", "a random tiny model, every row decoding all "
+                                   "`max_new_tokens` (`predict.py`)")):
+        pr = load(name)
+        if pr:
+            rows.append(f"| greedy answers, image-once vs one sequence per (image, question), "
+                        f"{pr['images']} images × {pr['questions']} questions, {what} | "
+                        f"{pr['seconds']['image_once']:.2f} s vs "
+                        f"{pr['seconds']['per_question']:.2f} s: **{pr['ratio']:.1f}×**, "
+                        f"identical answers: {pr['identical']} | ≥ 5× |")
     ps = load("prefix_sharing")
     if ps:
         rows.append(f"| embeddings, prefix-shared vs naive, {ps['images']} tiles × "

@@ -21,7 +21,7 @@ DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.
 # 64 embed shards x 2 splits x (tuned, untuned, MONET) + 64 x 2 group-question shards,
 # 8 predict shards x 2 splits, 38 attribute + 6 group spaces merged, 22 indexes, ...
 PAPER_JOBS = 617
-DEMO_JOBS = 109
+DEMO_JOBS = 101
 
 
 def workflow_copy(tmp_path: Path) -> Path:

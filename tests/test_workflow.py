@@ -19,7 +19,7 @@ from conftest import copy_workflow, planned_jobs
 pytestmark = pytest.mark.slow
 
 ATTRIBUTES = 16
-SHARDS = 2  # profiles/demo/demo-config.yaml: embed.shards
+SHARDS = 1  # profiles/demo/demo-config.yaml: embed.shards
 
 
 def snakemake(workdir: Path, *args: str, extra_config: str | None = None) -> str:
