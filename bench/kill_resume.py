@@ -10,7 +10,11 @@ report) are compared byte for byte with the reference's. Writes
 ``bench/results/kill_resume.json``: each kill's moment, the rules it hit, and whether the
 outputs were identical, and what differed when not.
 
-    python bench/kill_resume.py [--kills 20] [--seed 0]
+    python bench/kill_resume.py [--kills 20] [--seed 0] [--small]
+
+``--small``: every run (the reference and the killed ones) on a smaller demo — the same rules
+and jobs, 300 images and 300 training steps (checkpoints every 100) — so that 20 kills take
+about an hour on 2 cores instead of about four.
 """
 
 from __future__ import annotations
@@ -28,12 +32,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from demo_dag import copy_workflow
 
 from skinground.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo"]
+#: ``--small``: merged over the demo config (same DAG, shorter jobs).
+SMALL = {"synthetic": {"patients": 12, "images": 300},
+         "train": {"max_steps": 300, "save_steps": 100}}
 #: Outputs that hold wall times or run-specific paths, not results: not compared.
 VOLATILE = ("logs/", "benchmarks/", "train/summary.json", "train/checkpoints/", "report.html")
 
@@ -65,27 +73,37 @@ def running_rules(log: str) -> list[str]:
     return sorted(set(started.values()))
 
 
-def rerun(work: Path) -> dict:
+def prepare(work: Path, small: bool) -> list[str]:
+    """A fresh copy of the workflow in ``work``; the command to run there."""
+    copy_workflow(work)
+    if not small:
+        return COMMAND
+    (work / "small.yaml").write_text(yaml.safe_dump(SMALL))
+    return [*COMMAND, "--configfile", "config.yaml", "profiles/demo/demo-config.yaml",
+            "small.yaml"]
+
+
+def rerun(work: Path, command: list[str]) -> dict:
     """The user's rerun: the same command; ``--unlock`` first when Snakemake asks for it."""
-    proc = subprocess.run(COMMAND, cwd=work, capture_output=True, text=True)
+    proc = subprocess.run(command, cwd=work, capture_output=True, text=True)
     unlocked = False
     if proc.returncode != 0 and "--unlock" in proc.stdout + proc.stderr:
-        subprocess.run([*COMMAND, "--unlock"], cwd=work, capture_output=True, text=True,
+        subprocess.run([*command, "--unlock"], cwd=work, capture_output=True, text=True,
                        check=True)
         unlocked = True
-        proc = subprocess.run(COMMAND, cwd=work, capture_output=True, text=True)
+        proc = subprocess.run(command, cwd=work, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"the rerun failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     return {"unlocked": unlocked}
 
 
-def killed_run(moment: float) -> dict:
+def killed_run(moment: float, small: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        copy_workflow(work)
+        command = prepare(work, small)
         log_path = work / "snakemake.out"
         with open(log_path, "w") as log:
-            job = subprocess.Popen(COMMAND, cwd=work, stdout=log, stderr=subprocess.STDOUT,
+            job = subprocess.Popen(command, cwd=work, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
             t0 = time.perf_counter()
             try:
@@ -102,7 +120,7 @@ def killed_run(moment: float) -> dict:
         out = {"kill_after_s": round(moment, 1), "killed": not finished,
                "killed_at_s": round(time.perf_counter() - t0, 1), "rules_hit": hit,
                "processes_left": len(survivors)}
-        out.update(rerun(work))
+        out.update(rerun(work, command))
         out["digests"] = digests(work / "results" / "demo")
     return out
 
@@ -111,20 +129,21 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--small", action="store_true", help="a smaller demo (see above)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "kill_resume.json")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        copy_workflow(work)
+        command = prepare(work, a.small)
         t0 = time.perf_counter()
-        subprocess.run(COMMAND, cwd=work, capture_output=True, text=True, check=True)
+        subprocess.run(command, cwd=work, capture_output=True, text=True, check=True)
         wall = time.perf_counter() - t0
         reference = digests(work / "results" / "demo")
     print(f"reference run: {wall:.0f} s, {len(reference)} files compared", flush=True)
     moments = np.random.default_rng(a.seed).uniform(5.0, wall, a.kills)
     kills = []
     for i, moment in enumerate(moments.tolist()):
-        run = killed_run(moment)
+        run = killed_run(moment, a.small)
         got = run.pop("digests")
         differ = sorted(k for k in set(got) | set(reference) if got.get(k) != reference.get(k))
         run.update(identical=not differ, differ=differ[:20])
@@ -138,6 +157,7 @@ def main(argv=None) -> dict:
         "not_compared": list(VOLATILE), "kills": kills,
         "identical": sum(k["identical"] for k in kills), "of": len(kills),
         "goal": f"{a.kills} of {a.kills} identical", "seed": a.seed,
+        "small": SMALL if a.small else None,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
     }
     write_json(a.out, result)
