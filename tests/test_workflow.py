@@ -108,8 +108,10 @@ def test_retrieval_methods_and_evaluation(demo):
     assert not set(retrieved["retrieved_id"]) & test_ids
 
 
-#: How far below bench/fidelity.py's targets one demo run may fall (seed-to-seed spread).
-FIDELITY_SLACK = 2
+#: How far below bench/fidelity.py's targets one demo run may fall: the spread measured over
+#: seeds and runs (c>d 12-15, a>c 8-11, R²>0 9-11, R²>=.5 6-7 of 16). Before the demo recipe
+#: of this test's time the counts were 4, 9, 0 and 0.
+FIDELITY_SLACK = 3
 
 
 def test_the_demo_shows_the_papers_finding(demo):
