@@ -14,14 +14,11 @@ Writes ``bench/results/faiss_topk.json`` atomically.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 from pathlib import Path
 
 import faiss
 import numpy as np
-from timing import best_of
+from timing import best_of, machine
 
 from skinground.index import build_index, gpu_available, normalize, search
 from skinground.io import write_json
@@ -82,9 +79,7 @@ def main() -> None:
         "rows_differing": int(rows_differ.size),
         "rows_differing_not_near_tie": int((~near_tie).sum()),
         "max_abs_score_diff": float(np.abs(f_scores - n_scores)[f_idx == n_idx].max()),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "python": sys.version.split()[0], "numpy": np.__version__,
-                    "faiss": faiss.__version__, "load_average": list(os.getloadavg())},
+        "machine": machine(numpy=np.__version__, faiss=faiss.__version__),
     }
     print(f"faiss {t_faiss * 1e3:.1f} ms, numpy {t_numpy * 1e3:.1f} ms -> ratio "
           f"{result['ratio']:.2f}x (numpy/faiss); identical ids: {identical} "

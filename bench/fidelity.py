@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 from demo_dag import copy_workflow
+from timing import machine
 
 from skinground import fidelity
 from skinground.fidelity import TARGETS
@@ -93,7 +92,7 @@ def main(argv=None) -> dict:
         "targets": TARGETS,
         "met": all(r["counts"][k] >= v for r in runs for k, v in TARGETS.items()),
         "runs": runs,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "machine": machine(),
     }
     write_json(a.out, result)
     print(f"targets {'met' if result['met'] else 'NOT met'} on every seed -> {a.out}")

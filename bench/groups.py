@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
 
 from fidelity import run_seed
+from timing import machine
 
 from skinground.io import write_json
 
@@ -47,7 +46,7 @@ def main(argv=None) -> dict:
     result = {"benchmark": "multi-attribute retrieval on the demo: the group criterion's "
                            "median per group x method, by tuples.group_share and seed",
               "runs": runs,
-              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()}}
+              "machine": machine()}
     write_json(a.out, result)
     print(f"-> {a.out}")
     return result

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from demo_dag import copy_workflow
+from timing import machine
 
 from skinground.io import write_json
 
@@ -158,7 +158,7 @@ def main(argv=None) -> dict:
         "identical": sum(k["identical"] for k in kills), "of": len(kills),
         "goal": f"{a.kills} of {a.kills} identical", "seed": a.seed,
         "small": SMALL if a.small else None,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "machine": machine(),
     }
     write_json(a.out, result)
     print(f"{result['identical']}/{len(kills)} identical -> {a.out}")

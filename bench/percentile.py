@@ -14,13 +14,10 @@ once (it takes seconds). Writes ``bench/results/percentile.json`` atomically.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 from pathlib import Path
 
 import numpy as np
-from timing import best_of
+from timing import best_of, machine
 
 from skinground.evaluate import PercentileRanker, brute_force_percentile_ranks, percentile_ranks
 from skinground.io import write_json
@@ -76,9 +73,7 @@ def main() -> None:
         "ratio": min(c["ratio_search"] for c in cases),
         "ratio_with_sort": min(c["ratio_with_sort"] for c in cases),
         "identical": all(c["identical"] for c in cases),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "python": sys.version.split()[0], "numpy": np.__version__,
-                    "load_average": list(os.getloadavg())},
+        "machine": machine(numpy=np.__version__),
     })
     print(f"wrote {args.out}")
 

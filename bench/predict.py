@@ -21,8 +21,6 @@ end at ``<|im_end|>``, as in the workflow. Both are recorded.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from timing import machine
 
 from skinground import models, tiny
 from skinground.config import load_config
@@ -124,10 +123,7 @@ def main(argv=None) -> dict:
         "answers_per_s": {k: len(ids) * len(attributes) / v for k, v in best.items()},
         "ratio": ratio, "goal": GOAL, "identical": identical,
         "met": identical and ratio >= GOAL, "repeats": args.repeats,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "python": sys.version.split()[0],
-                    "load_average_after": list(os.getloadavg())},
+        "machine": machine(torch=torch.__version__, torch_threads=torch.get_num_threads()),
     }
     write_json(args.out, result)
     print(f"image-once {best['image_once']:.2f} s, per question {best['per_question']:.2f} s: "

@@ -14,10 +14,8 @@ spin-waits when the cores are oversubscribed and then runs up to 20x slower, bot
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 import transformers
 import yaml
 from PIL import Image
+from timing import machine
 
 from skinground import embed, models, tiny
 from skinground.io import write_json
@@ -51,14 +50,10 @@ def timed(fn, repeats: int) -> tuple[list[float], tuple]:
     return times, result
 
 
-def machine() -> dict:
-    return {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
+def torch_machine() -> dict:
+    return machine(processor=platform.processor() or platform.machine(),
+                   torch=torch.__version__, transformers=transformers.__version__,
+                   torch_threads=torch.get_num_threads())
 
 
 def main(argv=None) -> dict:
@@ -121,7 +116,7 @@ def main(argv=None) -> dict:
         "max_abs_diff": {"h_im": diff_im, "h_ima": diff_ima},
         "dtype": str(model.dtype), "device": str(model.device),
         "model": {k: v for k, v in tiny.items() if k != "seed"},
-        "torch_threads": torch.get_num_threads(), "machine": machine(),
+        "torch_threads": torch.get_num_threads(), "machine": torch_machine(),
     }
     write_json(args.out, result)
     print(f"{n} images x {len(questions)} questions, batch {args.batch_images}: "

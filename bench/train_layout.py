@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from timing import machine
 
 from skinground import layout, models, tiny
 from skinground.attributes import format_answer
@@ -159,10 +157,7 @@ def main(argv=None) -> dict:
         "per_tuple": best["per_tuple"], "per_image": best["per_image"],
         "ratio": ratio, "goal": GOAL, "met": ratio >= GOAL,
         "agreement_first_batch": agreement,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "python": sys.version.split()[0],
-                    "load_average_after": list(os.getloadavg())},
+        "machine": machine(torch=torch.__version__, torch_threads=torch.get_num_threads()),
     }
     write_json(args.out, result)
     print(f"per_image {best['per_image']['tuples_per_s']:.0f} tuples/s, per_tuple "
