@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
         "speedup": best_naive / best_shared,
         "max_abs_diff": {"h_im": diff_im, "h_ima": diff_ima},
         "dtype": str(model.dtype), "device": str(model.device),
-        "model": {k: v for k, v in tiny.items() if k != "seed"},
+        "model": {k: v for k, v in dims.items() if k != "seed"},
         "torch_threads": torch.get_num_threads(), "machine": torch_machine(),
     }
     write_json(args.out, result)
