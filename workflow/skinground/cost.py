@@ -231,11 +231,10 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
             jobs["embed_groups"], images * f_groups, s_groups,
             f"{infer_basis} MFU {a.infer_mfu:.2f}", gpus_per_job=gpus.get("embed_groups", 1),
             naive=False)
-        f_gfull = sum(forward_flops(spec, tokens=prefix + t, image_tokens=m) for t in g_tokens)
+        f_gfull = [forward_flops(spec, tokens=prefix + t, image_tokens=m) for t in g_tokens]
         row(f"(embed groups, naive: {len(g_tokens)} passes/image)", "-", jobs["embed_groups"],
-            images * f_gfull, images * sum(
-                _pass_seconds(forward_flops(spec, tokens=prefix + t, image_tokens=m), a,
-                              a.naive_mfu, spec) for t in g_tokens),
+            images * sum(f_gfull),
+            images * sum(_pass_seconds(f, a, a.naive_mfu, spec) for f in f_gfull),
             f"{naive_basis} MFU {a.naive_mfu:.2f}, batch 1", in_dag=False, naive=True)
 
     # FAISS on the GPU: adding is a copy; flat search = 2 x queries x database x d (fp32).

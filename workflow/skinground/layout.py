@@ -212,12 +212,15 @@ class ImageOnceCollator:
         self.tokenizer = processor.tokenizer
         self.pad_id = self.tokenizer.pad_token_id
         self.prefix_text, _ = P.split_template(processor, [])
-        self._suffix: dict[str, str] = {}
-        self._suffix_ids: dict[str, list[int]] = {}
+        self._suffix: dict[str, tuple[str, list[int]]] = {}
 
-    def suffix_text(self, question: str) -> str:
+    def suffix(self, question: str) -> tuple[str, list[int]]:
+        """The question's suffix text (``Q(a)<|im_end|>\n<|im_start|>assistant\n``) and its
+        tokens, computed once per question."""
         if question not in self._suffix:
-            self._suffix[question] = P.split_template(self.processor, [question])[1][0]
+            text = P.split_template(self.processor, [question])[1][0]
+            self._suffix[question] = text, self.tokenizer(text, add_special_tokens=False)[
+                "input_ids"]
         return self._suffix[question]
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -229,18 +232,14 @@ class ImageOnceCollator:
                 images.append(it["image"])
         batch = P.encode(self.processor, images, [self.prefix_text] * len(images),
                          padding_side="left")
-        # One tokenizer call for the batch's suffix + answer texts; each question's suffix
-        # tokens once per collator (the label boundary: they must prefix the full tokens).
-        suffixes = [self.suffix_text(it["question"]) for it in items]
-        seqs = self.tokenizer([q + it["answer"] + EOS_TOKEN for q, it in
+        # One tokenizer call for the batch's suffix + answer texts; the suffix tokens (the
+        # label boundary) must prefix each row's tokens.
+        suffixes = [self.suffix(it["question"]) for it in items]
+        seqs = self.tokenizer([q + it["answer"] + EOS_TOKEN for (q, _), it in
                                zip(suffixes, items, strict=True)],
                               add_special_tokens=False)["input_ids"]
         starts = []
-        for q, seq, it in zip(suffixes, seqs, items, strict=True):
-            prompt = self._suffix_ids.get(q)
-            if prompt is None:
-                prompt = self._suffix_ids[q] = self.tokenizer(
-                    q, add_special_tokens=False)["input_ids"]
+        for (q, prompt), seq, it in zip(suffixes, seqs, items, strict=True):
             if seq[: len(prompt)] != prompt or len(seq) <= len(prompt):
                 raise TrainError(f"the prompt's tokens are not a prefix of the prompt + "
                                  f"answer's tokens (answer {it['answer']!r} after {q[-60:]!r})")
