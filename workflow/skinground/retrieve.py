@@ -38,7 +38,8 @@ import numpy as np
 import polars as pl
 
 from skinground.errors import OverlapError
-from skinground.index import build_index, normalize, search
+from skinground.index import build_index, load_index, normalize, search
+from skinground.shards import read_aligned
 
 RESULT_SCHEMA = {
     "method": pl.String, "attribute": pl.String, "query_id": pl.String, "rank": pl.Int32,
@@ -248,9 +249,6 @@ class Spaces(NamedTuple):
 def open_spaces(spaces, index_paths, train_paths, test_paths) -> Spaces:
     """A job's indexes and embeddings (``spaces``: ``{"index": [...], "read": [...]}`` as the
     rules pass them); stops if a test image is also in the database."""
-    from skinground.index import load_index
-    from skinground.shards import read_aligned
-
     indexes = {s: load_index(p) for s, p in zip(spaces["index"], index_paths, strict=True)}
     db_ids, db = read_aligned(spaces["read"], train_paths)
     query_ids, queries = read_aligned(spaces["read"], test_paths)
