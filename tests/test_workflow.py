@@ -109,9 +109,11 @@ def test_retrieval_methods_and_evaluation(demo):
 
 
 #: How far below bench/fidelity.py's targets one demo run may fall: the spread measured over
-#: seeds and runs (c>d 12-15, a>c 8-11, R²>0 9-11, R²>=.5 6-7 of 16). With the previous demo
-#: recipe (8 tuples per step, 2,450 steps) they were 4, 9, 0 and 0.
-FIDELITY_SLACK = 3
+#: seeds and over repeated runs of the same config (c>d 12-15, a>c 8-11, R²>0 8-11, R²>=.5
+#: 6-7 of 16; training on CPU is not bit-reproducible run to run yet: two identical 150-step
+#: runs give different adapters). With the previous demo recipe (8 tuples per step, 2,450
+#: steps) they were 4, 9, 0 and 0.
+FIDELITY_SLACK = 4
 
 
 def test_the_demo_shows_the_papers_finding(demo):
