@@ -192,6 +192,24 @@ def _cpu_threads(dataloader_workers: int) -> int:
     return n
 
 
+def deterministic_on_cpu() -> bool:
+    """On CPU, PyTorch's deterministic algorithms (returns whether they are on).
+
+    Without them two identical demo trainings in two processes ended with different adapters
+    (150 steps: final losses 1.51413300 vs 1.51413315): the forward was bit-identical, but
+    the backward of the CPU kernel of scaled-dot-product attention gave gradients a few ulp
+    apart from one process to the next (its heap addresses differ; repeated in one process
+    it agrees with itself). Forcing SDPA's math kernel also removed it; deterministic mode
+    keeps the fast kernel and was no slower on the demo model. On GPUs it is left off (cuBLAS
+    would need CUBLAS_WORKSPACE_CONFIG, and some kernels have no deterministic version)."""
+    if torch.cuda.is_available():
+        return False
+    torch.use_deterministic_algorithms(True)
+    # Not also NaN-filling every torch.empty: DeepSpeed's buckets are hundreds of MB a step.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    return True
+
+
 def trainer_class(layout: str = "per_tuple"):
     """HF ``Trainer`` for ``train.layout``, without the per-step FLOP estimate (it walks every
     parameter of the model each step, a few % of a tiny model's step; only used for a log
@@ -290,6 +308,7 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
     args = training_arguments(train_cfg, checkpoint_dir=checkpoint_dir,
                               deepspeed_config=deepspeed_config, world=world, bf16=bf16)
     threads = _cpu_threads(int(train_cfg["dataloader_workers"]))
+    deterministic = deterministic_on_cpu()
     set_seed(int(train_cfg["seed"]))
 
     layout = train_cfg["layout"]
@@ -359,6 +378,7 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
         "gradient_accumulation": args.gradient_accumulation_steps,
         "global_batch": int(train_cfg["global_batch"]),
         "precision": "bf16" if bf16 else "fp32",
+        "deterministic": deterministic,
         "trainable_parameters": trainable,
         "parameters": total,
     }
