@@ -268,7 +268,8 @@ def collator(layout: str, processor):
 
 def image_once_loss(model, inputs: Mapping[str, torch.Tensor], *,
                     num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
-    """The per-image layout's loss: the model's own causal-LM loss over the suffixes' labels.
+    """The per-image layout's loss: the model's own causal-LM loss over the suffixes' labels
+    (logits only where a label is predicted).
 
     ``model`` is called as the Trainer calls it (DeepSpeed engine, peft model or plain
     ``Qwen2VLForConditionalGeneration``): once over the prefixes, keeping the KV cache, and
@@ -286,12 +287,17 @@ def image_once_loss(model, inputs: Mapping[str, torch.Tensor], *,
     rows = inputs["suffix_rows"]
     cache.batch_select_indices(rows)
     suffix_ids = inputs["suffix_ids"]
+    # Only the positions that predict a label (an answer token or the closing <|im_end|>)
+    # go through the LM head and the loss: the same loss, without the logits of the
+    # question and padding positions (most of a suffix).
+    targets = torch.nn.functional.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
+    predicts = targets != IGNORE_INDEX
     out = model(input_ids=suffix_ids,
                 attention_mask=torch.cat([prefix["attention_mask"][rows], inputs["suffix_mask"]],
                                          dim=1),
                 position_ids=P.suffix_positions(next_position[rows], suffix_ids.shape[1]),
-                use_cache=True, **{P.cache_kwarg(backbone): cache})
-    return core.loss_function(logits=out.logits, labels=inputs["labels"],
+                use_cache=True, logits_to_keep=predicts, **{P.cache_kwarg(backbone): cache})
+    return core.loss_function(logits=out.logits, labels=None, shift_labels=targets[predicts],
                               vocab_size=core.config.get_text_config().vocab_size,
                               num_items_in_batch=num_items_in_batch)
 
