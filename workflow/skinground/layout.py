@@ -245,9 +245,9 @@ class ImageOnceCollator:
                                  f"answer's tokens (answer {it['answer']!r} after {q[-60:]!r})")
             starts.append(len(prompt))
         suffix_ids, suffix_mask = P.pad_rows(seqs, self.pad_id)
-        labels = torch.full_like(suffix_ids, IGNORE_INDEX)
-        for r, (seq, start) in enumerate(zip(seqs, starts, strict=True)):
-            labels[r, start:len(seq)] = suffix_ids[r, start:len(seq)]
+        column = torch.arange(suffix_ids.shape[1])[None, :]
+        answer = (column >= torch.tensor(starts)[:, None]) & suffix_mask.bool()
+        labels = torch.where(answer, suffix_ids, IGNORE_INDEX)
         out = {key: batch[key] for key in PREFIX_KEYS}
         out.update(suffix_ids=suffix_ids, suffix_mask=suffix_mask, labels=labels,
                    suffix_rows=torch.tensor([row_of[it["isic_id"]] for it in items]))

@@ -140,14 +140,19 @@ def image_once(model, processor, images: Sequence, questions: Sequence[str], *,
     token = head(last).argmax(-1)
     out = [token]
     done = torch.isin(token, stops)
-    mask, position = prefix.mask, start + length
-    for _ in range(max_new_tokens - 1):
+    # Decoding is text only: the decoder alone (no vision wrapper), one mask allocated for
+    # every step (prompt mask, then the new tokens), sliced per step.
+    decoder, cache = backbone.language_model, {P.cache_kwarg(backbone): prefix.cache}
+    width = prefix.mask.shape[1]
+    mask = torch.ones(len(rows), width + max_new_tokens - 1, dtype=prefix.mask.dtype,
+                      device=device)
+    mask[:, :width] = prefix.mask
+    position = start + length
+    for k in range(1, max_new_tokens):
         if bool(done.all()):
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        step = backbone(input_ids=token[:, None], attention_mask=mask,
-                        position_ids=P.suffix_positions(position, 1), use_cache=True,
-                        **{P.cache_kwarg(backbone): prefix.cache})
+        step = decoder(input_ids=token[:, None], attention_mask=mask[:, : width + k],
+                       position_ids=P.suffix_positions(position, 1), use_cache=True, **cache)
         token = head(step.last_hidden_state[:, -1]).argmax(-1)
         token = torch.where(done, stops[1], token)  # finished rows: padding, ignored
         out.append(token)

@@ -140,12 +140,11 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, *, fill: int | None = N
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ``[len(rows), longest]`` ids (``fill`` or ``pad_id`` after each row's end)
     and the matching 0/1 attention mask."""
-    width = max((len(r) for r in rows), default=0)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    width = int(lengths.max()) if len(rows) else 0
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
     ids = torch.full((len(rows), width), pad_id if fill is None else fill, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, : len(r)] = 1
+    ids[mask.bool()] = torch.tensor([t for r in rows for t in r], dtype=torch.long)
     return ids, mask
 
 
