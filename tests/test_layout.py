@@ -114,6 +114,29 @@ def test_image_once_collator_groups_by_image(base, data):
         assert not labelled[batch["suffix_mask"][r] == 0].any()
 
 
+@pytest.mark.parametrize("pixels", [{"image_size": 56},
+                                    {"min_pixels": 28 * 28, "max_pixels": 84 * 84}],
+                         ids=["fixed", "mixed-sizes"])
+def test_cached_prefixes_build_the_same_batches(base, data, pixels):
+    """Batches built from cached single-image prefixes equal encoding each batch (mixed sizes:
+    prefixes of different lengths, left-padded); the cache is used from the second epoch."""
+    _, processor = models.load_mllm(base, **pixels)
+    ds = layout.TupleDataset(data["tuples"], data["images"])
+    plain = layout.collator("per_image", processor)
+    cached = layout.collator("per_image", processor, cache_prefixes=True)
+    epochs = [[ds[i] for i in order] for order in ([0, 1, 2, 6, 7, 12], [12, 3, 0, 7, 13, 1])]
+    lengths = set()
+    for items in epochs:
+        want, got = plain(items), cached(items)
+        assert set(want) == set(got)
+        for key in want:
+            assert torch.equal(want[key], got[key]), key
+        lengths |= set(want["attention_mask"].sum(1).tolist())
+    assert len(cached._prefixes) == len({it["isic_id"] for items in epochs for it in items})
+    if "min_pixels" in pixels:
+        assert len(lengths) > 1  # the prefixes really differ in length
+
+
 def test_grouped_sampler_is_a_seeded_permutation_of_images():
     ids = ["a", "a", "b", "c", "c", "c", "b", "d"]
     sampler = layout.ImageGroupedSampler(ids, seed=3)

@@ -36,6 +36,8 @@ from skinground.models import EOS_TOKEN, chat_prompt
 TUPLE_COLUMNS = (ID_COLUMN, "attribute", "question", "answer")
 IGNORE_INDEX = -100
 LAYOUTS = ("per_tuple", "per_image")
+#: At most this many bytes of encoded image prefixes are kept by ``cache_prefixes``.
+PREFIX_CACHE_BYTES = 2 << 30
 #: The prefix's keys in a per-image batch (the processor's outputs for the images).
 PREFIX_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
                "mm_token_type_ids")
@@ -205,14 +207,38 @@ class ImageOnceCollator:
     (right-padded ``Q(a)<|im_end|>\\n<|im_start|>assistant\\n y_a <|im_end|>``),
     ``suffix_rows`` (the prefix row each suffix continues) and ``labels`` (the suffix's
     answer tokens and closing ``<|im_end|>``; -100 elsewhere).
+
+    ``cache_prefixes``: keep each image's encoded prefix (its pixel values and tokens) by
+    ``isic_id``, up to ``PREFIX_CACHE_BYTES``, and build later batches from them (identical to
+    encoding the batch; worth it when images come back every epoch, as in the demo).
     """
 
-    def __init__(self, processor):
+    def __init__(self, processor, *, cache_prefixes: bool = False):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.pad_id = self.tokenizer.pad_token_id
         self.prefix_text, _ = P.split_template(processor, [])
         self._suffix: dict[str, tuple[str, list[int]]] = {}
+        self._prefixes: dict[str, dict[str, torch.Tensor]] | None = (
+            {} if cache_prefixes else None)
+        self._prefix_bytes = 0
+
+    def prefixes(self, ids: Sequence[str], images: Sequence) -> dict[str, torch.Tensor]:
+        """The images' prefixes, left-padded (``PREFIX_KEYS``), from the cache where held."""
+        if self._prefixes is None:
+            return P.encode(self.processor, images, [self.prefix_text] * len(images),
+                            padding_side="left")
+        encoded = []
+        for isic_id, image in zip(ids, images, strict=True):
+            one = self._prefixes.get(isic_id)
+            if one is None:
+                one = P.encode(self.processor, [image], [self.prefix_text])
+                size = sum(t.nbytes for t in one.values())
+                if self._prefix_bytes + size <= PREFIX_CACHE_BYTES:
+                    self._prefixes[isic_id] = one
+                    self._prefix_bytes += size
+            encoded.append(one)
+        return P.stack_prefixes(encoded, self.pad_id)
 
     def suffix(self, question: str) -> tuple[str, list[int]]:
         """The question's suffix text (``Q(a)<|im_end|>\n<|im_start|>assistant\n``) and its
@@ -230,8 +256,7 @@ class ImageOnceCollator:
             if it["isic_id"] not in row_of:
                 row_of[it["isic_id"]] = len(images)
                 images.append(it["image"])
-        batch = P.encode(self.processor, images, [self.prefix_text] * len(images),
-                         padding_side="left")
+        batch = self.prefixes(list(row_of), images)
         # One tokenizer call for the batch's suffix + answer texts; the suffix tokens (the
         # label boundary) must prefix each row's tokens.
         suffixes = [self.suffix(it["question"]) for it in items]
@@ -254,12 +279,12 @@ class ImageOnceCollator:
         return out
 
 
-def collator(layout: str, processor):
-    """The collator of ``train.layout``."""
+def collator(layout: str, processor, *, cache_prefixes: bool = False):
+    """The collator of ``train.layout`` (``cache_prefixes``: see :class:`ImageOnceCollator`)."""
     if layout == "per_tuple":
         return PerTupleCollator(processor)
     if layout == "per_image":
-        return ImageOnceCollator(processor)
+        return ImageOnceCollator(processor, cache_prefixes=cache_prefixes)
     raise TrainError(f"train.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
 
 

@@ -121,6 +121,23 @@ def encode(processor, images: Sequence, texts: Sequence[str], *,
     return dict(batch)
 
 
+def stack_prefixes(encoded: Sequence[dict[str, torch.Tensor]], pad_id: int,
+                   ) -> dict[str, torch.Tensor]:
+    """One batch from single-image encodings (``encode`` of one image each): the token rows
+    left-padded to the longest (``pad_id``, attention and token type 0), pixel values and
+    grids concatenated in order, as ``encode`` of all the images gives them."""
+    width = max(e["input_ids"].shape[1] for e in encoded)
+    fill = {"input_ids": pad_id, "attention_mask": 0, "mm_token_type_ids": 0}
+    out = {}
+    for key, value in fill.items():
+        rows = [torch.nn.functional.pad(e[key], (width - e[key].shape[1], 0), value=value)
+                for e in encoded]
+        out[key] = torch.cat(rows)
+    for key in ("pixel_values", "image_grid_thw"):
+        out[key] = torch.cat([e[key] for e in encoded])
+    return out
+
+
 def to_model(batch: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
     """The batch's tensors on the model's device; pixel values in the model's dtype."""
     out = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}

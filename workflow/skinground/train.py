@@ -332,7 +332,7 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
 
     model, processor = load_qwen(base, model_cfg, device="cpu",
                                  dtype=torch.bfloat16 if bf16 else torch.float32)
-    data_collator = collator(layout, processor)
+    data_collator = collator(layout, processor, cache_prefixes=cache_images)
     model.config.use_cache = False
     model = attach_lora(model, train_cfg["lora"])
     model.train()
