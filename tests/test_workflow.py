@@ -108,12 +108,13 @@ def test_retrieval_methods_and_evaluation(demo):
     assert not set(retrieved["retrieved_id"]) & test_ids
 
 
-#: How far below bench/fidelity.py's targets one demo run may fall: the spread measured over
-#: seeds and over repeated runs of the same config (c>d 12-15, a>c 8-11, R²>0 8-11, R²>=.5
-#: 6-7 of 16; training on CPU is not bit-reproducible run to run yet: two identical 150-step
-#: runs give different adapters). With the previous demo recipe (8 tuples per step, 2,450
-#: steps) they were 4, 9, 0 and 0.
-FIDELITY_SLACK = 4
+#: How far below bench/fidelity.py's targets this demo run may fall. Training is
+#: bit-reproducible on CPU now, and this run is fidelity.py's seed 0 (every seed 0): on the
+#: machine that measured bench/results/fidelity.json it gave 16/15/13/8 against targets of
+#: 12/10/12/6. The slack covers another CPU's float kernels (a different instruction set
+#: sums in another order), not run-to-run noise; it was 4 while training was not
+#: reproducible (the same config then spread by 3 in R² > 0).
+FIDELITY_SLACK = 2
 
 
 def test_the_demo_shows_the_papers_finding(demo):
