@@ -4,8 +4,11 @@ which jobs a config or code change reruns."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -124,6 +127,59 @@ def test_the_demo_shows_the_papers_finding(demo):
     short = {k: (counts[k], t) for k, t in fidelity.TARGETS.items()
              if counts[k] < t - FIDELITY_SLACK}
     assert not short, f"counts below target - {FIDELITY_SLACK} (count, target): {short}"
+
+
+def _job_processes(work: Path) -> list[int]:
+    """Live (not zombie) processes running one of ``work``'s Snakemake job scripts."""
+    marker = f"{work}/.snakemake/scripts/".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if marker in (proc / "cmdline").read_bytes() and \
+                    (proc / "stat").read_text().split(") ")[-1][0] != "Z":
+                pids.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _until(condition, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_kill_between_a_job_and_its_bookkeeping_reruns_with_the_same_command(tmp_path):
+    """kill -9 after a job has written its output but before Snakemake recorded it done (the
+    moment bench/kill_resume.py hit in an embed_shard): the demo profile's rerun-incomplete
+    makes the user's same command (after --unlock) rerun the job, where Snakemake otherwise
+    stops with IncompleteFilesException."""
+    work = copy_workflow(tmp_path / "wf")
+    (work / "small.yaml").write_text(yaml.safe_dump({"synthetic": {"patients": 12,
+                                                                   "images": 120}}))
+    target = "results/demo/synthetic/summary.json"
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", target,
+           "--configfile", "config.yaml", "profiles/demo/demo-config.yaml", "small.yaml"]
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _until(lambda: _job_processes(work), "the synthetic_data job to start")
+        os.kill(proc.pid, signal.SIGSTOP)  # Snakemake stops; its job runs to the end
+        _until(lambda: not _job_processes(work), "the synthetic_data job to end")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (work / target).is_file()  # written, never recorded as done
+    rerun = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
+    if rerun.returncode != 0 and "--unlock" in rerun.stdout + rerun.stderr:
+        subprocess.run([*cmd, "--unlock"], cwd=work, capture_output=True, check=True)
+        rerun = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
+    out = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, out[-4000:]
+    assert "IncompleteFilesException" not in out
+    assert "rule synthetic_data" in out  # the incomplete job ran again
 
 
 def test_training_is_bit_reproducible(demo, tmp_path):
