@@ -179,11 +179,15 @@ def reliability_block() -> str:
         return missing("kill_resume", "python bench/kill_resume.py")
     hit = sorted({r for run in k["kills"] for r in run["rules_hit"]})
     unlocked = sum(run["unlocked"] for run in k["kills"])
-    return (f"**{k['identical']} of {k['of']}** demo runs killed with SIGKILL at random "
+    small = k.get("small")
+    size = (f"small demo (`--small`: {small['synthetic']['images']} images, "
+            f"{small['train']['max_steps']} steps)" if small else "demo")
+    return (f"**{k['identical']} of {k['of']}** {size} runs killed with SIGKILL at random "
             f"moments (rules hit: {', '.join(hit)}) and rerun as a user would "
             f"({unlocked} needed `--unlock` first) ended with outputs byte-identical to an "
             f"uninterrupted run's ({k['files_compared']} files; not compared: logs, "
-            "benchmarks, timing summaries). `python bench/kill_resume.py`.\n")
+            "benchmarks, timing summaries). `python bench/kill_resume.py"
+            f"{' --small' if small else ''} --kills {k['of']}`.\n")
 
 
 def cost_block() -> str:
