@@ -14,8 +14,8 @@ outputs were identical, and what differed when not.
 
 ``--small``: every run (the reference and the killed ones) on a smaller demo — the same rules
 and jobs, 300 images and 300 training steps (checkpoints every 100): one uninterrupted run is
-~240 s on 2 cores (the full demo ~590 s), so 20 kills take about an hour and a half instead of
-about four.
+~220-240 s on 2 cores (the full demo ~590 s) and a kill with its rerun ~3.5 min, so 20 kills
+take about an hour and a quarter instead of about four.
 """
 
 from __future__ import annotations

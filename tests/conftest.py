@@ -105,6 +105,20 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+def pids_with_argv(match) -> list[int]:
+    """Pids of the processes whose argv (a list of bytes) satisfies ``match``. A zombie's
+    command line reads empty, so only live processes can match."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if match(argv):
+            pids.append(int(proc.name))
+    return pids
+
+
 # ---- a tiny Qwen2-VL and tuples for the training tests
 
 TRAIN_QUESTIONS = ["What is the area of the lesion in mm²?", "What is the B (LAB) value inside?",

@@ -20,7 +20,7 @@ from skinground import checkpoints, layout, lora, models, tiny, train
 from skinground.data import DataError
 from skinground.models import ModelLoadError
 
-from conftest import ANSWERS, CORPUS, REPO, build_train_base, write_train_tuples
+from conftest import ANSWERS, CORPUS, REPO, build_train_base, pids_with_argv, write_train_tuples
 
 SCRIPT = REPO / "workflow" / "scripts" / "train.py"
 ZERO2 = REPO / "workflow" / "deepspeed" / "zero2.json"
@@ -339,15 +339,8 @@ def test_attach_adapter_rejects_an_adapter_for_another_base(trained, tmp_path):
 
 def trainers_of(checkpoints: Path) -> list[int]:
     """Pids of live processes whose command line names this checkpoint directory."""
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if str(checkpoints).encode() in argv and any(a.endswith(b"train.py") for a in argv):
-            pids.append(int(proc.name))
-    return pids
+    return pids_with_argv(lambda argv: str(checkpoints).encode() in argv
+                          and any(a.endswith(b"train.py") for a in argv))
 
 
 @pytest.mark.slow

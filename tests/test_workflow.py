@@ -17,7 +17,7 @@ import yaml
 
 from skinground import fidelity
 
-from conftest import copy_workflow, planned_jobs
+from conftest import copy_workflow, pids_with_argv, planned_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -130,17 +130,9 @@ def test_the_demo_shows_the_papers_finding(demo):
 
 
 def _job_processes(work: Path) -> list[int]:
-    """Live (not zombie) processes running one of ``work``'s Snakemake job scripts."""
-    marker = f"{work}/.snakemake/scripts/".encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if marker in (proc / "cmdline").read_bytes() and \
-                    (proc / "stat").read_text().split(") ")[-1][0] != "Z":
-                pids.append(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return pids
+    """Live processes running one of ``work``'s Snakemake job scripts."""
+    scripts = f"{work}/.snakemake/scripts/".encode()
+    return pids_with_argv(lambda argv: any(scripts in a for a in argv))
 
 
 def _until(condition, what: str, timeout: float = 120.0) -> None:
