@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from skinground import layout, lora, models, tiny
+from skinground import prefix as P
 from skinground.metrics import parse_number
 from skinground.predict import (
     generate_answers,
@@ -140,6 +141,94 @@ def test_generate_answers_image_once_equals_per_question(tuned):
                                       max_new_tokens=8)
     assert once.equals(reference)
     assert once["value"].null_count() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_shared_prefix_attention_equals_attention_over_the_concatenated_keys(dtype):
+    """One new token per row, GQA heads, left-padded prefixes and right-padded row keys: the
+    two-part attention (per image, then per row, joined by log-sum-exp) equals SDPA over
+    each row's own prefix copy + its keys, with the same mask."""
+    gen = torch.Generator().manual_seed(0)
+    n, group, kv, per_kv, lp, lr, d = 3, 4, 2, 2, 7, 5, 8
+    rows = n * group
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    pk, pv = rand(n, kv, lp, d), rand(n, kv, lp, d)
+    rk, rv = rand(rows, kv, lr, d), rand(rows, kv, lr, d)
+    q = rand(rows, kv * per_kv, 1, d)
+    p_keep = torch.ones(n, lp, dtype=torch.bool)
+    p_keep[0, :3] = False  # left padding
+    r_keep = torch.ones(rows, lr, dtype=torch.bool)
+    r_keep[1, 2:4] = False  # a short suffix's pads, then its generated token
+
+    def bias(keep):
+        return torch.zeros(keep.shape, dtype=dtype).masked_fill(~keep, float("-inf"))[
+            :, None, None, :]
+
+    shared = P.SharedKV(pk, pv, bias(p_keep), rk, rv, bias(r_keep))
+    out, _ = P.shared_prefix_attention(None, q, shared, None, None, scaling=d ** -0.5)
+    keys = torch.cat([pk.repeat_interleave(group, 0), rk], 2).repeat_interleave(per_kv, 1)
+    values = torch.cat([pv.repeat_interleave(group, 0), rv], 2).repeat_interleave(per_kv, 1)
+    keep = torch.cat([p_keep.repeat_interleave(group, 0), r_keep], 1)[:, None, None, :]
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        q, keys, values, attn_mask=keep, scale=d ** -0.5).transpose(1, 2)
+    assert out.shape == reference.shape == (rows, 1, kv * per_kv, d)
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out, reference, atol=tol, rtol=tol)
+    with pytest.raises(ValueError, match="one token per row"):
+        P.shared_prefix_attention(None, q.expand(-1, -1, 2, -1), shared, None, None, scaling=1.0)
+
+
+def test_shared_prefix_decoding_equals_decoding_from_the_gathered_cache(native, attributes):
+    """Steps of the decoder from SharedPrefixCache give the states of the same steps from the
+    per-row gathered DynamicCache (the cache run_suffixes leaves), with mixed image sizes;
+    the decoder's own attention is restored afterwards."""
+    model, processor = native
+    questions = [spec["question"] for spec in list(attributes.values())[:3]]
+    images = [rgb(h, w, k) for k, (h, w) in enumerate(SIZES)]
+    tok = processor.tokenizer
+    _, suffixes = P.split_template(processor, questions)
+    s_ids, s_mask = P.pad_rows([tok(s, add_special_tokens=False)["input_ids"]
+                                for s in suffixes], tok.pad_token_id)
+    n, n_q = len(images), len(questions)
+    rows = torch.arange(n).repeat_interleave(n_q)
+    tokens = torch.randint(0, len(tok), (3, n * n_q), generator=torch.Generator().manual_seed(1))
+    backbone = P.backbone_of(model)
+    decoder, kwarg = backbone.language_model, P.cache_kwarg(backbone)
+
+    def steps(shared: bool) -> list[torch.Tensor]:
+        with torch.no_grad():
+            prefix = P.run_prefix(model, P.encode_prefixes(processor, images))
+            width = prefix.mask.shape[1]
+            position = prefix.next_position[rows] + s_mask.sum(1).repeat(n)
+            P.run_suffixes(model, prefix, rows, s_ids.repeat(n, 1), s_mask.repeat(n, 1))
+            out = []
+            if shared:
+                cache = P.SharedPrefixCache(prefix.cache, prefix.mask, prefix_width=width,
+                                            group=n_q, room=len(tokens))
+                with P.shared_prefix_attention_for(decoder) as masks:
+                    for k, token in enumerate(tokens):
+                        out.append(decoder(input_ids=token[:, None], attention_mask=masks,
+                                           position_ids=P.suffix_positions(position + k, 1),
+                                           **{kwarg: cache}).last_hidden_state)
+                    with pytest.raises(ValueError, match="room"):
+                        decoder(input_ids=token[:, None], attention_mask=masks,
+                                position_ids=P.suffix_positions(position, 1), **{kwarg: cache})
+                return out
+            mask = prefix.mask
+            for k, token in enumerate(tokens):
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                out.append(decoder(input_ids=token[:, None], attention_mask=mask,
+                                   position_ids=P.suffix_positions(position + k, 1),
+                                   **{kwarg: prefix.cache}).last_hidden_state)
+            return out
+
+    attention = decoder.config._attn_implementation
+    for got, want in zip(steps(True), steps(False), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert decoder.config._attn_implementation == attention != P.SHARED_PREFIX_ATTENTION
 
 
 def test_left_padded_logits_match_single(native, attributes):

@@ -6,9 +6,11 @@ Two paths compute the same tokens:
 - :func:`generate_answers` (image-once, the workflow's): for a batch of images the image
   prefixes run once (:func:`skinground.prefix.run_prefix`), their KV cache is gathered for the
   16 questions and all suffixes run as one batch (:func:`skinground.prefix.run_suffixes`);
-  then one greedy decoding loop over all (image, question) rows, each row continuing its own
-  cache at its own explicit M-RoPE position, stopping at ``<|im_end|>``/``<|endoftext|>`` or
-  ``max_new_tokens``. The logits at the last prompt token are those of the h_im,a position.
+  then one greedy decoding loop over all (image, question) rows, each row at its own explicit
+  M-RoPE position, stopping at ``<|im_end|>``/``<|endoftext|>`` or ``max_new_tokens``. A
+  decoding step attends to each image's prefix keys once for all of its rows and to each
+  row's own keys, written in place (:class:`skinground.prefix.SharedPrefixCache`). The
+  logits at the last prompt token are those of the h_im,a position.
 - :func:`generate_per_question` (the reference): one left-padded ``generate`` call over
   (image, question) sequences, each re-encoding its image.
 """
@@ -131,6 +133,7 @@ def image_once(model, processor, images: Sequence, questions: Sequence[str], *,
     length = s_mask.sum(1).to(device).repeat(n)
     prefix = P.run_prefix(model, P.to_model(P.encode_prefixes(processor, images), model))
     h_im = P.image_states_mean(model, prefix).cpu()
+    prefix_width = prefix.mask.shape[1]
     start = prefix.next_position[rows]
     states = P.run_suffixes(model, prefix, rows, s_ids.to(device).repeat(n, 1),
                             s_mask.to(device).repeat(n, 1))
@@ -140,24 +143,25 @@ def image_once(model, processor, images: Sequence, questions: Sequence[str], *,
     token = head(last).argmax(-1)
     out = [token]
     done = torch.isin(token, stops)
-    # Decoding is text only: the decoder alone (no vision wrapper), one mask allocated for
-    # every step (prompt mask, then the new tokens), sliced per step.
-    decoder, cache = backbone.language_model, {P.cache_kwarg(backbone): prefix.cache}
-    width = prefix.mask.shape[1]
-    mask = torch.ones(len(rows), width + max_new_tokens - 1, dtype=prefix.mask.dtype,
-                      device=device)
-    mask[:, :width] = prefix.mask
+    # Decoding is text only: the decoder alone (no vision wrapper), each image's prefix
+    # keys once for its 16 rows and each row's own keys written in place
+    # (P.SharedPrefixCache), one new token per row and step.
+    decoder = backbone.language_model
+    cache = P.SharedPrefixCache(prefix.cache, prefix.mask, prefix_width=prefix_width,
+                                group=n_q, room=max_new_tokens - 1)
     position = start + length
-    for k in range(1, max_new_tokens):
-        if bool(done.all()):
-            break
-        step = decoder(input_ids=token[:, None], attention_mask=mask[:, : width + k],
-                       position_ids=P.suffix_positions(position, 1), use_cache=True, **cache)
-        token = head(step.last_hidden_state[:, -1]).argmax(-1)
-        token = torch.where(done, stops[1], token)  # finished rows: padding, ignored
-        out.append(token)
-        done |= torch.isin(token, stops)
-        position = position + 1
+    with P.shared_prefix_attention_for(decoder) as masks:
+        for _ in range(1, max_new_tokens):
+            if bool(done.all()):
+                break
+            step = decoder(input_ids=token[:, None], attention_mask=masks,
+                           position_ids=P.suffix_positions(position, 1), use_cache=True,
+                           **{P.cache_kwarg(backbone): cache})
+            token = head(step.last_hidden_state[:, -1]).argmax(-1)
+            token = torch.where(done, stops[1], token)  # finished rows: padding, ignored
+            out.append(token)
+            done |= torch.isin(token, stops)
+            position = position + 1
     tokens = torch.stack(out, dim=1).tolist()
     stop_set = set(stops.tolist())
     return ImageOnce(h_im, h_ima, [

@@ -17,16 +17,24 @@ positions continue at the prefix's largest position + 1, which is where Qwen2-VL
 ``get_rope_index`` puts text after an image. So every suffix token's state equals that of
 one full forward of prefix + suffix (tested to ~1e-6 in float32), and the vision encoder and
 the prefix run once per image instead of once per question.
+
+Greedy decoding then goes on from :class:`SharedPrefixCache`: each image's prefix keys and
+values once (not one copy per row) and each row's own ones in a buffer written in place; a
+step's attention (:func:`shared_prefix_attention`, registered with transformers' attention
+interface) is the attention over prefix + row keys, computed in two parts joined by their
+log-sum-exps (on CPU each part is PyTorch's own SDPA kernel).
 """
 
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
 
 from skinground.models import chat_prompt
 
@@ -73,14 +81,28 @@ def rope_positions(backbone, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
     return positions, positions.amax(dim=(0, 2)) + 1
 
 
+#: split_template's results per processor (weakly held) and tuple of questions.
+_TEMPLATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def split_template(processor, questions: Sequence[str]) -> tuple[str, list[str]]:
     """The chat text cut after ``<|vision_end|>``: the shared image prefix and each question's
     suffix (``{question}<|im_end|>\\n<|im_start|>assistant\\n``).
 
     Checks that the prefix is the same for every question and that tokenizing prefix and
     suffix separately gives exactly the tokens of the whole prompt (the cut is at a special
-    token, so it does for Qwen2's tokenizer).
+    token, so it does for Qwen2's tokenizer). Computed once per processor and questions (the
+    checks tokenize every prompt three times; generation asks for every batch).
     """
+    known = _TEMPLATES.setdefault(processor, {})
+    key = tuple(questions)
+    if key not in known:
+        known[key] = _split_template(processor, key)
+    prefix, suffixes = known[key]
+    return prefix, list(suffixes)
+
+
+def _split_template(processor, questions: Sequence[str]) -> tuple[str, list[str]]:
     tok = processor.tokenizer
     prefix: str | None = None
     suffixes: list[str] = []
@@ -235,3 +257,135 @@ def run_suffixes(model, prefix: Prefix, rows: torch.Tensor, suffix_ids: torch.Te
     )
     prefix.mask = mask
     return out.last_hidden_state
+
+
+# --------------------------------------------------------------------------- decoding
+
+#: The attention function (registered with transformers) of :class:`SharedPrefixCache`.
+SHARED_PREFIX_ATTENTION = "skinground_shared_prefix"
+
+
+@dataclass
+class SharedKV:
+    """One layer's keys and values for a decoding step, as :meth:`SharedPrefixCache.update`
+    returns them: each image's prefix once (``prefix_*`` [n, kv_heads, Lp, d]) and each row's
+    own suffix and generated tokens (``rows_*`` [R, kv_heads, Lr, d]), with additive masks
+    ``prefix_bias`` [n, 1, 1, Lp] and ``rows_bias`` [R, 1, 1, Lr] (0 or -inf)."""
+
+    prefix_k: torch.Tensor
+    prefix_v: torch.Tensor
+    prefix_bias: torch.Tensor
+    rows_k: torch.Tensor
+    rows_v: torch.Tensor
+    rows_bias: torch.Tensor
+
+
+class SharedPrefixCache:
+    """The decoding cache of R = n x ``group`` rows, row ``i * group + j`` continuing image
+    ``i``'s prefix: per layer, the prefix keys and values once per image (not repeated per
+    row), and each row's suffix and generated keys and values in a buffer with ``room`` free
+    positions, written in place (no per-step concatenation of the cache).
+
+    Built from the cache :func:`run_suffixes` left (rows gathered, prefix + suffix) and its
+    combined ``mask`` [R, Lp + Ls]; ``prefix_width`` is Lp. Decode with it inside
+    :func:`shared_prefix_attention_for` (one new token per row and step).
+    """
+
+    def __init__(self, cache: DynamicCache, mask: torch.Tensor, *, prefix_width: int,
+                 group: int, room: int):
+        rows, width = mask.shape
+        if rows % group:
+            raise ValueError(f"{rows} rows are not whole groups of {group}")
+        lp, self.filled = prefix_width, width - prefix_width
+        neg = float("-inf")
+        bias = torch.zeros(rows, 1, 1, self.filled + room)
+        bias[:, 0, 0, : self.filled].masked_fill_(~mask[:, lp:].bool().cpu(), neg)
+        prefix_bias = torch.zeros(rows // group, 1, 1, lp).masked_fill_(
+            ~mask[::group, None, None, :lp].bool().cpu(), neg)
+        self.layers = []
+        for layer in cache.layers:
+            kv = []
+            for full in (layer.keys, layer.values):
+                buffer = full.new_empty(rows, full.shape[1], self.filled + room, full.shape[3])
+                buffer[:, :, : self.filled] = full[:, :, lp:]
+                kv.append((full[::group, :, :lp].contiguous(), buffer))
+            (pk, rk), (pv, rv) = kv
+            self.layers.append([pk, pv, rk, rv, self.filled])
+        like = cache.layers[0].keys
+        self.prefix_bias = prefix_bias.to(device=like.device, dtype=like.dtype)
+        self.rows_bias = bias.to(device=like.device, dtype=like.dtype)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+               *args, **kwargs) -> tuple[SharedKV, None]:
+        """Write the step's keys and values after the row's last ones; the layer's view."""
+        pk, pv, rk, rv, length = self.layers[layer_idx]
+        end = length + key_states.shape[2]
+        if end > rk.shape[2]:
+            raise ValueError(f"decoding past the cache's room ({rk.shape[2] - self.filled})")
+        rk[:, :, length:end] = key_states
+        rv[:, :, length:end] = value_states
+        self.layers[layer_idx][4] = end
+        return SharedKV(pk, pv, self.prefix_bias, rk[:, :, :end], rv[:, :, :end],
+                        self.rows_bias[..., :end]), None
+
+
+def _attention_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                   bias: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T scale + bias) v and each query's log-sum-exp of its scores. On CPU the
+    kernel ``scaled_dot_product_attention`` itself runs (flash attention for CPU, which
+    returns the log-sum-exp), so each part's arithmetic is the decoder's usual one."""
+    if query.device.type == "cpu":
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, 0.0, False, attn_mask=bias, scale=scale)
+    scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale + bias
+    lse = torch.logsumexp(scores, dim=-1)
+    weights = torch.exp(scores - lse[..., None]).to(value.dtype)
+    return torch.matmul(weights, value), lse
+
+
+def shared_prefix_attention(module, query: torch.Tensor, key: SharedKV, value, attention_mask,
+                            scaling: float, dropout: float = 0.0, **kwargs):
+    """Attention of one new token per row over its image's shared prefix and its own tokens
+    (transformers' attention interface; ``value`` and ``attention_mask`` are unused: the
+    values and masks travel in ``key``, a :class:`SharedKV`).
+
+    Attention over the concatenated keys, in two parts joined by their log-sum-exps: the
+    prefix part per image, all of its rows' queries at once (grouped-query heads without
+    repeating keys), and each row's own part.
+    """
+    rows, heads, q_len, dim = query.shape
+    if q_len != 1:
+        raise ValueError(f"shared-prefix attention decodes one token per row, got {q_len}")
+    n, kv_heads = key.prefix_k.shape[:2]
+    group, per_kv = rows // n, heads // kv_heads
+    # [R, H, 1, d] -> per row [R, kv, per_kv, d] and per image [n, kv, group * per_kv, d]
+    q_rows = query.reshape(rows, kv_heads, per_kv, dim)
+    q_img = q_rows.view(n, group, kv_heads, per_kv, dim).transpose(1, 2).reshape(
+        n, kv_heads, group * per_kv, dim)
+    o_img, l_img = _attention_lse(q_img, key.prefix_k, key.prefix_v, key.prefix_bias, scaling)
+    o_rows, l_rows = _attention_lse(q_rows, key.rows_k, key.rows_v, key.rows_bias, scaling)
+    # per image [n, kv, group * per_kv, ...] -> per row [R, kv, per_kv, ...]
+    o_pre = o_img.view(n, kv_heads, group, per_kv, dim).transpose(1, 2).reshape(
+        rows, kv_heads, per_kv, dim)
+    l_pre = l_img.view(n, kv_heads, group, per_kv).transpose(1, 2).reshape(
+        rows, kv_heads, per_kv)
+    total = torch.logaddexp(l_pre, l_rows)
+    out = (o_pre * torch.exp(l_pre - total)[..., None].to(o_pre.dtype)
+           + o_rows * torch.exp(l_rows - total)[..., None].to(o_rows.dtype))
+    return out.reshape(rows, 1, heads, dim), None
+
+
+AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
+
+
+@contextmanager
+def shared_prefix_attention_for(decoder):
+    """``decoder`` (the text model) attends with :func:`shared_prefix_attention` inside the
+    block; its attention implementation is restored afterwards."""
+    config = decoder.config
+    old = config._attn_implementation
+    config._attn_implementation = SHARED_PREFIX_ATTENTION
+    try:
+        yield {kind: None for kind in set(config.layer_types)}  # the decoder's masks: unused
+    finally:
+        config._attn_implementation = old
