@@ -179,6 +179,12 @@ def test_shared_prefix_attention_equals_attention_over_the_concatenated_keys(dty
     torch.testing.assert_close(out, reference, atol=tol, rtol=tol)
     with pytest.raises(ValueError, match="one token per row"):
         P.shared_prefix_attention(None, q.expand(-1, -1, 2, -1), shared, None, None, scaling=1.0)
+    # Each part's two ways (the CPU kernel, and the matrix products GPUs run) agree.
+    q_rows = q.reshape(rows, kv, per_kv, d)
+    (o_k, l_k), (o_m, l_m) = (P.attention_lse(q_rows, rk, rv, bias(r_keep), 0.5, kernel=k)
+                              for k in (True, False))
+    torch.testing.assert_close(o_m, o_k, atol=tol, rtol=tol)
+    torch.testing.assert_close(l_m, l_k.to(l_m.dtype), atol=tol, rtol=tol)
 
 
 def test_shared_prefix_decoding_equals_decoding_from_the_gathered_cache(native, attributes):

@@ -329,12 +329,18 @@ class SharedPrefixCache:
                         self.rows_bias[..., :end]), None
 
 
-def _attention_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                   bias: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T scale + bias) v and each query's log-sum-exp of its scores. On CPU the
-    kernel ``scaled_dot_product_attention`` itself runs (flash attention for CPU, which
-    returns the log-sum-exp), so each part's arithmetic is the decoder's usual one."""
-    if query.device.type == "cpu":
+def attention_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  bias: torch.Tensor, scale: float, *, kernel: bool | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T scale + bias) v and each query's log-sum-exp of its scores.
+
+    ``kernel`` (default: on CPU): PyTorch's own SDPA kernel (flash attention for CPU, which
+    returns the log-sum-exp), so each part's arithmetic is the decoder's usual one; else
+    matrix products with a float32 softmax (GPUs: small parts, bandwidth-bound).
+    """
+    if kernel is None:
+        kernel = query.device.type == "cpu"
+    if kernel:
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query, key, value, 0.0, False, attn_mask=bias, scale=scale)
     scores = torch.matmul(query, key.transpose(-1, -2)).float() * scale + bias
@@ -362,8 +368,8 @@ def shared_prefix_attention(module, query: torch.Tensor, key: SharedKV, value, a
     q_rows = query.reshape(rows, kv_heads, per_kv, dim)
     q_img = q_rows.view(n, group, kv_heads, per_kv, dim).transpose(1, 2).reshape(
         n, kv_heads, group * per_kv, dim)
-    o_img, l_img = _attention_lse(q_img, key.prefix_k, key.prefix_v, key.prefix_bias, scaling)
-    o_rows, l_rows = _attention_lse(q_rows, key.rows_k, key.rows_v, key.rows_bias, scaling)
+    o_img, l_img = attention_lse(q_img, key.prefix_k, key.prefix_v, key.prefix_bias, scaling)
+    o_rows, l_rows = attention_lse(q_rows, key.rows_k, key.rows_v, key.rows_bias, scaling)
     # per image [n, kv, group * per_kv, ...] -> per row [R, kv, per_kv, ...]
     o_pre = o_img.view(n, kv_heads, group, per_kv, dim).transpose(1, 2).reshape(
         rows, kv_heads, per_kv, dim)
