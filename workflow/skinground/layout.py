@@ -38,6 +38,9 @@ IGNORE_INDEX = -100
 LAYOUTS = ("per_tuple", "per_image")
 #: At most this many bytes of encoded image prefixes are kept by ``cache_prefixes``.
 PREFIX_CACHE_BYTES = 2 << 30
+#: The per-image loss runs its suffixes in two passes by length when that pads at least this
+#: share fewer tokens than one pass (a pass costs a fixed overhead besides its tokens).
+BUCKET_MIN_SAVING = 0.1
 #: The prefix's keys in a per-image batch (the processor's outputs for the images).
 PREFIX_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
                "mm_token_type_ids")
@@ -291,6 +294,29 @@ def collator(layout: str, processor, *, cache_prefixes: bool = False):
 # --------------------------------------------------------------------------- the loss
 
 
+def length_buckets(lengths: torch.Tensor, *, min_saving: float | None = None,
+                   ) -> list[torch.Tensor]:
+    """The rows (indices into ``lengths``, ascending) in one group, or in two by length
+    (shorter, longer) where padding each group to its own longest row saves at least
+    ``min_saving`` (default ``BUCKET_MIN_SAVING``) of the tokens of padding all rows to the
+    longest."""
+    if min_saving is None:
+        min_saving = BUCKET_MIN_SAVING
+    order = torch.argsort(lengths, stable=True)
+    ordered = lengths[order].tolist()
+    n = len(ordered)
+    single = n * ordered[-1] if n else 0
+    best, cut = single, n
+    for k in range(1, n):
+        if ordered[k] != ordered[k - 1]:
+            cost = k * ordered[k - 1] + (n - k) * ordered[-1]
+            if cost < best:
+                best, cut = cost, k
+    if best > (1.0 - min_saving) * single:
+        return [torch.arange(n, device=lengths.device)]
+    return [order[:cut].sort().values, order[cut:].sort().values]
+
+
 def image_once_loss(model, inputs: Mapping[str, torch.Tensor], *,
                     num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
     """The per-image layout's loss: the model's own causal-LM loss over the suffixes' labels
@@ -298,8 +324,9 @@ def image_once_loss(model, inputs: Mapping[str, torch.Tensor], *,
 
     ``model`` is called as the Trainer calls it (DeepSpeed engine, peft model or plain
     ``Qwen2VLForConditionalGeneration``): once over the prefixes, keeping the KV cache, and
-    once over all suffixes, each attending to its gathered prefix cache, with explicit 3-D
-    M-RoPE positions continuing the prefix. ``num_items_in_batch``: the answer tokens of the
+    over all suffixes, each attending to its gathered prefix cache, with explicit 3-D M-RoPE
+    positions continuing the prefix. The suffixes go in one pass, or in two by length
+    (:func:`length_buckets`: less padding). ``num_items_in_batch``: the answer tokens of the
     whole accumulated batch (sum / n, as the Trainer scales the per-tuple loss), else the mean.
     """
     core = _unwrap(model)
@@ -309,20 +336,29 @@ def image_once_loss(model, inputs: Mapping[str, torch.Tensor], *,
     cache = P.new_cache(backbone)
     model(**prefix, position_ids=positions, use_cache=True, logits_to_keep=1,
           **{P.cache_kwarg(backbone): cache})
-    rows = inputs["suffix_rows"]
-    cache.batch_select_indices(rows)
-    suffix_ids = inputs["suffix_ids"]
+    layers = [(layer.keys, layer.values) for layer in cache.layers]
+    rows, suffix_mask = inputs["suffix_rows"], inputs["suffix_mask"]
     # Only the positions that predict a label (an answer token or the closing <|im_end|>)
     # go through the LM head and the loss: the same loss, without the logits of the
     # question and padding positions (most of a suffix).
     targets = torch.nn.functional.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
-    predicts = targets != IGNORE_INDEX
-    out = model(input_ids=suffix_ids,
-                attention_mask=torch.cat([prefix["attention_mask"][rows], inputs["suffix_mask"]],
-                                         dim=1),
-                position_ids=P.suffix_positions(next_position[rows], suffix_ids.shape[1]),
-                use_cache=True, logits_to_keep=predicts, **{P.cache_kwarg(backbone): cache})
-    return core.loss_function(logits=out.logits, labels=None, shift_labels=targets[predicts],
+    logits, labels = [], []
+    for part in length_buckets(suffix_mask.sum(1)):
+        width = int(suffix_mask[part].sum(1).max())
+        mask = suffix_mask[part, :width]
+        part_cache = P.new_cache(backbone)  # the part's rows' prefixes, gathered
+        for i, (keys, values) in enumerate(layers):
+            part_cache.update(keys[rows[part]], values[rows[part]], i)
+        predicts = targets[part, :width] != IGNORE_INDEX
+        out = model(input_ids=inputs["suffix_ids"][part, :width],
+                    attention_mask=torch.cat([prefix["attention_mask"][rows[part]], mask], 1),
+                    position_ids=P.suffix_positions(next_position[rows[part]], width),
+                    use_cache=True, logits_to_keep=predicts,
+                    **{P.cache_kwarg(backbone): part_cache})
+        logits.append(out.logits)
+        labels.append(targets[part, :width][predicts])
+    return core.loss_function(logits=torch.cat(logits, dim=-2), labels=None,
+                              shift_labels=torch.cat(labels),
                               vocab_size=core.config.get_text_config().vocab_size,
                               num_items_in_batch=num_items_in_batch)
 
