@@ -342,9 +342,10 @@ def image_once_loss(model, inputs: Mapping[str, torch.Tensor], *,
     # go through the LM head and the loss: the same loss, without the logits of the
     # question and padding positions (most of a suffix).
     targets = torch.nn.functional.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
+    lengths = suffix_mask.sum(1)
     logits, labels = [], []
-    for part in length_buckets(suffix_mask.sum(1)):
-        width = int(suffix_mask[part].sum(1).max())
+    for part in length_buckets(lengths):
+        width = int(lengths[part].max())
         mask = suffix_mask[part, :width]
         part_cache = P.new_cache(backbone)  # the part's rows' prefixes, gathered
         for i, (keys, values) in enumerate(layers):

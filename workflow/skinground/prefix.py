@@ -297,36 +297,50 @@ class SharedPrefixCache:
         if rows % group:
             raise ValueError(f"{rows} rows are not whole groups of {group}")
         lp, self.filled = prefix_width, width - prefix_width
-        neg = float("-inf")
-        bias = torch.zeros(rows, 1, 1, self.filled + room)
-        bias[:, 0, 0, : self.filled].masked_fill_(~mask[:, lp:].bool().cpu(), neg)
-        prefix_bias = torch.zeros(rows // group, 1, 1, lp).masked_fill_(
-            ~mask[::group, None, None, :lp].bool().cpu(), neg)
-        self.layers = []
+        like = cache.layers[0].keys
+        keep = mask.bool()
+        self.rows_bias = torch.zeros(rows, 1, 1, self.filled + room, dtype=like.dtype,
+                                     device=like.device)
+        self.rows_bias[:, 0, 0, : self.filled].masked_fill_(~keep[:, lp:], float("-inf"))
+        self.prefix_bias = torch.zeros(rows // group, 1, 1, lp, dtype=like.dtype,
+                                       device=like.device).masked_fill_(
+            ~keep[::group, None, None, :lp], float("-inf"))
+        self.layers: list[_SharedLayer] = []
         for layer in cache.layers:
-            kv = []
+            prefix_kv, rows_kv = [], []
             for full in (layer.keys, layer.values):
                 buffer = full.new_empty(rows, full.shape[1], self.filled + room, full.shape[3])
                 buffer[:, :, : self.filled] = full[:, :, lp:]
-                kv.append((full[::group, :, :lp].contiguous(), buffer))
-            (pk, rk), (pv, rv) = kv
-            self.layers.append([pk, pv, rk, rv, self.filled])
-        like = cache.layers[0].keys
-        self.prefix_bias = prefix_bias.to(device=like.device, dtype=like.dtype)
-        self.rows_bias = bias.to(device=like.device, dtype=like.dtype)
+                prefix_kv.append(full[::group, :, :lp].contiguous())
+                rows_kv.append(buffer)
+            self.layers.append(_SharedLayer(*prefix_kv, *rows_kv, length=self.filled))
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
                *args, **kwargs) -> tuple[SharedKV, None]:
         """Write the step's keys and values after the row's last ones; the layer's view."""
-        pk, pv, rk, rv, length = self.layers[layer_idx]
-        end = length + key_states.shape[2]
-        if end > rk.shape[2]:
-            raise ValueError(f"decoding past the cache's room ({rk.shape[2] - self.filled})")
-        rk[:, :, length:end] = key_states
-        rv[:, :, length:end] = value_states
-        self.layers[layer_idx][4] = end
-        return SharedKV(pk, pv, self.prefix_bias, rk[:, :, :end], rv[:, :, :end],
+        layer = self.layers[layer_idx]
+        start, end = layer.length, layer.length + key_states.shape[2]
+        if end > layer.rows_k.shape[2]:
+            raise ValueError(f"decoding past the cache's room "
+                             f"({layer.rows_k.shape[2] - self.filled})")
+        layer.rows_k[:, :, start:end] = key_states
+        layer.rows_v[:, :, start:end] = value_states
+        layer.length = end
+        return SharedKV(layer.prefix_k, layer.prefix_v, self.prefix_bias,
+                        layer.rows_k[:, :, :end], layer.rows_v[:, :, :end],
                         self.rows_bias[..., :end]), None
+
+
+@dataclass
+class _SharedLayer:
+    """One layer of :class:`SharedPrefixCache`: the prefix keys/values per image, the rows'
+    buffers, and how many of the buffers' positions are written."""
+
+    prefix_k: torch.Tensor
+    prefix_v: torch.Tensor
+    rows_k: torch.Tensor
+    rows_v: torch.Tensor
+    length: int
 
 
 def attention_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
