@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from skinground import layout, lora, models
+from skinground import prefix as P
 
 from conftest import build_train_base, write_train_tuples
 
@@ -76,8 +77,8 @@ def test_per_image_loss_and_every_gradient_equal_per_tuple(base, data, repo_conf
     assert n_answer_tokens(per_image["labels"]) == n_items
     kwargs = {"num_items_in_batch": n_items} if normalised else {}
     # Suffixes in one pass, or in two by length whenever that pads fewer tokens.
-    monkeypatch.setattr(layout, "BUCKET_MIN_SAVING", 1.0 if passes == 1 else 0.0)
-    assert len(layout.length_buckets(per_image["suffix_mask"].sum(1))) == passes
+    monkeypatch.setattr(P, "BUCKET_MIN_SAVING", 1.0 if passes == 1 else 0.0)
+    assert len(P.length_buckets(per_image["suffix_mask"].sum(1))) == passes
 
     loss_t, grads_t = loss_and_grads(model, model(**per_tuple, **kwargs).loss)
     loss_i, grads_i = loss_and_grads(model, layout.image_once_loss(model, per_image, **kwargs))
@@ -93,14 +94,14 @@ def test_per_image_loss_and_every_gradient_equal_per_tuple(base, data, repo_conf
 
 def test_length_buckets():
     lengths = torch.tensor([9, 30, 8, 31, 9, 10, 8])
-    short, long = layout.length_buckets(lengths)
+    short, long = P.length_buckets(lengths)
     assert short.tolist() == [0, 2, 4, 5, 6] and long.tolist() == [1, 3]
     # 7 x 31 = 217 padded tokens in one pass, 5 x 10 + 2 x 31 = 112 in two
-    assert len(layout.length_buckets(lengths, min_saving=0.48)) == 2
-    assert len(layout.length_buckets(lengths, min_saving=0.49)) == 1
-    assert [p.tolist() for p in layout.length_buckets(torch.tensor([12, 12]))] == [[0, 1]]
+    assert len(P.length_buckets(lengths, min_saving=0.48)) == 2
+    assert len(P.length_buckets(lengths, min_saving=0.49)) == 1
+    assert [p.tolist() for p in P.length_buckets(torch.tensor([12, 12]))] == [[0, 1]]
     # the best cut: [3, 3, 3 | 9, 10] (3 x 3 + 2 x 10 = 29) beats [.. 9 | 10] (4 x 9 + 10 = 46)
-    parts = layout.length_buckets(torch.tensor([3, 9, 3, 10, 3]), min_saving=0.0)
+    parts = P.length_buckets(torch.tensor([3, 9, 3, 10, 3]), min_saving=0.0)
     assert [p.tolist() for p in parts] == [[0, 2, 4], [1, 3]]
 
 

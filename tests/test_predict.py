@@ -147,7 +147,8 @@ def test_generate_answers_image_once_equals_per_question(tuned):
 def test_shared_prefix_attention_equals_attention_over_the_concatenated_keys(dtype):
     """One new token per row, GQA heads, left-padded prefixes and right-padded row keys: the
     two-part attention (per image, then per row, joined by log-sum-exp) equals SDPA over
-    each row's own prefix copy + its keys, with the same mask."""
+    each row's own prefix copy + its keys, with the same mask; and so does a suffix pass
+    (several new tokens per row, causal over the row's own)."""
     gen = torch.Generator().manual_seed(0)
     n, group, kv, per_kv, lp, lr, d = 3, 4, 2, 2, 7, 5, 8
     rows = n * group
@@ -179,6 +180,17 @@ def test_shared_prefix_attention_equals_attention_over_the_concatenated_keys(dty
     torch.testing.assert_close(out, reference, atol=tol, rtol=tol)
     with pytest.raises(ValueError, match="one token per row"):
         P.shared_prefix_attention(None, q.expand(-1, -1, 2, -1), shared, None, None, scaling=1.0)
+    # A suffix pass: lr new tokens per row, causal over the row's own keys.
+    qs = rand(rows, kv * per_kv, lr, d)
+    suffix = P.SharedKV(pk, pv, bias(p_keep), rk, rv, None)
+    out, _ = P.shared_prefix_attention(None, qs, suffix, None, None, scaling=d ** -0.5)
+    causal = torch.ones(lr, lr, dtype=torch.bool).tril()
+    keep = torch.cat([p_keep.repeat_interleave(group, 0)[:, None, :].expand(-1, lr, -1),
+                      causal.expand(rows, -1, -1)], 2)[:, None]
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        qs, keys, values, attn_mask=keep, scale=d ** -0.5).transpose(1, 2)
+    assert out.shape == reference.shape == (rows, lr, kv * per_kv, d)
+    torch.testing.assert_close(out, reference, atol=tol, rtol=tol)
     # Each part's two ways (the CPU kernel, and the matrix products GPUs run) agree.
     q_rows = q.reshape(rows, kv, per_kv, d)
     (o_k, l_k), (o_m, l_m) = (P.attention_lse(q_rows, rk, rv, bias(r_keep), 0.5, kernel=k)
@@ -187,19 +199,42 @@ def test_shared_prefix_attention_equals_attention_over_the_concatenated_keys(dty
     torch.testing.assert_close(l_m, l_k.to(l_m.dtype), atol=tol, rtol=tol)
 
 
-def test_shared_prefix_decoding_equals_decoding_from_the_gathered_cache(native, attributes):
-    """Steps of the decoder from SharedPrefixCache give the states of the same steps from the
-    per-row gathered DynamicCache (the cache run_suffixes leaves), with mixed image sizes;
-    the decoder's own attention is restored afterwards."""
+def gathered_suffixes(model, prefix: P.Prefix, rows: torch.Tensor, suffix_ids: torch.Tensor,
+                      suffix_mask: torch.Tensor) -> torch.Tensor:
+    """The reference suffix pass: each row's prefix keys gathered into a DynamicCache (one
+    copy per row) and the suffixes through the model's own attention; the last-layer states
+    [R, Ls, d]. ``prefix.cache`` becomes the gathered cache (extended with the suffixes),
+    ``prefix.mask`` the rows' combined mask."""
+    backbone = P.backbone_of(model)
+    mask = torch.cat([prefix.mask[rows], suffix_mask], dim=1)
+    prefix.cache.batch_select_indices(rows)
+    out = backbone(input_ids=suffix_ids, attention_mask=mask,
+                   position_ids=P.suffix_positions(prefix.next_position[rows],
+                                                   suffix_ids.shape[1]),
+                   use_cache=True, **{P.cache_kwarg(backbone): prefix.cache})
+    prefix.mask = mask
+    return out.last_hidden_state
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+def test_shared_prefix_suffixes_and_decoding_equal_the_gathered_cache(native, attributes,
+                                                                      monkeypatch, passes):
+    """The suffix passes (one, or two by length) and the decoding steps from
+    SharedPrefixCache give the states of the same suffixes and steps over the per-row
+    gathered DynamicCache (gathered_suffixes), with mixed image sizes; the decoder's own attention
+    is restored afterwards."""
     model, processor = native
-    questions = [spec["question"] for spec in list(attributes.values())[:3]]
+    questions = [spec["question"] for spec in list(attributes.values())[:4]]
     images = [rgb(h, w, k) for k, (h, w) in enumerate(SIZES)]
     tok = processor.tokenizer
     _, suffixes = P.split_template(processor, questions)
     s_ids, s_mask = P.pad_rows([tok(s, add_special_tokens=False)["input_ids"]
                                 for s in suffixes], tok.pad_token_id)
+    monkeypatch.setattr(P, "BUCKET_MIN_SAVING", 1.0 if passes == 1 else 0.0)
+    assert len(P.length_buckets(s_mask.sum(1))) == passes
     n, n_q = len(images), len(questions)
     rows = torch.arange(n).repeat_interleave(n_q)
+    lengths = s_mask.sum(1).repeat(n)
     tokens = torch.randint(0, len(tok), (3, n * n_q), generator=torch.Generator().manual_seed(1))
     backbone = P.backbone_of(model)
     decoder, kwarg = backbone.language_model, P.cache_kwarg(backbone)
@@ -207,28 +242,28 @@ def test_shared_prefix_decoding_equals_decoding_from_the_gathered_cache(native, 
     def steps(shared: bool) -> list[torch.Tensor]:
         with torch.no_grad():
             prefix = P.run_prefix(model, P.encode_prefixes(processor, images))
-            width = prefix.mask.shape[1]
-            position = prefix.next_position[rows] + s_mask.sum(1).repeat(n)
-            P.run_suffixes(model, prefix, rows, s_ids.repeat(n, 1), s_mask.repeat(n, 1))
-            out = []
             if shared:
-                cache = P.SharedPrefixCache(prefix.cache, prefix.mask, prefix_width=width,
-                                            group=n_q, room=len(tokens))
+                run = P.run_shared_suffixes(model, prefix, s_ids, s_mask, room=len(tokens))
+                out = [run.last]
                 with P.shared_prefix_attention_for(decoder) as masks:
                     for k, token in enumerate(tokens):
                         out.append(decoder(input_ids=token[:, None], attention_mask=masks,
-                                           position_ids=P.suffix_positions(position + k, 1),
-                                           **{kwarg: cache}).last_hidden_state)
+                                           position_ids=P.suffix_positions(run.position + k, 1),
+                                           **{kwarg: run.cache}).last_hidden_state[:, 0])
                     with pytest.raises(ValueError, match="room"):
                         decoder(input_ids=token[:, None], attention_mask=masks,
-                                position_ids=P.suffix_positions(position, 1), **{kwarg: cache})
+                                position_ids=P.suffix_positions(run.position, 1),
+                                **{kwarg: run.cache})
                 return out
+            position = prefix.next_position[rows] + lengths
+            states = gathered_suffixes(model, prefix, rows, s_ids.repeat(n, 1), s_mask.repeat(n, 1))
+            out = [states[torch.arange(n * n_q), lengths - 1]]
             mask = prefix.mask
             for k, token in enumerate(tokens):
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
                 out.append(decoder(input_ids=token[:, None], attention_mask=mask,
                                    position_ids=P.suffix_positions(position + k, 1),
-                                   **{kwarg: prefix.cache}).last_hidden_state)
+                                   **{kwarg: prefix.cache}).last_hidden_state[:, 0])
             return out
 
     attention = decoder.config._attn_implementation

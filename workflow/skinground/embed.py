@@ -86,12 +86,12 @@ def prefix_shared_embeddings(model, processor, images: Sequence[Image.Image],
     1. The image prefixes of the batch in one forward, left-padded (images of different sizes
        give different numbers of image tokens), with the M-RoPE positions of the model's own
        ``get_rope_index``; h_im is the mean over each row's ``<|image_pad|>`` positions.
-    2. The prefix KV cache repeated A times per image (row ``i * A + a``) and all suffixes,
-       right-padded to the longest, as one batch of N x A sequences. The attention mask covers
-       the prefix pads and the suffix pads; the explicit 3-D positions continue at the prefix's
-       last position + 1 (Qwen2-VL's rope delta: text after an image resumes at the image's
-       largest position + 1, in all three sections). h_im,a is the state of each row's last
-       real suffix token.
+    2. All suffixes of every image (row ``i * A + a``), right-padded, as one batch of
+       N x A sequences (or two by length) over that cache, each image's prefix keys held once
+       (:func:`skinground.prefix.run_shared_suffixes`). The prefix pads are masked; the
+       explicit 3-D positions continue at the prefix's last position + 1 (Qwen2-VL's rope
+       delta: text after an image resumes at the image's largest position + 1, in all three
+       sections). h_im,a is the state of each row's last real suffix token.
 
     With no questions only step 1 runs (``h_ima`` has shape ``[N, 0, d]``). Returns float32
     CPU tensors; the model's dtype and device are used for the passes (means in float32).
@@ -107,7 +107,6 @@ def prefix_shared_embeddings(model, processor, images: Sequence[Image.Image],
         s_ids, s_mask = P.pad_rows(
             [tok(s, add_special_tokens=False)["input_ids"] for s in suffixes], pad_id)
         s_ids, s_mask = s_ids.to(model.device), s_mask.to(model.device)
-        last = s_mask.sum(1) - 1
 
     h_im_all, h_ima_all = [], []
     for start in range(0, len(images), batch_images):
@@ -118,11 +117,9 @@ def prefix_shared_embeddings(model, processor, images: Sequence[Image.Image],
         if not n_q:
             h_ima_all.append(torch.empty(n, 0, d))
             continue
-        rows = torch.arange(n, device=model.device).repeat_interleave(n_q)  # row i * A + a
-        states = P.run_suffixes(model, prefix, rows, s_ids.repeat(n, 1), s_mask.repeat(n, 1))
-        h_ima = states[torch.arange(n * n_q, device=model.device), last.repeat(n)].float()
+        h_ima = P.run_shared_suffixes(model, prefix, s_ids, s_mask).last.float()
         h_ima_all.append(h_ima.view(n, n_q, d).cpu())
-        del prefix, states
+        del prefix, h_ima
 
     if not h_im_all:
         return torch.empty(0, d), torch.empty(0, n_q, d)

@@ -38,9 +38,6 @@ IGNORE_INDEX = -100
 LAYOUTS = ("per_tuple", "per_image")
 #: At most this many bytes of encoded image prefixes are kept by ``cache_prefixes``.
 PREFIX_CACHE_BYTES = 2 << 30
-#: The per-image loss runs its suffixes in two passes by length when that pads at least this
-#: share fewer tokens than one pass (a pass costs a fixed overhead besides its tokens).
-BUCKET_MIN_SAVING = 0.1
 #: The prefix's keys in a per-image batch (the processor's outputs for the images).
 PREFIX_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
                "mm_token_type_ids")
@@ -294,29 +291,6 @@ def collator(layout: str, processor, *, cache_prefixes: bool = False):
 # --------------------------------------------------------------------------- the loss
 
 
-def length_buckets(lengths: torch.Tensor, *, min_saving: float | None = None,
-                   ) -> list[torch.Tensor]:
-    """The rows (indices into ``lengths``, ascending) in one group, or in two by length
-    (shorter, longer) where padding each group to its own longest row saves at least
-    ``min_saving`` (default ``BUCKET_MIN_SAVING``) of the tokens of padding all rows to the
-    longest."""
-    if min_saving is None:
-        min_saving = BUCKET_MIN_SAVING
-    order = torch.argsort(lengths, stable=True)
-    ordered = lengths[order].tolist()
-    n = len(ordered)
-    single = n * ordered[-1] if n else 0
-    best, cut = single, n
-    for k in range(1, n):
-        if ordered[k] != ordered[k - 1]:
-            cost = k * ordered[k - 1] + (n - k) * ordered[-1]
-            if cost < best:
-                best, cut = cost, k
-    if best > (1.0 - min_saving) * single:
-        return [torch.arange(n, device=lengths.device)]
-    return [order[:cut].sort().values, order[cut:].sort().values]
-
-
 def image_once_loss(model, inputs: Mapping[str, torch.Tensor], *,
                     num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
     """The per-image layout's loss: the model's own causal-LM loss over the suffixes' labels
@@ -326,8 +300,9 @@ def image_once_loss(model, inputs: Mapping[str, torch.Tensor], *,
     ``Qwen2VLForConditionalGeneration``): once over the prefixes, keeping the KV cache, and
     over all suffixes, each attending to its gathered prefix cache, with explicit 3-D M-RoPE
     positions continuing the prefix. The suffixes go in one pass, or in two by length
-    (:func:`length_buckets`: less padding). ``num_items_in_batch``: the answer tokens of the
-    whole accumulated batch (sum / n, as the Trainer scales the per-tuple loss), else the mean.
+    (:func:`skinground.prefix.length_buckets`: less padding). ``num_items_in_batch``: the
+    answer tokens of the whole accumulated batch (sum / n, as the Trainer scales the
+    per-tuple loss), else the mean.
     """
     core = _unwrap(model)
     backbone = P.backbone_of(core)
@@ -344,7 +319,7 @@ def image_once_loss(model, inputs: Mapping[str, torch.Tensor], *,
     targets = torch.nn.functional.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
     lengths = suffix_mask.sum(1)
     logits, labels = [], []
-    for part in length_buckets(lengths):
+    for part in P.length_buckets(lengths):
         width = int(lengths[part].max())
         mask = suffix_mask[part, :width]
         part_cache = P.new_cache(backbone)  # the part's rows' prefixes, gathered

@@ -4,13 +4,14 @@ greedily by Qwen2-VL.
 Two paths compute the same tokens:
 
 - :func:`generate_answers` (image-once, the workflow's): for a batch of images the image
-  prefixes run once (:func:`skinground.prefix.run_prefix`), their KV cache is gathered for the
-  16 questions and all suffixes run as one batch (:func:`skinground.prefix.run_suffixes`);
-  then one greedy decoding loop over all (image, question) rows, each row at its own explicit
-  M-RoPE position, stopping at ``<|im_end|>``/``<|endoftext|>`` or ``max_new_tokens``. A
-  decoding step attends to each image's prefix keys once for all of its rows and to each
-  row's own keys, written in place (:class:`skinground.prefix.SharedPrefixCache`). The
-  logits at the last prompt token are those of the h_im,a position.
+  prefixes run once (:func:`skinground.prefix.run_prefix`), then every image's 16 question
+  suffixes as one batch (or two by length) over that cache
+  (:func:`skinground.prefix.run_shared_suffixes`), then one greedy decoding loop over all
+  (image, question) rows, each row at its own explicit M-RoPE position, stopping at
+  ``<|im_end|>``/``<|endoftext|>`` or ``max_new_tokens``. Suffix tokens and decoding steps
+  attend to each image's prefix keys once for all of its rows and to each row's own keys,
+  written in place (:class:`skinground.prefix.SharedPrefixCache`). The logits at the last
+  prompt token are those of the h_im,a position.
 - :func:`generate_per_question` (the reference): one left-padded ``generate`` call over
   (image, question) sequences, each re-encoding its image.
 """
@@ -129,34 +130,26 @@ def image_once(model, processor, images: Sequence, questions: Sequence[str], *,
     s_ids, s_mask = P.pad_rows([tok(s, add_special_tokens=False)["input_ids"] for s in suffixes],
                                stops[1].item())
     n, n_q = len(images), len(questions)
-    rows = torch.arange(n, device=device).repeat_interleave(n_q)
-    length = s_mask.sum(1).to(device).repeat(n)
     prefix = P.run_prefix(model, P.to_model(P.encode_prefixes(processor, images), model))
     h_im = P.image_states_mean(model, prefix).cpu()
-    prefix_width = prefix.mask.shape[1]
-    start = prefix.next_position[rows]
-    states = P.run_suffixes(model, prefix, rows, s_ids.to(device).repeat(n, 1),
-                            s_mask.to(device).repeat(n, 1))
+    run = P.run_shared_suffixes(model, prefix, s_ids, s_mask, room=max_new_tokens - 1)
+    h_ima = run.last.float().view(n, n_q, -1).cpu()
     head, backbone = P.lm_head_of(model), P.backbone_of(model)
-    last = states[torch.arange(n * n_q, device=device), length - 1]
-    h_ima = last.float().view(n, n_q, -1).cpu()
-    token = head(last).argmax(-1)
+    token = head(run.last).argmax(-1)
     out = [token]
     done = torch.isin(token, stops)
-    # Decoding is text only: the decoder alone (no vision wrapper), each image's prefix
-    # keys once for its 16 rows and each row's own keys written in place
-    # (P.SharedPrefixCache), one new token per row and step.
+    # Decoding is text only: the decoder alone (no vision wrapper), from the same cache
+    # (each image's prefix keys once for its rows, each row's own keys written in place),
+    # one new token per row and step.
     decoder = backbone.language_model
-    cache = P.SharedPrefixCache(prefix.cache, prefix.mask, prefix_width=prefix_width,
-                                group=n_q, room=max_new_tokens - 1)
-    position = start + length
+    position = run.position
     with P.shared_prefix_attention_for(decoder) as masks:
         for _ in range(1, max_new_tokens):
             if bool(done.all()):
                 break
             step = decoder(input_ids=token[:, None], attention_mask=masks,
                            position_ids=P.suffix_positions(position, 1), use_cache=True,
-                           **{P.cache_kwarg(backbone): cache})
+                           **{P.cache_kwarg(backbone): run.cache})
             token = head(step.last_hidden_state[:, -1]).argmax(-1)
             token = torch.where(done, stops[1], token)  # finished rows: padding, ignored
             out.append(token)

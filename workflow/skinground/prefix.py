@@ -9,20 +9,26 @@ to and including ``<|vision_end|>``::
     '------------------------------ suffix ----------------------------'
 
 :func:`run_prefix` runs the vision encoder and the decoder over a batch of left-padded
-prefixes once (with gradients when training), keeping the KV cache. :func:`run_suffixes`
-then gathers each suffix row's image from that cache (``rows[r]`` = the prefix row it
-continues; a row may repeat any number of times) and runs all suffixes as one right-padded
-batch. Each suffix attends to its own prefix and to itself only, and its explicit 3-D M-RoPE
-positions continue at the prefix's largest position + 1, which is where Qwen2-VL's own
-``get_rope_index`` puts text after an image. So every suffix token's state equals that of
-one full forward of prefix + suffix (tested to ~1e-6 in float32), and the vision encoder and
-the prefix run once per image instead of once per question.
+prefixes once (with gradients when training), keeping the KV cache. The suffixes then run
+as right-padded batches over that cache, each attending to its own image's prefix and to
+itself only, with explicit 3-D M-RoPE positions continuing at the prefix's largest
+position + 1, which is where Qwen2-VL's own ``get_rope_index`` puts text after an image. So
+every suffix token's state equals that of one full forward of prefix + suffix (tested to
+~1e-6 in float32), and the vision encoder and the prefix run once per image instead of once
+per question.
 
-Greedy decoding then goes on from :class:`SharedPrefixCache`: each image's prefix keys and
-values once (not one copy per row) and each row's own ones in a buffer written in place; a
-step's attention (:func:`shared_prefix_attention`, registered with transformers' attention
-interface) is the attention over prefix + row keys, computed in two parts joined by their
-log-sum-exps (on CPU each part is PyTorch's own SDPA kernel).
+- Embeddings and generation (:func:`run_shared_suffixes`): every image's question suffixes
+  over a :class:`SharedPrefixCache`, which holds each image's prefix keys and values once
+  (not one copy per row) and each row's own ones in a buffer written in place, so greedy
+  decoding goes on from the same cache. The attention (:func:`shared_prefix_attention`,
+  registered with transformers' attention interface) is the attention over prefix + row
+  keys, computed in two parts joined by their log-sum-exps (on CPU each part is PyTorch's
+  own SDPA kernel).
+- Training (``layout.image_once_loss``) gathers each suffix row's prefix keys from the cache
+  (gradients flow back into the prefix through them) and runs the suffixes through the
+  model's own attention.
+
+Suffixes of different lengths go in one pass, or two by length (:func:`length_buckets`).
 """
 
 from __future__ import annotations
@@ -235,31 +241,37 @@ def suffix_positions(next_position: torch.Tensor, width: int) -> torch.Tensor:
     return pos.unsqueeze(0).expand(3, *pos.shape)
 
 
-def run_suffixes(model, prefix: Prefix, rows: torch.Tensor, suffix_ids: torch.Tensor,
-                 suffix_mask: torch.Tensor, *, start: torch.Tensor | None = None,
-                 ) -> torch.Tensor:
-    """The last-layer states [R, Ls, d] of right-padded suffixes, row ``r`` continuing prefix
-    row ``rows[r]`` (``start``: each row's first position, default the prefix's next one).
+# --------------------------------------------------------------------------- length buckets
 
-    ``prefix.cache`` is replaced by the gathered cache extended with the suffixes (so a
-    decoding loop can go on from it); ``prefix.mask`` becomes the rows' combined mask.
-    """
-    backbone = backbone_of(model)
-    rows = rows.to(prefix.mask.device)
-    if start is None:
-        start = prefix.next_position[rows]
-    mask = torch.cat([prefix.mask[rows], suffix_mask], dim=1)
-    prefix.cache.batch_select_indices(rows)
-    out = backbone(
-        input_ids=suffix_ids, attention_mask=mask,
-        position_ids=suffix_positions(start, suffix_ids.shape[1]), use_cache=True,
-        **{cache_kwarg(backbone): prefix.cache},
-    )
-    prefix.mask = mask
-    return out.last_hidden_state
+#: Suffixes go in two passes by length when that pads at least this share fewer tokens than
+#: one pass (a pass costs a fixed overhead besides its tokens).
+BUCKET_MIN_SAVING = 0.1
 
 
-# --------------------------------------------------------------------------- decoding
+def length_buckets(lengths: torch.Tensor, *, min_saving: float | None = None,
+                   ) -> list[torch.Tensor]:
+    """The rows (indices into ``lengths``, ascending) in one group, or in two by length
+    (shorter, longer) where padding each group to its own longest row saves at least
+    ``min_saving`` (default ``BUCKET_MIN_SAVING``) of the tokens of padding all rows to the
+    longest."""
+    if min_saving is None:
+        min_saving = BUCKET_MIN_SAVING
+    order = torch.argsort(lengths, stable=True)
+    ordered = lengths[order].tolist()
+    n = len(ordered)
+    single = n * ordered[-1] if n else 0
+    best, cut = single, n
+    for k in range(1, n):
+        if ordered[k] != ordered[k - 1]:
+            cost = k * ordered[k - 1] + (n - k) * ordered[-1]
+            if cost < best:
+                best, cut = cost, k
+    if best > (1.0 - min_saving) * single:
+        return [torch.arange(n, device=lengths.device)]
+    return [order[:cut].sort().values, order[cut:].sort().values]
+
+
+# --------------------------------------------------------------------------- shared prefix
 
 #: The attention function (registered with transformers) of :class:`SharedPrefixCache`.
 SHARED_PREFIX_ATTENTION = "skinground_shared_prefix"
@@ -267,68 +279,19 @@ SHARED_PREFIX_ATTENTION = "skinground_shared_prefix"
 
 @dataclass
 class SharedKV:
-    """One layer's keys and values for a decoding step, as :meth:`SharedPrefixCache.update`
-    returns them: each image's prefix once (``prefix_*`` [n, kv_heads, Lp, d]) and each row's
-    own suffix and generated tokens (``rows_*`` [R, kv_heads, Lr, d]), with additive masks
-    ``prefix_bias`` [n, 1, 1, Lp] and ``rows_bias`` [R, 1, 1, Lr] (0 or -inf)."""
+    """One layer's keys and values for a forward from :class:`SharedPrefixCache`, as its
+    ``update`` returns them: each image's prefix once (``prefix_*`` [n, kv_heads, Lp, d],
+    additive mask ``prefix_bias`` [n, 1, 1, Lp], 0 or -inf) and the rows' own keys and values
+    (``rows_*`` [R, kv_heads, Lr, d]): in a suffix pass the pass's own (causal,
+    ``rows_bias`` None), when decoding each row's suffix and generated ones
+    (``rows_bias`` [R, 1, 1, Lr])."""
 
     prefix_k: torch.Tensor
     prefix_v: torch.Tensor
     prefix_bias: torch.Tensor
     rows_k: torch.Tensor
     rows_v: torch.Tensor
-    rows_bias: torch.Tensor
-
-
-class SharedPrefixCache:
-    """The decoding cache of R = n x ``group`` rows, row ``i * group + j`` continuing image
-    ``i``'s prefix: per layer, the prefix keys and values once per image (not repeated per
-    row), and each row's suffix and generated keys and values in a buffer with ``room`` free
-    positions, written in place (no per-step concatenation of the cache).
-
-    Built from the cache :func:`run_suffixes` left (rows gathered, prefix + suffix) and its
-    combined ``mask`` [R, Lp + Ls]; ``prefix_width`` is Lp. Decode with it inside
-    :func:`shared_prefix_attention_for` (one new token per row and step).
-    """
-
-    def __init__(self, cache: DynamicCache, mask: torch.Tensor, *, prefix_width: int,
-                 group: int, room: int):
-        rows, width = mask.shape
-        if rows % group:
-            raise ValueError(f"{rows} rows are not whole groups of {group}")
-        lp, self.filled = prefix_width, width - prefix_width
-        like = cache.layers[0].keys
-        keep = mask.bool()
-        self.rows_bias = torch.zeros(rows, 1, 1, self.filled + room, dtype=like.dtype,
-                                     device=like.device)
-        self.rows_bias[:, 0, 0, : self.filled].masked_fill_(~keep[:, lp:], float("-inf"))
-        self.prefix_bias = torch.zeros(rows // group, 1, 1, lp, dtype=like.dtype,
-                                       device=like.device).masked_fill_(
-            ~keep[::group, None, None, :lp], float("-inf"))
-        self.layers: list[_SharedLayer] = []
-        for layer in cache.layers:
-            prefix_kv, rows_kv = [], []
-            for full in (layer.keys, layer.values):
-                buffer = full.new_empty(rows, full.shape[1], self.filled + room, full.shape[3])
-                buffer[:, :, : self.filled] = full[:, :, lp:]
-                prefix_kv.append(full[::group, :, :lp].contiguous())
-                rows_kv.append(buffer)
-            self.layers.append(_SharedLayer(*prefix_kv, *rows_kv, length=self.filled))
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
-               *args, **kwargs) -> tuple[SharedKV, None]:
-        """Write the step's keys and values after the row's last ones; the layer's view."""
-        layer = self.layers[layer_idx]
-        start, end = layer.length, layer.length + key_states.shape[2]
-        if end > layer.rows_k.shape[2]:
-            raise ValueError(f"decoding past the cache's room "
-                             f"({layer.rows_k.shape[2] - self.filled})")
-        layer.rows_k[:, :, start:end] = key_states
-        layer.rows_v[:, :, start:end] = value_states
-        layer.length = end
-        return SharedKV(layer.prefix_k, layer.prefix_v, self.prefix_bias,
-                        layer.rows_k[:, :, :end], layer.rows_v[:, :, :end],
-                        self.rows_bias[..., :end]), None
+    rows_bias: torch.Tensor | None
 
 
 @dataclass
@@ -341,6 +304,123 @@ class _SharedLayer:
     rows_k: torch.Tensor
     rows_v: torch.Tensor
     length: int
+
+
+class SharedPrefixCache:
+    """The KV cache of R = n x ``group`` suffix rows over n image prefixes, row
+    ``i * group + j`` continuing image ``i``: per layer the prefix keys and values once per
+    image (those :func:`run_prefix` left, never repeated per row), and each row's suffix and
+    generated keys and values in a buffer written in place (W suffix positions, W the longest
+    of ``lengths`` [R], then ``room`` generated ones; no per-step concatenation).
+
+    Use inside :func:`shared_prefix_attention_for`: first the suffix passes, each inside
+    :meth:`suffixes` (rows of whole image groups; :func:`run_shared_suffixes`), then decoding,
+    one new token per row and step.
+    """
+
+    def __init__(self, prefix: Prefix, lengths: torch.Tensor, *, room: int = 0):
+        n, lp = prefix.mask.shape
+        rows = lengths.numel()
+        if not rows or rows % n:
+            raise ValueError(f"{rows} suffix rows are not whole groups over {n} images")
+        self.group = rows // n
+        self.width = int(lengths.max())
+        like = prefix.cache.layers[0].keys
+        self.prefix_bias = torch.zeros(n, 1, 1, lp, dtype=like.dtype, device=like.device
+                                       ).masked_fill_(~prefix.mask.bool()[:, None, None, :],
+                                                      float("-inf"))
+        column = torch.arange(self.width + room, device=like.device)
+        pads = (column >= lengths.to(like.device)[:, None]) & (column < self.width)
+        self.rows_bias = torch.zeros(rows, 1, 1, self.width + room, dtype=like.dtype,
+                                     device=like.device).masked_fill_(pads[:, None, None, :],
+                                                                      float("-inf"))
+        self.layers = [
+            _SharedLayer(layer.keys, layer.values,
+                         *(full.new_zeros(rows, full.shape[1], self.width + room, full.shape[3])
+                           for full in (layer.keys, layer.values)),
+                         length=self.width)
+            for layer in prefix.cache.layers]
+        self._pass_rows: torch.Tensor | None = None
+
+    @contextmanager
+    def suffixes(self, rows: torch.Tensor):
+        """Inside the block, a forward runs the suffixes of ``rows`` (ascending, the same
+        questions of every image, image by image): their keys are written at the start of the
+        rows' buffers, and they attend to their prefix and causally to themselves."""
+        if rows.numel() % (self.rows_bias.shape[0] // self.group):
+            raise ValueError(f"{rows.numel()} rows are not the same questions of every image")
+        self._pass_rows = rows.to(self.rows_bias.device)
+        try:
+            yield
+        finally:
+            self._pass_rows = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+               *args, **kwargs) -> tuple[SharedKV, None]:
+        """Store the forward's keys and values; the layer's view for its attention."""
+        layer = self.layers[layer_idx]
+        if self._pass_rows is not None:  # a suffix pass: at the start of its rows' buffers
+            width = key_states.shape[2]
+            layer.rows_k[:, :, :width].index_copy_(0, self._pass_rows, key_states)
+            layer.rows_v[:, :, :width].index_copy_(0, self._pass_rows, value_states)
+            return SharedKV(layer.prefix_k, layer.prefix_v, self.prefix_bias,
+                            key_states, value_states, None), None
+        start, end = layer.length, layer.length + key_states.shape[2]
+        if end > layer.rows_k.shape[2]:
+            raise ValueError(f"decoding past the cache's room "
+                             f"({layer.rows_k.shape[2] - self.width})")
+        layer.rows_k[:, :, start:end] = key_states
+        layer.rows_v[:, :, start:end] = value_states
+        layer.length = end
+        return SharedKV(layer.prefix_k, layer.prefix_v, self.prefix_bias,
+                        layer.rows_k[:, :, :end], layer.rows_v[:, :, :end],
+                        self.rows_bias[..., :end]), None
+
+
+@dataclass
+class SharedSuffixes:
+    """What :func:`run_shared_suffixes` gives: ``last`` [R, d], each row's last-layer state at
+    its last suffix token; the ``cache`` to decode from; ``position`` [R], where each row's
+    next token goes."""
+
+    last: torch.Tensor
+    cache: SharedPrefixCache
+    position: torch.Tensor
+
+
+def run_shared_suffixes(model, prefix: Prefix, suffix_ids: torch.Tensor,
+                        suffix_mask: torch.Tensor, *, room: int = 0) -> SharedSuffixes:
+    """Every question's suffix (``suffix_ids``/``suffix_mask`` [A, Ls], right-padded) after
+    every image's prefix, row ``i * A + a``, each image's prefix keys held once.
+
+    The suffixes run in one pass, or in two by length (:func:`length_buckets`), each with
+    explicit 3-D M-RoPE positions continuing its prefix; a suffix token attends to its image's
+    prefix and causally to its own suffix (:func:`shared_prefix_attention`), so its state is
+    that of one forward of prefix + suffix. ``room``: tokens to decode afterwards.
+    """
+    backbone = backbone_of(model)
+    decoder, kwarg = backbone.language_model, cache_kwarg(backbone)
+    n, n_q = prefix.mask.shape[0], suffix_ids.shape[0]
+    device = prefix.mask.device
+    lengths = suffix_mask.sum(1).to(device)
+    row_lengths = lengths.repeat(n)
+    start = prefix.next_position.repeat_interleave(n_q)
+    cache = SharedPrefixCache(prefix, row_lengths, room=room)
+    last = None
+    with shared_prefix_attention_for(decoder) as masks:
+        for part in length_buckets(lengths):
+            rows = (torch.arange(n, device=device)[:, None] * n_q + part[None, :]).reshape(-1)
+            width = int(lengths[part].max())
+            with cache.suffixes(rows):
+                states = decoder(input_ids=suffix_ids[part, :width].to(device).repeat(n, 1),
+                                 attention_mask=masks,
+                                 position_ids=suffix_positions(start[rows], width),
+                                 use_cache=True, **{kwarg: cache}).last_hidden_state
+            at = states[torch.arange(len(rows), device=device), row_lengths[rows] - 1]
+            if last is None:
+                last = at.new_empty(n * n_q, at.shape[-1])
+            last[rows] = at
+    return SharedSuffixes(last, cache, start + row_lengths)
 
 
 def attention_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -363,36 +443,49 @@ def attention_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return torch.matmul(weights, value), lse
 
 
+def _causal_bias(q_len: int, repeats: int, *, dtype, device) -> torch.Tensor:
+    """[1, 1, repeats * q_len, q_len]: query ``(r, t)`` sees keys ``<= t`` (0, else -inf)."""
+    future = torch.ones(q_len, q_len, dtype=torch.bool, device=device).triu(1)
+    bias = torch.zeros(q_len, q_len, dtype=dtype, device=device).masked_fill_(future,
+                                                                               float("-inf"))
+    return bias.repeat(repeats, 1)[None, None]
+
+
 def shared_prefix_attention(module, query: torch.Tensor, key: SharedKV, value, attention_mask,
                             scaling: float, dropout: float = 0.0, **kwargs):
-    """Attention of one new token per row over its image's shared prefix and its own tokens
+    """Attention of the rows' new tokens over their image's shared prefix and their own keys
     (transformers' attention interface; ``value`` and ``attention_mask`` are unused: the
     values and masks travel in ``key``, a :class:`SharedKV`).
 
     Attention over the concatenated keys, in two parts joined by their log-sum-exps: the
     prefix part per image, all of its rows' queries at once (grouped-query heads without
-    repeating keys), and each row's own part.
+    repeating keys), and each row's own part (causal in a suffix pass; one new token per row
+    when decoding).
     """
     rows, heads, q_len, dim = query.shape
-    if q_len != 1:
-        raise ValueError(f"shared-prefix attention decodes one token per row, got {q_len}")
     n, kv_heads = key.prefix_k.shape[:2]
     group, per_kv = rows // n, heads // kv_heads
-    # [R, H, 1, d] -> per row [R, kv, per_kv, d] and per image [n, kv, group * per_kv, d]
-    q_rows = query.reshape(rows, kv_heads, per_kv, dim)
-    q_img = q_rows.view(n, group, kv_heads, per_kv, dim).transpose(1, 2).reshape(
-        n, kv_heads, group * per_kv, dim)
+    rows_bias = key.rows_bias
+    if rows_bias is None:  # a suffix pass: causal over the pass's own tokens
+        rows_bias = _causal_bias(q_len, per_kv, dtype=query.dtype, device=query.device)
+    elif q_len != 1:
+        raise ValueError(f"shared-prefix attention decodes one token per row, got {q_len}")
+    width = per_kv * q_len  # each kv head's queries of a row: its heads x positions
+    # [R, H, q, d] -> per row [R, kv, per_kv * q, d] and per image [n, kv, group * ..., d]
+    q_rows = query.reshape(rows, kv_heads, width, dim)
+    q_img = q_rows.reshape(n, group, kv_heads, width, dim).transpose(1, 2).reshape(
+        n, kv_heads, group * width, dim)
     o_img, l_img = attention_lse(q_img, key.prefix_k, key.prefix_v, key.prefix_bias, scaling)
-    o_rows, l_rows = attention_lse(q_rows, key.rows_k, key.rows_v, key.rows_bias, scaling)
-    # per image [n, kv, group * per_kv, ...] -> per row [R, kv, per_kv, ...]
-    o_pre = o_img.view(n, kv_heads, group, per_kv, dim).transpose(1, 2).reshape(
-        rows, kv_heads, per_kv, dim)
-    l_pre = l_img.view(n, kv_heads, group, per_kv).transpose(1, 2).reshape(
-        rows, kv_heads, per_kv)
+    o_rows, l_rows = attention_lse(q_rows, key.rows_k, key.rows_v, rows_bias, scaling)
+    # per image [n, kv, group * width, ...] -> per row [R, kv, width, ...]
+    o_pre = o_img.reshape(n, kv_heads, group, width, dim).transpose(1, 2).reshape(
+        rows, kv_heads, width, dim)
+    l_pre = l_img.reshape(n, kv_heads, group, width).transpose(1, 2).reshape(
+        rows, kv_heads, width)
     total = torch.logaddexp(l_pre, l_rows)
     out = (o_pre * torch.exp(l_pre - total)[..., None].to(o_pre.dtype)
            + o_rows * torch.exp(l_rows - total)[..., None].to(o_rows.dtype))
-    return out.reshape(rows, 1, heads, dim), None
+    return out.reshape(rows, heads, q_len, dim).transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
