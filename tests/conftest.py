@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -18,6 +21,25 @@ from PIL import Image
 from skinground.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_group(cmd: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)`` in a session of
+    its own: on a timeout the whole process group is killed (Snakemake or torchrun and the
+    jobs they started), not the command alone, so no orphaned job keeps the CPU for the
+    tests after it. Raises ``subprocess.TimeoutExpired`` as ``run`` does."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            try:  # a job in a session of its own could hold the pipes open
+                proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def jpeg_bytes(size: int, seed: int) -> bytes:

@@ -20,7 +20,15 @@ from skinground import checkpoints, layout, lora, models, tiny, train
 from skinground.data import DataError
 from skinground.models import ModelLoadError
 
-from conftest import ANSWERS, CORPUS, REPO, build_train_base, pids_with_argv, write_train_tuples
+from conftest import (
+    ANSWERS,
+    CORPUS,
+    REPO,
+    build_train_base,
+    pids_with_argv,
+    run_group,
+    write_train_tuples,
+)
 
 SCRIPT = REPO / "workflow" / "scripts" / "train.py"
 ZERO2 = REPO / "workflow" / "deepspeed" / "zero2.json"
@@ -216,7 +224,7 @@ def script_command(tmp: Path, base: Path, data: dict, model_cfg: dict, train_cfg
 def run_script(tmp: Path, base: Path, data: dict, model_cfg: dict, train_cfg: dict,
                deepspeed: Path = ZERO2) -> subprocess.CompletedProcess:
     cmd, env = script_command(tmp, base, data, model_cfg, train_cfg, deepspeed)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    return run_group(cmd, timeout=600, env=env)
 
 
 def read_csv(path: Path) -> list[dict]:

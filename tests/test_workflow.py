@@ -17,7 +17,7 @@ import yaml
 
 from skinground import fidelity
 
-from conftest import copy_workflow, pids_with_argv, planned_jobs
+from conftest import copy_workflow, pids_with_argv, planned_jobs, run_group
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def snakemake(workdir: Path, *args: str, extra_config: str | None = None) -> str
         configs.append(extra_config)
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", *args,
            "--configfile", *configs]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1800)
+    proc = run_group(cmd, cwd=workdir, timeout=1800)
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{out[-8000:]}")
@@ -164,10 +164,10 @@ def test_a_kill_between_a_job_and_its_bookkeeping_reruns_with_the_same_command(t
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert (work / target).is_file()  # written, never recorded as done
-    rerun = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
+    rerun = run_group(cmd, cwd=work, timeout=600)
     if rerun.returncode != 0 and "--unlock" in rerun.stdout + rerun.stderr:
         subprocess.run([*cmd, "--unlock"], cwd=work, capture_output=True, check=True)
-        rerun = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
+        rerun = run_group(cmd, cwd=work, timeout=600)
     out = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, out[-4000:]
     assert "IncompleteFilesException" not in out
@@ -193,7 +193,7 @@ def test_training_is_bit_reproducible(demo, tmp_path):
                "--checkpoints", str(d / "ckpt"), "--adapter", str(d / "adapter"),
                "--loss-csv", str(d / "loss.csv"), "--loss-plot", str(d / "loss.png"),
                "--summary", str(d / "summary.json")]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=demo)
+        proc = run_group(cmd, timeout=900, cwd=demo)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads((d / "summary.json").read_text())["deterministic"] is True
         adapters.append((d / "adapter" / "adapter_model.safetensors").read_bytes())
