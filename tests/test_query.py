@@ -12,7 +12,8 @@ from skinground.lesions import render_tile
 from skinground.measure import encode_jpeg
 from skinground.query import on_the_fly, query_image
 from skinground.retrieve import hierarchical, stored
-from skinground.shards import merge_space, shard_ids, write_shard
+from skinground.shards import ShardError, shard_ids, write_shard
+from skinground.spaces import Space, merge_space
 
 QUESTIONS = ["What is the area of the lesion in mm²?", "What is the B (LAB) value inside?"]
 
@@ -61,10 +62,12 @@ def test_shards_cover_the_split_and_merge_in_order(tmp_path):
         vec = np.array([[int(i[-1]), s] for i in part], dtype=np.float16)
         write_shard(tmp_path / f"shard{s}.npz", part, {"im": vec, "tbp_lv_A": -vec})
         paths.append(tmp_path / f"shard{s}.npz")
-    merged_ids, vectors = merge_space(paths, "tbp_lv_A")
-    assert merged_ids == sorted(ids)
-    assert vectors[:, 0].tolist() == [-int(i[-1]) for i in sorted(ids)]
-    with pytest.raises(ValueError, match="no embedding space 'tbp_lv_B'"):
-        merge_space(paths, "tbp_lv_B")
+    assert merge_space(paths, "tbp_lv_A", tmp_path / "A.npz") == (len(ids), 2)
+    merged = Space(tmp_path / "A.npz")
+    assert merged.ids == sorted(ids)
+    assert merged.rows(0, len(ids))[:, 0].tolist() == [-int(i[-1]) for i in sorted(ids)]
+    with pytest.raises(ShardError, match="no embedding space 'tbp_lv_B'"):
+        merge_space(paths, "tbp_lv_B", tmp_path / "B.npz")
+    assert not (tmp_path / "B.npz").exists()
     with pytest.raises(ValueError, match="shard 3"):
         shard_ids(ids, 3, 3)

@@ -1,9 +1,12 @@
 """Patient-level split: disjoint, deterministic, stratified."""
 
+import numpy as np
 import polars as pl
 import pytest
 
-from skinground.split import SplitError, split_patients, summarize
+from skinground.split import SplitError, check_disjoint, split_patients, summarize
+from skinground.synthetic import paper_shaped_cohort
+from skinground.tuples import sample_tuples
 
 
 def manifest(n_patients=50, per_patient=7, malignant_every=5, seed_shift=0) -> pl.DataFrame:
@@ -54,3 +57,51 @@ def test_bad_fraction_is_an_error(fraction):
     with pytest.raises(SplitError, match="test_fraction"):
         split_patients(manifest(n_patients=5), test_fraction=fraction, seed=0,
                        stratify_by_target=False)
+
+
+def test_paper_counts_on_a_paper_shaped_cohort(repo_config):
+    """config.yaml's split on SLICE-3D's shape (401,059 images of 1,042 patients, heavy-tailed
+    images per patient): the paper's 240 test patients holding 118,495 ± 0.5% images, and
+    the training tuples within 0.5% of the paper's 1,412,820."""
+    cfg = repo_config["split"]
+    cohort = paper_shaped_cohort(seed=0)
+    assert cohort.height == 401_059 and cohort["patient_id"].n_unique() == 1042
+    plain = summarize(split_patients(cohort, test_fraction=cfg["test_fraction"],
+                                     seed=cfg["seed"],
+                                     stratify_by_target=cfg["stratify_by_target"]))
+    # Patients alone miss the paper's images by far (why the image target exists).
+    assert abs(plain["test"]["images"] - 118_495) > 0.05 * 118_495
+    out = split_patients(cohort, **cfg)
+    s = summarize(out)
+    assert s["test"]["patients"] == 240 and s["train"]["patients"] == 802
+    assert abs(s["test"]["images"] - 118_495) <= 0.005 * 118_495
+    assert s["test"]["malignant_patients"] > 0 and s["train"]["malignant_patients"] > 0
+    check_disjoint(out)
+    # Stratified: each stratum keeps its share of patients.
+    plain_m = plain["test"]["malignant_patients"]
+    assert s["test"]["malignant_patients"] == pytest.approx(plain_m, abs=plain_m * 0.5)
+    assert split_patients(cohort, **cfg).equals(out)  # deterministic
+    train = out.filter(pl.col("split") == "train")
+    rng = np.random.default_rng(0)
+    values = rng.normal(10, 3, size=(train.height, 16))
+    values[rng.random(values.shape) < 0.01] = np.nan  # 1% missing cells
+    names = [f"a{i}" for i in range(16)]
+    frame = train.select("isic_id").with_columns(
+        [pl.Series(n, values[:, i]).fill_nan(None) for i, n in enumerate(names)])
+    rows = sample_tuples(frame, {n: {"question": f"{n}?", "decimals": 2} for n in names},
+                         w=repo_config["tuples"]["W"], seed=0)
+    assert abs(rows.height - 1_412_820) <= 0.005 * 1_412_820
+
+
+def test_image_target_moves_few_patients_and_hits_small_targets():
+    m = manifest(n_patients=60)
+    counts = m.group_by("patient_id").len()
+    total = counts["len"].sum()
+    out = split_patients(m, test_fraction=0.25, seed=2, stratify_by_target=True,
+                         test_image_fraction=0.28)
+    s = summarize(out)
+    assert s["test"]["patients"] == 15
+    assert s["test"]["images"] == round(0.28 * total)
+    with pytest.raises(SplitError, match="test_image_fraction"):
+        split_patients(m, test_fraction=0.25, seed=2, stratify_by_target=True,
+                       test_image_fraction=1.0)

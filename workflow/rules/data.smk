@@ -59,6 +59,8 @@ rule split:
         split=config["split"],
     log:
         res("logs/split.log"),
+    benchmark:
+        res("benchmarks/split.tsv")
     conda:
         CPU_ENV
     script:

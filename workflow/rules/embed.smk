@@ -83,6 +83,8 @@ rule merge_embeddings:
         space="|".join(SPACES),
     log:
         res("logs/embed/merge_{model}_{split}_{space}.log"),
+    benchmark:
+        res("benchmarks/merge/{model}_{split}_{space}.tsv")
     conda:
         CPU_ENV
     script:
@@ -101,6 +103,8 @@ rule build_index:
         space="|".join(SPACES),
     log:
         res("logs/index/{model}_{space}.log"),
+    benchmark:
+        res("benchmarks/index/{model}_{space}.tsv")
     conda:
         GPU_ENV
     script:

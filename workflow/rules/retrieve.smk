@@ -15,6 +15,8 @@ rule retrieve:
         attributes=ATTRIBUTES,
     log:
         res("logs/retrieve/{method}.log"),
+    benchmark:
+        res("benchmarks/retrieve/{method}.tsv")
     conda:
         GPU_ENV
     script:
@@ -66,6 +68,8 @@ rule figures:
         k=config["retrieve"]["k"],
     log:
         res("logs/figures.log"),
+    benchmark:
+        res("benchmarks/figures.tsv")
     conda:
         CPU_ENV
     script:
@@ -91,6 +95,8 @@ if GROUPS:
             retrieve=group_retrieve_params,
         log:
             res("logs/retrieve/groups_{group_method}.log"),
+        benchmark:
+            res("benchmarks/retrieve/groups_{group_method}.tsv")
         conda:
             GPU_ENV
         script:
@@ -115,6 +121,8 @@ if GROUPS:
             methods=config["retrieve"]["group_methods"],
         log:
             res("logs/evaluate_groups.log"),
+        benchmark:
+            res("benchmarks/evaluate_groups.tsv")
         conda:
             CPU_ENV
         script:
@@ -134,6 +142,8 @@ if GROUPS:
             labels={a: spec["label"] for a, spec in config["attributes"].items()},
         log:
             res("logs/figure_groups.log"),
+        benchmark:
+            res("benchmarks/figure_groups.tsv")
         conda:
             CPU_ENV
         script:

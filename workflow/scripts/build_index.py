@@ -2,12 +2,11 @@
 
 from skinground import cli
 from skinground.index import build_index, save_index
-from skinground.shards import read_space
+from skinground.spaces import Space
 
 
 def main(snakemake) -> None:
-    _, vectors = read_space(snakemake.input.train)
-    save_index(build_index(vectors), snakemake.output[0])
+    save_index(build_index(Space(snakemake.input.train), gpu=False), snakemake.output[0])
 
 
 if __name__ == "__main__":

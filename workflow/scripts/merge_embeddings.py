@@ -1,12 +1,11 @@
-"""Merge one embedding space over the shards of a (model, split)."""
+"""Merge one embedding space over the shards of a (model, split), streaming."""
 
 from skinground import cli
-from skinground.shards import merge_space, write_space
+from skinground.spaces import merge_space
 
 
 def main(snakemake) -> None:
-    ids, vectors = merge_space(snakemake.input.shards, snakemake.wildcards.space)
-    write_space(snakemake.output[0], ids, vectors)
+    merge_space(snakemake.input.shards, snakemake.wildcards.space, snakemake.output[0])
 
 
 if __name__ == "__main__":

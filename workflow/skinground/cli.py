@@ -66,12 +66,38 @@ def run(main: Callable, snakemake) -> None:
         setup_logging()
         try:
             main(snakemake)
+            log_peak_memory()
         except InputError as exc:
             _fail(exc)
         except Exception:  # a bug, not bad input: the traceback, in the rule's log
             traceback.print_exc()
             sys.stderr.flush()
             sys.exit(1)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far: the kernel's high-water mark of its
+    address space (``VmHWM``, exact, reset by ``exec``). Not ``getrusage``'s ``ru_maxrss``:
+    that one keeps the PARENT's size at ``fork`` across the ``exec``, so a job started by a
+    large Snakemake process would report Snakemake's memory as its own."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+#: The line every job's log ends with (``bench/scale.py`` reads it).
+PEAK_LINE = "peak memory (max RSS): {mib:.1f} MiB"
+
+
+def log_peak_memory() -> None:
+    logging.getLogger("skinground").info(PEAK_LINE.format(mib=peak_rss_bytes() / 2**20))
 
 
 def torch_threads(n: int) -> None:

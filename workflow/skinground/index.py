@@ -25,11 +25,15 @@ import faiss
 import numpy as np
 
 from skinground.io import atomic_path
+from skinground.spaces import as_rows, block_rows, blocks
 
 log = logging.getLogger(__name__)
 
-#: Rows normalised / added per chunk: bounds temporary memory for large databases.
-CHUNK_ROWS = 65_536
+#: Float32 rows normalised / added per chunk (at d = 3,584: 18,724 rows); normalising one
+#: takes ~3.5x this in temporaries (the stored block, its float32 copy, the result).
+CHUNK_BYTES = 256 << 20
+#: Normalised float32 queries searched at once (at d = 3,584: 18,724 queries).
+QUERY_BLOCK_BYTES = 256 << 20
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -41,15 +45,16 @@ def normalize(x: np.ndarray) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"expected a 2-D array [n, d], got shape {x.shape}")
     out = np.empty(x.shape, dtype=np.float32)
-    for start in range(0, x.shape[0], CHUNK_ROWS):
-        block = np.asarray(x[start:start + CHUNK_ROWS], dtype=np.float32)
+    step = block_rows(max(1, x.shape[1]), CHUNK_BYTES)
+    for start in range(0, x.shape[0], step):
+        block = np.asarray(x[start:start + step], dtype=np.float32)
         if not np.isfinite(block).all():
             bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
             raise ValueError(f"non-finite value in embedding row {bad}")
         # Norms in float64: no overflow/underflow of the squares for extreme float32 values.
         norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))[:, None]
         norms[norms == 0] = 1.0  # a zero row divided by 1 stays zero
-        out[start:start + CHUNK_ROWS] = block / norms
+        np.divide(block, norms, out=out[start:start + step])
     return out
 
 
@@ -77,41 +82,50 @@ def to_cpu(index: faiss.Index) -> faiss.Index:
     return index
 
 
-def build_index(vectors: np.ndarray, *, gpu: bool | None = None) -> faiss.Index:
-    """An exact cosine index over the rows of ``vectors`` [n, d] (row i has id i).
+def build_index(vectors, *, gpu: bool | None = None) -> faiss.Index:
+    """An exact cosine index over the rows of ``vectors`` [n, d] (row i has id i): an array,
+    or a :class:`skinground.spaces.Space` read in chunks.
 
     ``IndexFlatIP`` over the normalised float32 rows, added in chunks; on the GPU(s) when
-    ``gpu`` is True, or None (default) and :func:`gpu_available`.
+    ``gpu`` is True, or None (default) and :func:`gpu_available`. Peak host memory: the index,
+    ``n x d x 4`` bytes, plus one chunk's temporaries (~3.5 x ``CHUNK_BYTES``); on a GPU the
+    host copy is freed once the index is there (float32 on the GPU too: see
+    :func:`to_device`).
     """
-    vectors = np.asarray(vectors)
-    if vectors.ndim != 2 or vectors.shape[1] == 0:
-        raise ValueError(f"expected a 2-D array [n, d] with d > 0, got shape {vectors.shape}")
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    for start in range(0, vectors.shape[0], CHUNK_ROWS):
-        index.add(normalize(vectors[start:start + CHUNK_ROWS]))
+    rows = as_rows(vectors)
+    if rows.dim == 0:
+        raise ValueError(f"expected a 2-D array [n, d] with d > 0, got shape {rows.shape}")
+    index = faiss.IndexFlatIP(rows.dim)
+    for _, block in blocks(rows, block_rows(rows.dim, CHUNK_BYTES)):
+        index.add(normalize(block))
     return to_device(index, gpu=gpu)
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def search(index: faiss.Index, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` database rows for each query by cosine similarity.
 
+    ``queries``: an array [Q, d] or a :class:`skinground.spaces.Space`, searched in blocks of
+    ``QUERY_BLOCK_BYTES`` of normalised float32 (never one float32 copy of them all).
     Returns ``(scores, idx)``: float32 [Q, k] cosine similarities, descending along each row,
-    and int64 [Q, k] database row numbers. Queries are normalised here. Order among equal
-    scores is unspecified (see the module doc). Raises ValueError when ``k`` is not in
-    1..index.ntotal or the query dimension does not match.
+    and int64 [Q, k] database row numbers. Order among equal scores is unspecified (see the
+    module doc). Raises ValueError when ``k`` is not in 1..index.ntotal or the query dimension
+    does not match.
     """
-    queries = np.asarray(queries)
-    if queries.ndim != 2 or queries.shape[1] != index.d:
-        raise ValueError(f"queries must be [Q, {index.d}], got shape {queries.shape}")
+    rows = as_rows(queries)
+    if rows.dim != index.d:
+        raise ValueError(f"queries must be [Q, {index.d}], got shape {rows.shape}")
     k = int(k)
     if not 1 <= k <= index.ntotal:
         raise ValueError(f"k={k} must be in 1..{index.ntotal} (the database size)")
-    if queries.shape[0] == 0:
-        return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
-    scores, idx = index.search(normalize(queries), k)
+    scores = np.empty((len(rows), k), np.float32)
+    idx = np.empty((len(rows), k), np.int64)
+    for start, block in blocks(rows, block_rows(index.d, QUERY_BLOCK_BYTES)):
+        s, i = index.search(normalize(block), k)
+        scores[start:start + len(block)] = s
+        idx[start:start + len(block)] = i
     if (idx < 0).any():  # cannot happen for a flat index with k <= ntotal; never pass -1 on
         raise RuntimeError("faiss returned fewer than k results")
-    return scores.astype(np.float32, copy=False), idx.astype(np.int64, copy=False)
+    return scores, idx
 
 
 def save_index(index: faiss.Index, path: str | os.PathLike) -> None:

@@ -1,11 +1,12 @@
 """Sharded outputs: which images a shard holds, what an embedding shard stores, and merging
-the prediction shards.
+the prediction shards (the merged embedding spaces: ``skinground.spaces``).
 
 The ids of a split are sorted and cut into ``n`` contiguous shards (one job each, so a cluster
 runs them in parallel and a failed shard reruns alone); merging the shards in order gives the
 sorted ids again. A shard file (``.npz``, uncompressed) holds ``ids`` and one float16 array per
 embedding space: ``im`` (h_im, or MONET's image features) and, for the tuned model, one array
-per attribute a (h_im,a), so a merge of one space reads only that member. A prediction shard
+per attribute a (h_im,a), so a merge of one space reads only that member
+(``skinground.spaces.merge_space``). A prediction shard
 (parquet) holds one row per (image, attribute): ``model`` + ``PREDICTION_SCHEMA``.
 """
 
@@ -47,47 +48,6 @@ def write_shard(path: str | os.PathLike, ids: Sequence[str],
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, ids=np.array(list(ids), dtype=str),
                  **{name: np.asarray(arr, dtype=np.float16) for name, arr in spaces.items()})
-
-
-def merge_space(paths: Sequence[str | os.PathLike], space: str) -> tuple[list[str], np.ndarray]:
-    """Concatenate one space over the shard files, in order: ``(ids, float16 [N, d])``."""
-    ids: list[str] = []
-    parts = []
-    for p in paths:
-        with np.load(p) as shard:
-            if space not in shard.files:
-                raise ValueError(f"{p} has no embedding space {space!r} "
-                                 f"(it has {', '.join(f for f in shard.files if f != 'ids')})")
-            ids.extend(shard["ids"].tolist())
-            parts.append(shard[space])
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"shards {paths} share ids")
-    return ids, np.concatenate(parts) if parts else np.empty((0, 0), np.float16)
-
-
-def write_space(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray) -> None:
-    """A merged space: ``ids`` and ``vectors`` (float16 [N, d])."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, ids=np.array(list(ids), dtype=str), vectors=vectors.astype(np.float16))
-
-
-def read_space(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """``(ids, float32 vectors)`` of a merged space."""
-    with np.load(path) as f:
-        return f["ids"].tolist(), f["vectors"].astype(np.float32)
-
-
-def read_aligned(spaces: Sequence[str], paths: Sequence[str | os.PathLike],
-                 ) -> tuple[list[str] | None, dict[str, np.ndarray]]:
-    """Merged spaces that must share their ids (one split of one model): ``(ids, {space:
-    vectors})``; raises ``ShardError`` naming a file whose ids differ."""
-    ids, vectors = None, {}
-    for space, path in zip(spaces, paths, strict=True):
-        space_ids, vectors[space] = read_space(path)
-        if ids is not None and space_ids != ids:
-            raise ShardError(f"{path}: ids differ from the other spaces of its split")
-        ids = space_ids
-    return ids, vectors
 
 
 def merge_predictions(paths: Sequence[str | os.PathLike]) -> pl.DataFrame:

@@ -1,0 +1,246 @@
+"""Merged spaces on disk, read a block or a set of rows at a time: the streamed merge, the
+blockwise index build and searches, and every retrieval method over them equal the plain
+in-memory path."""
+
+import zipfile
+
+import numpy as np
+import polars as pl
+import pytest
+
+from skinground import index as index_mod
+from skinground import retrieve
+from skinground.index import build_index, search
+from skinground.plan import IMAGE_SPACE, group_method_spaces, group_space, method_spaces
+from skinground.shards import ShardError, shard_ids, write_shard
+from skinground.spaces import ArrayRows, Space, merge_space, read_ids, write_space
+
+D = 24
+ATTRS = ["tbp_lv_A", "tbp_lv_B", "tbp_lv_areaMM2"]
+GROUPS = {"colour": ["tbp_lv_A", "tbp_lv_B"]}
+
+
+def ids(n, offset=0):
+    return [f"ISIC_{offset + i:07d}" for i in range(n)]
+
+
+def vectors(rng, n, d=D):
+    # float16-representable, so the stored spaces equal the arrays exactly
+    return rng.normal(size=(n, d)).astype(np.float16).astype(np.float32)
+
+
+def test_merge_streams_the_shards_into_one_space(tmp_path):
+    rng = np.random.default_rng(0)
+    all_ids = ids(53)
+    full = {s: vectors(rng, 53) for s in ("im", "tbp_lv_A")}
+    paths = []
+    for s in range(4):
+        part = shard_ids(all_ids, 4, s)
+        rows = [all_ids.index(i) for i in part]
+        paths.append(tmp_path / f"shard{s}.npz")
+        write_shard(paths[-1], part, {k: v[rows] for k, v in full.items()})
+    assert merge_space(paths, "tbp_lv_A", tmp_path / "A.npz") == (53, D)
+    space = Space(tmp_path / "A.npz")
+    assert space.ids == all_ids == read_ids(tmp_path / "A.npz") and space.shape == (53, D)
+    np.testing.assert_array_equal(space.rows(0, 53), full["tbp_lv_A"].astype(np.float16))
+    np.testing.assert_array_equal(space.rows(50, 99), full["tbp_lv_A"][50:].astype(np.float16))
+    assert space.rows(7, 7).shape == (0, D)
+    rows = np.array([0, 5, 6, 52])
+    np.testing.assert_array_equal(space.take(rows), full["tbp_lv_A"][rows].astype(np.float16))
+    with np.load(tmp_path / "A.npz") as f:  # still an ordinary .npz
+        np.testing.assert_array_equal(f["vectors"], space.rows(0, 53))
+    with pytest.raises(IndexError, match="out of range"):
+        space.take(np.array([53]))
+
+
+def test_merge_and_open_name_the_bad_file(tmp_path):
+    write_shard(tmp_path / "a.npz", ids(3), {"im": np.zeros((3, 4))})
+    write_shard(tmp_path / "b.npz", ids(3, 3), {"im": np.zeros((3, 5))})
+    write_shard(tmp_path / "c.npz", ids(3, 1), {"im": np.zeros((3, 4))})
+    with pytest.raises(ShardError, match="b.npz: space 'im' is 5 wide"):
+        merge_space([tmp_path / "a.npz", tmp_path / "b.npz"], "im", tmp_path / "m.npz")
+    with pytest.raises(ShardError, match="share ids"):
+        merge_space([tmp_path / "a.npz", tmp_path / "c.npz"], "im", tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+    np.savez_compressed(tmp_path / "z.npz", ids=np.array(ids(2)), vectors=np.zeros((2, 4), "<f2"))
+    with pytest.raises(ShardError, match="z.npz: vectors are compressed"):
+        Space(tmp_path / "z.npz")
+    write_space(tmp_path / "cut.npz", ids(40), np.ones((40, 8)))
+    data = (tmp_path / "cut.npz").read_bytes()
+    (tmp_path / "bad.npz").write_bytes(data[:100])
+    with pytest.raises(ShardError, match="bad.npz"):
+        Space(tmp_path / "bad.npz")
+    with zipfile.ZipFile(tmp_path / "noids.npz", "w") as zf:
+        zf.writestr("vectors.npy", b"")
+    with pytest.raises(ShardError, match="noids.npz: not a merged embedding space"):
+        Space(tmp_path / "noids.npz")
+
+
+def test_blockwise_index_and_search_equal_the_whole_arrays(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    db, q = vectors(rng, 300), vectors(rng, 70)
+    write_space(tmp_path / "db.npz", ids(300), db)
+    write_space(tmp_path / "q.npz", ids(70, 1000), q)
+    want = search(build_index(db), q, 6)
+    monkeypatch.setattr(index_mod, "CHUNK_BYTES", 37 * D * 4)  # 37 rows a chunk
+    monkeypatch.setattr(index_mod, "QUERY_BLOCK_BYTES", 11 * D * 4)  # 11 queries a block
+    got = search(build_index(Space(tmp_path / "db.npz")), Space(tmp_path / "q.npz"), 6)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[0], want[0], atol=1e-6)
+    assert search(build_index(db), np.empty((0, D)), 3)[1].shape == (0, 3)
+
+
+def test_fused_search_in_blocks_equals_the_concatenated_space():
+    rng = np.random.default_rng(2)
+    db = [vectors(rng, 257) for _ in range(3)]
+    q = [vectors(rng, 41) for _ in range(3)]
+    want = retrieve.top_k(retrieve.fused_vectors(db), retrieve.fused_vectors(q), 5)
+    for block in (10**9, 3 * D * 4 * 50, 3 * D * 4 * 3):  # one block; 50 rows; 3 rows
+        got = retrieve.fused_top_k([ArrayRows(x) for x in db], q, 5, block_bytes=block)
+        np.testing.assert_array_equal(got.idx, want.idx)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def job_dir(tmp_path_factory):
+    """A retrieval job's inputs as the rules write them: merged train/test spaces per model
+    and the FAISS indexes, plus the arrays they came from."""
+    root = tmp_path_factory.mktemp("job")
+    rng = np.random.default_rng(3)
+    n, n_q = 180, 33
+    arrays = {"train": {}, "test": {}}
+    for space in (IMAGE_SPACE, *ATTRS, group_space("colour")):
+        for split, count, off in (("train", n, 0), ("test", n_q, 10_000)):
+            arrays[split][space] = vectors(rng, count)
+            write_space(root / f"{split}_{space}.npz", ids(count, off), arrays[split][space])
+        index_mod.save_index(build_index(arrays["train"][space]), root / f"{space}.faiss")
+    return root, arrays
+
+
+def open_job(root, spaces):
+    return retrieve.JobSpaces(spaces, [root / f"{s}.faiss" for s in spaces["index"]],
+                              [root / f"train_{s}.npz" for s in spaces["read"]],
+                              [root / f"test_{s}.npz" for s in spaces["read"]])
+
+
+@pytest.mark.parametrize("search_kind", ["image", "attribute", "hierarchical"])
+def test_method_hits_equal_the_in_memory_methods(job_dir, search_kind):
+    root, a = job_dir
+    name = {"image": "image_only", "attribute": "image_text", "hierarchical": "hierarchical"}
+    indexed, read = method_spaces(name[search_kind], ATTRS)
+    job = open_job(root, {"index": indexed, "read": read})
+    got = dict(retrieve.method_hits(search_kind, job, ATTRS, k=5, b=40))
+    tr, te = a["train"], a["test"]
+    if search_kind == "image":
+        want = {None: retrieve.top_k(tr[IMAGE_SPACE], te[IMAGE_SPACE], 5)}
+    elif search_kind == "attribute":
+        want = {x: retrieve.top_k(tr[x], te[x], 5) for x in ATTRS}
+    else:
+        want = {x: retrieve.hierarchical(build_index(tr[IMAGE_SPACE]), te[IMAGE_SPACE], te[x],
+                                         b=40, k=5, candidate_ima=retrieve.stored(tr[x]))
+                for x in ATTRS}
+    assert list(got) == list(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key].idx, want[key].idx)
+        np.testing.assert_allclose(got[key].scores, want[key].scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["composed", "composed_hierarchical", "fused", "rrf"])
+def test_group_method_hits_equal_the_in_memory_methods(job_dir, method):
+    root, a = job_dir
+    indexed, read = group_method_spaces(method, {g: {"attributes": m} for g, m in GROUPS.items()})
+    job = open_job(root, {"index": indexed, "read": read})
+    got = dict(retrieve.group_method_hits(method, job, GROUPS, k=5, b=40, rrf_k=60))
+    tr, te = a["train"], a["test"]
+    space, members = group_space("colour"), GROUPS["colour"]
+    if method == "composed":
+        want = retrieve.top_k(tr[space], te[space], 5)
+    elif method == "composed_hierarchical":
+        want = retrieve.hierarchical(build_index(tr[IMAGE_SPACE]), te[IMAGE_SPACE], te[space],
+                                     b=40, k=5, candidate_ima=retrieve.stored(tr[space]))
+    elif method == "fused":
+        want = retrieve.top_k(retrieve.fused_vectors([tr[m] for m in members]),
+                              retrieve.fused_vectors([te[m] for m in members]), 5)
+    else:
+        lists = [search(build_index(tr[m]), te[m], 40)[1] for m in members]
+        want = retrieve.reciprocal_rank_fusion(lists, 5, 60)
+    assert list(got) == [space]
+    np.testing.assert_array_equal(got[space].idx, want.idx)
+    np.testing.assert_allclose(got[space].scores, want.scores, atol=1e-5)
+
+
+def test_results_are_written_attribute_by_attribute(job_dir, tmp_path):
+    root, _ = job_dir
+    job = open_job(root, {"index": ATTRS, "read": ATTRS})
+    hits = list(retrieve.method_hits("attribute", job, ATTRS, k=5))
+    out = tmp_path / "r" / "image_text.parquet"
+    rows = retrieve.write_results(out, "image_text", iter(hits), job.query_ids, job.db_ids)
+    want = pl.concat([retrieve.results_frame("image_text", x, job.query_ids, job.db_ids,
+                                             top.idx, top.scores) for x, top in hits])
+    got = pl.read_parquet(out)
+    assert rows == want.height == got.height and got.equals(want)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["image_text.parquet"]
+
+
+def test_a_job_stops_on_misaligned_or_overlapping_ids(job_dir, tmp_path):
+    root, a = job_dir
+    write_space(tmp_path / "train_x.npz", ids(180, 1), a["train"]["tbp_lv_A"])
+    with pytest.raises(ShardError, match="train_x.npz: ids differ"):
+        retrieve.JobSpaces({"index": [], "read": ["tbp_lv_A", "x"]}, [],
+                           [root / "train_tbp_lv_A.npz", tmp_path / "train_x.npz"],
+                           [root / "test_tbp_lv_A.npz", root / "test_tbp_lv_B.npz"])
+    with pytest.raises(retrieve.OverlapError):
+        retrieve.JobSpaces({"index": [], "read": ["tbp_lv_A"]}, [],
+                           [root / "train_tbp_lv_A.npz"], [root / "train_tbp_lv_B.npz"])
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def peak_mib(log: str) -> float:
+    import re
+
+    return float(re.findall(r"peak memory \(max RSS\): ([\d.]+) MiB", log)[-1])
+
+
+def retrieval_job(root, n_attributes, method, *, n=40_000, n_q=4_000, d=512):
+    """Run the retrieve rule's script as Snakemake does, on ``n_attributes`` spaces of
+    ``n`` train x ``d`` (an index: 82 MB); its exact peak RSS (MiB) from the job's log."""
+    from conftest import run_script
+
+    rng = np.random.default_rng(n_attributes)
+    attrs = [f"a{i}" for i in range(n_attributes)]
+    folder = root / f"{method}_{n_attributes}"
+    folder.mkdir()
+    for space in (IMAGE_SPACE, *attrs):
+        for split, count, off in (("train", n, 0), ("test", n_q, 10**6)):
+            write_space(folder / f"{split}_{space}.npz", ids(count, off),
+                        rng.standard_normal((count, d), dtype=np.float32))
+    indexed, read = method_spaces(method, attrs)
+    for space in indexed:
+        index_mod.save_index(build_index(Space(folder / f"train_{space}.npz")),
+                             folder / f"{space}.faiss")
+    out = folder / "hits.parquet"
+    proc = run_script(
+        "retrieve", folder,
+        input={"index": [folder / f"{s}.faiss" for s in indexed],
+               "train": [folder / f"train_{s}.npz" for s in read],
+               "test": [folder / f"test_{s}.npz" for s in read]},
+        output={"hits": out}, wildcards={"method": method},
+        params={"spaces": {"index": indexed, "read": read}, "attributes": attrs,
+                "retrieve": {"k": 5, "b": 50} if method == "hierarchical" else {"k": 5}})
+    assert proc.returncode == 0, proc.log
+    assert pl.read_parquet(out).height == n_q * 5 * n_attributes
+    return peak_mib(proc.log)
+
+
+@pytest.mark.parametrize("method", ["image_text", "hierarchical"])
+def test_a_retrieval_jobs_peak_memory_does_not_grow_with_the_attributes(tmp_path, method):
+    """One space at a time: eight attributes peak where two do. Holding every space (as the
+    job did before) adds ~6 x (index 82 MB + train and test spaces as float32) = ~1 GB.
+    What does grow a little is polars' writing of the result parts (~20 MB from 1 part to
+    6, flat after that): well under half an index."""
+    two = retrieval_job(tmp_path, 2, method)
+    eight = retrieval_job(tmp_path, 8, method)
+    index_mib = 40_000 * 512 * 4 / 2**20
+    assert eight - two < 0.5 * index_mib, (two, eight)

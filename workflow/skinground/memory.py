@@ -1,0 +1,357 @@
+"""Peak memory of every rule's job, host and GPU, as formulas of the workload: the memory
+model beside the cost model (``python -m skinground.cost`` prints both).
+
+A job's host peak is ``base`` (the Python process with its imports) plus the terms of what it
+holds at its worst moment; its GPU peak (GPU rules only) likewise. Notation: N train and Q
+test images, d the embedding width (3,584 for Qwen2-VL-7B, 768 for MONET), A attributes,
+k and b of ``retrieve``, S embedding shards, float16 stored vectors (2 bytes), float32 in
+memory (4 bytes).
+
+Where the terms come from:
+
+- the retrieval half (merge, index, retrieve, evaluate, figures): the code's own buffers,
+  derived from it (``skinground.spaces``, ``index``, ``retrieve``), and per-row constants
+  for the tables; all checked against measured peaks at three sizes up to 100k train images
+  at d = 3,584 by ``bench/scale.py`` (``bench/results/scale.json``: measured / model);
+- the data half (manifest, split, tuples): per-row constants measured by ``bench/scale.py``
+  at three sizes up to SLICE-3D's 401,059 rows, and checked there;
+- the model rules (train, predict, embed): the 7B's weights in bf16 (``flops.param_counts``)
+  plus activations and caches from its shape. These are not measured here (no 7B on these
+  machines, no GPU): ``bench/gpu_check.py`` is where a GPU session checks them.
+
+:func:`table` evaluates every rule at a workload (default: the paper's) beside the profile's
+``mem_mb`` and the A6000's 48 GB; ``tests/test_memory.py`` fails when a profile value is
+below the model plus ``MARGIN``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from skinground.flops import QWEN2VL_7B, QwenSpec, param_counts
+from skinground.plan import group_method as plan_group_method
+from skinground.plan import method as plan_method
+from skinground.plan import retrieval_jobs
+
+MiB = 2**20
+GiB = 2**30
+#: The GPU the profile places GPU rules on (A6000: 48 GB).
+GPU_BYTES = 48e9
+#: A profile's mem_mb must exceed the model's host peak by this share.
+MARGIN = 0.25
+#: The paper's split (and the tuples, train images x W).
+PAPER_TRAIN, PAPER_TEST = 282_564, 118_495
+
+# The Python process of a job, with its imports (measured on the demo's and bench/scale.py's
+# jobs: numpy, polars, faiss ~60-120 MiB; with matplotlib/seaborn ~240 MiB; torch +
+# transformers ~700 MiB).
+BASE_TABLE = 110 * MiB
+BASE_PLOT = 250 * MiB
+BASE_TORCH = 900 * MiB
+
+# Buffers of the retrieval code (skinground.index / retrieve): byte budgets of one block.
+CHUNK_BYTES = 256 * MiB                # index.CHUNK_BYTES and index.QUERY_BLOCK_BYTES
+TEMPS = 3.5                            # a block normalised: stored rows, float32 copy, result
+BATCH_ELEMENTS = 1 << 26               # retrieve.BATCH_ELEMENTS
+RERANK_ELEMENTS = 1 << 24              # retrieve._RERANK_ELEMENTS
+FUSED_BLOCK_BYTES = 512 * MiB          # retrieve.FUSED_BLOCK_BYTES
+FAISS_GPU_TEMP = 1.5 * GiB             # faiss-gpu's default scratch memory
+ID_BYTES = 120                         # one isic_id held as a Python str (+ list slot)
+
+# Per-row constants of the table rules, bytes (fitted by bench/scale.py at three sizes; see
+# bench/results/scale.json for the measured peaks they reproduce).
+MANIFEST_ROW = 1400     # the CSV's 55 columns parsed, validated and joined with the images
+SPLIT_ROW = 300
+TUPLES_ROW = 1500       # per train image: W tuples of question/answer text
+EVALUATE_ROW = 260      # per (query, rank, attribute, method) row of the percentile table
+FIGURES_ROW = 200
+PREDICTION_ROW = 250    # per (image, attribute) answer
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the memory of the jobs depends on."""
+
+    train_images: int = PAPER_TRAIN
+    test_images: int = PAPER_TEST
+    width: int = QWEN2VL_7B.text_hidden
+    monet_width: int = 768
+    attributes: int = 16
+    group_sizes: tuple[int, ...] = ()
+    k: int = 5
+    b: int = 200
+    embed_shards: int = 64
+    embed_batch: int = 8
+    predict_batch: int = 16
+    methods: tuple[str, ...] = ()
+    group_methods: tuple[str, ...] = ()
+    W: int = 5
+    per_device_batch: int = 4
+    train_gpus: int = 4
+
+    @property
+    def images(self) -> int:
+        return self.train_images + self.test_images
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **sizes) -> Workload:
+        """The workload of ``config`` (the paper's image counts unless ``sizes`` say)."""
+        attrs = list(config["attributes"])
+        w = config["tuples"]["W"]
+        groups = config["retrieve"]["groups"]
+        return cls(attributes=len(attrs),
+                   group_sizes=tuple(len(g["attributes"]) for g in groups.values()),
+                   k=int(config["retrieve"]["k"]), b=int(config["retrieve"]["b"]),
+                   embed_shards=int(config["embed"]["shards"]),
+                   embed_batch=int(config["embed"]["batch_images"]),
+                   predict_batch=int(config["predict"]["batch_images"]),
+                   methods=tuple(config["retrieve"]["methods"]),
+                   group_methods=tuple(retrieval_jobs(config)),
+                   W=len(attrs) if w == "all" else int(w),
+                   per_device_batch=int(config["train"]["per_device_batch"]), **sizes)
+
+    @classmethod
+    def paper(cls, config: Mapping[str, Any]) -> Workload:
+        return cls.from_config(config)
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A job's peak: host and GPU bytes, and the terms they add up from."""
+
+    host: float
+    gpu: float = 0.0
+    terms: str = ""
+
+
+def _weights(spec: QwenSpec = QWEN2VL_7B) -> float:
+    return param_counts(spec)["total"] * 2  # bf16
+
+
+def _kv_bytes_per_token(spec: QwenSpec = QWEN2VL_7B) -> float:
+    head_dim = spec.text_hidden // spec.heads
+    return spec.layers * 2 * spec.kv_heads * head_dim * 2
+
+
+def _block(total: float, budget: float = CHUNK_BYTES) -> float:
+    """A block of ``budget`` bytes, or all of it when smaller."""
+    return min(total, budget)
+
+
+def _search(n: float, d: int, w: Workload) -> float:
+    """One exact search: the index, a query block with its temporaries, the hits."""
+    return n * d * 4 + TEMPS * _block(w.test_images * d * 4) + w.test_images * w.k * 12
+
+
+def _rerank(w: Workload, d: int) -> float:
+    """The re-rank after the first stage: the candidates, one batch's unique candidate rows
+    (float16 read, float32 normalised) and one step's gathered [queries, b, d] products."""
+    b = min(w.b, w.train_images)
+    batch = max(1, BATCH_ELEMENTS // (b * d))
+    step = max(1, RERANK_ELEMENTS // (b * d))
+    unique = min(w.train_images, batch * b)
+    return (w.test_images * b * 8 + unique * d * 10
+            + min(w.test_images, step) * b * d * 4 * 2)
+
+
+def _fused(w: Workload, d: int) -> float:
+    """Two blocks of fused vectors (|G| d wide): the database block (its parts, the
+    concatenation, the index's normalised copy: ~5x) and a query block (~4x)."""
+    width = max(w.group_sizes or (2,)) * d * 4
+    rows = max(1, FUSED_BLOCK_BYTES // width)
+    return (5 * min(w.train_images, rows) + 4 * min(w.test_images, rows)) * width
+
+
+def _ids(w: Workload) -> float:
+    return (w.train_images + w.test_images) * ID_BYTES
+
+
+def retrieve_peak(search: str, w: Workload, *, monet: bool = False) -> Peak:
+    """One retrieval job (``plan.Method.search`` / ``plan.GroupMethod.search``)."""
+    n, d = w.train_images, (w.monet_width if monet else w.width)
+    first = _search(n, d, w)
+    gpu = n * d * 4 + _block(w.test_images * d * 4) + FAISS_GPU_TEMP
+    base = BASE_TABLE + _ids(w)
+    if search in ("image", "attribute", "composed"):
+        return Peak(base + first, gpu, "N d 4 (one index) + a query block + the hits")
+    if search in ("hierarchical", "composed_hierarchical"):
+        return Peak(base + max(first, _rerank(w, d)), gpu,
+                    "max(first stage: N d 4 + a query block; Q b 8 + a re-rank batch)")
+    if search == "fused":
+        return Peak(base + _fused(w, d), _fused(w, d) / 2 + FAISS_GPU_TEMP,
+                    "a fused database block and a query block")
+    if search == "rrf":
+        g = max(w.group_sizes or (2,))
+        return Peak(base + first + g * w.test_images * min(w.b, n) * 8, gpu,
+                    "N d 4 (one index) + |G| Q b 8 (the top-b lists)")
+    raise ValueError(f"unknown search {search!r}")
+
+
+def evaluation_rows(w: Workload) -> float:
+    return w.test_images * w.k * w.attributes * max(1, len(w.methods))
+
+
+def group_rows(w: Workload) -> float:
+    methods = len(w.group_methods) + 2  # + image-only (c) and random
+    return w.test_images * w.k * len(w.group_sizes) * methods
+
+
+def rule_peaks(w: Workload, spec: QwenSpec = QWEN2VL_7B) -> dict[str, Peak]:
+    """Every rule's (per-method for the retrieval rules) peak at workload ``w``."""
+    weights = _weights(spec)
+    kv = _kv_bytes_per_token(spec)
+    rows = w.images
+    shard_rows = w.images / max(1, w.embed_shards)
+    tuned_spaces = 1 + w.attributes
+    peaks = {
+        "manifest": Peak(BASE_TABLE + rows * MANIFEST_ROW, terms="rows x MANIFEST_ROW"),
+        "split": Peak(BASE_TABLE + rows * SPLIT_ROW, terms="rows x SPLIT_ROW"),
+        "tuples": Peak(BASE_TABLE + w.train_images * TUPLES_ROW,
+                       terms="train images x TUPLES_ROW"),
+        "run_config": Peak(BASE_TABLE),
+        "cost": Peak(BASE_TABLE),
+        # Each rank loads the bf16 weights on the host before moving them to its GPU; on
+        # the GPU: weights, LoRA states (fp32 + Adam), a batch's activations and logits.
+        "train": Peak(BASE_TORCH * w.train_gpus + weights * w.train_gpus,
+                      weights + 4 * GiB + w.per_device_batch * 80 * (
+                          spec.layers * spec.text_hidden * 34 + spec.vocab_size * 8),
+                      "per rank: the bf16 weights (host, then GPU) + activations"),
+        "predict_shard": Peak(BASE_TORCH + weights,
+                              weights + w.predict_batch * w.attributes * 64 * kv
+                              + w.predict_batch * w.attributes * spec.vocab_size * 4,
+                              "bf16 weights + KV cache of the batch's rows"),
+        "merge_predictions": Peak(BASE_TABLE + w.test_images * w.attributes * PREDICTION_ROW),
+        "r2": Peak(BASE_TABLE + w.test_images * w.attributes * PREDICTION_ROW),
+        "embed_shard": Peak(BASE_TORCH + weights + shard_rows * tuned_spaces * w.width * 2 * 2,
+                            weights + w.embed_batch * w.attributes * 64 * kv,
+                            "bf16 weights + the shard's spaces (fp16, twice)"),
+        "embed_groups": Peak(BASE_TORCH + weights
+                             + shard_rows * len(w.group_sizes) * w.width * 2 * 2,
+                             weights + w.embed_batch * len(w.group_sizes) * 64 * kv),
+        "merge_embeddings": Peak(BASE_TABLE + w.train_images * ID_BYTES
+                                 + 2 * (w.train_images / w.embed_shards) * w.width * 2,
+                                 terms="ids + one shard's member, twice"),
+        "build_index": Peak(BASE_TABLE + w.train_images * w.width * 4
+                            + TEMPS * _block(w.train_images * w.width * 4),
+                            terms="N d 4 (the index) + one chunk with its temporaries"),
+        "evaluate": Peak(BASE_TABLE + evaluation_rows(w) * EVALUATE_ROW,
+                         terms="Q k A methods x EVALUATE_ROW"),
+        "figures": Peak(BASE_PLOT + evaluation_rows(w) * FIGURES_ROW,
+                        terms="Q k A methods x FIGURES_ROW"),
+        "evaluate_groups": Peak(BASE_TABLE + group_rows(w) * EVALUATE_ROW),
+        "figure_groups": Peak(BASE_PLOT + group_rows(w) * FIGURES_ROW),
+    }
+    for name in w.methods:
+        m = plan_method(name)
+        peaks[f"retrieve:{name}"] = retrieve_peak(m.search, w, monet=m.model == "monet")
+    for name in w.group_methods:
+        peaks[f"retrieve_groups:{name}"] = retrieve_peak(plan_group_method(name).search, w)
+    return peaks
+
+
+def profile_mem_mb(profile: Mapping[str, Any] | None, site: Mapping[str, Any] | None,
+                   rule: str) -> float | None:
+    """The mem_mb a rule's jobs get: the workflow profile's set-resources, else the site
+    profile's default-resources."""
+    for source, key in ((profile, "set-resources"), (site, "default-resources")):
+        resources = (source or {}).get(key) or {}
+        entry = resources.get(rule) if key == "set-resources" else resources
+        if isinstance(entry, Mapping) and "mem_mb" in entry:
+            return float(entry["mem_mb"])
+    return None
+
+
+def table(config: Mapping[str, Any], profile: Mapping[str, Any] | None,
+          site: Mapping[str, Any] | None, w: Workload | None = None,
+          rules: Sequence[str] | None = None) -> list[dict]:
+    """Per rule (retrieval rules per method): the host and GPU peak at ``w`` (default: the
+    paper's), the profile's mem_mb, and whether each fits (host: mem_mb >= peak x (1 +
+    MARGIN); GPU: <= 48 GB). ``rules``: only these (default: every rule of the model)."""
+    w = w or Workload.paper(config)
+    gpus = ((profile or {}).get("set-resources") or {})
+    out = []
+    for key, peak in rule_peaks(w).items():
+        rule = key.split(":")[0]
+        if rules is not None and rule not in rules:
+            continue
+        mem_mb = profile_mem_mb(profile, site, rule)
+        on_gpu = bool((gpus.get(rule) or {}).get("gpu"))
+        out.append({
+            "rule": key, "host_gb": peak.host / 1e9, "gpu_gb": peak.gpu / 1e9 if on_gpu else None,
+            "mem_mb": mem_mb, "terms": peak.terms,
+            "host_fits": mem_mb is not None and mem_mb * 1e6 >= peak.host * (1 + MARGIN),
+            "gpu_fits": (not on_gpu) or peak.gpu <= GPU_BYTES,
+        })
+    return out
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+#: What each measured rule's memory grows with (for the fit of bench/scale.py).
+def driver(rule: str, w: Workload) -> float:
+    base = rule.split(":")[0]
+    if base in ("manifest", "split"):
+        return w.images
+    if base == "tuples":
+        return w.train_images
+    if base in ("evaluate", "figures"):
+        return evaluation_rows(w)
+    if base in ("evaluate_groups", "figure_groups"):
+        return group_rows(w)
+    return w.train_images
+
+
+def check_measured(measured: Mapping[str, Mapping], config: Mapping[str, Any],
+                   attributes: Sequence[str], *, width: int, monet_width: int,
+                   paper: Workload) -> dict:
+    """For ``bench/scale.py``: each rule's measured peaks beside the model's at the same sizes,
+    the linear fit of the measurements extrapolated to the paper's workload, and the model's
+    paper-scale peak. ``measured``: rule -> {"sizes": [...], "peak_mib": [...], ...} (sizes:
+    train images for the retrieval rules, images for the data rules)."""
+    bench = replace(paper, attributes=len(attributes), group_sizes=(len(attributes),),
+                    width=width, monet_width=monet_width)
+    ratio = PAPER_TEST / PAPER_TRAIN
+    out = {}
+    for rule, entry in measured.items():
+        data_rule = rule in ("manifest", "split", "tuples")
+        workloads = []
+        for size in entry["sizes"]:
+            if data_rule:  # sizes are all images; the paper's 16 attributes
+                train = round(size * PAPER_TRAIN / (PAPER_TRAIN + PAPER_TEST))
+                workloads.append(replace(paper, train_images=train, test_images=size - train))
+            else:
+                workloads.append(replace(bench, train_images=size,
+                                         test_images=round(size * ratio)))
+        peaks = rule_peaks(workloads[0])
+        if rule not in peaks:
+            continue
+        model = [rule_peaks(x)[rule].host / MiB for x in workloads]
+        xs = [driver(rule, x) for x in workloads]
+        ys = list(entry["peak_mib"])
+        b, a = _line(xs, ys)
+        paper_x = driver(rule, paper)
+        out[rule] = {
+            **entry,
+            "model_mib": model,
+            "measured_over_model": [y / m for y, m in zip(ys, model, strict=True)],
+            "driver": xs,
+            "fit_mib": {"a": a, "b_per_unit": b, "paper_driver": paper_x,
+                        "paper_mib": a + b * paper_x},
+            "model_paper_mib": rule_peaks(paper)[rule].host / MiB if rule in rule_peaks(paper)
+            else None,
+        }
+    return out
+
+
+def _line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least squares ``y = a + b x``: (b, a)."""
+    n = len(xs)
+    if n < 2 or len(set(xs)) < 2:
+        return 0.0, (sum(ys) / n if n else 0.0)
+    mx, my = sum(xs) / n, sum(ys) / n
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / \
+        sum((x - mx) ** 2 for x in xs)
+    return b, my - b * mx
