@@ -310,9 +310,12 @@ def check(data: list[dict], retrieval: list[dict], attributes: list[str],
     rules = {**per_rule(data, "images"),
              **{r: v for r, v in per_rule(retrieval, "train_images").items()
                 if r not in DATA_RULES}}
+    load = lambda path: yaml.safe_load(path.read_text())  # noqa: E731
     return memory.check_measured(rules, repo_config, attributes, width=QWEN_WIDTH,
                                  monet_width=MONET_WIDTH,
-                                 paper=memory.Workload.paper(repo_config))
+                                 paper=memory.Workload.paper(repo_config),
+                                 profile=load(REPO / "profiles" / "default" / "config.yaml"),
+                                 site=load(REPO / "profiles" / "slurm" / "config.yaml"))
 
 
 def main(argv=None) -> None:

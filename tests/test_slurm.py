@@ -26,7 +26,7 @@ import testcluster  # noqa: E402
 SMALL = {"synthetic": {"patients": 12, "images": 240},
          "train": {"max_steps": 10, "logging_steps": 5}}
 CONFIGS = ["config.yaml", "profiles/demo/demo-config.yaml", "small.yaml"]
-GPU_RULES = ("train", "predict_shard", "embed_shard", "embed_groups", "build_index", "retrieve",
+GPU_RULES = ("train", "predict_shard", "embed_shard", "embed_groups", "retrieve",
              "retrieve_groups")
 PROBE = Path(__file__).resolve().parent / "slurm" / "probe"
 SHARD = "results/demo/embed/tuned/test/shard0.npz"

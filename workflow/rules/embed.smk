@@ -106,6 +106,6 @@ rule build_index:
     benchmark:
         res("benchmarks/index/{model}_{space}.tsv")
     conda:
-        GPU_ENV
+        CPU_ENV
     script:
         "../scripts/build_index.py"

@@ -151,9 +151,11 @@ if GROUPS:
 
 
 rule cost:
-    """The paper-scale GPU-hours of this config (skinground.cost), for the report."""
+    """The paper-scale GPU-hours and peak memory of this config (skinground.cost), for the
+    report."""
     input:
         profile=str(SRC / "profiles" / "default" / "config.yaml"),
+        site=str(SRC / "profiles" / "slurm" / "config.yaml"),
         lib=lib("cost"),
     output:
         csv=report(res("cost/stages.csv"), caption="../report/cost.rst", category="Cost"),

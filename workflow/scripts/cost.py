@@ -4,14 +4,12 @@ Markdown table ``python -m skinground.cost`` prints."""
 import polars as pl
 
 from skinground import cli, cost
-from skinground.config import gpus_per_job, load_profile, runtime_limits
 from skinground.io import atomic_path, write_text
 
 
 def main(snakemake) -> None:
-    profile = load_profile(snakemake.input.profile)
-    result = cost.estimate(snakemake.params.config, cost.Assumptions(),
-                           gpus=gpus_per_job(profile), runtimes=runtime_limits(profile))
+    result = cost.estimate_with_profiles(snakemake.params.config, cost.Assumptions(),
+                                         snakemake.input.profile, snakemake.input.site)
     stages = pl.DataFrame(result["stages"]).select(
         "stage", "rule", "jobs", "gpus_per_job", "pflop", "gpu_hours", "hours_per_job",
         "in_dag", "in_naive")

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skinground import measured
+from skinground import measured, memory
 from skinground.config import gpus_per_job, load_config, load_profile, runtime_limits
 from skinground.flops import (
     A6000_BANDWIDTH,
@@ -98,9 +98,13 @@ def _pass_seconds(flops: float, a: Assumptions, mfu: float, spec: QwenSpec) -> f
 
 def estimate(config: Mapping[str, Any], a: Assumptions, *,
              gpus: Mapping[str, int] | None = None,
-             runtimes: Mapping[str, float] | None = None, spec: QwenSpec = QWEN2VL_7B) -> dict:
-    """Jobs per rule and GPU-hours per stage for ``config`` under assumptions ``a``;
-    ``gpus``/``runtimes``: the profile's GPUs and runtime limit (minutes) per rule."""
+             runtimes: Mapping[str, float] | None = None, spec: QwenSpec = QWEN2VL_7B,
+             profile: Mapping[str, Any] | None = None,
+             site: Mapping[str, Any] | None = None) -> dict:
+    """Jobs per rule, GPU-hours per stage and peak memory per rule (``skinground.memory``)
+    for ``config`` under assumptions ``a``; ``gpus``/``runtimes``: the profile's GPUs and
+    runtime limit (minutes) per rule; ``profile``/``site``: the workflow and site profiles,
+    for each rule's mem_mb."""
     gpus = dict(gpus or {})
     runtimes = dict(runtimes or {})
     attributes = list(config["attributes"])
@@ -237,11 +241,9 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
             images * sum(_pass_seconds(f, a, a.naive_mfu, spec) for f in f_gfull),
             f"{naive_basis} MFU {a.naive_mfu:.2f}, batch 1", in_dag=False, naive=True)
 
-    # FAISS on the GPU: adding is a copy; flat search = 2 x queries x database x d (fp32).
+    # FAISS on the GPU: flat search = 2 x queries x database x d (fp32). build_index is a
+    # CPU job (normalise and copy: no GPU time).
     d = spec.text_hidden
-    row("build_index (FAISS flat)", "build_index", jobs["build_index"], 0.0,
-        jobs["build_index"] * a.train_images * d * 4 / 12e9, "PCIe copy, 12 GB/s",
-        gpus_per_job=gpus.get("build_index", 1))
     searches = 0.0
     for method in config["retrieve"]["methods"]:
         searched, _ = method_spaces(method, attributes)
@@ -265,6 +267,8 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
     return {
         "jobs": jobs,
         "total_jobs": sum(jobs.values()),
+        "memory": memory.table(config, profile, site, memory.Workload.from_config(
+            config, train_images=a.train_images, test_images=a.test_images)),
         "workload": {"train_images": a.train_images, "test_images": a.test_images,
                      "tuples": tuples, "epochs": epochs, "attributes": n_attr,
                      "image_tokens": m, "prompt_tokens": prompt,
@@ -278,6 +282,15 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
         "dag_over_naive": total["gpu_hours"] / naive_total["gpu_hours"],
         "naive_over_prefix_shared": naive["gpu_hours"] / shared["gpu_hours"],
     }
+
+
+def estimate_with_profiles(config: Mapping[str, Any], a: Assumptions, profile_path,
+                           site_path) -> dict:
+    """:func:`estimate` with the workflow profile's GPUs, runtimes and memory and the site
+    profile's default memory (paths; a missing file counts as no profile)."""
+    profile, site = load_profile(profile_path), load_profile(site_path)
+    return estimate(config, a, gpus=gpus_per_job(profile), runtimes=runtime_limits(profile),
+                    profile=profile, site=site)
 
 
 # --------------------------------------------------------------------------- output
@@ -331,7 +344,26 @@ def format_table(result: Mapping[str, Any]) -> str:
               f"({total['gpu_hours']:,.1f} vs {naive['gpu_hours']:,.1f}); naive embedding "
               f"alone would take {result['naive_over_prefix_shared']:.1f}x the prefix-shared "
               "GPU time."]
+    lines += ["", *format_memory(result["memory"], wl)]
     return "\n".join(lines)
+
+
+def format_memory(rows, workload: Mapping[str, Any]) -> list[str]:
+    """The memory model's table: each rule's host peak beside its mem_mb, GPU peak beside
+    the A6000's 48 GB."""
+    lines = [f"Peak memory per job (skinground.memory) at {workload['train_images']:,} train x "
+             f"{workload['test_images']:,} test images, d = 3,584: host beside the profile's "
+             f"mem_mb (which must exceed it by {memory.MARGIN:.0%}), GPU beside the A6000's "
+             f"{memory.GPU_BYTES / 1e9:.0f} GB.", "",
+             "| rule | host GB | mem_mb | GPU GB | fits | what it holds |",
+             "|---|---:|---:|---:|---|---|"]
+    for r in rows:
+        gpu = f"{r['gpu_gb']:.1f}" if r["gpu_gb"] is not None else "-"
+        fits = "yes" if r["host_fits"] and r["gpu_fits"] else "**no**"
+        mem = f"{r['mem_mb']:,.0f}" if r["mem_mb"] is not None else "-"
+        lines.append(f"| {r['rule']} | {r['host_gb']:.2f} | {mem} | {gpu} | {fits} | "
+                     f"{r['terms']} |")
+    return lines
 
 
 def arguments(argv=None) -> argparse.Namespace:
@@ -342,6 +374,9 @@ def arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, default=None,
                    help="workflow profile with per-rule GPUs (default: "
                         "profiles/default/config.yaml beside the first config)")
+    p.add_argument("--site-profile", type=Path, default=None,
+                   help="site profile with default-resources (default: profiles/slurm/config.yaml "
+                        "beside the first config)")
     p.add_argument("--gpu-json", type=Path, default=None,
                    help="bench/gpu_check.py's result (default: bench/results/gpu.json beside "
                         "the first config, when it exists)")
@@ -368,7 +403,7 @@ def main(argv=None) -> dict:
     args = arguments(argv)
     root = Path(args.configs[0]).resolve().parent
     config = load_config(args.configs)
-    profile = load_profile(args.profile or root / "profiles" / "default" / "config.yaml")
+
     a = Assumptions(train_images=args.train_images, test_images=args.test_images,
                     tuples=args.tuples, tile_median_px=args.tile_px,
                     tile_sigma=args.tile_sigma, gpus=args.gpus, train_mfu=args.train_mfu,
@@ -377,10 +412,15 @@ def main(argv=None) -> dict:
     if not args.no_gpu_json:
         a = measured.apply_file(a, args.gpu_json or root / "bench" / "results" / "gpu.json",
                                 required=args.gpu_json is not None)
-    result = estimate(config, a, gpus=gpus_per_job(profile), runtimes=runtime_limits(profile))
+    result = estimate_with_profiles(
+        config, a, args.profile or root / "profiles" / "default" / "config.yaml",
+        args.site_profile or root / "profiles" / "slurm" / "config.yaml")
     over = [r["stage"] for r in result["stages"] if r["in_dag"] and r["over_runtime_limit"]]
     if over and not args.json:
         print(f"warning: over the profile's runtime limit: {'; '.join(over)}", file=sys.stderr)
+    short = [r["rule"] for r in result["memory"] if not (r["host_fits"] and r["gpu_fits"])]
+    if short and not args.json:
+        print(f"warning: over the profile's memory: {'; '.join(short)}", file=sys.stderr)
     result["configs"] = [str(c) for c in args.configs]
     if args.json:
         print(json.dumps(result, indent=2))

@@ -306,11 +306,16 @@ def driver(rule: str, w: Workload) -> float:
 
 def check_measured(measured: Mapping[str, Mapping], config: Mapping[str, Any],
                    attributes: Sequence[str], *, width: int, monet_width: int,
-                   paper: Workload) -> dict:
+                   paper: Workload, profile: Mapping[str, Any] | None = None,
+                   site: Mapping[str, Any] | None = None) -> dict:
     """For ``bench/scale.py``: each rule's measured peaks beside the model's at the same sizes,
     the linear fit of the measurements extrapolated to the paper's workload, and the model's
-    paper-scale peak. ``measured``: rule -> {"sizes": [...], "peak_mib": [...], ...} (sizes:
+    paper-scale peak (host, and GPU for the GPU rules), each beside the profile's mem_mb and the
+    A6000's 48 GB. ``measured``: rule -> {"sizes": [...], "peak_mib": [...], ...} (sizes:
     train images for the retrieval rules, images for the data rules)."""
+    gpu_rules = {r for r, v in ((profile or {}).get("set-resources") or {}).items()
+                 if (v or {}).get("gpu")}
+    paper_peaks = rule_peaks(paper)
     bench = replace(paper, attributes=len(attributes), group_sizes=(len(attributes),),
                     width=width, monet_width=monet_width)
     ratio = PAPER_TEST / PAPER_TRAIN
@@ -333,15 +338,21 @@ def check_measured(measured: Mapping[str, Mapping], config: Mapping[str, Any],
         ys = list(entry["peak_mib"])
         b, a = _line(xs, ys)
         paper_x = driver(rule, paper)
+        fitted = a + b * paper_x
+        model_paper = paper_peaks[rule].host / MiB
+        mem_mb = profile_mem_mb(profile, site, rule.split(":")[0])
+        on_gpu = rule.split(":")[0] in gpu_rules
         out[rule] = {
             **entry,
             "model_mib": model,
             "measured_over_model": [y / m for y, m in zip(ys, model, strict=True)],
             "driver": xs,
-            "fit_mib": {"a": a, "b_per_unit": b, "paper_driver": paper_x,
-                        "paper_mib": a + b * paper_x},
-            "model_paper_mib": rule_peaks(paper)[rule].host / MiB if rule in rule_peaks(paper)
-            else None,
+            "fit_mib": {"a": a, "b_per_unit": b, "paper_driver": paper_x, "paper_mib": fitted},
+            "model_paper_mib": model_paper,
+            "model_paper_gpu_gb": paper_peaks[rule].gpu / 1e9 if on_gpu else None,
+            "mem_mb": mem_mb,
+            "fits": (mem_mb is not None and mem_mb * 1e6 >= max(fitted, model_paper) * MiB
+                     and (not on_gpu or paper_peaks[rule].gpu <= GPU_BYTES)),
         }
     return out
 

