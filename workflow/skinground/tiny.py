@@ -185,29 +185,46 @@ def qwen2vl_config(ids: dict[str, int], vocab_size: int, *, text_hidden: int,
     )
 
 
-def build_tiny_qwen2vl(out_dir: str | os.PathLike, *, corpus: Iterable[str],
-                       image_size: int = 112, seed: int = 0, vocab_size: int = 512,
+def build_tiny_qwen2vl(out_dir: str | os.PathLike, *, corpus: Iterable[str] = (),
+                       image_size: int | None = 112, seed: int = 0, vocab_size: int = 512,
                        text_hidden: int = 64, intermediate: int = 128, layers: int = 2,
                        heads: int = 4, kv_heads: int = 2,
                        mrope_section: Sequence[int] = (2, 3, 3), vision_depth: int = 2,
                        vision_embed: int = 32, vision_heads: int = 2, patch_size: int = 14,
-                       spatial_merge: int = 2) -> Path:
+                       spatial_merge: int = 2, tokenizer: PreTrainedTokenizerFast | None = None,
+                       vocab_rows: int | None = None, min_pixels: int | None = None,
+                       max_pixels: int | None = None) -> Path:
     """Write a random tiny Qwen2-VL (model, tokenizer, processor) to ``out_dir``, atomically.
 
-    Same classes and file layout as Qwen2-VL-7B-Instruct; images are resized to a fixed
-    ``image_size`` square ((image_size / (patch_size * spatial_merge)))**2 image tokens).
+    Same classes and file layout as Qwen2-VL-7B-Instruct. The tokenizer: a small BPE trained on
+    ``corpus`` (``vocab_size``), or ``tokenizer`` as given (e.g. :func:`qwen2_tokenizer`); the
+    embedding and LM head have ``vocab_rows`` rows (default: the tokenizer's size; the 7B pads
+    to 151,936). Images: a fixed ``image_size`` square ((image_size / (patch_size x
+    spatial_merge))**2 image tokens), or with ``image_size=None`` native resolution within
+    ``min_pixels``/``max_pixels`` (the 7B's: 3,136 and 12,845,056).
     """
-    tokenizer = build_tokenizer(corpus, vocab_size)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(corpus, vocab_size)
     ids = special_token_ids(tokenizer)
+    rows = vocab_rows or len(tokenizer)
+    if rows < len(tokenizer):
+        raise ValueError(f"vocab_rows {rows} < the tokenizer's {len(tokenizer)} tokens")
+    if image_size is not None:
+        min_pixels = max_pixels = image_size * image_size
+    elif min_pixels is None or max_pixels is None:
+        raise ValueError("without image_size, give min_pixels and max_pixels")
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=patch_size, merge_size=spatial_merge, temporal_patch_size=2,
-        min_pixels=image_size * image_size, max_pixels=image_size * image_size,
+        min_pixels=min_pixels, max_pixels=max_pixels,
     )
     processor = ImageOnlyQwen2VLProcessor(image_processor, tokenizer,
                                           chat_template=QWEN2VL_CHAT_TEMPLATE)
-    configure_pixels(processor, image_size=image_size)
+    if image_size is not None:
+        configure_pixels(processor, image_size=image_size)
+    else:
+        configure_pixels(processor, min_pixels=min_pixels, max_pixels=max_pixels)
     config = qwen2vl_config(
-        ids, len(tokenizer), text_hidden=text_hidden, intermediate=intermediate, layers=layers,
+        ids, rows, text_hidden=text_hidden, intermediate=intermediate, layers=layers,
         heads=heads, kv_heads=kv_heads, mrope_section=mrope_section, vision_depth=vision_depth,
         vision_embed=vision_embed, vision_heads=vision_heads, patch_size=patch_size,
         spatial_merge=spatial_merge,
@@ -252,6 +269,20 @@ def build_tiny_clip(out_dir: str | os.PathLike, *, seed: int = 0, image_size: in
     return Path(out_dir)
 
 
+
+
+#: Qwen2-VL-7B-Instruct's processor: 14 px patches, 2 x 2 merged, 2 frames; its pixel budget.
+QWEN2VL_7B_PIXELS = {"min_pixels": 3136, "max_pixels": 12_845_056}
+
+
+def build_7b_shaped_tiny(out_dir: str | os.PathLike, tiktoken_file: str | os.PathLike, *,
+                         seed: int = 0, **dims) -> Path:
+    """A tiny Qwen2-VL with the 7B's tokenizer, vocabulary (151,936 rows) and processor
+    settings (native resolution, :data:`QWEN2VL_7B_PIXELS`), and tiny layers (``dims``, as
+    :func:`build_tiny_qwen2vl`'s): what the 7B's token-level code paths meet, at test size."""
+    return build_tiny_qwen2vl(out_dir, tokenizer=qwen2_tokenizer(tiktoken_file),
+                              vocab_rows=QWEN2_VOCAB_ROWS, image_size=None, seed=seed,
+                              **QWEN2VL_7B_PIXELS, **dims)
 
 
 def demo_corpus(attributes: Mapping[str, Mapping]) -> list[str]:
