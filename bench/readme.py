@@ -197,6 +197,7 @@ def cost_block() -> str:
 
     config = load_config([REPO / "config.yaml"])
     a = measured.apply_file(cost.Assumptions(), RESULTS / "gpu.json", required=False)
+    a = measured.apply_tokens(a, RESULTS / "tokens.json", required=False)
     result = cost.estimate_with_profiles(config, a,
                                          REPO / "profiles" / "default" / "config.yaml",
                                          REPO / "profiles" / "slurm" / "config.yaml")

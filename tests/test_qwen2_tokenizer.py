@@ -51,3 +51,33 @@ def test_a_bad_rank_file_is_named(tmp_path):
 def test_answers_split_into_digits(tok):
     assert tok.tokenize("123.45") == ["1", "2", "3", ".", "4", "5"]
     assert tok.decode(tok.encode("-0.50", add_special_tokens=False)) == "-0.50"
+
+
+def test_the_cost_model_uses_the_measured_token_counts(tok, repo_config):
+    """bench/results/tokens.json is what this tokenizer gives config.yaml's questions, and the
+    cost model takes its counts from it."""
+    import json
+
+    from transformers import Qwen2VLImageProcessorPil
+
+    from skinground import cost
+    from skinground import prefix as P
+    from skinground.models import ImageOnlyQwen2VLProcessor
+
+    from conftest import REPO
+
+    measured = json.loads((REPO / "bench" / "results" / "tokens.json").read_text())
+    processor = ImageOnlyQwen2VLProcessor(Qwen2VLImageProcessorPil(), tok,
+                                          chat_template=tok.chat_template)
+    questions = {a: spec["question"] for a, spec in repo_config["attributes"].items()}
+    _, suffixes = P.split_template(processor, list(questions.values()))
+    counts = {a: len(tok(s, add_special_tokens=False)["input_ids"])
+              for a, s in zip(questions, suffixes, strict=True)}
+    assert counts == measured["per_question_suffix"]
+    result = cost.main([str(REPO / "config.yaml"), "--json"])
+    a = result["assumptions"]
+    assert a["tokens_measured"] and a["suffix_tokens"] == measured["suffix_tokens"]
+    assert a["answer_tokens"] == measured["answer_tokens"] != cost.Assumptions().answer_tokens
+    assert result["workload"]["prompt_tokens"] == pytest.approx(
+        measured["prefix_text_tokens"] + result["workload"]["image_tokens"]
+        + measured["suffix_tokens"])

@@ -156,6 +156,8 @@ rule cost:
     input:
         profile=str(SRC / "profiles" / "default" / "config.yaml"),
         site=str(SRC / "profiles" / "slurm" / "config.yaml"),
+        # the prompt and answer token counts measured with the 7B's tokenizer
+        tokens=[p for p in [str(SRC / "bench" / "results" / "tokens.json")] if Path(p).exists()],
         lib=lib("cost"),
     output:
         csv=report(res("cost/stages.csv"), caption="../report/cost.rst", category="Cost"),

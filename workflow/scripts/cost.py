@@ -1,15 +1,20 @@
 """The paper-scale cost of the run's config (skinground.cost), as a CSV of the stages and the
 Markdown table ``python -m skinground.cost`` prints."""
 
+from pathlib import Path
+
 import polars as pl
 
-from skinground import cli, cost
+from skinground import cli, cost, measured
 from skinground.io import atomic_path, write_text
 
 
 def main(snakemake) -> None:
-    result = cost.estimate_with_profiles(snakemake.params.config, cost.Assumptions(),
-                                         snakemake.input.profile, snakemake.input.site)
+    a = cost.Assumptions()
+    if snakemake.input.get("tokens"):
+        a = measured.apply_tokens(a, Path(snakemake.input.tokens), required=True)
+    result = cost.estimate_with_profiles(snakemake.params.config, a, snakemake.input.profile,
+                                         snakemake.input.site)
     stages = pl.DataFrame(result["stages"]).select(
         "stage", "rule", "jobs", "gpus_per_job", "pflop", "gpu_hours", "hours_per_job",
         "in_dag", "in_naive")

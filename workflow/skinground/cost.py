@@ -73,9 +73,10 @@ class Assumptions:
     tuples: int | None = None  # None: train_images x W (x attributes when W is "all")
     tile_median_px: float = TILE_MEDIAN_PX
     tile_sigma: float = 0.0
-    prefix_text_tokens: int = 16
-    suffix_tokens: int = 17
-    answer_tokens: int = 6
+    prefix_text_tokens: float = 16
+    suffix_tokens: float = 17
+    answer_tokens: float = 6
+    tokens_measured: str | None = None  # the tokens.json the three counts above come from
     untuned_new_tokens: int | None = None  # None: predict.max_new_tokens
     gpus: int = 4
     peak_flops: float = A6000_PEAK
@@ -309,7 +310,14 @@ def format_table(result: Mapping[str, Any]) -> str:
         f"({wl['parameters']['total'] / 1e9:.2f} B parameters), {wl['tuples']:,} tuples x "
         f"{wl['epochs']:g} epoch, {wl['train_images']:,} + {wl['test_images']:,} images, "
         f"{wl['image_tokens']:.1f} image tokens/tile, {wl['prompt_tokens']:.0f}-token prompt "
-        f"+ {a['answer_tokens']}-token answer.")
+        f"+ {a['answer_tokens']:.1f}-token answer.")
+    if a.get("tokens_measured"):
+        lines.append(f"Token counts measured with Qwen2-VL-7B's tokenizer (bench/tokens.py): "
+                     f"{a['prefix_text_tokens']:g} template tokens around the image, "
+                     f"{a['suffix_tokens']:.1f} per question, {a['answer_tokens']:.2f} per "
+                     "answer.")
+    else:
+        lines.append("Token counts assumed (no bench/results/tokens.json).")
     measured = result["measured"]
     if measured.get("used"):
         lines.append(f"MFU measured on {measured.get('gpu')} (bench/results/gpu.json), "
@@ -381,6 +389,11 @@ def arguments(argv=None) -> argparse.Namespace:
                    help="bench/gpu_check.py's result (default: bench/results/gpu.json beside "
                         "the first config, when it exists)")
     p.add_argument("--no-gpu-json", action="store_true", help="ignore any measurement")
+    p.add_argument("--tokens-json", type=Path, default=None,
+                   help="bench/tokens.py's result (default: bench/results/tokens.json beside "
+                        "the first config, when it exists)")
+    p.add_argument("--no-tokens-json", action="store_true",
+                   help="use the assumed token counts")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     d = Assumptions()
     p.add_argument("--train-images", type=int, default=d.train_images)
@@ -412,6 +425,10 @@ def main(argv=None) -> dict:
     if not args.no_gpu_json:
         a = measured.apply_file(a, args.gpu_json or root / "bench" / "results" / "gpu.json",
                                 required=args.gpu_json is not None)
+    if not args.no_tokens_json:
+        a = measured.apply_tokens(
+            a, args.tokens_json or root / "bench" / "results" / "tokens.json",
+            required=args.tokens_json is not None)
     result = estimate_with_profiles(
         config, a, args.profile or root / "profiles" / "default" / "config.yaml",
         args.site_profile or root / "profiles" / "slurm" / "config.yaml")

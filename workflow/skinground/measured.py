@@ -1,6 +1,8 @@
-"""The MFUs ``bench/gpu_check.py`` measured on a GPU (``bench/results/gpu.json``), as the cost
-model's: the measured throughput at the H200's peak, applied at the A6000's (same FLOP
-convention). A ``--tiny`` or CPU result, or a failed part, is not used."""
+"""What was measured, as the cost model's inputs: the MFUs ``bench/gpu_check.py`` measured on a
+GPU (``bench/results/gpu.json``: the measured throughput at the H200's peak, applied at the
+A6000's, same FLOP convention; a ``--tiny`` or CPU result, or a failed part, is not used), and
+the prompt and answer token counts under the 7B's real tokenizer (``bench/tokens.py``,
+``bench/results/tokens.json``)."""
 
 from __future__ import annotations
 
@@ -63,3 +65,25 @@ def apply_file(a, path: Path, *, required: bool):
     if a.measured:
         a.measured["path"] = str(path)
     return a
+
+
+#: tokens.json key -> the cost model's Assumptions field.
+TOKEN_FIELDS = {"prefix_text_tokens": "prefix_text_tokens", "suffix_tokens": "suffix_tokens",
+                "answer_tokens": "answer_tokens"}
+
+
+def apply_tokens(a, path: Path, *, required: bool):
+    """The token counts measured by ``bench/tokens.py`` (``path``) replace the assumed ones;
+    a missing (``required``: warned) or unreadable file leaves them, with a warning."""
+    if not path.is_file():
+        if required:
+            print(f"warning: {path} not found; using the assumed token counts", file=sys.stderr)
+        return a
+    try:
+        tokens = json.loads(path.read_text(encoding="utf-8"))
+        new = {field: float(tokens[key]) for key, field in TOKEN_FIELDS.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        print(f"warning: {path} holds no token counts ({err}); using the assumed ones",
+              file=sys.stderr)
+        return a
+    return replace(a, tokens_measured=str(path), **new)
