@@ -27,6 +27,7 @@ rule all:
         rules.split.output,
         rules.tuples.output,
         rules.r2.output,
+        rules.r2_untuned.output if "untuned" in PREDICT_MODELS else [],
         rules.evaluate.output,
         rules.figures.output,
         rules.cost.output,

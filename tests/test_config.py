@@ -25,6 +25,10 @@ def test_paper_config_is_valid_and_is_the_paper(repo_config):
     assert round(repo_config["split"]["test_fraction"] * 1042) == 240
     assert repo_config["attributes"]["tbp_lv_areaMM2"]["question"] == \
         "What is the area of the lesion in mm²?"
+    # Fig. 2 is the fine-tuned model's (the paper's); untuned answers are a named option.
+    assert repo_config["predict"]["models"] == ["tuned"]
+    # The paper's split: 240 test patients holding 118,495 of the 401,059 images.
+    assert round(repo_config["split"]["test_image_fraction"] * 401_059) == 118_495
 
 
 def test_demo_config_merged_is_valid(repo_config):
@@ -51,9 +55,10 @@ def test_schema_knows_every_numeric_slice3d_column():
                                                          "decimals": 2}), "tbp_lv_areaMM"),
         (lambda c: c["attributes"]["tbp_lv_A"].update(decimals="2"), "'2'"),
         (lambda c: c["data"].pop("images"), "images"),
+        (lambda c: c["predict"].update(models=["untuned"]), "tuned"),
     ],
     ids=["wrong-type", "out-of-range", "unknown-key", "unknown-section", "unknown-attribute",
-         "attribute-field-type", "missing-key"],
+         "attribute-field-type", "missing-key", "fig2-without-tuned"],
 )
 def test_bad_config_is_rejected_naming_the_key(repo_config, mutate, named):
     cfg = copy.deepcopy(repo_config)

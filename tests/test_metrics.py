@@ -7,7 +7,14 @@ import polars as pl
 import pytest
 from sklearn.metrics import r2_score as sk_r2
 
-from skinground.metrics import parse_number, r2_score, r2_table, train_means
+from skinground.metrics import (
+    lenient_r2_table,
+    parse_number,
+    parse_number_lenient,
+    r2_score,
+    r2_table,
+    train_means,
+)
 from skinground.tables import markdown_table
 
 
@@ -89,6 +96,27 @@ def test_r2_table_counts_unparsable_and_reports_both_r2():
     assert (ua["n"], ua["n_unparsable"]) == (3, 2)
     assert math.isnan(ua["r2_parsed"])
     assert ua["r2_filled"] == pytest.approx(1 - 1 / 2)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("12.5", 12.5), ("The area of the lesion is approximately 12.5 mm².", 12.5),
+    ("It is -3.25 in B.", -3.25), ("about 1e3", 1000.0), ("Values 1.2.3 and 4.5", 4.5),
+    ("abc12", None), ("1.2.3", None), ("no number here", None), (None, None),
+])
+def test_lenient_parser_finds_a_number_anywhere(text, expected):
+    assert parse_number_lenient(text) == expected
+
+
+def test_lenient_table_beside_the_strict_one():
+    preds = pl.DataFrame({
+        "model": ["untuned"] * 3, "isic_id": ["i1", "i2", "i3"], "attribute": ["a"] * 3,
+        "answer": ["It is 1.0 mm.", "2.0", "none"], "value": [None, 2.0, None],
+    })
+    table = lenient_r2_table(preds, _truth(), {"a": 2.0})
+    row = table.row(0, named=True)
+    assert (row["n"], row["n_unparsable_strict"], row["n_unparsable_lenient"]) == (3, 2, 1)
+    assert row["r2_filled_lenient"] == pytest.approx(1 - 1 / 2)  # 1, 2, then 2 for 3
+    assert row["r2_filled_strict"] == pytest.approx(1 - 2 / 2)   # 2, 2, 2
 
 
 def test_r2_table_rejects_inconsistent_inputs():

@@ -86,15 +86,19 @@ def test_training_loss_falls(demo):
 
 
 def test_r2_counts_unparsable_answers_for_both_models(demo):
-    r2 = pl.read_csv(res(demo) / "predict/r2.csv")
-    assert r2.height == 2 * ATTRIBUTES
-    tuned, untuned = (r2.filter(pl.col("model") == m) for m in ("tuned", "untuned"))
+    """Fig. 2's table is the tuned model's (the paper's); the untuned model's answers, which
+    the demo asks for, have a table of their own, strict and lenient."""
+    tuned = pl.read_csv(res(demo) / "predict/r2.csv")
+    assert tuned.height == ATTRIBUTES and (tuned["model"] == "tuned").all()
+    untuned = pl.read_csv(res(demo) / "predict/r2_untuned.csv")
+    assert untuned.height == ATTRIBUTES and (untuned["model"] == "untuned").all()
     assert (tuned["n"] > 0).all() and (tuned["n"] == untuned["n"]).all()
     # Fine-tuning taught the answer format: the tuned model's answers parse as numbers,
     # the random untuned model's do not — and they are counted, not dropped.
     assert (tuned["n_unparsable"] <= 0.05 * tuned["n"]).all(), tuned
-    assert untuned["n_unparsable"].sum() > 0.5 * untuned["n"].sum(), untuned
-    assert untuned["r2_filled"].is_not_null().all()
+    assert untuned["n_unparsable_strict"].sum() > 0.5 * untuned["n"].sum(), untuned
+    assert (untuned["n_unparsable_lenient"] <= untuned["n_unparsable_strict"]).all()
+    assert untuned["r2_filled_strict"].is_not_null().all()
 
 
 def test_retrieval_methods_and_evaluation(demo):

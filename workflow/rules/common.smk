@@ -81,6 +81,7 @@ def lib(script_name):
 # ---- used by model.smk
 
 PREDICT_SHARDS = config["predict"]["shards"]
+PREDICT_MODELS = plan.predict_models(config)
 # The groups' questions are answered too when the model was trained on them.
 PREDICTED_GROUPS = (
     config["retrieve"]["groups"] if config["tuples"]["group_share"] > 0 else {}

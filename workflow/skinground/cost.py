@@ -58,7 +58,7 @@ from skinground.flops import (
     param_counts,
     weight_bytes,
 )
-from skinground.plan import PREDICT_MODELS, SPLITS, method_spaces, planned_jobs
+from skinground.plan import SPLITS, method_spaces, planned_jobs, predict_models
 from skinground.plan import method as plan_method
 
 # --------------------------------------------------------------------------- the estimate
@@ -177,7 +177,7 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
                                                     image_tokens=0, lm_tokens=1))
     f_prefill_naive = rows_per_batch * forward_flops(spec, tokens=prompt, image_tokens=m,
                                                      lm_tokens=1)
-    for model in PREDICT_MODELS:
+    for model in predict_models(config):
         decode = new_tokens[model] * _pass_seconds(f_step, a, a.infer_mfu, spec)
         for name, f_prefill in (("image-once", f_prefill_once),
                                 ("naive: 1 sequence per question", f_prefill_naive)):

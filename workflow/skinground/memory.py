@@ -224,6 +224,7 @@ def rule_peaks(w: Workload, spec: QwenSpec = QWEN2VL_7B) -> dict[str, Peak]:
                               "bf16 weights + KV cache of the batch's rows"),
         "merge_predictions": Peak(BASE_TABLE + w.test_images * w.attributes * PREDICTION_ROW),
         "r2": Peak(BASE_TABLE + w.test_images * w.attributes * PREDICTION_ROW),
+        "r2_untuned": Peak(BASE_TABLE + 2 * w.test_images * w.attributes * PREDICTION_ROW),
         "embed_shard": Peak(BASE_TORCH + weights + shard_rows * tuned_spaces * w.width * 2 * 2,
                             weights + w.embed_batch * w.attributes * 64 * kv,
                             "bf16 weights + the shard's spaces (fp16, twice)"),

@@ -84,6 +84,26 @@ def truth_long(truth: pl.DataFrame, attributes: Sequence[str]) -> pl.DataFrame:
     )
 
 
+_ANY_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.]*\d)")
+
+
+def parse_number_lenient(text: str | None) -> float | None:
+    """The first number anywhere in ``text`` ("The area is approximately 12.5 mm²." -> 12.5),
+    or None. For the untuned model's own table only, reported as such: the tuned model's
+    answers keep :func:`parse_number`'s strict rule. A number glued to letters or to another
+    number ("abc12", "1.2.3") does not count."""
+    if text is None:
+        return None
+    strict = parse_number(text)
+    if strict is not None:
+        return strict
+    for match in _ANY_NUMBER.finditer(text):
+        value = float(match.group())
+        if math.isfinite(value):
+            return value
+    return None
+
+
 def r2_table(predictions: pl.DataFrame, truth: pl.DataFrame,
              train_means: Mapping[str, float]) -> pl.DataFrame:
     """R² per (model, attribute) of the predictions against the ground truth.
@@ -131,6 +151,22 @@ def r2_table(predictions: pl.DataFrame, truth: pl.DataFrame,
               "n_unparsable": pl.Int64, "r2_parsed": pl.Float64, "r2_filled": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
 
+
+
+def lenient_r2_table(predictions: pl.DataFrame, truth: pl.DataFrame,
+                     train_means: Mapping[str, float]) -> pl.DataFrame:
+    """:func:`r2_table` twice: on the predictions' strict ``value`` (columns as r2_table's,
+    ``_strict``), and on the ``answer`` re-read with :func:`parse_number_lenient`
+    (``_lenient``); plus model, attribute, n."""
+    lenient = predictions.with_columns(
+        pl.col("answer").map_elements(parse_number_lenient, return_dtype=pl.Float64)
+        .alias("value"))
+    keys = ["model", "attribute", "n"]
+    strict_t, lenient_t = (r2_table(p, truth, train_means) for p in (predictions, lenient))
+    rename = {c: f"{c}_{{}}" for c in strict_t.columns if c not in keys}
+    return strict_t.rename({c: f.format("strict") for c, f in rename.items()}).join(
+        lenient_t.rename({c: f.format("lenient") for c, f in rename.items()}), on=keys,
+        how="left", maintain_order="left")
 
 def train_means(manifest: pl.DataFrame, train_ids: Sequence[str],
                 attributes: Sequence[str]) -> dict[str, float]:

@@ -191,6 +191,12 @@ def group_shards(config: Mapping[str, Any]) -> bool:
     return any(s.startswith(GROUP_PREFIX) for split in spaces.values() for s in split)
 
 
+def predict_models(config: Mapping[str, Any]) -> list[str]:
+    """The models whose answers are generated (``predict.models``), in ``PREDICT_MODELS``
+    order; Fig. 2 is the tuned model's, the untuned one has a table of its own."""
+    return [m for m in PREDICT_MODELS if m in config["predict"]["models"]]
+
+
 def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
     """Jobs per rule of a full run from nothing, as the Snakefile builds the DAG."""
     jobs: dict[str, int] = {}
@@ -198,9 +204,12 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
         jobs["synthetic_data"] = 1
     if config["model"].get("build_tiny"):
         jobs["build_models"] = 1
+    models = predict_models(config)
     jobs.update(run_config=1, manifest=1, split=1, tuples=1, train=1,
-                predict_shard=len(PREDICT_MODELS) * int(config["predict"]["shards"]),
-                merge_predictions=len(PREDICT_MODELS), r2=1)
+                predict_shard=len(models) * int(config["predict"]["shards"]),
+                merge_predictions=len(models), r2=1)
+    if "untuned" in models:
+        jobs["r2_untuned"] = 1
     spaces = embedding_spaces(config)
     shards = int(config["embed"]["shards"])
     jobs["embed_shard"] = len(spaces) * len(SPLITS) * shards

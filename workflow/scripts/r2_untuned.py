@@ -1,0 +1,35 @@
+"""The untuned model's test-set R² per attribute, in a table of its own (not Fig. 2): with the
+strict parser the tuned model's answers are held to, and with the first number anywhere in the
+answer (``metrics.parse_number_lenient``), each with its count of unparsable answers."""
+
+import polars as pl
+
+from skinground import cli, metrics
+from skinground.io import atomic_path, read_lines, write_text
+from skinground.tables import markdown_table
+
+MARKDOWN_NOTE = (
+    "The untuned model's test-set R² per attribute (not in Fig. 2). strict: the rule the "
+    "tuned model's answers are held to (the answer starts with the number); lenient: the "
+    "first number anywhere in the answer. n_unparsable: answers without a number under that "
+    "rule; r2_filled: R² on all n, unparsable answers replaced by the train mean.\n\n"
+)
+
+
+def main(snakemake) -> None:
+    predictions = pl.read_parquet(snakemake.input.predictions)
+    manifest = pl.read_parquet(snakemake.input.manifest)
+    attributes = snakemake.params.attributes
+    means = metrics.train_means(manifest, read_lines(snakemake.input.train), list(attributes))
+    table = metrics.lenient_r2_table(predictions, manifest, means)
+    labels = {col: spec["label"] for col, spec in attributes.items()}
+    table = table.with_columns(
+        pl.col("attribute").replace_strict(labels, return_dtype=pl.String).alias("label")
+    ).select("model", "attribute", "label", pl.exclude("model", "attribute", "label"))
+    with atomic_path(snakemake.output.csv) as tmp:
+        table.write_csv(tmp)
+    write_text(snakemake.output.markdown, MARKDOWN_NOTE + markdown_table(table))
+
+
+if __name__ == "__main__":
+    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
