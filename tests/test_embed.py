@@ -121,7 +121,9 @@ def test_h_im_is_mean_over_image_tokens(native, images, reference):
             out = model(**batch, output_hidden_states=True)
         states = out.hidden_states[-1][0]  # after the final norm, causal: prefix unaffected
         assert max_diff(states[is_image].mean(0), reference[0][k]) < TOL
-        assert max_diff(states[-1], reference[1][k, 0]) < TOL
+        # h_im,a (default: the paper's final question token, before <|im_end|> \n
+        # <|im_start|> assistant \n)
+        assert max_diff(states[-6], reference[1][k, 0]) < TOL
         assert max_diff(states.mean(0), reference[0][k]) > 1e-3  # text positions excluded
 
 
@@ -198,7 +200,7 @@ def test_a_shard_is_byte_identical_under_other_threads_and_load(tmp_path, model_
             output={"out": out}, wildcards={"model": "untuned", "shard": 1},
             params={"pixels": BUDGET | {"image_size": None},
                     "questions": {f"q{j}": q for j, q in enumerate(QUESTIONS)},
-                    "image_space": True,
+                    "image_space": True, "h_ima_token": "question",
                     "batch_images": 4, "shards": 2})
         assert proc.returncode == 0, proc.log + proc.stderr
         return out.read_bytes()
@@ -210,3 +212,34 @@ def test_a_shard_is_byte_identical_under_other_threads_and_load(tmp_path, model_
     finally:
         load.kill()
     assert busy == quiet
+
+
+@pytest.mark.parametrize("token", P.H_IMA_TOKENS)
+def test_h_ima_token_choice_matches_the_full_forward(native, images, token):
+    """h_im,a at the paper's final question token or at the prompt's end: the prefix-shared
+    pass equals one full forward per (image, question) read at the same token."""
+    model, processor = native
+    _, ref_ima = embed.naive_embeddings(model, processor, images, QUESTIONS, token=token)
+    _, h_ima = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS,
+                                              batch_images=2, token=token)
+    assert max_diff(h_ima, ref_ima) < TOL
+
+
+def test_the_question_token_is_the_last_of_the_question(native, images):
+    model, processor = native
+    tok = processor.tokenizer
+    _, suffixes = P.split_template(processor, QUESTIONS)
+    ids = [tok(s, add_special_tokens=False)["input_ids"] for s in suffixes]
+    s_ids, s_mask = P.pad_rows(ids, tok.pad_token_id)
+    at = P.h_ima_positions(tok, s_ids, s_mask, "question")
+    for row, a in zip(ids, at.tolist(), strict=True):
+        assert tok.decode(row[: a + 1]).endswith("?")  # the question's last character
+        assert len(row) - 1 - a == 5  # <|im_end|> \n <|im_start|> assistant \n
+    assert (P.h_ima_positions(tok, s_ids, s_mask, "prompt_end")
+            == torch.tensor([len(r) - 1 for r in ids])).all()
+    q = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS, batch_images=3)[1]
+    e = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS, batch_images=3,
+                                       token="prompt_end")[1]
+    assert max_diff(q, e) > 1e-3
+    with pytest.raises(ValueError, match="h_im,a token"):
+        P.h_ima_positions(tok, s_ids, s_mask, "last")

@@ -382,7 +382,9 @@ def _fabricated(tmp_path, attributes):
             bad = 10 + rng.normal(0, 3 * (1 + k % 4))  # R² from about -1 to -15
             tuned = None if (k == 3 and j < 4) else good  # 4 unparsable answers
             rows.append(("tuned", isic_id, a, "x", tuned))
-            rows.append(("untuned", isic_id, a, "x", None if k == 5 else bad))
+            # the untuned model answers in sentences: strict parsing fails, lenient finds it
+            rows.append(("untuned", isic_id, a,
+                         "none" if k == 5 else f"It is about {bad:.2f} units.", None))
     schema = {"model": pl.String, "isic_id": pl.String, "attribute": pl.String,
               "answer": pl.String, "value": pl.Float64}
     pred = pl.DataFrame(rows, schema=schema, orient="row")
@@ -402,7 +404,7 @@ def test_r2_script_writes_table_and_figure(tmp_path, attributes):
     preds, manifest, train_txt = _fabricated(tmp_path, attributes)
     out = tmp_path / "fig2"
     proc = run_script(
-        "r2", tmp_path, input={"predictions": preds, "manifest": manifest, "train": train_txt},
+        "r2", tmp_path, input={"predictions": preds[0], "manifest": manifest, "train": train_txt},
         output={"csv": out / "r2.csv", "markdown": out / "r2.md",
                 "groups_csv": out / "r2_groups.csv",
                 "fig_pdf": out / "fig2.pdf", "fig_png": out / "fig2.png"},
@@ -412,19 +414,35 @@ def test_r2_script_writes_table_and_figure(tmp_path, attributes):
     table = pl.read_csv(out / "r2.csv")
     assert table.columns == ["model", "attribute", "label", "n", "n_unparsable", "r2_parsed",
                              "r2_filled"]
-    assert table.height == 2 * len(attributes)
+    assert table.height == len(attributes)  # Fig. 2: the tuned model's, as the paper's
     tuned = table.filter(pl.col("model") == "tuned")
     assert tuned["attribute"].to_list() == list(attributes)
     first = tuned.row(0, named=True)
     assert first["n"] == 19 and first["label"] == "area"  # one missing truth excluded
     assert tuned.row(3, named=True)["n_unparsable"] == 4
     assert (tuned["r2_filled"] > 0).all()
-    untuned = table.filter(pl.col("model") == "untuned")
-    assert untuned.row(5, named=True)["n_unparsable"] == 20
-    assert untuned["r2_parsed"].is_null().sum() + untuned["r2_parsed"].is_nan().sum() == 1
     md = (out / "r2.md").read_text()
     assert "| model | attribute | label | n | n_unparsable | r2_parsed | r2_filled |" in md
-    assert "n/a" in md
     assert (out / "fig2.pdf").read_bytes()[:4] == b"%PDF"
     assert (out / "fig2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*.tmp"))
+
+
+def test_r2_untuned_script_strict_and_lenient(tmp_path, attributes):
+    preds, manifest, train_txt = _fabricated(tmp_path, attributes)
+    out = tmp_path / "untuned"
+    proc = run_script(
+        "r2_untuned", tmp_path,
+        input={"predictions": preds[1], "manifest": manifest, "train": train_txt},
+        output={"csv": out / "r2_untuned.csv", "markdown": out / "r2_untuned.md"},
+        params={"attributes": attributes})
+    assert proc.returncode == 0, proc.log + proc.stderr
+    table = pl.read_csv(out / "r2_untuned.csv")
+    assert table.height == len(attributes) and (table["model"] == "untuned").all()
+    # Sentences: none parses strictly; the lenient parser reads all but attribute 5's.
+    assert (table["n_unparsable_strict"] == table["n"]).all()
+    lenient = table["n_unparsable_lenient"].to_list()
+    assert lenient[5] == table["n"][5] and sum(lenient) == lenient[5]
+    assert table["r2_filled_lenient"].is_not_null().all()
+    md = (out / "r2_untuned.md").read_text()
+    assert "lenient" in md and "n/a" in md

@@ -232,13 +232,18 @@ SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm²,
          {"retrieve": 1, "retrieve_groups": 2, "evaluate": 1, "figures": 1,
           **GROUP_EVALUATION, **CONFIG_READERS}),
         ({"predict": {"max_new_tokens": 12}},
-         {"predict_shard": 2, "merge_predictions": 2, "r2": 1, **CONFIG_READERS}),
+         {"predict_shard": 2, "merge_predictions": 2, "r2": 1, "r2_untuned": 1,
+          **CONFIG_READERS}),
+        ({"embed": {"h_ima_token": "question"}},
+         {r: n for r, n in DOWNSTREAM_OF_TRAINING.items()
+          if r not in ("train", "predict_shard", "merge_predictions", "r2")}),
         ({"figures": {"fig3_queries": 3}}, {"figures": 1, **CONFIG_READERS}),
         ({"retrieve": {"groups": {"size": {"question": SIZE_QUESTION}}}},
          {"embed_groups": 2 * SHARDS, "merge_embeddings": 2 * GROUPS, "build_index": GROUPS,
           "retrieve_groups": 2, **GROUP_EVALUATION, **CONFIG_READERS}),
     ],
-    ids=["train-hyperparameter", "retrieve-b", "predict", "figures", "group-question"],
+    ids=["train-hyperparameter", "retrieve-b", "predict", "h_ima-token", "figures",
+         "group-question"],
 )
 def test_config_change_reruns_exactly_what_it_touches(demo, change, expected):
     (demo / "change.yaml").write_text(yaml.safe_dump(change))

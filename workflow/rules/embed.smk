@@ -20,6 +20,10 @@ rule embed_shard:
             config["model"]["monet_preprocessing"] if wildcards.model == "monet" else PIXELS
         ),
         questions=lambda wildcards: ATTRIBUTE_QUESTIONS if wildcards.model == "tuned" else {},
+        # where h_im,a is read (only the tuned model asks questions: a change reruns only it)
+        h_ima_token=lambda wildcards: (
+            config["embed"]["h_ima_token"] if wildcards.model == "tuned" else None
+        ),
         image_space=True,
         batch_images=config["embed"]["batch_images"],
         shards=N_SHARDS,
@@ -54,6 +58,7 @@ rule embed_groups:
     params:
         pixels=PIXELS,
         questions=GROUP_QUESTIONS,
+        h_ima_token=config["embed"]["h_ima_token"],
         image_space=False,
         batch_images=config["embed"]["batch_images"],
         shards=N_SHARDS,

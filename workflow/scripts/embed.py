@@ -23,7 +23,8 @@ def qwen_spaces(snakemake, ids, store) -> dict:
                                  snakemake.input.get("adapter"))
     spaces = snakemake.params.questions  # space -> question; empty for the untuned model
     _, h_im, h_ima = extract(model, processor, store, ids, list(spaces.values()),
-                             batch_images=snakemake.params.batch_images)
+                             batch_images=snakemake.params.batch_images,
+                             token=snakemake.params.h_ima_token or "question")
     out = {name: h_ima[:, j] for j, name in enumerate(spaces)}
     return {IMAGE_SPACE: h_im, **out} if snakemake.params.image_space else out
 

@@ -11,8 +11,10 @@ model returns it with ``output_hidden_states=True``, which transformers ties to
 
 - h_im(I): the mean of the last-layer states over the ``<|image_pad|>`` positions of the prefix
   (the template up to and including ``<|vision_end|>``; image only).
-- h_im,a(I): the last-layer state of the final token of the full prompt for Q(a) (the ``\\n``
-  closing the assistant header), one per attribute a.
+- h_im,a(I): the last-layer state of one token of the full prompt for Q(a), one per attribute
+  a: by default the final token of the question (the paper's Eq. 3), or the prompt's last
+  token (the ``\\n`` closing the assistant header): ``token``, config ``embed.h_ima_token``
+  (:data:`skinground.prefix.H_IMA_TOKENS`).
 
 :func:`naive_embeddings` is the reference (one forward per (image, question), plus one per
 prefix). :func:`prefix_shared_embeddings` computes the same numbers with two forwards per
@@ -47,7 +49,7 @@ def _hidden_size(model) -> int:
 
 @torch.inference_mode()
 def naive_embeddings(model, processor, images: Sequence[Image.Image], questions: Sequence[str],
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     *, token: str = "question") -> tuple[torch.Tensor, torch.Tensor]:
     """The reference: one unpadded forward of the prefix per image (h_im) and one full forward
     per (image, question) (h_im,a), reading ``hidden_states[-1]`` of the model's own output.
 
@@ -56,6 +58,9 @@ def naive_embeddings(model, processor, images: Sequence[Image.Image], questions:
     prefix, _ = P.split_template(processor, questions)
     prompts = [chat_prompt(processor, q) for q in questions]
     image_id = model.config.image_token_id
+    end_id = processor.tokenizer.convert_tokens_to_ids(P.EOS_TOKEN)
+    if token not in P.H_IMA_TOKENS:
+        raise ValueError(f"h_im,a token must be one of {P.H_IMA_TOKENS}, got {token!r}")
     d = _hidden_size(model)
     h_im = torch.empty(len(images), d)
     h_ima = torch.empty(len(images), len(questions), d)
@@ -69,8 +74,10 @@ def naive_embeddings(model, processor, images: Sequence[Image.Image], questions:
         ids, states = last_layer(image, prefix)
         h_im[i] = states[ids == image_id].mean(0).cpu()
         for a, text in enumerate(prompts):
-            _, states = last_layer(image, text)
-            h_ima[i, a] = states[-1].cpu()
+            ids, states = last_layer(image, text)
+            # "question": the token before the question's <|im_end|> (the last one)
+            at = -1 if token == "prompt_end" else int((ids == end_id).nonzero()[-1]) - 1
+            h_ima[i, a] = states[at].cpu()
     return h_im, h_ima
 
 
@@ -80,7 +87,7 @@ def naive_embeddings(model, processor, images: Sequence[Image.Image], questions:
 @torch.inference_mode()
 def prefix_shared_embeddings(model, processor, images: Sequence[Image.Image],
                              questions: Sequence[str], *, batch_images: int,
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
+                             token: str = "question") -> tuple[torch.Tensor, torch.Tensor]:
     """Same as :func:`naive_embeddings`, two decoder passes per batch of ``batch_images``.
 
     1. The image prefixes of the batch in one forward, left-padded (images of different sizes
@@ -91,7 +98,7 @@ def prefix_shared_embeddings(model, processor, images: Sequence[Image.Image],
        (:func:`skinground.prefix.run_shared_suffixes`). The prefix pads are masked; the
        explicit 3-D positions continue at the prefix's last position + 1 (Qwen2-VL's rope
        delta: text after an image resumes at the image's largest position + 1, in all three
-       sections). h_im,a is the state of each row's last real suffix token.
+       sections). h_im,a is the state of each row's ``token`` (:func:`P.h_ima_positions`).
 
     With no questions only step 1 runs (``h_ima`` has shape ``[N, 0, d]``). Returns float32
     CPU tensors; the model's dtype and device are used for the passes (means in float32).
@@ -107,6 +114,7 @@ def prefix_shared_embeddings(model, processor, images: Sequence[Image.Image],
         s_ids, s_mask = P.pad_rows(
             [tok(s, add_special_tokens=False)["input_ids"] for s in suffixes], pad_id)
         s_ids, s_mask = s_ids.to(model.device), s_mask.to(model.device)
+        read_at = P.h_ima_positions(tok, s_ids, s_mask, token)
 
     h_im_all, h_ima_all = [], []
     for start in range(0, len(images), batch_images):
@@ -117,7 +125,7 @@ def prefix_shared_embeddings(model, processor, images: Sequence[Image.Image],
         if not n_q:
             h_ima_all.append(torch.empty(n, 0, d))
             continue
-        h_ima = P.run_shared_suffixes(model, prefix, s_ids, s_mask).last.float()
+        h_ima = P.run_shared_suffixes(model, prefix, s_ids, s_mask, read_at=read_at).read.float()
         h_ima_all.append(h_ima.view(n, n_q, d).cpu())
         del prefix, h_ima
 
@@ -130,9 +138,10 @@ def prefix_shared_embeddings(model, processor, images: Sequence[Image.Image],
 
 
 def extract(model, processor, store, ids: Sequence[str], questions: Sequence[str], *,
-            batch_images: int, progress: bool = True,
+            batch_images: int, progress: bool = True, token: str = "question",
             ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """h_im and h_im,a for every id of ``store`` (``store.read(id)`` -> PIL RGB), in order.
+    """h_im and h_im,a (read at ``token``) for every id of ``store`` (``store.read(id)`` -> PIL
+    RGB), in order.
 
     Returns ``(ids, h_im float16 [N, d], h_ima float16 [N, A, d])``, row k belonging to
     ``ids[k]``. Logs progress about every 10% of the batches when ``progress``. Raises
@@ -151,7 +160,7 @@ def extract(model, processor, store, ids: Sequence[str], questions: Sequence[str
         lo, hi = b * batch_images, min(n, (b + 1) * batch_images)
         images = [store.read(i) for i in ids[lo:hi]]
         e_im, e_ima = prefix_shared_embeddings(model, processor, images, questions,
-                                               batch_images=batch_images)
+                                               batch_images=batch_images, token=token)
         h_im[lo:hi] = e_im.numpy()
         h_ima[lo:hi] = e_ima.numpy()
         if not (np.isfinite(h_im[lo:hi]).all() and np.isfinite(h_ima[lo:hi]).all()):

@@ -118,9 +118,10 @@ class ImageOnce(NamedTuple):
 
 @torch.inference_mode()
 def image_once(model, processor, images: Sequence, questions: Sequence[str], *,
-               max_new_tokens: int) -> ImageOnce:
+               max_new_tokens: int, token: str = "question") -> ImageOnce:
     """The images' prefixes once, their questions as one batch of suffixes (h_im and h_im,a
-    from those states), then one greedy decoding loop from the same cache."""
+    from those states, h_im,a at ``token``: :data:`skinground.prefix.H_IMA_TOKENS`), then one
+    greedy decoding loop from the same cache."""
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
     tok = processor.tokenizer
@@ -132,8 +133,9 @@ def image_once(model, processor, images: Sequence, questions: Sequence[str], *,
     n, n_q = len(images), len(questions)
     prefix = P.run_prefix(model, P.to_model(P.encode_prefixes(processor, images), model))
     h_im = P.image_states_mean(model, prefix).cpu()
-    run = P.run_shared_suffixes(model, prefix, s_ids, s_mask, room=max_new_tokens - 1)
-    h_ima = run.last.float().view(n, n_q, -1).cpu()
+    run = P.run_shared_suffixes(model, prefix, s_ids, s_mask, room=max_new_tokens - 1,
+                                read_at=P.h_ima_positions(tok, s_ids, s_mask, token))
+    h_ima = run.read.float().view(n, n_q, -1).cpu()
     head, backbone = P.lm_head_of(model), P.backbone_of(model)
     token = head(run.last).argmax(-1)
     out = [token]

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AttentionInterface, DynamicCache
 
-from skinground.models import chat_prompt
+from skinground.models import EOS_TOKEN, chat_prompt
 
 VISION_END = "<|vision_end|>"
 
@@ -380,16 +380,45 @@ class SharedPrefixCache:
 @dataclass
 class SharedSuffixes:
     """What :func:`run_shared_suffixes` gives: ``last`` [R, d], each row's last-layer state at
-    its last suffix token; the ``cache`` to decode from; ``position`` [R], where each row's
-    next token goes."""
+    its last suffix token (the first answer token's logits come from it); ``read`` [R, d], the
+    state at the position asked for (h_im,a: :func:`h_ima_positions`); the ``cache`` to decode
+    from; ``position`` [R], where each row's next token goes."""
 
     last: torch.Tensor
     cache: SharedPrefixCache
     position: torch.Tensor
+    read: torch.Tensor
+
+
+#: Where h_im,a is read in the prompt for Q(a): "question", the final token of the question
+#: (the paper's Eq. 3: the last row of f([g(I), psi(Q(a))]); the conclusion's "final question
+#: token"), or "prompt_end", the last token of the prompt (the ``\n`` closing the assistant
+#: header, five tokens later: the position trained to emit the answer's first token).
+H_IMA_TOKENS = ("question", "prompt_end")
+
+
+def h_ima_positions(tokenizer, suffix_ids: torch.Tensor, suffix_mask: torch.Tensor,
+                    token: str) -> torch.Tensor:
+    """Per suffix (``{question}<|im_end|>\n<|im_start|>assistant\n``, right-padded [A, Ls]),
+    the index h_im,a is read at: its last token ("prompt_end") or the token before its
+    ``<|im_end|>`` ("question")."""
+    if token == "prompt_end":
+        return suffix_mask.sum(1) - 1
+    if token != "question":
+        raise ValueError(f"h_im,a token must be one of {H_IMA_TOKENS}, got {token!r}")
+    end = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+    is_end = (suffix_ids == end) & suffix_mask.bool()
+    if not is_end.any(1).all():
+        raise ValueError(f"a question suffix has no {EOS_TOKEN}")
+    first = is_end.int().argmax(1)
+    if (first < 1).any():
+        raise ValueError("a question suffix starts with its end of turn: empty question")
+    return first - 1
 
 
 def run_shared_suffixes(model, prefix: Prefix, suffix_ids: torch.Tensor,
-                        suffix_mask: torch.Tensor, *, room: int = 0) -> SharedSuffixes:
+                        suffix_mask: torch.Tensor, *, room: int = 0,
+                        read_at: torch.Tensor | None = None) -> SharedSuffixes:
     """Every question's suffix (``suffix_ids``/``suffix_mask`` [A, Ls], right-padded) after
     every image's prefix, row ``i * A + a``, each image's prefix keys held once.
 
@@ -397,6 +426,8 @@ def run_shared_suffixes(model, prefix: Prefix, suffix_ids: torch.Tensor,
     explicit 3-D M-RoPE positions continuing its prefix; a suffix token attends to its image's
     prefix and causally to its own suffix (:func:`shared_prefix_attention`), so its state is
     that of one forward of prefix + suffix. ``room``: tokens to decode afterwards.
+    ``read_at`` [A]: the suffix index whose state ``read`` holds, per question (default: the
+    last token, as ``last``).
     """
     backbone = backbone_of(model)
     decoder, kwarg = backbone.language_model, cache_kwarg(backbone)
@@ -406,7 +437,8 @@ def run_shared_suffixes(model, prefix: Prefix, suffix_ids: torch.Tensor,
     row_lengths = lengths.repeat(n)
     start = prefix.next_position.repeat_interleave(n_q)
     cache = SharedPrefixCache(prefix, row_lengths, room=room)
-    last = None
+    read_rows = row_lengths - 1 if read_at is None else read_at.to(device).repeat(n)
+    last = read = None
     with shared_prefix_attention_for(decoder) as masks:
         for part in length_buckets(lengths):
             rows = (torch.arange(n, device=device)[:, None] * n_q + part[None, :]).reshape(-1)
@@ -416,11 +448,14 @@ def run_shared_suffixes(model, prefix: Prefix, suffix_ids: torch.Tensor,
                                  attention_mask=masks,
                                  position_ids=suffix_positions(start[rows], width),
                                  use_cache=True, **{kwarg: cache}).last_hidden_state
-            at = states[torch.arange(len(rows), device=device), row_lengths[rows] - 1]
+            index = torch.arange(len(rows), device=device)
+            at = states[index, row_lengths[rows] - 1]
             if last is None:
                 last = at.new_empty(n * n_q, at.shape[-1])
+                read = at.new_empty(n * n_q, at.shape[-1])
             last[rows] = at
-    return SharedSuffixes(last, cache, start + row_lengths)
+            read[rows] = states[index, read_rows[rows]]
+    return SharedSuffixes(last, cache, start + row_lengths, read)
 
 
 def attention_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -33,9 +33,10 @@ def as_stored(vectors) -> np.ndarray:
 
 
 def on_the_fly(model, processor, store, train_ids: Sequence[str], question: str, *,
-               batch_images: int = 8) -> CandidateFn:
-    """``candidate_ima`` for :func:`skinground.retrieve.rerank`: h_im,a of the given train
-    rows, computed by prefix-shared forward passes on their images."""
+               batch_images: int = 8, token: str = "question") -> CandidateFn:
+    """``candidate_ima`` for :func:`skinground.retrieve.rerank`: h_im,a (at ``token``, as the
+    run stored it) of the given train rows, computed by prefix-shared forward passes on their
+    images."""
     train_ids = list(train_ids)
 
     def embed_rows(rows: np.ndarray) -> np.ndarray:
@@ -43,7 +44,7 @@ def on_the_fly(model, processor, store, train_ids: Sequence[str], question: str,
         for start in range(0, len(rows), batch_images):
             images = [store.read(train_ids[r]) for r in rows[start:start + batch_images]]
             _, h_ima = prefix_shared_embeddings(model, processor, images, [question],
-                                                batch_images=batch_images)
+                                                batch_images=batch_images, token=token)
             out.append(as_stored(h_ima[:, 0]))
         return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 
@@ -51,14 +52,15 @@ def on_the_fly(model, processor, store, train_ids: Sequence[str], question: str,
 
 
 def query_image(model, processor, image: Image.Image, question: str, *, im_index, store,
-                train_ids: Sequence[str], b: int, k: int, batch_images: int = 8) -> TopK:
+                train_ids: Sequence[str], b: int, k: int, batch_images: int = 8,
+                token: str = "question") -> TopK:
     """Top ``k`` train rows for one new image and one attribute's (or group's) question
-    (method b)."""
+    (method b), h_im,a at ``token``."""
     h_im, h_ima = prefix_shared_embeddings(model, processor, [image], [question],
-                                           batch_images=1)
+                                           batch_images=1, token=token)
     return hierarchical(im_index, as_stored(h_im), as_stored(h_ima[:, 0]), b=b, k=k,
                         candidate_ima=on_the_fly(model, processor, store, train_ids, question,
-                                                 batch_images=batch_images))
+                                                 batch_images=batch_images, token=token))
 
 
 # ---------------------------------------------------------------- a finished run
@@ -108,6 +110,8 @@ class Run:
         self.config = yaml.safe_load((self.results / "config.yaml").read_text(encoding="utf-8"))
         self.attributes = self.config["attributes"]
         self.groups = self.config["retrieve"]["groups"]
+        # where the run read h_im,a (a run from before the choice existed: the prompt's end)
+        self.h_ima_token = self.config["embed"].get("h_ima_token", "prompt_end")
 
     def asked(self, attributes: Sequence[str], group: str | None) -> list[Asked]:
         """The questions for ``attributes`` (columns or labels) and ``group``; an unknown name
@@ -175,8 +179,9 @@ def ask(run: Run, image: Image.Image, asked: Sequence[Asked], *, k: int, b: int)
     their cosine and their values of the asked attributes."""
     from skinground.predict import image_once
 
+    token = run.h_ima_token
     once = image_once(run.model, run.processor, [image], [a.question for a in asked],
-                      max_new_tokens=int(run.config["predict"]["max_new_tokens"]))
+                      max_new_tokens=int(run.config["predict"]["max_new_tokens"]), token=token)
     tok = run.processor.tokenizer
     h_im = as_stored(once.h_im)
     values = run.manifest.select("isic_id", *{m for a in asked for m in a.members})
@@ -184,7 +189,7 @@ def ask(run: Run, image: Image.Image, asked: Sequence[Asked], *, k: int, b: int)
     for j, a in enumerate(asked):
         top = hierarchical(run.im_index, h_im, as_stored(once.h_ima[:, j]), b=b, k=k,
                            candidate_ima=on_the_fly(run.model, run.processor, run.store,
-                                                    run.train_ids, a.question))
+                                                    run.train_ids, a.question, token=token))
         ids = [run.train_ids[i] for i in top.idx[0]]
         hits = values.filter(pl.col("isic_id").is_in(ids))
         by_id = {r["isic_id"]: r for r in hits.iter_rows(named=True)}
