@@ -27,6 +27,9 @@ def test_paper_config_is_valid_and_is_the_paper(repo_config):
         "What is the area of the lesion in mm²?"
     # Fig. 2 is the fine-tuned model's (the paper's); untuned answers are a named option.
     assert repo_config["predict"]["models"] == ["tuned"]
+    # The paper's sampler (shuffled tuples, one sequence each) and h_im,a token (Eq. 3).
+    assert repo_config["train"]["layout"] == "per_tuple"
+    assert repo_config["embed"]["h_ima_token"] == "question"
     # The paper's split: 240 test patients holding 118,495 of the 401,059 images.
     assert round(repo_config["split"]["test_image_fraction"] * 401_059) == 118_495
 

@@ -272,7 +272,7 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
             config, train_images=a.train_images, test_images=a.test_images)),
         "workload": {"train_images": a.train_images, "test_images": a.test_images,
                      "tuples": tuples, "epochs": epochs, "attributes": n_attr,
-                     "image_tokens": m, "prompt_tokens": prompt,
+                     "image_tokens": m, "prompt_tokens": prompt, "layout": layout,
                      "train_tokens_per_tuple": t_tokens,
                      "parameters": param_counts(spec)},
         "assumptions": {k: v for k, v in asdict(a).items() if k != "measured"},
@@ -341,7 +341,10 @@ def format_table(result: Mapping[str, Any]) -> str:
     naive = result["naive_total"]
     lines.append(f"| total, naive layout | | | | {naive['pflop']:,.1f} | "
                  f"{naive['gpu_hours']:,.1f} | ≥ {naive['gpu_hours'] / a['gpus']:,.1f} | | |")
-    lines += ["", f"wall-clock h: the stage alone, its jobs spread over the {a['gpus']} GPUs "
+    lines += ["", f"This config trains in the `{wl['layout']}` layout"
+              + (" (the paper's: the tuples shuffled, one sequence per tuple)."
+                 if wl["layout"] == "per_tuple" else " (the image-once speed option)."),
+              f"wall-clock h: the stage alone, its jobs spread over the {a['gpus']} GPUs "
               "(a job uses its GPUs/job); the total's is the bound with every GPU busy. h per job: "
               "one job's wall-clock time, (limit): its runtime in the workflow profile, hours.",
               "Rows with rule '-' or not the configured training layout are not in the DAG. "
