@@ -109,21 +109,29 @@ def tuned(tmp_path_factory, tiny_base, attributes, repo_config):
     return lora.attach_adapter(base, adapter), processor, images, specs
 
 
+def assert_image_once_equals_generate(model, processor, images, questions, max_new_tokens):
+    """Image-once greedy tokens == one ``generate`` per image over its questions (cut at the
+    stop token); returns the image-once tokens."""
+    once = image_once_tokens(model, processor, images, questions, max_new_tokens=max_new_tokens)
+    tok = processor.tokenizer
+    stops = {tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
+    for k, image in enumerate(images):
+        reference = generate_batch(model, processor, [image] * len(questions), questions,
+                                   max_new_tokens=max_new_tokens, tokens=True)
+        for j, ref in enumerate(reference):
+            ref = ref[: next((i for i, t in enumerate(ref) if t in stops), len(ref))]
+            assert once[k * len(questions) + j] == ref, (k, j)
+    return once
+
+
 @pytest.mark.parametrize("which", ["tuned", "untuned"])
 def test_image_once_generation_equals_per_question_generate(which, tuned, native):
     model, processor, images, specs = tuned
     if which == "untuned":
         model, processor = native
     questions = [spec["question"] for spec in specs]
-    once = image_once_tokens(model, processor, images, questions, max_new_tokens=8)
+    once = assert_image_once_equals_generate(model, processor, images, questions, 8)
     tok = processor.tokenizer
-    stops = {tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
-    for k, image in enumerate(images):
-        reference = generate_batch(model, processor, [image] * len(questions), questions,
-                                   max_new_tokens=8, tokens=True)
-        for j, ref in enumerate(reference):
-            ref = ref[: next((i for i, t in enumerate(ref) if t in stops), len(ref))]
-            assert once[k * len(questions) + j] == ref, (k, j)
     texts = tok.batch_decode(once, skip_special_tokens=True)
     if which == "tuned":  # it answers with numbers of different lengths, then stops
         assert all(parse_number(t) is not None for t in texts), texts

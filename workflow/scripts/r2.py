@@ -7,7 +7,7 @@ import logging
 import polars as pl
 
 from skinground import cli, figures, groups, metrics
-from skinground.io import atomic_path, read_lines, write_text
+from skinground.io import atomic_path, write_text
 from skinground.tables import markdown_table
 
 log = logging.getLogger("skinground")
@@ -21,19 +21,15 @@ MARKDOWN_NOTE = (
 
 
 def main(snakemake) -> None:
-    predictions = pl.read_parquet(snakemake.input.predictions)
-    manifest = pl.read_parquet(snakemake.input.manifest)
     attributes = snakemake.params.attributes
-    means = metrics.train_means(manifest, read_lines(snakemake.input.train), list(attributes))
+    predictions, manifest, means = metrics.read_answers(
+        snakemake.input.predictions, snakemake.input.manifest, snakemake.input.train, attributes)
     is_group = pl.col("attribute").str.starts_with(groups.GROUP_TAG)
     table = metrics.r2_table(predictions.filter(~is_group), manifest, means)
     by_group = metrics.group_r2(predictions, manifest, means, snakemake.params.groups)
     with atomic_path(snakemake.output.groups_csv) as tmp:
         by_group.write_csv(tmp)
-    labels = {col: spec["label"] for col, spec in attributes.items()}
-    table = table.with_columns(
-        pl.col("attribute").replace_strict(labels, return_dtype=pl.String).alias("label")
-    ).select("model", "attribute", "label", pl.exclude("model", "attribute", "label"))
+    table = metrics.with_labels(table, attributes)
     for row in table.iter_rows(named=True):
         log.info("%s %s: n=%d unparsable=%d R2 parsed=%.3f filled=%.3f", row["model"],
                  row["attribute"], row["n"], row["n_unparsable"], row["r2_parsed"],
@@ -41,6 +37,7 @@ def main(snakemake) -> None:
     with atomic_path(snakemake.output.csv) as tmp:
         table.write_csv(tmp)
     write_text(snakemake.output.markdown, MARKDOWN_NOTE + markdown_table(table))
+    labels = {col: spec["label"] for col, spec in attributes.items()}
     figures.fig2_r2(table, labels, snakemake.output.fig_pdf, snakemake.output.fig_png)
 
 

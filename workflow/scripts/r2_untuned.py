@@ -2,10 +2,9 @@
 strict parser the tuned model's answers are held to, and with the first number anywhere in the
 answer (``metrics.parse_number_lenient``), each with its count of unparsable answers."""
 
-import polars as pl
 
 from skinground import cli, metrics
-from skinground.io import atomic_path, read_lines, write_text
+from skinground.io import atomic_path, write_text
 from skinground.tables import markdown_table
 
 MARKDOWN_NOTE = (
@@ -17,15 +16,11 @@ MARKDOWN_NOTE = (
 
 
 def main(snakemake) -> None:
-    predictions = pl.read_parquet(snakemake.input.predictions)
-    manifest = pl.read_parquet(snakemake.input.manifest)
     attributes = snakemake.params.attributes
-    means = metrics.train_means(manifest, read_lines(snakemake.input.train), list(attributes))
+    predictions, manifest, means = metrics.read_answers(
+        snakemake.input.predictions, snakemake.input.manifest, snakemake.input.train, attributes)
     table = metrics.lenient_r2_table(predictions, manifest, means)
-    labels = {col: spec["label"] for col, spec in attributes.items()}
-    table = table.with_columns(
-        pl.col("attribute").replace_strict(labels, return_dtype=pl.String).alias("label")
-    ).select("model", "attribute", "label", pl.exclude("model", "attribute", "label"))
+    table = metrics.with_labels(table, attributes)
     with atomic_path(snakemake.output.csv) as tmp:
         table.write_csv(tmp)
     write_text(snakemake.output.markdown, MARKDOWN_NOTE + markdown_table(table))

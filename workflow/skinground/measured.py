@@ -48,18 +48,26 @@ def apply_measurements(a, gpu: Mapping[str, Any] | None):
 
 
 
+def _read(path: Path, *, required: bool, what: str) -> dict | None:
+    """A measurement's JSON, or None with a warning (a missing file: only when
+    ``required``) that the assumed ``what`` stays."""
+    if not path.is_file():
+        if required:
+            print(f"warning: {path} not found; using the assumed {what}", file=sys.stderr)
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        print(f"warning: {path} is not valid JSON ({err}); using the assumed {what}",
+              file=sys.stderr)
+        return None
+
+
 def apply_file(a, path: Path, *, required: bool):
     """``apply_measurements`` with the JSON at ``path``; a missing (``required``: warned) or
     unreadable file leaves the assumed MFUs, with a warning."""
-    if not path.is_file():
-        if required:
-            print(f"warning: {path} not found; using the assumed MFU", file=sys.stderr)
-        return a
-    try:
-        gpu = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        print(f"warning: {path} is not valid JSON ({err}); using the assumed MFU",
-              file=sys.stderr)
+    gpu = _read(path, required=required, what="MFU")
+    if gpu is None:
         return a
     a = apply_measurements(a, gpu)
     if a.measured:
@@ -75,14 +83,12 @@ TOKEN_FIELDS = {"prefix_text_tokens": "prefix_text_tokens", "suffix_tokens": "su
 def apply_tokens(a, path: Path, *, required: bool):
     """The token counts measured by ``bench/tokens.py`` (``path``) replace the assumed ones;
     a missing (``required``: warned) or unreadable file leaves them, with a warning."""
-    if not path.is_file():
-        if required:
-            print(f"warning: {path} not found; using the assumed token counts", file=sys.stderr)
+    tokens = _read(path, required=required, what="token counts")
+    if tokens is None:
         return a
     try:
-        tokens = json.loads(path.read_text(encoding="utf-8"))
         new = {field: float(tokens[key]) for key, field in TOKEN_FIELDS.items()}
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         print(f"warning: {path} holds no token counts ({err}); using the assumed ones",
               file=sys.stderr)
         return a

@@ -222,3 +222,22 @@ def group_r2(predictions: pl.DataFrame, truth: pl.DataFrame, train_means: Mappin
     schema = {"group": pl.String, "model": pl.String, "attribute": pl.String, "n": pl.Int64,
               "n_unparsable": pl.Int64, "r2_parsed": pl.Float64, "r2_filled": pl.Float64}
     return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+
+
+def with_labels(table: pl.DataFrame, attributes: Mapping[str, Mapping]) -> pl.DataFrame:
+    """An R² table with each attribute's short ``label`` (config ``attributes``) after it."""
+    labels = {col: spec["label"] for col, spec in attributes.items()}
+    return table.with_columns(
+        pl.col("attribute").replace_strict(labels, return_dtype=pl.String).alias("label")
+    ).select("model", "attribute", "label", pl.exclude("model", "attribute", "label"))
+
+
+def read_answers(predictions, manifest, train_ids_file, attributes: Mapping[str, Mapping],
+                 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, float]]:
+    """What an R² table is made of: the predictions and the manifest (parquet paths) and each
+    attribute's train mean (``train_ids_file``: the train split's ids)."""
+    from skinground.io import read_lines
+
+    manifest = pl.read_parquet(manifest)
+    means = train_means(manifest, read_lines(train_ids_file), list(attributes))
+    return pl.read_parquet(predictions), manifest, means
