@@ -55,7 +55,6 @@ BASE_TORCH = 900 * MiB
 CHUNK_BYTES = 256 * MiB                # index.CHUNK_BYTES and index.QUERY_BLOCK_BYTES
 TEMPS = 3.5                            # a block normalised: stored rows, float32 copy, result
 BATCH_ELEMENTS = 1 << 26               # retrieve.BATCH_ELEMENTS
-RERANK_ELEMENTS = 1 << 24              # retrieve._RERANK_ELEMENTS
 FUSED_BLOCK_BYTES = 512 * MiB          # retrieve.FUSED_BLOCK_BYTES
 FAISS_GPU_TEMP = 1.5 * GiB             # faiss-gpu's default scratch memory
 ID_BYTES = 120                         # one isic_id held as a Python str (+ list slot)
@@ -146,14 +145,14 @@ def _search(n: float, d: int, w: Workload) -> float:
 
 
 def _rerank(w: Workload, d: int) -> float:
-    """The re-rank after the first stage: the candidates, one batch's unique candidate rows
-    (float16 read, float32 normalised) and one step's gathered [queries, b, d] products."""
+    """The re-rank after the first stage: the candidates (int64), one batch's unique
+    candidate rows (float16 read, then float32) and their products with the batch's queries,
+    and the batch's [queries, b] scores and orders."""
     b = min(w.b, w.train_images)
-    batch = max(1, BATCH_ELEMENTS // (b * d))
-    step = max(1, RERANK_ELEMENTS // (b * d))
+    batch = min(w.test_images, max(1, BATCH_ELEMENTS // (b * d)))
     unique = min(w.train_images, batch * b)
-    return (w.test_images * b * 8 + unique * d * 10
-            + min(w.test_images, step) * b * d * 4 * 2)
+    return (w.test_images * b * 8 + unique * d * 6 + unique * batch * 4
+            + 4 * batch * b * 8)
 
 
 def _fused(w: Workload, d: int) -> float:

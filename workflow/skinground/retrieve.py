@@ -52,8 +52,6 @@ RESULT_SCHEMA = {
     "retrieved_id": pl.String, "score": pl.Float32,
 }
 
-#: Elements of the [queries, b, d] gather in one re-rank step (float32: 64 MiB).
-_RERANK_ELEMENTS = 1 << 24
 #: Default re-rank batch: at most this many candidate-vector floats per batch (256 MiB).
 BATCH_ELEMENTS = 1 << 26
 #: The fused search's database block, as float32 fused vectors (|G| x d wide).
@@ -133,19 +131,25 @@ def rerank(candidates: np.ndarray, q_ima, candidate_ima: CandidateFn, *,
         q = normalize(queries.rows(start, stop))
         unique, inverse = np.unique(candidates[start:stop], return_inverse=True)
         inverse = inverse.reshape(stop - start, b)
-        vecs = np.asarray(candidate_ima(unique))
+        vecs = np.asarray(candidate_ima(unique), dtype=np.float32)
         if vecs.shape != (unique.size, d):
             raise ValueError(f"candidate_ima returned shape {vecs.shape}, expected "
                              f"{(unique.size, d)}")
-        vecs = normalize(vecs)
-        step = max(1, _RERANK_ELEMENTS // (b * d))
-        for s in range(start, stop, step):
-            e = min(s + step, stop)
-            gathered = vecs[inverse[s - start:e - start]]            # [c, b, d]
-            sims = np.matmul(gathered, q[s - start:e - start, :, None])[..., 0]  # [c, b]
-            order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-            scores[s:e] = np.take_along_axis(sims, order, axis=1)
-            idx[s:e] = np.take_along_axis(candidates[s:e], order, axis=1)
+        # cosine = (v . q) / |v| for the normalised query: each candidate row's norm once,
+        # no normalised copy of the rows (what made a batch 4x slower)
+        norms = np.sqrt(np.einsum("ij,ij->i", vecs, vecs))
+        if not np.isfinite(norms).all():
+            bad = int(unique[np.flatnonzero(~np.isfinite(norms))[0]])
+            raise ValueError(f"non-finite value in candidate row {bad}")
+        norms[norms == 0] = 1.0  # a zero row scores 0
+        # Every unique candidate against every query of the batch in one matrix product
+        # ([U, c]: a few MB), then each query's own b picked out: much faster than gathering
+        # [c, b, d] copies of the rows for c small products.
+        products = vecs @ q.T
+        sims = products[inverse, np.arange(stop - start)[:, None]] / norms[inverse]  # [c, b]
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        scores[start:stop] = np.take_along_axis(sims, order, axis=1)
+        idx[start:stop] = np.take_along_axis(candidates[start:stop], order, axis=1)
     return TopK(scores, idx)
 
 
