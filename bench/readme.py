@@ -244,6 +244,7 @@ def scale_block() -> str:
         lines.append(f"| {rule} | {' · '.join(_mib(p) for p in e['peak_mib'])} | "
                      f"{_mib(e['model_mib'][-1])} | {_mib(paper)} · {_mib(fit)} | "
                      f"{mem:,.0f} | {' · '.join(f'{t:.0f}' for t in e['seconds'])} |")
+    lines += [f"\nNote: {n}" for n in sc.get("notes", [])]
     data = sc["data"][-1]
     split = data["split"]
     lines += ["", f"At {data['images']:,} images the split gave {split['test']['patients']} test "

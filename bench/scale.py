@@ -330,12 +330,15 @@ def main(argv=None) -> None:
     p.add_argument("--skip-data", action="store_true")
     p.add_argument("--recheck", action="store_true",
                    help="only recompute the model's check of the measurements in --out")
+    p.add_argument("--note", action="append", default=[],
+                   help="a remark on how the measurement was made (repeatable; kept in --out)")
     args = p.parse_args(argv)
     repo_config = yaml.safe_load((REPO / "config.yaml").read_text())
     if args.recheck:
         bench = json.loads(args.out.read_text())
         bench["rules"] = check(bench["data"], bench["retrieval"], bench["attributes"],
                                repo_config)
+        bench["notes"] = [*bench.get("notes", []), *args.note]
         write_json(args.out, bench)
         print(f"rewrote {args.out}")
         return
@@ -353,6 +356,7 @@ def main(argv=None) -> None:
         "data": data,
         "rules": check(data, retrieval, attributes, repo_config),
         "seconds": time.perf_counter() - t0,
+        "notes": args.note,
         "machine": machine(),
         "command": "python bench/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
