@@ -67,6 +67,33 @@ def test_the_cost_command_prints_memory_beside_the_profile(capsys):
     assert all(r["host_fits"] and r["gpu_fits"] for r in result["memory"])
 
 
+MODELS = REPO / "bench" / "results" / "scale_models.json"
+
+
+@pytest.mark.skipif(not MODELS.exists(), reason="bench/scale_models.py has not been run")
+def test_the_model_rules_host_memory_covers_the_measured_peaks():
+    """bench/scale_models.py ran the embed and predict rules on three model sizes: the model
+    (the weights WEIGHT_COPIES times) is never below a measured peak, and its growth per
+    parameter covers the measured growth."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from scale_models import spec_of
+
+    bench = json.loads(MODELS.read_text())
+    by_rule: dict[str, list] = {}
+    for job in bench["jobs"]:
+        model = memory.model_job_host(spec_of(job["dims"]), 4) / memory.MiB
+        assert model >= job["peak_mib"], job
+        by_rule.setdefault(job["rule"], []).append((job["parameters"], job["peak_mib"], model))
+    assert set(by_rule) == {"embed_shard", "predict_shard"}
+    for rule, rows in by_rule.items():
+        rows.sort()
+        assert len(rows) >= 3, rule
+        (p0, m0, f0), (p1, m1, f1) = rows[0], rows[-1]
+        assert (f1 - f0) >= (m1 - m0), rule  # the model grows at least as fast
+
+
 @pytest.mark.skipif(not SCALE.exists(), reason="bench/scale.py has not been run")
 def test_the_model_covers_the_measured_peaks():
     """bench/scale.py ran the rules at three sizes up to 100k train images (d = 3,584): the

@@ -16,8 +16,10 @@ Where the terms come from:
 - the data half (manifest, split, tuples): per-row constants measured by ``bench/scale.py``
   at three sizes up to SLICE-3D's 401,059 rows, and checked there;
 - the model rules (train, predict, embed): the 7B's weights in bf16 (``flops.param_counts``)
-  plus activations and caches from its shape. These are not measured here (no 7B on these
-  machines, no GPU): ``bench/gpu_check.py`` is where a GPU session checks them.
+  plus activations and caches from its shape. Their host side is measured by
+  ``bench/scale_models.py`` (the real embed and predict rules on models of 22-282 M
+  parameters, fp32 on CPU: the weights' share grows as ``WEIGHT_COPIES`` x their bytes); the
+  GPU side is not measured here (no GPU): ``bench/gpu_check.py`` is where a GPU session can.
 
 :func:`table` evaluates every rule at a workload (default: the paper's) beside the profile's
 ``mem_mb`` and the A6000's 48 GB; ``tests/test_memory.py`` fails when a profile value is
@@ -199,6 +201,23 @@ def group_rows(w: Workload) -> float:
     return w.test_images * w.k * len(w.group_sizes) * methods
 
 
+#: Host bytes per weight byte while a model job runs: the safetensors file's pages, mapped as
+#: the weights are read, and the model's own tensors (bench/scale_models.py measured 1.97x for
+#: generation, which touches every weight, at three model sizes; 0.85x for embedding, which
+#: never reads the LM head).
+WEIGHT_COPIES = 2.0
+
+
+def model_job_host(spec: QwenSpec, param_bytes: float, *, rows: float = 0, spaces: int = 0,
+                   width: int | None = None) -> float:
+    """A model rule's host peak: the process with torch and transformers, the weights
+    (``param_bytes`` each: bf16 on a GPU node, fp32 on CPU) ``WEIGHT_COPIES`` times, and the
+    shard's ``spaces`` float16 outputs of ``rows`` images (twice: gathered, then written)."""
+    width = width or spec.text_hidden
+    return (BASE_TORCH + WEIGHT_COPIES * param_counts(spec)["total"] * param_bytes
+            + rows * spaces * width * 4)
+
+
 def rule_peaks(w: Workload, spec: QwenSpec = QWEN2VL_7B) -> dict[str, Peak]:
     """Every rule's (per-method for the retrieval rules) peak at workload ``w``."""
     weights = _weights(spec)
@@ -215,23 +234,24 @@ def rule_peaks(w: Workload, spec: QwenSpec = QWEN2VL_7B) -> dict[str, Peak]:
         "cost": Peak(BASE_TABLE),
         # Each rank loads the bf16 weights on the host before moving them to its GPU; on
         # the GPU: weights, LoRA states (fp32 + Adam), a batch's activations and logits.
-        "train": Peak(BASE_TORCH * w.train_gpus + weights * w.train_gpus,
+        "train": Peak(w.train_gpus * model_job_host(spec, 2),
                       weights + 4 * GiB + w.per_device_batch * 80 * (
                           spec.layers * spec.text_hidden * 34 + spec.vocab_size * 8),
-                      "per rank: the bf16 weights (host, then GPU) + activations"),
-        "predict_shard": Peak(BASE_TORCH + weights,
+                      "per rank: the bf16 weights, twice (host), then on the GPU + activations"),
+        "predict_shard": Peak(model_job_host(spec, 2),
                               weights + w.predict_batch * w.attributes * 64 * kv
                               + w.predict_batch * w.attributes * spec.vocab_size * 4,
-                              "bf16 weights + KV cache of the batch's rows"),
+                              "bf16 weights, twice (host); on the GPU + the batch's KV cache"),
         "merge_predictions": Peak(BASE_TABLE + w.test_images * w.attributes * PREDICTION_ROW),
         "r2": Peak(BASE_TABLE + w.test_images * w.attributes * PREDICTION_ROW),
         "r2_untuned": Peak(BASE_TABLE + 2 * w.test_images * w.attributes * PREDICTION_ROW),
-        "embed_shard": Peak(BASE_TORCH + weights + shard_rows * tuned_spaces * w.width * 2 * 2,
+        "embed_shard": Peak(model_job_host(spec, 2, rows=shard_rows, spaces=tuned_spaces),
                             weights + w.embed_batch * w.attributes * 64 * kv,
-                            "bf16 weights + the shard's spaces (fp16, twice)"),
-        "embed_groups": Peak(BASE_TORCH + weights
-                             + shard_rows * len(w.group_sizes) * w.width * 2 * 2,
-                             weights + w.embed_batch * len(w.group_sizes) * 64 * kv),
+                            "bf16 weights, twice + the shard's spaces (host)"),
+        "embed_groups": Peak(model_job_host(spec, 2, rows=shard_rows,
+                                            spaces=len(w.group_sizes)),
+                             weights + w.embed_batch * len(w.group_sizes) * 64 * kv,
+                             "bf16 weights, twice + the shard's group spaces (host)"),
         "merge_embeddings": Peak(BASE_TABLE + w.train_images * ID_BYTES
                                  + 2 * (w.train_images / w.embed_shards) * w.width * 2,
                                  terms="ids + one shard's member, twice"),
