@@ -90,7 +90,7 @@ def test_the_model_rules_host_memory_covers_the_measured_peaks():
     for rule, rows in by_rule.items():
         rows.sort()
         assert len(rows) >= 3, rule
-        (p0, m0, f0), (p1, m1, f1) = rows[0], rows[-1]
+        (_, m0, f0), (_, m1, f1) = rows[0], rows[-1]
         assert (f1 - f0) >= (m1 - m0), rule  # the model grows at least as fast
 
 
