@@ -267,8 +267,9 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path):
     train, emb = result["train"], result["embed"]
     assert train["timed_steps"] >= 1 and train["finite_loss"] and train["tokens_per_s"] > 0
     assert train["sequences_per_step"] == 16  # config.yaml's global batch on one process
-    assert train["layout"] == "per_image" and result["train_per_tuple"]["layout"] == "per_tuple"
-    assert train["images_per_step"] < result["train_per_tuple"]["images_per_step"]
+    # "train" is config.yaml's layout (the paper's per_tuple), beside the image-once option
+    assert train["layout"] == "per_tuple" and result["train_per_image"]["layout"] == "per_image"
+    assert result["train_per_image"]["images_per_step"] < train["images_per_step"]
     assert result["train_layouts"]["per_image_over_per_tuple"] > 0
     predict = result["predict"]
     assert predict["identical_rows"] == predict["rows"] == 6 * 16  # float32: the same tokens
