@@ -304,6 +304,26 @@ def per_rule(runs: list[dict], size_key: str) -> dict:
     return table
 
 
+def collect(work: Path) -> tuple[list[dict], list[dict]]:
+    """The data and retrieval runs already in ``work`` (their benchmark files and logs), for
+    ``--collect``; wall times are not known there (None)."""
+    data, retrieval = [], []
+    for results in sorted((work / "results").glob("scale_data_*"),
+                          key=lambda p: int(p.name.rsplit("_", 1)[1])):
+        split = json.loads((results / "split" / "summary.json").read_text())
+        tuples = json.loads((results / "tuples" / "summary.json").read_text())
+        data.append({"images": int(results.name.rsplit("_", 1)[1]), "wall_seconds": None,
+                     "split": split, "tuples": tuples["tuples"],
+                     "jobs": measured_jobs(results)})
+    for results in sorted((work / "results").glob("scale_[0-9]*"),
+                          key=lambda p: int(p.name.split("_")[1])):
+        split = json.loads((results / "split" / "summary.json").read_text())
+        retrieval.append({"train_images": split["train"]["images"],
+                          "test_images": split["test"]["images"], "wall_seconds": None,
+                          "jobs": measured_jobs(results)})
+    return data, retrieval
+
+
 def check(data: list[dict], retrieval: list[dict], attributes: list[str],
           repo_config: dict) -> dict:
     """Per rule: the measurements beside the memory model's, fitted and extrapolated."""
@@ -330,6 +350,8 @@ def main(argv=None) -> None:
     p.add_argument("--skip-data", action="store_true")
     p.add_argument("--recheck", action="store_true",
                    help="only recompute the model's check of the measurements in --out")
+    p.add_argument("--collect", action="store_true",
+                   help="write --out from the runs already in --workdir (no new runs)")
     p.add_argument("--note", action="append", default=[],
                    help="a remark on how the measurement was made (repeatable; kept in --out)")
     args = p.parse_args(argv)
@@ -341,6 +363,18 @@ def main(argv=None) -> None:
         bench["notes"] = [*bench.get("notes", []), *args.note]
         write_json(args.out, bench)
         print(f"rewrote {args.out}")
+        return
+    if args.collect:
+        data, retrieval = collect(args.workdir)
+        write_json(args.out, {
+            "attributes": list(repo_config["attributes"])[:args.attributes],
+            "width": QWEN_WIDTH, "retrieval": retrieval, "data": data,
+            "rules": check(data, retrieval, list(repo_config["attributes"])[:args.attributes],
+                           repo_config),
+            "seconds": None, "notes": args.note, "machine": machine(),
+            "command": "python bench/scale.py " + " ".join(sys.argv[1:] if argv is None
+                                                          else argv)})
+        print(f"wrote {args.out}")
         return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="skinground-scale-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -255,9 +255,11 @@ def rule_peaks(w: Workload, spec: QwenSpec = QWEN2VL_7B) -> dict[str, Peak]:
         "merge_embeddings": Peak(BASE_TABLE + w.train_images * ID_BYTES
                                  + 2 * (w.train_images / w.embed_shards) * w.width * 2,
                                  terms="ids + one shard's member, twice"),
-        "build_index": Peak(BASE_TABLE + w.train_images * w.width * 4
+        # FAISS grows a flat index's storage as it adds chunks: the old and the new buffer
+        # are both held at a growth (2772 MiB measured for a 1367 MiB index at 100k).
+        "build_index": Peak(BASE_TABLE + 2 * w.train_images * w.width * 4
                             + TEMPS * _block(w.train_images * w.width * 4),
-                            terms="N d 4 (the index) + one chunk with its temporaries"),
+                            terms="2 N d 4 (the index, while its storage grows) + one chunk"),
         "evaluate": Peak(BASE_TABLE + evaluation_rows(w) * EVALUATE_ROW,
                          terms="Q k A methods x EVALUATE_ROW"),
         "figures": Peak(BASE_PLOT + evaluation_rows(w) * FIGURES_ROW,
