@@ -51,6 +51,20 @@ def read_run(results: Path) -> dict:
     return {**fidelity.read_run(results), "groups": read_groups(results)}
 
 
+def run_demo(work: Path, overrides: dict, what: str) -> float:
+    """``snakemake --profile profiles/demo`` in ``work`` (a copy of the workflow) with
+    ``overrides`` merged over the demo config; its wall time. Exits naming ``what`` when the
+    DAG fails."""
+    (work / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "--configfile",
+           "config.yaml", "profiles/demo/demo-config.yaml", "overrides.yaml"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"the demo DAG failed for {what}:\n{(proc.stdout + proc.stderr)[-4000:]}")
+    return time.perf_counter() - t0
+
+
 def run_seed(seed: int, overrides: dict | None = None) -> dict:
     """One whole demo run with ``seed`` (and ``overrides`` merged over the demo config)."""
     from skinground.config import deep_merge
@@ -58,15 +72,8 @@ def run_seed(seed: int, overrides: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         copy_workflow(work)
-        (work / "seed.yaml").write_text(yaml.safe_dump(deep_merge(seed_overrides(seed),
-                                                                  overrides or {})))
-        cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "--configfile",
-               "config.yaml", "profiles/demo/demo-config.yaml", "seed.yaml"]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            sys.exit(f"the demo DAG failed for seed {seed}:\n{(proc.stdout + proc.stderr)[-4000:]}")
+        wall = run_demo(work, deep_merge(seed_overrides(seed), overrides or {}),
+                        f"seed {seed}")
         out = read_run(work / "results" / "demo")
         train = json.loads((work / "results/demo/train/summary.json").read_text())
         config = yaml.safe_load((work / "results/demo/config.yaml").read_text())

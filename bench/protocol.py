@@ -23,15 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
 from demo_dag import copy_workflow
-from fidelity import read_run, seed_overrides
+from fidelity import read_run, run_demo, seed_overrides
 from timing import machine
 
 from skinground.config import deep_merge
@@ -46,17 +42,6 @@ VARIANTS = {
 }
 
 
-def run(work: Path, overrides: dict) -> float:
-    (work / "variant.yaml").write_text(yaml.safe_dump(overrides))
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "--configfile",
-           "config.yaml", "profiles/demo/demo-config.yaml", "variant.yaml"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"the demo DAG failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
-    return time.perf_counter() - t0
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -68,7 +53,8 @@ def main(argv=None) -> dict:
             work = Path(tmp)
             copy_workflow(work)
             for name, change in VARIANTS.items():
-                wall = run(work, deep_merge(seed_overrides(seed), change))
+                wall = run_demo(work, deep_merge(seed_overrides(seed), change),
+                                f"seed {seed}, {name}")
                 out = read_run(work / "results" / "demo")
                 train = json.loads((work / "results/demo/train/summary.json").read_text())
                 runs.append({"seed": seed, "variant": name, "change": change,

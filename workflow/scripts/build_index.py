@@ -1,7 +1,8 @@
 """FAISS IndexFlatIP (exact cosine) over one space of the train images' embeddings.
 
 Built on the CPU (a normalised float32 copy: no GPU work). Peak host memory: the index ``N d
-4`` + one chunk with its temporaries (~3.5 x 256 MiB): 5.1 GB at paper scale.
+4`` twice (while FAISS grows its storage) + one chunk with its temporaries (~3.5 x 256 MiB):
+8.5 GB at paper scale (skinground.memory).
 """
 
 from skinground import cli

@@ -3,9 +3,10 @@
 One space at a time (``retrieve.method_hits``). Peak host memory, N train and Q test images of
 width d: image / attribute methods ``N d 4`` (one float32 index) + a query block (~3.5 x 256
 MiB) + ``Q k 12`` (the hits); hierarchical ``max(N d 4 + a query block, Q b 8 + a re-rank
-batch of ~640 MiB)``; plus ~120 B of ids per image and the process (~110 MiB). On faiss-gpu the
-GPU holds the index, a query block and FAISS's scratch (1.5 GiB). ``skinground.memory`` has
-the formulas; at paper scale 5.2 GB host, 5.9 GB GPU.
+batch)`` (the batch: its unique candidate rows, float16 and float32, and their products with
+the batch's queries); plus ~120 B of ids per image and the process (~110 MiB). On faiss-gpu
+the GPU holds the index, a query block and FAISS's scratch (1.5 GiB). ``skinground.memory``
+has the formulas; at paper scale 4.8 GB host, 5.9 GB GPU.
 """
 
 import logging

@@ -419,7 +419,6 @@ def main(argv=None) -> dict:
     args = arguments(argv)
     root = Path(args.configs[0]).resolve().parent
     config = load_config(args.configs)
-
     a = Assumptions(train_images=args.train_images, test_images=args.test_images,
                     tuples=args.tuples, tile_median_px=args.tile_px,
                     tile_sigma=args.tile_sigma, gpus=args.gpus, train_mfu=args.train_mfu,

@@ -88,8 +88,9 @@ def build_index(vectors, *, gpu: bool | None = None) -> faiss.Index:
 
     ``IndexFlatIP`` over the normalised float32 rows, added in chunks; on the GPU(s) when
     ``gpu`` is True, or None (default) and :func:`gpu_available`. Peak host memory: the index,
-    ``n x d x 4`` bytes, plus one chunk's temporaries (~3.5 x ``CHUNK_BYTES``); on a GPU the
-    host copy is freed once the index is there (float32 on the GPU too: see
+    ``n x d x 4`` bytes, twice (FAISS holds the old and the new storage while it grows it:
+    measured by bench/scale.py), plus one chunk's temporaries (~3.5 x ``CHUNK_BYTES``); on a
+    GPU the host copy is freed once the index is there (float32 on the GPU too: see
     :func:`to_device`).
     """
     rows = as_rows(vectors)

@@ -182,9 +182,10 @@ def fused_top_k(db_spaces: Sequence, q_spaces: Sequence, k: int, *,
 
     Spaces are arrays or :class:`skinground.spaces.Space` objects. The database is searched a
     block of rows at a time (each block's fused vectors in an exact index, the queries in
-    blocks too), the top ``k`` kept across blocks (``faiss.ResultHeap``): peak memory is
-    ``block_bytes`` for the database block plus as much for a query block, whatever the
-    size of the database or of the group. Order among equal scores is unspecified.
+    blocks too), the top ``k`` kept across blocks (``faiss.ResultHeap``): peak memory is a few
+    ``block_bytes`` (a database block's parts, their concatenation and the index's copy, and
+    a query block's), whatever the size of the database or of the group. Order among equal
+    scores is unspecified.
     """
     db = [as_rows(s) for s in db_spaces]
     qs = [as_rows(s) for s in q_spaces]
