@@ -65,6 +65,18 @@ def run_demo(work: Path, overrides: dict, what: str) -> float:
     return time.perf_counter() - t0
 
 
+def run_record(work: Path, seed: int, wall: float) -> dict:
+    """The fidelity record of the demo run just made in ``work`` with ``seed``."""
+    out = read_run(work / "results" / "demo")
+    train = json.loads((work / "results/demo/train/summary.json").read_text())
+    config = yaml.safe_load((work / "results/demo/config.yaml").read_text())
+    out.update(seed=seed, wall_seconds=round(wall, 1),
+               group_share=config["tuples"]["group_share"],
+               train={k: train.get(k) for k in ("steps", "seconds", "steps_per_second",
+                                                "first_loss", "final_loss", "tuples")})
+    return out
+
+
 def run_seed(seed: int, overrides: dict | None = None) -> dict:
     """One whole demo run with ``seed`` (and ``overrides`` merged over the demo config)."""
     from skinground.config import deep_merge
@@ -74,14 +86,18 @@ def run_seed(seed: int, overrides: dict | None = None) -> dict:
         copy_workflow(work)
         wall = run_demo(work, deep_merge(seed_overrides(seed), overrides or {}),
                         f"seed {seed}")
-        out = read_run(work / "results" / "demo")
-        train = json.loads((work / "results/demo/train/summary.json").read_text())
-        config = yaml.safe_load((work / "results/demo/config.yaml").read_text())
-    out.update(seed=seed, wall_seconds=round(wall, 1),
-               group_share=config["tuples"]["group_share"],
-               train={k: train.get(k) for k in ("steps", "seconds", "steps_per_second",
-                                                "first_loss", "final_loss", "tuples")})
-    return out
+        return run_record(work, seed, wall)
+
+
+def fidelity_result(runs: list[dict]) -> dict:
+    """``bench/results/fidelity.json``'s content for the runs (one per seed)."""
+    return {
+        "benchmark": "demo fidelity: the paper's finding in whole demo runs, one per seed",
+        "targets": TARGETS,
+        "met": all(r["counts"][k] >= v for r in runs for k, v in TARGETS.items()),
+        "runs": runs,
+        "machine": machine(),
+    }
 
 
 def main(argv=None) -> dict:
@@ -94,13 +110,7 @@ def main(argv=None) -> dict:
         runs.append(run_seed(seed))
         print(f"seed {seed}: {runs[-1]['counts']} in {runs[-1]['wall_seconds']:.0f} s",
               flush=True)
-    result = {
-        "benchmark": "demo fidelity: the paper's finding in whole demo runs, one per seed",
-        "targets": TARGETS,
-        "met": all(r["counts"][k] >= v for r in runs for k, v in TARGETS.items()),
-        "runs": runs,
-        "machine": machine(),
-    }
+    result = fidelity_result(runs)
     write_json(a.out, result)
     print(f"targets {'met' if result['met'] else 'NOT met'} on every seed -> {a.out}")
     return result

@@ -12,7 +12,8 @@ folder (so Snakemake reruns only what each change touches):
 
 Each variant's fidelity counts (``skinground.fidelity``: (c) > (d), (a) > (c), R² > 0,
 R² >= 0.5 over the 16 attributes), medians and R² go to ``bench/results/protocol.json``; the
-README's "Reproducing the paper" table of them is generated from it.
+README's "Reproducing the paper" table of them is generated from it. The plain demo runs
+are ``bench/fidelity.py``'s runs, so they also rewrite ``bench/results/fidelity.json``.
 
     python bench/protocol.py [--seeds 0 1]
 
@@ -27,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from demo_dag import copy_workflow
-from fidelity import read_run, run_demo, seed_overrides
+from fidelity import fidelity_result, read_run, run_demo, run_record, seed_overrides
 from timing import machine
 
 from skinground.config import deep_merge
@@ -46,8 +47,14 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "protocol.json")
+    ap.add_argument("--fidelity-out", type=Path,
+                    default=REPO / "bench" / "results" / "fidelity.json",
+                    help="where the plain demo runs' fidelity record goes (they are the runs "
+                         "of bench/fidelity.py); '-' for nowhere")
     a = ap.parse_args(argv)
-    runs = []
+    runs, plain = [], []
+    result = {"benchmark": "the paper's h_im,a token and sampler on the demo",
+              "variants": VARIANTS, "runs": runs, "machine": machine()}
     for seed in a.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -61,10 +68,13 @@ def main(argv=None) -> dict:
                              "wall_seconds": round(wall, 1), **out,
                              "train": {k: train.get(k) for k in (
                                  "layout", "steps", "tuples", "seconds", "final_loss")}})
+                if not change:
+                    plain.append(run_record(work, seed, wall))
+                # Written after every run: a long bench keeps what it has measured.
+                write_json(a.out, result)
                 print(f"seed {seed} {name}: {out['counts']} in {wall:.0f} s", flush=True)
-    result = {"benchmark": "the paper's h_im,a token and sampler on the demo",
-              "variants": VARIANTS, "runs": runs, "machine": machine()}
-    write_json(a.out, result)
+    if str(a.fidelity_out) != "-" and len(plain) == len(a.seeds):
+        write_json(a.fidelity_out, fidelity_result(plain))
     return result
 
 
