@@ -58,7 +58,8 @@ from timing import machine
 from skinground import memory
 from skinground.attributes import ID_COLUMN, METADATA_COLUMNS, PAPER_ATTRIBUTES
 from skinground.io import read_lines, write_json
-from skinground.plan import EMBED_MODELS, IMAGE_SPACE, group_space
+from skinground.outputs import IMAGE_SPACE
+from skinground.plan import EMBED_MODELS, group_space
 from skinground.shards import shard_ids, write_shard
 from skinground.synthetic import SLICE3D_IMAGES, SLICE3D_PATIENTS, paper_shaped_cohort
 

@@ -21,6 +21,22 @@ from PIL import Image
 from skinground.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parents[1]
+#: Set by .ci/run: there every tool a test needs is installed, so a skip is a failure.
+NO_SKIPS = "SKINGROUND_NO_SKIPS"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``SKINGROUND_NO_SKIPS=1`` a skipped test fails, naming why it would have
+    skipped: CI installs SLURM, Chromium and every test dependency, so a green run cannot
+    hide a test that never ran."""
+    outcome = yield
+    report = outcome.get_result()
+    if (os.environ.get(NO_SKIPS) == "1" and report.skipped
+            and not hasattr(report, "wasxfail")):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped where no test may skip ({NO_SKIPS}=1): {reason}"
 
 
 def run_group(cmd: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,6 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from conftest import REPO
-
-tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
 
 ENVS = {"CPU_ENV": REPO / "envs/cpu.yaml", "GPU_ENV": REPO / "envs/gpu.yaml"}
 WORKFLOW = REPO / "workflow"
@@ -92,8 +91,7 @@ def rule_envs() -> dict[str, tuple[str | None, str | None]]:
         if not m:
             continue
         env = re.search(r"conda:\s*\n\s*(\w+)", block)
-        script = (re.search(r'script:\s*\n\s*"\.\./scripts/(\w+)\.py"', block)
-                  or re.search(r'scripts" / "(\w+)\.py"', block))
+        script = re.search(r'code=code\("(\w+)"\)', block)  # the script its code is
         rules[m.group(1)] = (env and env.group(1), script and script.group(1))
     return rules
 
@@ -200,7 +198,7 @@ def test_envs_have_no_package_pyproject_lacks():
 def test_every_import_is_a_declared_dependency():
     """What the scripts and the library import is declared in pyproject.toml."""
     deps = pyproject_deps()
-    files = [*(WORKFLOW / "scripts").glob("*.py"), *(WORKFLOW / "skinground").glob("*.py")]
+    files = [*(WORKFLOW / "scripts").glob("*.py"), *(WORKFLOW / "skinground").rglob("*.py")]
     for path in files:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]

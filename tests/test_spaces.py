@@ -11,7 +11,8 @@ import pytest
 from skinground import index as index_mod
 from skinground import retrieve
 from skinground.index import build_index, search
-from skinground.plan import IMAGE_SPACE, group_method_spaces, group_space, method_spaces
+from skinground.outputs import IMAGE_SPACE
+from skinground.plan import group_method_spaces, group_space, method_spaces
 from skinground.shards import ShardError, shard_ids, write_shard
 from skinground.spaces import ArrayRows, Space, merge_space, read_ids, write_space
 

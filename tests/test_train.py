@@ -207,7 +207,7 @@ def script_command(tmp: Path, base: Path, data: dict, model_cfg: dict, train_cfg
     out = {name: tmp / name for name in ("ckpt", "adapter", "loss.csv", "loss.png",
                                          "summary.json")}
     cmd = [sys.executable, str(SCRIPT), "--base", str(base), "--tuples", str(data["tuples"]),
-           "--images", str(data["images"]), "--model", json.dumps(model_cfg),
+           "--images", str(data["images"]), "--pixels", json.dumps(model_cfg),
            "--train", json.dumps(train_cfg), "--deepspeed", str(deepspeed),
            "--checkpoints", str(out["ckpt"]), "--adapter", str(out["adapter"]),
            "--loss-csv", str(out["loss.csv"]), "--loss-plot", str(out["loss.png"]),

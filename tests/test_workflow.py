@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,7 +193,7 @@ def test_training_is_bit_reproducible(demo, tmp_path):
                "--base", str(out / "models/qwen2vl-tiny"),
                "--tuples", str(out / "tuples/train_tuples.parquet"),
                "--images", str(out / "synthetic/train-image.hdf5"),
-               "--model", json.dumps(config["model"]), "--train", json.dumps(train),
+               "--pixels", json.dumps(config["model"]), "--train", json.dumps(train),
                "--deepspeed", str(demo / config["train"]["deepspeed"]),
                "--checkpoints", str(d / "ckpt"), "--adapter", str(d / "adapter"),
                "--loss-csv", str(d / "loss.csv"), "--loss-plot", str(d / "loss.png"),
@@ -238,27 +239,70 @@ SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm²,
          {r: n for r, n in DOWNSTREAM_OF_TRAINING.items()
           if r not in ("train", "predict_shard", "merge_predictions", "r2")}),
         ({"figures": {"fig3_queries": 3}}, {"figures": 1, **CONFIG_READERS}),
+        ({"train": {"logging_steps": 7, "save_steps": 3, "dataloader_workers": 1}}, {}),
+        ({"predict": {"batch_images": 3}, "embed": {"batch_images": 5}}, {"cost": 1, "all": 1}),
         ({"retrieve": {"groups": {"size": {"question": SIZE_QUESTION}}}},
          {"embed_groups": 2 * SHARDS, "merge_embeddings": 2 * GROUPS, "build_index": GROUPS,
           "retrieve_groups": 2, **GROUP_EVALUATION, **CONFIG_READERS}),
     ],
     ids=["train-hyperparameter", "retrieve-b", "predict", "h_ima-token", "figures",
-         "group-question"],
+         "train-bookkeeping", "batch-sizes", "group-question"],
 )
 def test_config_change_reruns_exactly_what_it_touches(demo, change, expected):
     (demo / "change.yaml").write_text(yaml.safe_dump(change))
     assert planned_jobs(snakemake(demo, "-n", extra_config="change.yaml")) == expected
 
 
-def test_code_change_reruns_the_rules_that_import_it(demo):
-    lib = demo / "workflow/skinground/evaluate.py"
-    original = lib.read_text()
-    try:
-        lib.write_text(original + "\n# edited\n")
-        assert planned_jobs(snakemake(demo, "-n")) == {"evaluate": 1, "figures": 1,
-                                                        **GROUP_EVALUATION, "all": 1}
-    finally:
-        lib.write_text(original)
+RETRIEVAL = {"retrieve": 5, "retrieve_groups": 4, "evaluate": 1, "figures": 1,
+             **GROUP_EVALUATION, "all": 1}
+
+
+@pytest.fixture
+def edit(demo):
+    """Edit files of the demo's checkout for one test: ``edit(path, new_text)``; every file
+    gets its text back afterwards (with a new modification time, which must rerun nothing)."""
+    originals = {}
+
+    def change(rel: str, text: str) -> None:
+        path = demo / rel
+        originals.setdefault(path, path.read_text())
+        path.write_text(text)
+
+    yield change
+    for path, text in originals.items():
+        path.write_text(text)
+
+
+def test_comment_docstring_and_touch_rerun_nothing(demo, edit):
+    io = (demo / "workflow/skinground/io.py").read_text()
+    edited = io.replace('"""', '"""Edited. ', 1) + "\n# a comment\n"
+    edit("workflow/skinground/io.py", edited)
+    assert planned_jobs(snakemake(demo, "-n")) == {}
+    now = time.time()
+    for path in [*(demo / "workflow").rglob("*.py"), *(demo / "workflow").rglob("*.smk")]:
+        os.utime(path, (now, now))
+    assert planned_jobs(snakemake(demo, "-n")) == {}
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("evaluate", {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, "all": 1}),
+        ("retrieve", RETRIEVAL),
+        ("layout", {r: n for r, n in DOWNSTREAM_OF_TRAINING.items()
+                    if r not in ("run_config", "cost")}),
+    ],
+)
+def test_code_change_reruns_the_rules_that_import_it(demo, edit, module, expected):
+    rel = f"workflow/skinground/{module}.py"
+    edit(rel, (demo / rel).read_text() + "\nCHANGED = True\n")
+    assert planned_jobs(snakemake(demo, "-n")) == expected
+
+
+def test_a_finished_run_moved_elsewhere_reruns_nothing(demo, tmp_path):
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.copytree(demo, moved, symlinks=True)  # copy2: modification times kept
+    assert planned_jobs(snakemake(moved, "-n")) == {}
 
 
 # --------------------------------------------------------------------------- skinground query

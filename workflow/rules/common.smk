@@ -1,5 +1,5 @@
 # Shared by every stage: config validation, paths, the plan of the DAG, and the helpers rules
-# use to declare what they depend on (config sections as params, library modules as inputs).
+# use to declare what they depend on (config sections and the meaning of their code as params).
 
 import json
 import os
@@ -8,7 +8,6 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
-
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -23,12 +22,18 @@ if config["retrieve"]["k"] > config["retrieve"]["b"]:
 for _name, _group in config["retrieve"]["groups"].items():
     _unknown = [a for a in _group["attributes"] if a not in config["attributes"]]
     if _unknown:
-        raise WorkflowError(f"retrieve.groups.{_name}: {', '.join(_unknown)} is not one of the "
-                            "configured attributes")
-if ("image_only" in config["retrieve"]["group_methods"]
-        and "image_only" not in config["retrieve"]["methods"]):
-    raise WorkflowError("retrieve.group_methods has image_only, which reuses the hits of "
-                        "retrieve.methods' image_only: add it there too")
+        raise WorkflowError(
+            f"retrieve.groups.{_name}: {', '.join(_unknown)} is not one of the "
+            "configured attributes"
+        )
+if (
+    "image_only" in config["retrieve"]["group_methods"]
+    and "image_only" not in config["retrieve"]["methods"]
+):
+    raise WorkflowError(
+        "retrieve.group_methods has image_only, which reuses the hits of "
+        "retrieve.methods' image_only: add it there too"
+    )
 
 SRC = Path(workflow.basedir)
 LIB_ROOT = str(SRC / "workflow")
@@ -38,16 +43,28 @@ sys.path.insert(0, LIB_ROOT)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (LIB_ROOT, os.environ.get("PYTHONPATH")) if p)
 )
+from skinground import outputs as out  # standard library only
 from skinground import plan  # standard library only
-from skinground.deps import module_closure  # standard library only
+from skinground.config import PIXEL_KEYS, bookkeeping, tracked, tracked_config  # PyYAML
+from skinground.deps import code_hash  # standard library only
 
 RUN = config["run"]
-RESULTS = f"results/{RUN}"
+RESULTS = out.fill(out.RUN_FOLDER, run=RUN)
 ATTRIBUTES = list(config["attributes"])
+
+
+def src(path):
+    """A file of this checkout, relative to the working directory when it is inside it, so
+    that a finished run moved or copied elsewhere with its checkout keeps the same inputs."""
+    return os.path.relpath(SRC / path)
+
+
+# Absolute: conda: resolves a relative path against the rule file (and Snakemake records an
+# environment by its content, not its path).
 CPU_ENV = str(SRC / "envs" / "cpu.yaml")
 GPU_ENV = str(SRC / "envs" / "gpu.yaml")
 # The processor's pixel budget: what the training and every model-using rule depend on.
-PIXELS = {k: config["model"][k] for k in plan.PIXEL_KEYS}
+PIXELS = {k: config["model"][k] for k in PIXEL_KEYS}
 
 
 #: Where the real weights come from (transformers' format), for the message when they are missing.
@@ -63,19 +80,54 @@ def weights(key):
     raise WorkflowError(
         f"model.{key}: the folder {path} does not exist. Fetch the weights once, on a node "
         f"with internet access: hf download {HUB_REPOS[key]} --local-dir {path}  (see the "
-        "README, 'Weights for the cluster')")
+        "README, 'Weights for the cluster')"
+    )
 
 
-def res(path):
-    """A path under results/<run>/."""
-    return f"{RESULTS}/{path}"
+def res(template, **fields):
+    """A path under results/<run>/ (``skinground.outputs``), with ``fields`` filled in."""
+    return f"{RESULTS}/{out.fill(template, **fields)}"
 
 
-def lib(script_name):
-    """The library files whose edits must rerun a rule: every skinground module its script
-    imports, transitively (Snakemake sees edits to the script itself, not to the modules it
-    imports)."""
-    return [str(p) for p in module_closure(SRC / "workflow" / "scripts" / f"{script_name}.py")]
+def figure(name, ext):
+    """A figure file of the paper (``out.FIGURE``)."""
+    return out.fill(out.FIGURE, name=name, ext=ext)
+
+
+def log(job):
+    """The log of a job (``out.LOG``)."""
+    return out.fill(out.LOG, job=job)
+
+
+def benchmark(job):
+    """Snakemake's benchmark of a job (``out.BENCHMARK``)."""
+    return out.fill(out.BENCHMARK, job=job)
+
+
+_CODE = {}
+
+
+def code(script_name):
+    """A param that reruns its job when what the code does changes: the hash of its script's
+    and of every skinground module the script imports, transitively, as syntax trees without
+    docstrings (``skinground.deps.code_hash``). Edits to comments, docstrings or layout, a
+    ``touch`` and another checkout path change nothing. The profiles leave out Snakemake's
+    own ``code`` trigger (the script's modification time), which this replaces."""
+    if script_name not in _CODE:
+        _CODE[script_name] = code_hash(SRC / "workflow" / "scripts" / f"{script_name}.py")
+    return _CODE[script_name]
+
+
+def untracked(value):
+    """A param the job receives that is not a rerun trigger: Snakemake leaves params derived
+    from a job's resources out of its record (they follow from what is recorded), so a
+    change of ``value`` reruns nothing. For bookkeeping keys (``skinground.config``)."""
+    return lambda wildcards, resources: value
+
+
+def section(name):
+    """config[name] less its bookkeeping keys: the keys that change results."""
+    return tracked(name, config[name])
 
 
 # ---- used by model.smk
@@ -83,9 +135,7 @@ def lib(script_name):
 PREDICT_SHARDS = config["predict"]["shards"]
 PREDICT_MODELS = plan.predict_models(config)
 # The groups' questions are answered too when the model was trained on them.
-PREDICTED_GROUPS = (
-    config["retrieve"]["groups"] if config["tuples"]["group_share"] > 0 else {}
-)
+PREDICTED_GROUPS = config["retrieve"]["groups"] if config["tuples"]["group_share"] > 0 else {}
 PREDICT_QUESTIONS = {
     **{a: spec["question"] for a, spec in config["attributes"].items()},
     **{f"group:{g}": spec["question"] for g, spec in PREDICTED_GROUPS.items()},
@@ -102,14 +152,13 @@ N_SHARDS = config["embed"]["shards"]
 GROUPS = config["retrieve"]["groups"]
 ATTRIBUTE_QUESTIONS = {a: spec["question"] for a, spec in config["attributes"].items()}
 GROUP_QUESTIONS = {plan.group_space(g): spec["question"] for g, spec in GROUPS.items()}
-SPACES = [plan.IMAGE_SPACE, *ATTRIBUTES, *GROUP_QUESTIONS]
+SPACES = [out.IMAGE_SPACE, *ATTRIBUTES, *GROUP_QUESTIONS]
 
 
 def embedding_shards(wildcards):
     """The shard files a merged space is cut from (the composed spaces: the group shards)."""
-    folder = "groups/" if wildcards.space.startswith(plan.GROUP_PREFIX) else ""
-    return expand(res(f"embed/{wildcards.model}/{wildcards.split}/{folder}shard{{shard}}.npz"),
-                  shard=range(N_SHARDS))
+    shard = out.GROUP_SHARD if wildcards.space.startswith(plan.GROUP_PREFIX) else out.EMBED_SHARD
+    return expand(res(shard, model=wildcards.model, split=wildcards.split), shard=range(N_SHARDS))
 
 
 def embed_model_inputs(wildcards):
@@ -130,9 +179,9 @@ def retrieve_inputs(wildcards):
     model = plan.method(wildcards.method).model
     indexed, read = plan.method_spaces(wildcards.method, ATTRIBUTES)
     return {
-        "index": [res(f"index/{model}/{s}.faiss") for s in indexed],
-        "train": [res(f"embed/{model}/train/{s}.npz") for s in read],
-        "test": [res(f"embed/{model}/test/{s}.npz") for s in read],
+        "index": [res(out.INDEX, model=model, space=s) for s in indexed],
+        "train": [res(out.SPACE, model=model, split="train", space=s) for s in read],
+        "test": [res(out.SPACE, model=model, split="test", space=s) for s in read],
     }
 
 
@@ -151,9 +200,9 @@ def retrieve_params(wildcards):
 def group_retrieve_inputs(wildcards):
     indexed, read = plan.group_method_spaces(wildcards.group_method, GROUPS)
     return {
-        "index": [res(f"index/tuned/{s}.faiss") for s in indexed],
-        "train": [res(f"embed/tuned/train/{s}.npz") for s in read],
-        "test": [res(f"embed/tuned/test/{s}.npz") for s in read],
+        "index": [res(out.INDEX, model="tuned", space=s) for s in indexed],
+        "train": [res(out.SPACE, model="tuned", split="train", space=s) for s in read],
+        "test": [res(out.SPACE, model="tuned", split="test", space=s) for s in read],
     }
 
 
@@ -171,6 +220,11 @@ def group_retrieve_params(wildcards):
 
 def group_results():
     """The hits the group evaluation reads: each group method's, image-only (c)'s reused."""
-    return [res("retrieve/image_only.parquet") if plan.group_method(m).search == "image"
-            else res(f"retrieve/groups/{m}.parquet")
-            for m in config["retrieve"]["group_methods"]]
+    return [
+        (
+            res(out.HITS, method="image_only")
+            if plan.group_method(m).search == "image"
+            else res(out.GROUP_HITS, group_method=m)
+        )
+        for m in config["retrieve"]["group_methods"]
+    ]

@@ -4,20 +4,19 @@ if config["synthetic"]["enabled"]:
 
     rule synthetic_data:
         """The embedded demo dataset, in SLICE-3D's file format."""
-        input:
-            lib=lib("synthetic_data"),
         output:
             metadata=config["data"]["metadata"],
             images=config["data"]["images"],
-            summary=res("synthetic/summary.json"),
-        params:
-            synthetic=config["synthetic"],
+            summary=res(out.SYNTHETIC_SUMMARY),
         log:
-            res("logs/synthetic_data.log"),
+            res(log("synthetic_data")),
+        benchmark:
+            res(benchmark("synthetic_data"))
         conda:
             CPU_ENV
-        benchmark:
-            res("benchmarks/synthetic_data.tsv")
+        params:
+            code=code("synthetic_data"),
+            synthetic=config["synthetic"],
         script:
             "../scripts/synthetic_data.py"
 
@@ -27,20 +26,19 @@ rule manifest:
     input:
         metadata=config["data"]["metadata"],
         images=config["data"]["images"],
-        lib=lib("manifest"),
     output:
-        manifest=res("data/manifest.parquet"),
-        report=report(res("data/report.json"), caption="../report/data_report.rst",
-                      category="Data"),
-    params:
-        data=config["data"],
-        attributes=ATTRIBUTES,
+        manifest=res(out.MANIFEST),
+        report=report(res(out.DATA_REPORT), caption="../report/data_report.rst", category="Data"),
     log:
-        res("logs/manifest.log"),
+        res(log("manifest")),
+    benchmark:
+        res(benchmark("manifest"))
     conda:
         CPU_ENV
-    benchmark:
-        res("benchmarks/manifest.tsv")
+    params:
+        code=code("manifest"),
+        data=config["data"],
+        attributes=ATTRIBUTES,
     script:
         "../scripts/manifest.py"
 
@@ -49,20 +47,19 @@ rule split:
     """Patient-level train/test split."""
     input:
         manifest=rules.manifest.output.manifest,
-        lib=lib("split"),
     output:
-        train=res("split/train.txt"),
-        test=res("split/test.txt"),
-        summary=report(res("split/summary.json"), caption="../report/split.rst",
-                       category="Data"),
-    params:
-        split=config["split"],
+        train=res(out.SPLIT_IDS, split="train"),
+        test=res(out.SPLIT_IDS, split="test"),
+        summary=report(res(out.SPLIT_SUMMARY), caption="../report/split.rst", category="Data"),
     log:
-        res("logs/split.log"),
+        res(log("split")),
     benchmark:
-        res("benchmarks/split.tsv")
+        res(benchmark("split"))
     conda:
         CPU_ENV
+    params:
+        code=code("split"),
+        split=config["split"],
     script:
         "../scripts/split.py"
 
@@ -72,37 +69,36 @@ rule tuples:
     input:
         manifest=rules.manifest.output.manifest,
         train=rules.split.output.train,
-        lib=lib("tuples"),
     output:
-        tuples=res("tuples/train_tuples.parquet"),
-        summary=res("tuples/summary.json"),
+        tuples=res(out.TUPLES),
+        summary=res(out.TUPLES_SUMMARY),
+    log:
+        res(log("tuples")),
+    benchmark:
+        res(benchmark("tuples"))
+    conda:
+        CPU_ENV
     params:
+        code=code("tuples"),
         attributes=config["attributes"],
         tuples=config["tuples"],
         groups=GROUPS if config["tuples"]["group_share"] > 0 else {},
-    log:
-        res("logs/tuples.log"),
-    conda:
-        CPU_ENV
-    benchmark:
-        res("benchmarks/tuples.tsv")
     script:
         "../scripts/tuples.py"
 
 
 rule run_config:
-    """The run's resolved config, for ``skinground query``: any config change rewrites it,
-    and no other rule reads it."""
-    input:
-        lib=lib("run_config"),
+    """The run's resolved config less its bookkeeping keys (what the results depend on), for
+    ``skinground query``: any change of it rewrites the file, and no other rule reads it."""
     output:
-        res("config.yaml"),
-    params:
-        config=config,
-    localrule: True
+        res(out.RUN_CONFIG),
     log:
-        res("logs/run_config.log"),
+        res(log("run_config")),
+    localrule: True
     conda:
         CPU_ENV
+    params:
+        code=code("run_config"),
+        config=tracked_config(config),
     script:
         "../scripts/run_config.py"

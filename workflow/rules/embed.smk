@@ -1,20 +1,30 @@
 # Embedding stage: sharded extraction per (model, split, shard) -> one file per
 # (model, split, space) -> a FAISS index per (model, space) over the train images.
 
+
 rule embed_shard:
     """h_im and the 16 h_im,a (tuned), h_im (untuned) or MONET features for one shard."""
     input:
         unpack(embed_model_inputs),
         images=config["data"]["images"],
-        ids=res("split/{split}.txt"),
-        lib=lib("embed"),
+        ids=res(out.SPLIT_IDS),
     output:
-        res("embed/{model}/{split}/shard{shard}.npz"),
+        res(out.EMBED_SHARD),
+    log:
+        res(log("embed/{model}_{split}_shard{shard}")),
+    benchmark:
+        res(benchmark("embed/{model}_{split}_shard{shard}"))
     wildcard_constraints:
         model="|".join(plan.EMBED_MODELS),
         split="|".join(plan.SPLITS),
         shard=r"\d+",
+    conda:
+        GPU_ENV
+    threads: 1
+    resources:
+        gpu=0,
     params:
+        code=code("embed"),
         # the model's preprocessing: MONET's, or Qwen2-VL's pixel budget
         pixels=lambda wildcards: (
             config["model"]["monet_preprocessing"] if wildcards.model == "monet" else PIXELS
@@ -25,17 +35,8 @@ rule embed_shard:
             config["embed"]["h_ima_token"] if wildcards.model == "tuned" else None
         ),
         image_space=True,
-        batch_images=config["embed"]["batch_images"],
+        batch_images=untracked(config["embed"]["batch_images"]),
         shards=N_SHARDS,
-    threads: 1
-    resources:
-        gpu=0,
-    log:
-        res("logs/embed/{model}_{split}_shard{shard}.log"),
-    benchmark:
-        res("benchmarks/embed/{model}_{split}_shard{shard}.tsv")
-    conda:
-        GPU_ENV
     script:
         "../scripts/embed.py"
 
@@ -48,29 +49,29 @@ rule embed_groups:
         base=weights("base"),
         adapter=rules.train.output.adapter,
         images=config["data"]["images"],
-        ids=res("split/{split}.txt"),
-        lib=lib("embed"),
+        ids=res(out.SPLIT_IDS),
     output:
-        res("embed/tuned/{split}/groups/shard{shard}.npz"),
+        res(out.GROUP_SHARD),
+    log:
+        res(log("embed/groups_{split}_shard{shard}")),
+    benchmark:
+        res(benchmark("embed/groups_{split}_shard{shard}"))
     wildcard_constraints:
         split="|".join(plan.SPLITS),
         shard=r"\d+",
+    conda:
+        GPU_ENV
+    threads: 1
+    resources:
+        gpu=0,
     params:
+        code=code("embed"),
         pixels=PIXELS,
         questions=GROUP_QUESTIONS,
         h_ima_token=config["embed"]["h_ima_token"],
         image_space=False,
-        batch_images=config["embed"]["batch_images"],
+        batch_images=untracked(config["embed"]["batch_images"]),
         shards=N_SHARDS,
-    threads: 1
-    resources:
-        gpu=0,
-    log:
-        res("logs/embed/groups_{split}_shard{shard}.log"),
-    benchmark:
-        res("benchmarks/embed/groups_{split}_shard{shard}.tsv")
-    conda:
-        GPU_ENV
     script:
         "../scripts/embed.py"
 
@@ -79,19 +80,20 @@ rule merge_embeddings:
     """One embedding space of one (model, split), merged over its shards."""
     input:
         shards=embedding_shards,
-        lib=lib("merge_embeddings"),
     output:
-        res("embed/{model}/{split}/{space}.npz"),
+        res(out.SPACE),
+    log:
+        res(log("embed/merge_{model}_{split}_{space}")),
+    benchmark:
+        res(benchmark("merge/{model}_{split}_{space}"))
     wildcard_constraints:
         model="|".join(plan.EMBED_MODELS),
         split="|".join(plan.SPLITS),
         space="|".join(SPACES),
-    log:
-        res("logs/embed/merge_{model}_{split}_{space}.log"),
-    benchmark:
-        res("benchmarks/merge/{model}_{split}_{space}.tsv")
     conda:
         CPU_ENV
+    params:
+        code=code("merge_embeddings"),
     script:
         "../scripts/merge_embeddings.py"
 
@@ -99,18 +101,19 @@ rule merge_embeddings:
 rule build_index:
     """FAISS IndexFlatIP (exact cosine) over the train images of one space."""
     input:
-        train=res("embed/{model}/train/{space}.npz"),
-        lib=lib("build_index"),
+        train=res(out.SPACE, split="train"),
     output:
-        res("index/{model}/{space}.faiss"),
+        res(out.INDEX),
+    log:
+        res(log("index/{model}_{space}")),
+    benchmark:
+        res(benchmark("index/{model}_{space}"))
     wildcard_constraints:
         model="|".join(plan.EMBED_MODELS),
         space="|".join(SPACES),
-    log:
-        res("logs/index/{model}_{space}.log"),
-    benchmark:
-        res("benchmarks/index/{model}_{space}.tsv")
     conda:
         CPU_ENV
+    params:
+        code=code("build_index"),
     script:
         "../scripts/build_index.py"

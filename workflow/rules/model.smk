@@ -4,18 +4,17 @@ if config["model"]["build_tiny"]:
 
     rule build_models:
         """Demo: a tiny Qwen2-VL and a tiny CLIP, built and saved locally."""
-        input:
-            lib=lib("build_models"),
         output:
             base=directory(config["model"]["base"]),
             monet=directory(config["model"]["monet"]),
-        params:
-            tiny=config["model"]["tiny"],
-            attributes=config["attributes"],
         log:
-            res("logs/build_models.log"),
+            res(log("build_models")),
         conda:
             GPU_ENV
+        params:
+            code=code("build_models"),
+            tiny=config["model"]["tiny"],
+            attributes=config["attributes"],
         script:
             "../scripts/build_models.py"
 
@@ -28,34 +27,37 @@ rule train:
         base=weights("base"),
         tuples=rules.tuples.output.tuples,
         images=config["data"]["images"],
-        deepspeed=str(SRC / config["train"]["deepspeed"]),
-        script=str(SRC / "workflow" / "scripts" / "train.py"),
-        lib=lib("train"),
+        deepspeed=src(config["train"]["deepspeed"]),
     output:
-        adapter=directory(res("train/adapter")),
-        loss_csv=res("train/loss.csv"),
-        loss_plot=report(res("train/loss.png"), caption="../report/loss.rst",
-                         category="Training and prediction"),
-        summary=res("train/summary.json"),
-    params:
-        pixels=json.dumps(PIXELS),
-        train=json.dumps(config["train"]),
-        checkpoints=res("train/checkpoints"),
-    resources:
-        gpu=0,
+        adapter=directory(res(out.ADAPTER)),
+        loss_csv=res(out.LOSS_CSV),
+        loss_plot=report(
+            res(out.LOSS_PLOT), caption="../report/loss.rst", category="Training and prediction"
+        ),
+        summary=res(out.TRAIN_SUMMARY),
     log:
-        res("logs/train.log"),
+        res(log("train")),
     benchmark:
-        res("benchmarks/train.tsv")
+        res(benchmark("train"))
     conda:
         GPU_ENV
+    resources:
+        gpu=0,
+    params:
+        code=code("train"),
+        script=untracked(src("workflow/scripts/train.py")),
+        pixels=json.dumps(PIXELS),
+        train=json.dumps(section("train")),
+        # logging and checkpoint cadence, loader workers: they rerun nothing
+        bookkeeping=untracked(json.dumps(bookkeeping("train", config["train"]))),
+        checkpoints=res(out.CHECKPOINTS),
     shell:
-        "python {input.script} --base {input.base} --tuples {input.tuples}"
-        " --images {input.images} --model {params.pixels:q} --train {params.train:q}"
-        " --deepspeed {input.deepspeed} --checkpoints {params.checkpoints}"
-        " --adapter {output.adapter} --loss-csv {output.loss_csv}"
-        " --loss-plot {output.loss_plot} --summary {output.summary}"
-        " --gpus {resources.gpu} > {log} 2>&1"
+        "python {params.script} --base {input.base} --tuples {input.tuples}"
+        " --images {input.images} --pixels {params.pixels:q} --train {params.train:q}"
+        " --bookkeeping {params.bookkeeping:q} --deepspeed {input.deepspeed}"
+        " --checkpoints {params.checkpoints} --adapter {output.adapter}"
+        " --loss-csv {output.loss_csv} --loss-plot {output.loss_plot}"
+        " --summary {output.summary} --gpus {resources.gpu} > {log} 2>&1"
 
 
 rule predict_shard:
@@ -66,25 +68,26 @@ rule predict_shard:
         adapter=adapter_for,
         images=config["data"]["images"],
         test=rules.split.output.test,
-        lib=lib("predict"),
     output:
-        res("predict/{model}/shard{shard}.parquet"),
+        res(out.PREDICT_SHARD),
+    log:
+        res(log("predict/{model}_shard{shard}")),
+    benchmark:
+        res(benchmark("predict/{model}_shard{shard}"))
     wildcard_constraints:
         model="|".join(PREDICT_MODELS),
         shard=r"\d+",
-    params:
-        pixels=PIXELS,
-        questions=PREDICT_QUESTIONS,
-        predict=config["predict"],
+    conda:
+        GPU_ENV
     threads: 1
     resources:
         gpu=0,
-    log:
-        res("logs/predict/{model}_shard{shard}.log"),
-    benchmark:
-        res("benchmarks/predict/{model}_shard{shard}.tsv")
-    conda:
-        GPU_ENV
+    params:
+        code=code("predict"),
+        pixels=PIXELS,
+        questions=PREDICT_QUESTIONS,
+        predict=section("predict"),
+        batch_images=untracked(config["predict"]["batch_images"]),
     script:
         "../scripts/predict.py"
 
@@ -92,17 +95,17 @@ rule predict_shard:
 rule merge_predictions:
     """One model's answers, merged over the shards (Fig. 2's input)."""
     input:
-        shards=expand(res("predict/{{model}}/shard{shard}.parquet"),
-                      shard=range(PREDICT_SHARDS)),
-        lib=lib("merge_predictions"),
+        shards=expand(res(out.PREDICT_SHARD), shard=range(PREDICT_SHARDS), allow_missing=True),
     output:
-        res("predict/{model}.parquet"),
+        res(out.PREDICTIONS),
+    log:
+        res(log("predict/merge_{model}")),
     wildcard_constraints:
         model="|".join(PREDICT_MODELS),
-    log:
-        res("logs/predict/merge_{model}.log"),
     conda:
         CPU_ENV
+    params:
+        code=code("merge_predictions"),
     script:
         "../scripts/merge_predictions.py"
 
@@ -111,25 +114,27 @@ rule r2:
     """R² per attribute of the tuned model's answers (unparsable answers counted), and
     Fig. 2."""
     input:
-        predictions=res("predict/tuned.parquet"),
+        predictions=res(out.PREDICTIONS, model="tuned"),
         manifest=rules.manifest.output.manifest,
         train=rules.split.output.train,
-        lib=lib("r2"),
     output:
-        csv=report(res("predict/r2.csv"), caption="../report/r2.rst",
-                   category="Training and prediction"),
-        markdown=res("predict/r2.md"),
-        groups_csv=res("predict/r2_groups.csv"),
-        fig_pdf=res("figures/fig2_r2.pdf"),
-        fig_png=report(res("figures/fig2_r2.png"), caption="../report/fig2.rst",
-                       category="Training and prediction"),
-    params:
-        attributes=config["attributes"],
-        groups=PREDICTED_GROUPS,
+        csv=report(res(out.R2_CSV), caption="../report/r2.rst", category="Training and prediction"),
+        markdown=res(out.R2_MD),
+        groups_csv=res(out.R2_GROUPS),
+        fig_pdf=res(figure("fig2_r2", "pdf")),
+        fig_png=report(
+            res(figure("fig2_r2", "png")),
+            caption="../report/fig2.rst",
+            category="Training and prediction",
+        ),
     log:
-        res("logs/r2.log"),
+        res(log("r2")),
     conda:
         CPU_ENV
+    params:
+        code=code("r2"),
+        attributes=config["attributes"],
+        groups=PREDICTED_GROUPS,
     script:
         "../scripts/r2.py"
 
@@ -140,19 +145,22 @@ if "untuned" in PREDICT_MODELS:
         """The untuned model's R² per attribute in a table of its own (not Fig. 2): with the
         strict parser, and with the first number anywhere in the answer."""
         input:
-            predictions=res("predict/untuned.parquet"),
+            predictions=res(out.PREDICTIONS, model="untuned"),
             manifest=rules.manifest.output.manifest,
             train=rules.split.output.train,
-            lib=lib("r2_untuned"),
         output:
-            csv=report(res("predict/r2_untuned.csv"), caption="../report/r2_untuned.rst",
-                       category="Training and prediction"),
-            markdown=res("predict/r2_untuned.md"),
-        params:
-            attributes=config["attributes"],
+            csv=report(
+                res(out.R2_UNTUNED_CSV),
+                caption="../report/r2_untuned.rst",
+                category="Training and prediction",
+            ),
+            markdown=res(out.R2_UNTUNED_MD),
         log:
-            res("logs/r2_untuned.log"),
+            res(log("r2_untuned")),
         conda:
             CPU_ENV
+        params:
+            code=code("r2_untuned"),
+            attributes=config["attributes"],
         script:
             "../scripts/r2_untuned.py"

@@ -1,24 +1,25 @@
 # Retrieval stage: the five methods -> percentile evaluation (Fig. 4's measure) -> figures.
 
+
 rule retrieve:
     """Top-k train images for every test query, with one method."""
     input:
         unpack(retrieve_inputs),
-        lib=lib("retrieve"),
     output:
-        res("retrieve/{method}.parquet"),
+        res(out.HITS),
+    log:
+        res(log("retrieve/{method}")),
+    benchmark:
+        res(benchmark("retrieve/{method}"))
     wildcard_constraints:
         method="|".join(METHODS),
+    conda:
+        GPU_ENV
     params:
+        code=code("retrieve"),
         spaces=retrieve_spaces,
         retrieve=retrieve_params,
         attributes=ATTRIBUTES,
-    log:
-        res("logs/retrieve/{method}.log"),
-    benchmark:
-        res("benchmarks/retrieve/{method}.tsv")
-    conda:
-        GPU_ENV
     script:
         "../scripts/retrieve.py"
 
@@ -26,23 +27,27 @@ rule retrieve:
 rule evaluate:
     """Percentile rank of every retrieved image's attribute difference; summary tables."""
     input:
-        results=expand(res("retrieve/{method}.parquet"), method=METHODS),
+        results=expand(res(out.HITS), method=METHODS),
         manifest=rules.manifest.output.manifest,
         train=rules.split.output.train,
-        lib=lib("evaluate"),
     output:
-        table=res("evaluate/percentiles.parquet"),
-        csv=report(res("evaluate/summary.csv"), caption="../report/summary.rst",
-                   category="Retrieval", subcategory="Paper (Fig. 4)"),
-        markdown=res("evaluate/summary.md"),
-    params:
-        attributes=ATTRIBUTES,
+        table=res(out.PERCENTILES),
+        csv=report(
+            res(out.SUMMARY_CSV),
+            caption="../report/summary.rst",
+            category="Retrieval",
+            subcategory="Paper (Fig. 4)",
+        ),
+        markdown=res(out.SUMMARY_MD),
     log:
-        res("logs/evaluate.log"),
+        res(log("evaluate")),
     benchmark:
-        res("benchmarks/evaluate.tsv")
+        res(benchmark("evaluate"))
     conda:
         CPU_ENV
+    params:
+        code=code("evaluate"),
+        attributes=ATTRIBUTES,
     script:
         "../scripts/evaluate.py"
 
@@ -51,27 +56,35 @@ rule figures:
     """Fig. 4 (percentile boxplots, 16 attributes x methods) and Fig. 3 (top-k grids)."""
     input:
         evaluation=rules.evaluate.output.table,
-        results=expand(res("retrieve/{method}.parquet"), method=METHODS),
+        results=expand(res(out.HITS), method=METHODS),
         manifest=rules.manifest.output.manifest,
         images=config["data"]["images"],
-        lib=lib("figures"),
     output:
-        fig4_pdf=res("figures/fig4_percentiles.pdf"),
-        fig4_png=report(res("figures/fig4_percentiles.png"), caption="../report/fig4.rst",
-                        category="Retrieval", subcategory="Paper (Fig. 4)"),
-        fig3_pdf=res("figures/fig3_retrievals.pdf"),
-        fig3_png=report(res("figures/fig3_retrievals.png"), caption="../report/fig3.rst",
-                        category="Retrieval", subcategory="Paper (Fig. 3)"),
+        fig4_pdf=res(figure("fig4_percentiles", "pdf")),
+        fig4_png=report(
+            res(figure("fig4_percentiles", "png")),
+            caption="../report/fig4.rst",
+            category="Retrieval",
+            subcategory="Paper (Fig. 4)",
+        ),
+        fig3_pdf=res(figure("fig3_retrievals", "pdf")),
+        fig3_png=report(
+            res(figure("fig3_retrievals", "png")),
+            caption="../report/fig3.rst",
+            category="Retrieval",
+            subcategory="Paper (Fig. 3)",
+        ),
+    log:
+        res(log("figures")),
+    benchmark:
+        res(benchmark("figures"))
+    conda:
+        CPU_ENV
     params:
+        code=code("figures"),
         attributes=config["attributes"],
         figures=config["figures"],
         k=config["retrieve"]["k"],
-    log:
-        res("logs/figures.log"),
-    benchmark:
-        res("benchmarks/figures.tsv")
-    conda:
-        CPU_ENV
     script:
         "../scripts/figures.py"
 
@@ -84,21 +97,21 @@ if GROUPS:
         """Top-k train images for every test query and group, with one group method."""
         input:
             unpack(group_retrieve_inputs),
-            lib=lib("retrieve_groups"),
         output:
-            res("retrieve/groups/{group_method}.parquet"),
+            res(out.GROUP_HITS),
+        log:
+            res(log("retrieve/groups_{group_method}")),
+        benchmark:
+            res(benchmark("retrieve/groups_{group_method}"))
         wildcard_constraints:
             group_method="|".join(plan.retrieval_jobs(config)),
+        conda:
+            GPU_ENV
         params:
+            code=code("retrieve_groups"),
             spaces=group_retrieve_spaces,
             groups={g: spec["attributes"] for g, spec in GROUPS.items()},
             retrieve=group_retrieve_params,
-        log:
-            res("logs/retrieve/groups_{group_method}.log"),
-        benchmark:
-            res("benchmarks/retrieve/groups_{group_method}.tsv")
-        conda:
-            GPU_ENV
         script:
             "../scripts/retrieve_groups.py"
 
@@ -109,22 +122,25 @@ if GROUPS:
             results=group_results(),
             manifest=rules.manifest.output.manifest,
             train=rules.split.output.train,
-            lib=lib("evaluate_groups"),
         output:
-            table=res("evaluate/groups_percentiles.parquet"),
-            csv=report(res("evaluate/groups_summary.csv"),
-                       caption="../report/groups_summary.rst", category="Retrieval",
-                       subcategory="Beyond the paper: groups (Fig. 5)"),
-            markdown=res("evaluate/groups_summary.md"),
-        params:
-            groups={g: spec["attributes"] for g, spec in GROUPS.items()},
-            methods=config["retrieve"]["group_methods"],
+            table=res(out.GROUP_PERCENTILES),
+            csv=report(
+                res(out.GROUP_SUMMARY_CSV),
+                caption="../report/groups_summary.rst",
+                category="Retrieval",
+                subcategory="Beyond the paper: groups (Fig. 5)",
+            ),
+            markdown=res(out.GROUP_SUMMARY_MD),
         log:
-            res("logs/evaluate_groups.log"),
+            res(log("evaluate_groups")),
         benchmark:
-            res("benchmarks/evaluate_groups.tsv")
+            res(benchmark("evaluate_groups"))
         conda:
             CPU_ENV
+        params:
+            code=code("evaluate_groups"),
+            groups={g: spec["attributes"] for g, spec in GROUPS.items()},
+            methods=config["retrieve"]["group_methods"],
         script:
             "../scripts/evaluate_groups.py"
 
@@ -132,20 +148,24 @@ if GROUPS:
         """Fig. 5: boxplots of the group criterion, group x method, in the style of Fig. 4."""
         input:
             evaluation=rules.evaluate_groups.output.table,
-            lib=lib("figure_groups"),
         output:
-            pdf=res("figures/fig5_groups.pdf"),
-            png=report(res("figures/fig5_groups.png"), caption="../report/fig5.rst",
-                       category="Retrieval", subcategory="Beyond the paper: groups (Fig. 5)"),
-        params:
-            groups={g: spec["attributes"] for g, spec in GROUPS.items()},
-            labels={a: spec["label"] for a, spec in config["attributes"].items()},
+            pdf=res(figure("fig5_groups", "pdf")),
+            png=report(
+                res(figure("fig5_groups", "png")),
+                caption="../report/fig5.rst",
+                category="Retrieval",
+                subcategory="Beyond the paper: groups (Fig. 5)",
+            ),
         log:
-            res("logs/figure_groups.log"),
+            res(log("figure_groups")),
         benchmark:
-            res("benchmarks/figure_groups.tsv")
+            res(benchmark("figure_groups"))
         conda:
             CPU_ENV
+        params:
+            code=code("figure_groups"),
+            groups={g: spec["attributes"] for g, spec in GROUPS.items()},
+            labels={a: spec["label"] for a, spec in config["attributes"].items()},
         script:
             "../scripts/figure_groups.py"
 
@@ -154,20 +174,22 @@ rule cost:
     """The paper-scale GPU-hours and peak memory of this config (skinground.cost), for the
     report."""
     input:
-        profile=str(SRC / "profiles" / "default" / "config.yaml"),
-        site=str(SRC / "profiles" / "slurm" / "config.yaml"),
+        profile=src("profiles/default/config.yaml"),
+        site=src("profiles/slurm/config.yaml"),
         # the prompt and answer token counts measured with the 7B's tokenizer
-        tokens=[p for p in [str(SRC / "bench" / "results" / "tokens.json")] if Path(p).exists()],
-        lib=lib("cost"),
+        tokens=[p for p in [src("bench/results/tokens.json")] if Path(p).exists()],
     output:
-        csv=report(res("cost/stages.csv"), caption="../report/cost.rst", category="Cost"),
-        markdown=res("cost/cost.md"),
-    params:
-        config=config,
-    localrule: True
+        csv=report(res(out.COST_CSV), caption="../report/cost.rst", category="Cost"),
+        markdown=res(out.COST_MD),
     log:
-        res("logs/cost.log"),
+        res(log("cost")),
+    localrule: True
     conda:
         CPU_ENV
+    params:
+        code=code("cost"),
+        # every section as it is (batch sizes and predicted models change the estimate), but
+        # train's bookkeeping keys, which the cost model does not read
+        config={**config, "train": section("train")},
     script:
         "../scripts/cost.py"

@@ -9,7 +9,7 @@ import numpy as np
 from skinground import cli
 from skinground.data import open_images
 from skinground.io import read_lines
-from skinground.plan import IMAGE_SPACE
+from skinground.outputs import IMAGE_SPACE
 from skinground.shards import shard_ids, write_shard
 
 log = logging.getLogger("skinground")

@@ -31,7 +31,7 @@ def main(snakemake) -> None:
              model.device, model.dtype, shard + 1, cfg["shards"], len(ids), len(questions))
     with open_images(snakemake.input.images) as store:
         answers = generate_answers(model, processor, store, ids, questions,
-                                   batch_images=cfg["batch_images"],
+                                   batch_images=snakemake.params.batch_images,
                                    max_new_tokens=cfg["max_new_tokens"])
     answers = answers.select(pl.lit(name).alias("model"), pl.all())
     log.info("%d answers, %d unparsable", answers.height, answers["value"].null_count())

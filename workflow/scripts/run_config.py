@@ -1,4 +1,5 @@
-"""The run's resolved config (every file and --config merged), for ``skinground query``."""
+"""The run's resolved config (every file and --config merged) less its bookkeeping keys
+(``skinground.config.BOOKKEEPING``: they change no result), for ``skinground query``."""
 
 import yaml
 

@@ -23,8 +23,12 @@ def arguments(argv=None):
     p.add_argument("--base", required=True, help="base Qwen2-VL model directory")
     p.add_argument("--tuples", required=True, help="training tuples (parquet)")
     p.add_argument("--images", required=True, help="train-image.hdf5 or a folder of JPEGs")
-    p.add_argument("--model", type=cli.json_arg, required=True, help="config section model")
-    p.add_argument("--train", type=cli.json_arg, required=True, help="config section train")
+    p.add_argument("--pixels", type=cli.json_arg, required=True,
+                   help="the pixel budget: config model's image_size, min_pixels, max_pixels")
+    p.add_argument("--train", type=cli.json_arg, required=True,
+                   help="config section train, less its bookkeeping keys")
+    p.add_argument("--bookkeeping", type=cli.json_arg, default={},
+                   help="config train's bookkeeping keys (logging, checkpoints, workers)")
     p.add_argument("--deepspeed", required=True, help="DeepSpeed ZeRO-2 config (JSON)")
     p.add_argument("--checkpoints", required=True, help="checkpoint directory (resumed)")
     p.add_argument("--adapter", required=True, help="output: the LoRA adapter directory")
@@ -84,7 +88,8 @@ def work(a) -> None:
 
     die_with_parent()  # torchrun's agent: if it is killed, so is this worker
     summary = train.train(
-        base=a.base, tuples=a.tuples, images=a.images, model_cfg=a.model, train_cfg=a.train,
+        base=a.base, tuples=a.tuples, images=a.images, model_cfg=a.pixels,
+        train_cfg={**a.train, **a.bookkeeping},
         deepspeed_config=a.deepspeed, checkpoint_dir=a.checkpoints, adapter_dir=a.adapter,
         loss_csv=a.loss_csv, loss_plot=a.loss_plot,
     )

@@ -24,17 +24,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+from skinground.config import PIXEL_KEYS, tracked
 from skinground.errors import InputError
 from skinground.io import write_json
-from skinground.plan import PIXEL_KEYS
 
 log = logging.getLogger(__name__)
 
 #: In the checkpoint directory: what the checkpoints belong to (see ``run_fingerprint``).
 FINGERPRINT_FILE = "run.json"
-#: Config keys that do not change what is trained (a changed value keeps the checkpoints).
-BOOKKEEPING_KEYS = ("save_steps", "save_total_limit", "logging_steps", "dataloader_workers",
-                    "deepspeed")
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 #: In the checkpoint directory: held (flock) by the one training job that may write there.
 LOCK_FILE = ".lock"
@@ -101,7 +98,7 @@ def run_fingerprint(*, base: str | os.PathLike, tuples: str | os.PathLike,
     weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for p in base.glob("*.safetensors"))
     return {
-        "train": {k: v for k, v in train_cfg.items() if k not in BOOKKEEPING_KEYS},
+        "train": tracked("train", train_cfg),
         "pixels": {k: model_cfg.get(k) for k in PIXEL_KEYS},
         "deepspeed": dict(deepspeed_cfg),
         "tuples_sha256": _file_digest(Path(tuples)),

@@ -1,6 +1,7 @@
-"""Reading the workflow's config files outside Snakemake (the cost model, benchmarks): merged
-in order, as ``snakemake --configfile a.yaml b.yaml`` merges them; and the per-rule resources
-of the workflow profile."""
+"""The workflow's config: which keys of a section change what a rule computes (the rest are
+bookkeeping), reading config files outside Snakemake (the cost model, benchmarks) merged in
+order as ``snakemake --configfile a.yaml b.yaml`` merges them, and the per-rule resources of
+the workflow profile."""
 
 from __future__ import annotations
 
@@ -9,6 +10,39 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+#: Per config section, the keys that change how the work is done, not what it computes: how
+#: often to log and checkpoint, how many loader workers, where the DeepSpeed file is (its
+#: content is an input), how many images go through the model at once (tests/test_embed.py
+#: and tests/test_predict.py check that batches compute what one image at a time does), and
+#: which models are predicted (each model's jobs are their own). Their values reach the jobs
+#: but rerun nothing; every other key is a rerun trigger of the rules that read the section.
+BOOKKEEPING: dict[str, tuple[str, ...]] = {
+    "train": ("save_steps", "save_total_limit", "logging_steps", "dataloader_workers",
+              "deepspeed"),
+    "embed": ("batch_images",),
+    "predict": ("batch_images", "models"),
+}
+
+
+#: Config ``model``'s keys that make Qwen2-VL's pixel budget: what the training and every rule
+#: that runs the model depend on.
+PIXEL_KEYS = ("image_size", "min_pixels", "max_pixels")
+
+
+def tracked(section: str, values: Mapping[str, Any]) -> dict:
+    """The keys of config ``section`` that change results (``values`` less bookkeeping)."""
+    return {k: v for k, v in values.items() if k not in BOOKKEEPING.get(section, ())}
+
+
+def bookkeeping(section: str, values: Mapping[str, Any]) -> dict:
+    """The bookkeeping keys of config ``section`` (see :data:`BOOKKEEPING`)."""
+    return {k: v for k, v in values.items() if k in BOOKKEEPING.get(section, ())}
+
+
+def tracked_config(config: Mapping[str, Any]) -> dict:
+    """The whole config less every section's bookkeeping keys: what the results depend on."""
+    return {k: tracked(k, v) if k in BOOKKEEPING else v for k, v in config.items()}
 
 
 def deep_merge(base: dict, over: Mapping) -> dict:

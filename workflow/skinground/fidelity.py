@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from skinground import outputs as out
 from skinground.plan import METHODS
 
 TARGETS = {"c_beats_d": 12, "a_beats_c": 10, "r2_positive": 12, "r2_half": 6}
@@ -36,12 +37,12 @@ def counts(medians: Mapping[str, Mapping[str, float]], r2: Mapping[str, float]) 
 
 def read_run(results: Path) -> dict:
     """Medians per method letter and attribute, the tuned R², the attributes' labels and the
-    counts, from the outputs under ``results`` (``results/<run>``)."""
-    summary = pl.read_csv(results / "evaluate" / "summary.csv")
+    counts, from the outputs in a run's folder ``results`` (``skinground.outputs``)."""
+    summary = pl.read_csv(Path(results) / out.SUMMARY_CSV)
     medians: dict[str, dict[str, float]] = {}
     for row in summary.iter_rows(named=True):
         medians.setdefault(METHODS[row["method"]].letter, {})[row["attribute"]] = row["median"]
-    table = pl.read_csv(results / "predict" / "r2.csv").filter(pl.col("model") == "tuned")
+    table = pl.read_csv(Path(results) / out.R2_CSV).filter(pl.col("model") == "tuned")
     r2 = dict(zip(table["attribute"], table["r2_filled"], strict=True))
     labels = dict(zip(table["attribute"], table["label"], strict=True))
     return {"medians": medians, "r2": r2, "labels": labels, "counts": counts(medians, r2)}

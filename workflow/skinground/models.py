@@ -28,8 +28,8 @@ from transformers import (
 from transformers.image_utils import SizeDict, make_flat_list_of_images
 from transformers.processing_utils import ProcessorMixin
 
+from skinground.config import PIXEL_KEYS
 from skinground.errors import ModelLoadError
-from skinground.plan import PIXEL_KEYS
 
 #: Qwen2-VL's added tokens, in the order of their ids (151643...) in the real tokenizer.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -234,7 +234,7 @@ def clip_image_features(model: CLIPModel, processor, images: list[Image.Image]) 
 
 
 def pixel_budget(model_cfg: Mapping) -> dict:
-    """load_mllm's pixel arguments from config ``model`` (``plan.PIXEL_KEYS``): image_size
+    """load_mllm's pixel arguments from config ``model`` (``config.PIXEL_KEYS``): image_size
     when set, else min_pixels/max_pixels (those that are set)."""
     if model_cfg.get("image_size") is not None:
         return {"image_size": model_cfg["image_size"]}

@@ -13,16 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from skinground.outputs import IMAGE_SPACE
+
 #: The Qwen2-VL models that answer the questions (Fig. 2): with and without the adapter.
 PREDICT_MODELS = ("tuned", "untuned")
 #: The models whose embeddings are extracted: the two Qwen2-VL kinds and MONET.
 EMBED_MODELS = ("tuned", "untuned", "monet")
 SPLITS = ("train", "test")
-#: The image-only embedding space (h_im, or MONET's image features); the per-attribute
-#: spaces h_im,a are named by their attribute column.
-IMAGE_SPACE = "im"
-#: The processor's pixel budget: the ``model`` keys every model-using rule depends on.
-PIXEL_KEYS = ("image_size", "min_pixels", "max_pixels")
 
 
 @dataclass(frozen=True)

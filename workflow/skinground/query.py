@@ -21,9 +21,11 @@ import polars as pl
 import yaml
 from PIL import Image
 
+from skinground import outputs as out
 from skinground.embed import prefix_shared_embeddings
 from skinground.errors import InputError
 from skinground.metrics import parse_group_answer, parse_number
+from skinground.outputs import Results
 from skinground.retrieve import CandidateFn, TopK, hierarchical
 
 
@@ -70,13 +72,13 @@ class RunNotFinished(InputError):
     """A file the query needs is missing: the message names it and the rule that makes it."""
 
 
-#: What a query reads in results/<run>/, and the rule that makes it.
+#: What a query reads in a run's folder (``skinground.outputs``), and the rule that makes it.
 RUN_FILES = {
-    "config.yaml": "run_config",
-    "data/manifest.parquet": "manifest",
-    "train/adapter": "train",
-    "embed/tuned/train/im.npz": "merge_embeddings",
-    "index/tuned/im.faiss": "build_index",
+    out.RUN_CONFIG: "run_config",
+    out.MANIFEST: "manifest",
+    out.ADAPTER: "train",
+    out.fill(out.SPACE, model="tuned", split="train", space=out.IMAGE_SPACE): "merge_embeddings",
+    out.fill(out.INDEX, model="tuned", space=out.IMAGE_SPACE): "build_index",
 }
 
 
@@ -100,14 +102,14 @@ class Run:
 
     def __init__(self, root: str | Path, name: str):
         self.root = Path(root)
-        self.results = self.root / "results" / name
+        self.results = Results.of_run(name, self.root)
         for rel, rule in RUN_FILES.items():
             if not (self.results / rel).exists():
                 raise RunNotFinished(
                     f"run {name!r} is not finished: {self.results / rel} is missing (made by "
                     f"rule {rule}; run the workflow first, e.g. snakemake --profile ...)")
         self.name = name
-        self.config = yaml.safe_load((self.results / "config.yaml").read_text(encoding="utf-8"))
+        self.config = yaml.safe_load((self.results / out.RUN_CONFIG).read_text(encoding="utf-8"))
         self.attributes = self.config["attributes"]
         self.groups = self.config["retrieve"]["groups"]
         # where the run read h_im,a (a run from before the choice existed: the prompt's end)
@@ -140,10 +142,10 @@ class Run:
     def load(self):
         """The tuned model and processor, the h_im index, the train ids, the manifest and the
         image store (opened once, for every query image)."""
+        from skinground.config import PIXEL_KEYS
         from skinground.data import open_images
         from skinground.index import load_index
         from skinground.models import load_qwen
-        from skinground.plan import PIXEL_KEYS
 
         def path(p):  # config paths are relative to the workflow's folder
             p = Path(p)
@@ -152,11 +154,11 @@ class Run:
         model_cfg = self.config["model"]
         self.model, self.processor = load_qwen(
             path(model_cfg["base"]), {k: model_cfg[k] for k in PIXEL_KEYS},
-            self.results / "train" / "adapter")
-        self.im_index = load_index(self.results / "index" / "tuned" / "im.faiss")
-        with np.load(self.results / "embed" / "tuned" / "train" / "im.npz") as f:
+            self.results / out.ADAPTER)
+        self.im_index = load_index(self.results.index("tuned", out.IMAGE_SPACE))
+        with np.load(self.results.space("tuned", "train", out.IMAGE_SPACE)) as f:
             self.train_ids = f["ids"].tolist()
-        self.manifest = pl.read_parquet(self.results / "data" / "manifest.parquet")
+        self.manifest = pl.read_parquet(self.results / out.MANIFEST)
         self.store = open_images(path(self.config["data"]["images"]))
         return self
 

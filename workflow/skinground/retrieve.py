@@ -43,7 +43,8 @@ import polars as pl
 from skinground.errors import OverlapError
 from skinground.index import build_index, load_index, normalize, search
 from skinground.io import atomic_path, glob_escape
-from skinground.plan import IMAGE_SPACE, group_space
+from skinground.outputs import IMAGE_SPACE
+from skinground.plan import group_space
 from skinground.shards import ShardError
 from skinground.spaces import Space, as_rows, block_rows, read_ids
 

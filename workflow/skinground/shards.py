@@ -22,7 +22,6 @@ from skinground.attributes import ID_COLUMN
 from skinground.errors import InputError
 from skinground.io import atomic_path
 
-IMAGE_SPACE = "im"
 PREDICTION_SCHEMA = {ID_COLUMN: pl.String, "attribute": pl.String, "answer": pl.String,
                      "value": pl.Float64}
 
