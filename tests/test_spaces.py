@@ -12,7 +12,7 @@ from skinground import index as index_mod
 from skinground import retrieve
 from skinground.index import build_index, search
 from skinground.outputs import IMAGE_SPACE
-from skinground.plan import group_method_spaces, group_space, method_spaces
+from skinground.plan import method_spaces
 from skinground.shards import ShardError, shard_ids, write_shard
 from skinground.spaces import ArrayRows, Space, merge_space, read_ids, write_space
 
@@ -100,99 +100,6 @@ def test_fused_search_in_blocks_equals_the_concatenated_space():
         got = retrieve.fused_top_k([ArrayRows(x) for x in db], q, 5, block_bytes=block)
         np.testing.assert_array_equal(got.idx, want.idx)
         np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def job_dir(tmp_path_factory):
-    """A retrieval job's inputs as the rules write them: merged train/test spaces per model
-    and the FAISS indexes, plus the arrays they came from."""
-    root = tmp_path_factory.mktemp("job")
-    rng = np.random.default_rng(3)
-    n, n_q = 180, 33
-    arrays = {"train": {}, "test": {}}
-    for space in (IMAGE_SPACE, *ATTRS, group_space("colour")):
-        for split, count, off in (("train", n, 0), ("test", n_q, 10_000)):
-            arrays[split][space] = vectors(rng, count)
-            write_space(root / f"{split}_{space}.npz", ids(count, off), arrays[split][space])
-        index_mod.save_index(build_index(arrays["train"][space]), root / f"{space}.faiss")
-    return root, arrays
-
-
-def open_job(root, spaces):
-    return retrieve.JobSpaces(spaces, [root / f"{s}.faiss" for s in spaces["index"]],
-                              [root / f"train_{s}.npz" for s in spaces["read"]],
-                              [root / f"test_{s}.npz" for s in spaces["read"]])
-
-
-@pytest.mark.parametrize("search_kind", ["image", "attribute", "hierarchical"])
-def test_method_hits_equal_the_in_memory_methods(job_dir, search_kind):
-    root, a = job_dir
-    name = {"image": "image_only", "attribute": "image_text", "hierarchical": "hierarchical"}
-    indexed, read = method_spaces(name[search_kind], ATTRS)
-    job = open_job(root, {"index": indexed, "read": read})
-    got = dict(retrieve.method_hits(search_kind, job, ATTRS, k=5, b=40))
-    tr, te = a["train"], a["test"]
-    if search_kind == "image":
-        want = {None: retrieve.top_k(tr[IMAGE_SPACE], te[IMAGE_SPACE], 5)}
-    elif search_kind == "attribute":
-        want = {x: retrieve.top_k(tr[x], te[x], 5) for x in ATTRS}
-    else:
-        want = {x: retrieve.hierarchical(build_index(tr[IMAGE_SPACE]), te[IMAGE_SPACE], te[x],
-                                         b=40, k=5, candidate_ima=retrieve.stored(tr[x]))
-                for x in ATTRS}
-    assert list(got) == list(want)
-    for key in want:
-        np.testing.assert_array_equal(got[key].idx, want[key].idx)
-        np.testing.assert_allclose(got[key].scores, want[key].scores, atol=1e-5)
-
-
-@pytest.mark.parametrize("method", ["composed", "composed_hierarchical", "fused", "rrf"])
-def test_group_method_hits_equal_the_in_memory_methods(job_dir, method):
-    root, a = job_dir
-    indexed, read = group_method_spaces(method, {g: {"attributes": m} for g, m in GROUPS.items()})
-    job = open_job(root, {"index": indexed, "read": read})
-    got = dict(retrieve.group_method_hits(method, job, GROUPS, k=5, b=40, rrf_k=60))
-    tr, te = a["train"], a["test"]
-    space, members = group_space("colour"), GROUPS["colour"]
-    if method == "composed":
-        want = retrieve.top_k(tr[space], te[space], 5)
-    elif method == "composed_hierarchical":
-        want = retrieve.hierarchical(build_index(tr[IMAGE_SPACE]), te[IMAGE_SPACE], te[space],
-                                     b=40, k=5, candidate_ima=retrieve.stored(tr[space]))
-    elif method == "fused":
-        want = retrieve.top_k(retrieve.fused_vectors([tr[m] for m in members]),
-                              retrieve.fused_vectors([te[m] for m in members]), 5)
-    else:
-        lists = [search(build_index(tr[m]), te[m], 40)[1] for m in members]
-        want = retrieve.reciprocal_rank_fusion(lists, 5, 60)
-    assert list(got) == [space]
-    np.testing.assert_array_equal(got[space].idx, want.idx)
-    np.testing.assert_allclose(got[space].scores, want.scores, atol=1e-5)
-
-
-def test_results_are_written_attribute_by_attribute(job_dir, tmp_path):
-    root, _ = job_dir
-    job = open_job(root, {"index": ATTRS, "read": ATTRS})
-    hits = list(retrieve.method_hits("attribute", job, ATTRS, k=5))
-    out = tmp_path / "r" / "image_text.parquet"
-    rows = retrieve.write_results(out, "image_text", iter(hits), job.query_ids, job.db_ids)
-    want = pl.concat([retrieve.results_frame("image_text", x, job.query_ids, job.db_ids,
-                                             top.idx, top.scores) for x, top in hits])
-    got = pl.read_parquet(out)
-    assert rows == want.height == got.height and got.equals(want)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["image_text.parquet"]
-
-
-def test_a_job_stops_on_misaligned_or_overlapping_ids(job_dir, tmp_path):
-    root, a = job_dir
-    write_space(tmp_path / "train_x.npz", ids(180, 1), a["train"]["tbp_lv_A"])
-    with pytest.raises(ShardError, match="train_x.npz: ids differ"):
-        retrieve.JobSpaces({"index": [], "read": ["tbp_lv_A", "x"]}, [],
-                           [root / "train_tbp_lv_A.npz", tmp_path / "train_x.npz"],
-                           [root / "test_tbp_lv_A.npz", root / "test_tbp_lv_B.npz"])
-    with pytest.raises(retrieve.OverlapError):
-        retrieve.JobSpaces({"index": [], "read": ["tbp_lv_A"]}, [],
-                           [root / "train_tbp_lv_A.npz"], [root / "train_tbp_lv_B.npz"])
 
 
 # --------------------------------------------------------------------------- memory

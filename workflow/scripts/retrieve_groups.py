@@ -1,7 +1,7 @@
 """Top-k train images for every test query and group (retrieve.groups), with one group method
 (skinground.plan.GROUP_METHODS): composed, composed hierarchical, per-attribute fused, RRF.
 
-One space at a time (``retrieve.group_method_hits``). Peak host memory: composed and composed
+One space at a time (``methods.group_method_hits``). Peak host memory: composed and composed
 hierarchical as the retrieve rule's attribute and hierarchical methods; fused two blocks of
 fused vectors (~5 x 512 MiB + 4 x 512 MiB); RRF one index ``N d 4`` + the group's top-b lists
 ``|G| Q b 8``. ``skinground.memory`` has the formulas.
@@ -9,7 +9,7 @@ fused vectors (~5 x 512 MiB + 4 x 512 MiB); RRF one index ``N d 4`` + the group'
 
 import logging
 
-from skinground import cli, plan, retrieve
+from skinground import cli, methods, plan
 
 log = logging.getLogger("skinground")
 
@@ -17,11 +17,11 @@ log = logging.getLogger("skinground")
 def main(snakemake) -> None:
     name = snakemake.wildcards.group_method
     groups = snakemake.params.groups
-    job = retrieve.JobSpaces(snakemake.params.spaces, snakemake.input.index,
-                             snakemake.input.train, snakemake.input.test)
-    hits = retrieve.group_method_hits(plan.group_method(name).search, job, groups,
-                                      **snakemake.params.retrieve)
-    rows = retrieve.write_results(snakemake.output[0], name, hits, job.query_ids, job.db_ids)
+    job = methods.JobSpaces(snakemake.params.spaces, snakemake.input.index,
+                            snakemake.input.train, snakemake.input.test)
+    hits = methods.group_method_hits(plan.group_method(name).search, job, groups,
+                                     **snakemake.params.retrieve)
+    rows = methods.write_results(snakemake.output[0], name, hits, job.query_ids, job.db_ids)
     log.info("%s: %d queries x %d groups, %d rows", name, len(job.query_ids), len(groups), rows)
 
 

@@ -30,10 +30,7 @@ keep the first-stage order.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import faiss
@@ -41,12 +38,8 @@ import numpy as np
 import polars as pl
 
 from skinground.errors import OverlapError
-from skinground.index import build_index, load_index, normalize, search
-from skinground.io import atomic_path, glob_escape
-from skinground.outputs import IMAGE_SPACE
-from skinground.plan import group_space
-from skinground.shards import ShardError
-from skinground.spaces import Space, as_rows, block_rows, read_ids
+from skinground.index import build_index, normalize, search
+from skinground.spaces import as_rows, block_rows
 
 RESULT_SCHEMA = {
     "method": pl.String, "attribute": pl.String, "query_id": pl.String, "rank": pl.Int32,
@@ -280,135 +273,3 @@ def results_frame(method: str, attribute: str | None, query_ids: Sequence[str],
         "retrieved_id": pl.Series(db_ids, dtype=pl.String).gather(idx.reshape(-1)),
         "score": scores.reshape(-1),
     }, schema=RESULT_SCHEMA)
-
-
-class JobSpaces:
-    """What one retrieval job reads, opened one space at a time.
-
-    ``spaces`` (``{"index": [...], "read": [...]}``, as the rules pass them) names the spaces
-    of the index / train / test paths, in their order. Opening reads only ids: it checks that
-    every read space of a split has the same ids and that no test image is in the database.
-    :meth:`index` loads a space's FAISS index (N x d x 4 bytes; the caller drops it before the
-    next), :meth:`db` / :meth:`queries` open a stored space (:class:`~skinground.spaces.Space`,
-    read a block or a set of rows at a time).
-    """
-
-    def __init__(self, spaces: Mapping[str, Sequence[str]], index_paths: Sequence,
-                 train_paths: Sequence, test_paths: Sequence):
-        self.index_paths = dict(zip(spaces["index"], map(Path, index_paths), strict=True))
-        self.train_paths = dict(zip(spaces["read"], map(Path, train_paths), strict=True))
-        self.test_paths = dict(zip(spaces["read"], map(Path, test_paths), strict=True))
-        self.db_ids = _aligned_ids(self.train_paths.values())
-        self.query_ids = _aligned_ids(self.test_paths.values())
-        check_disjoint(self.query_ids, self.db_ids)
-
-    def index(self, space: str) -> faiss.Index:
-        return load_index(self.index_paths[space])
-
-    def db(self, space: str) -> Space:
-        return Space(self.train_paths[space])
-
-    def queries(self, space: str) -> Space:
-        return Space(self.test_paths[space])
-
-
-def _aligned_ids(paths: Iterable[Path]) -> list[str]:
-    ids = None
-    for path in paths:
-        these = read_ids(path)
-        if ids is not None and these != ids:
-            raise ShardError(f"{path}: ids differ from the other spaces of its split")
-        ids = these
-    if ids is None:
-        raise ValueError("a retrieval job reads at least one space")
-    return ids
-
-
-def method_hits(search_kind: str, job: JobSpaces, attributes: Sequence[str], *, k: int,
-                b: int | None = None) -> Iterator[tuple[str | None, TopK]]:
-    """The hits of one method (``plan.Method.search``), an attribute at a time: ``(attribute,
-    TopK)``, attribute None for an image-only method (its one list serves them all).
-
-    One space at a time: a space's index is dropped before the next is loaded. Peak host
-    memory (N train, Q test images, width d, 4-byte floats): "image"/"attribute": ``N d 4``
-    (one index) + ``QUERY_BLOCK_BYTES`` (a query block) + ``Q k 12`` (the hits);
-    "hierarchical": the first stage ``N d 4`` + ``Q b 8`` (the candidates), then per attribute
-    ``Q b 8`` + one re-rank batch (``BATCH_ELEMENTS`` x 6 bytes).
-    """
-    if search_kind == "image":
-        yield None, top_k(job.index(IMAGE_SPACE), job.queries(IMAGE_SPACE), k)
-    elif search_kind == "attribute":
-        for attribute in attributes:
-            yield attribute, top_k(job.index(attribute), job.queries(attribute), k)
-    elif search_kind == "hierarchical":
-        candidates = first_stage(job.index(IMAGE_SPACE), job.queries(IMAGE_SPACE), b)
-        for attribute in attributes:
-            yield attribute, rerank(candidates, job.queries(attribute),
-                                    stored(job.db(attribute)), k=k)
-    else:
-        raise ValueError(f"unknown search {search_kind!r}")
-
-
-def group_method_hits(search_kind: str, job: JobSpaces, groups: Mapping[str, Sequence[str]], *,
-                      k: int, b: int | None = None, rrf_k: float | None = None,
-                      ) -> Iterator[tuple[str, TopK]]:
-    """The hits of one group method (``plan.GroupMethod.search``) per group: ``(group space,
-    TopK)``. ``groups``: group name -> its attributes.
-
-    Peak host memory as :func:`method_hits` for "composed" (one index) and
-    "composed_hierarchical" (the first stage, then re-ranks); "fused": two blocks of
-    ``FUSED_BLOCK_BYTES`` (:func:`fused_top_k`); "rrf": one index (``N d 4``) + the group's
-    top-b lists (``|G| Q b 8``).
-    """
-    if search_kind == "composed_hierarchical":
-        candidates = first_stage(job.index(IMAGE_SPACE), job.queries(IMAGE_SPACE), b)
-    for group, attributes in groups.items():
-        space = group_space(group)
-        if search_kind == "composed":
-            yield space, top_k(job.index(space), job.queries(space), k)
-        elif search_kind == "composed_hierarchical":
-            yield space, rerank(candidates, job.queries(space), stored(job.db(space)), k=k)
-        elif search_kind == "fused":
-            yield space, fused_top_k([job.db(a) for a in attributes],
-                                     [job.queries(a) for a in attributes], k)
-        elif search_kind == "rrf":
-            lists = []
-            for a in attributes:
-                index = job.index(a)
-                lists.append(search(index, job.queries(a), min(b, index.ntotal))[1])
-                del index
-            yield space, reciprocal_rank_fusion(lists, k, rrf_k)
-        else:
-            raise ValueError(f"unknown group search {search_kind!r}")
-
-
-def write_results(path, method: str, hits: Iterable[tuple[str | None, TopK]],
-                  query_ids: Sequence[str], db_ids: Sequence[str]) -> int:
-    """Write the hits (``(attribute, TopK)`` pairs, as :func:`method_hits` yields them) as one
-    :func:`results_frame` table, atomically; returns its rows.
-
-    Each attribute's rows go to a part file as soon as they exist, and the parts are joined
-    by a streaming copy: the job never holds more than one attribute's rows.
-    """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{glob_escape(out.name)}.parts.*"):  # a killed job's
-        shutil.rmtree(stale, ignore_errors=True)
-    parts_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.parts.", dir=out.parent))
-    rows = 0
-    try:
-        parts = []
-        for i, (attribute, top) in enumerate(hits):
-            frame = results_frame(method, attribute, query_ids, db_ids, top.idx, top.scores)
-            parts.append(parts_dir / f"{i:05d}.parquet")
-            frame.write_parquet(parts[-1])
-            rows += frame.height
-            del frame
-        with atomic_path(out) as tmp:
-            if parts:
-                pl.scan_parquet(parts).sink_parquet(tmp)
-            else:
-                pl.DataFrame(schema=RESULT_SCHEMA).write_parquet(tmp)
-    finally:
-        shutil.rmtree(parts_dir, ignore_errors=True)
-    return rows
