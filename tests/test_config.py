@@ -69,3 +69,21 @@ def test_bad_config_is_rejected_naming_the_key(repo_config, mutate, named):
     with pytest.raises(WorkflowError) as err:
         check(cfg)
     assert named in str(err.value)
+
+
+def test_the_schemas_names_are_the_codes():
+    """Every enum of the schema that names something the code defines is exactly that set
+    (the DAG's shape exists once: plan.py and the modules, the schema follows)."""
+    from skinground import layout, prefix
+    from skinground.plan import GROUP_METHODS, METHODS, PREDICT_MODELS
+
+    props = yaml.safe_load(open(SCHEMA))["properties"]
+    retrieve = props["retrieve"]["properties"]
+    assert retrieve["methods"]["items"]["enum"] == list(METHODS)
+    # the evaluation adds the random reference itself: it is not a configurable method
+    assert retrieve["group_methods"]["items"]["enum"] == [m for m in GROUP_METHODS
+                                                          if m != "random"]
+    assert props["predict"]["properties"]["models"]["items"]["enum"] == list(PREDICT_MODELS)
+    assert sorted(props["train"]["properties"]["layout"]["enum"]) == sorted(layout.LAYOUTS)
+    assert (sorted(props["embed"]["properties"]["h_ima_token"]["enum"])
+            == sorted(prefix.H_IMA_TOKENS))

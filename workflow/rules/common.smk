@@ -45,6 +45,7 @@ os.environ.update(
 )
 from skinground import outputs as out  # standard library only
 from skinground import plan  # standard library only
+from skinground.attributes import GROUP_TAG  # standard library only
 from skinground.config import PIXEL_KEYS, bookkeeping, tracked, tracked_config  # PyYAML
 from skinground.deps import code_hash  # standard library only
 
@@ -138,7 +139,7 @@ PREDICT_MODELS = plan.predict_models(config)
 PREDICTED_GROUPS = config["retrieve"]["groups"] if config["tuples"]["group_share"] > 0 else {}
 PREDICT_QUESTIONS = {
     **{a: spec["question"] for a, spec in config["attributes"].items()},
-    **{f"group:{g}": spec["question"] for g, spec in PREDICTED_GROUPS.items()},
+    **{GROUP_TAG + g: spec["question"] for g, spec in PREDICTED_GROUPS.items()},
 }
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import math
 
+#: The ``attribute`` of a group tuple or answer: ``group:<name>`` (one name everywhere: the
+#: rules' questions, the tuples, the answers, the R² of groups).
+GROUP_TAG = "group:"
+
 ID_COLUMN = "isic_id"
 PATIENT_COLUMN = "patient_id"
 TARGET_COLUMN = "target"

@@ -15,12 +15,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from skinground.attributes import ID_COLUMN, format_answer
+from skinground.attributes import GROUP_TAG, ID_COLUMN, format_answer
 
 #: Between the values of a group answer.
 SEPARATOR = "; "
-#: The ``attribute`` of a group tuple or answer: ``group:<name>``.
-GROUP_TAG = "group:"
 
 
 def group_answer(values: Sequence[float], decimals: Sequence[int]) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from skinground.attributes import ID_COLUMN
-from skinground.groups import GROUP_TAG
+from skinground.attributes import GROUP_TAG
 
 #: Trailing special tokens a decoded answer may still carry.
 _TRAILING_TOKENS = ("<|im_end|>", "<|endoftext|>")

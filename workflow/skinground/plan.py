@@ -195,7 +195,12 @@ def predict_models(config: Mapping[str, Any]) -> list[str]:
 
 
 def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
-    """Jobs per rule of a full run from nothing, as the Snakefile builds the DAG."""
+    """Jobs per rule of a full run from nothing, as the Snakefile builds the DAG.
+
+    A model of the rules' conditions (the cost model plans with it, without Snakemake),
+    checked against Snakemake's own dry runs of the demo and the paper's config
+    (tests/test_cost.py): a rule's condition changed in the Snakefile but not here fails
+    there."""
     jobs: dict[str, int] = {}
     if config.get("synthetic", {}).get("enabled"):
         jobs["synthetic_data"] = 1
