@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from skinground.attributes import ID_COLUMN
-from skinground.attributes import GROUP_TAG
+from skinground.attributes import GROUP_TAG, ID_COLUMN
 
 #: Trailing special tokens a decoded answer may still carry.
 _TRAILING_TOKENS = ("<|im_end|>", "<|endoftext|>")
