@@ -15,7 +15,7 @@ out-of-memory error in one is recorded in the result and the other still runs):
    ``min_pixels``/``max_pixels``), once in each layout (``per_tuple``, ``per_image``), each
    in its own process: step time (forward/backward/optimizer, CUDA-synchronised), tokens/s,
    tuples/s, MFU, peak memory, and the tuples/s ratio of the two layouts.
-2. embed: ``embed.prefix_shared_embeddings`` vs ``embed.naive_embeddings`` over ``--images``
+2. embed: ``embed.prefix_shared_embeddings`` vs ``reference.naive_embeddings`` over ``--images``
    tiles x the 16 questions: images/s both ways, the ratio, MFU, agreement, peak memory.
 3. predict: image-once greedy generation (``predict.image_once_tokens``) vs one ``generate``
    per batch of the same (image, question) rows: seconds, ratio, identical rows.
@@ -408,6 +408,8 @@ def phase_embed(args, config: dict) -> dict:
     from skinground import embed, flops
     from skinground import prefix as P
 
+    from reference import naive_embeddings
+
     result: dict = {"device": device_info(torch)}
     t0 = time.perf_counter()
     model, processor, spec, parameters = build(args, config, torch)
@@ -457,7 +459,7 @@ def phase_embed(args, config: dict) -> dict:
     # Warm-up: allocator, kernels, tokenizer caches.
     embed.prefix_shared_embeddings(model, processor, images[:sizes[0]], questions,
                                    batch_images=sizes[0])
-    embed.naive_embeddings(model, processor, images[:1], questions)
+    naive_embeddings(model, processor, images[:1], questions)
     sync(torch)
 
     shared_runs, reference = {}, None
@@ -485,7 +487,7 @@ def phase_embed(args, config: dict) -> dict:
     t = time.perf_counter()
     try:
         for im in images:
-            e_im, e_ima = embed.naive_embeddings(model, processor, [im], questions)
+            e_im, e_ima = naive_embeddings(model, processor, [im], questions)
             n_im.append(e_im)
             n_ima.append(e_ima)
             done += 1
@@ -528,11 +530,13 @@ def phase_embed(args, config: dict) -> dict:
 def phase_predict(args, config: dict) -> dict:
     """Greedy answers to the 16 questions for ``--images`` tiles, image-once (the workflow's
     ``predict.image_once_tokens``) vs one left-padded ``generate`` per batch of the same
-    (image, question) rows (``predict.generate_batch``): seconds, the ratio and how many rows
+    (image, question) rows (``reference.generate_batch``): seconds, the ratio and how many rows
     got the same tokens (bf16 rounding may flip a near-tie)."""
     import torch
 
-    from skinground.predict import generate_batch, image_once_tokens
+    from skinground.predict import image_once_tokens
+
+    from reference import generate_batch
 
     result: dict = {"device": device_info(torch)}
     model, processor, _, parameters = build(args, config, torch)

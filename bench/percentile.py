@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 from timing import best_of, machine
 
-from skinground.evaluate import PercentileRanker, brute_force_percentile_ranks, percentile_ranks
+from skinground.evaluate import PercentileRanker, percentile_ranks
 from skinground.io import write_json
+
+from reference import brute_force_percentile_ranks
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ Builds the demo's tiny Qwen2-VL (``model.tiny`` of the merged configs, by defaul
 profiles/demo/demo-config.yaml), renders synthetic lesion tiles and generates the answers to
 all configured questions for every tile both ways, side by side in one process:
 ``predict.generate_answers`` (the workflow's: each image's prefix once, its questions as one
-batch of suffixes, one decoding loop) and ``predict.generate_per_question`` (one left-padded
+batch of suffixes, one decoding loop) and ``reference.generate_per_question`` (one left-padded
 ``generate`` call per batch of the same number of (image, question) rows, each re-encoding
 its image). Asserts that the answers are identical and writes ``bench/results/predict.json``
 atomically (goal: >= 5x).
@@ -54,7 +54,9 @@ class Tiles:
 
 
 def main(argv=None) -> dict:
-    from skinground.predict import generate_answers, generate_per_question
+    from skinground.predict import generate_answers
+
+    from reference import generate_per_question
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", type=Path, nargs="+", default=DEMO_CONFIGS)

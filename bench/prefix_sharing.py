@@ -1,7 +1,7 @@
 """Benchmark: prefix-shared embedding extraction vs one forward per (image, question).
 
 Builds the demo's tiny Qwen2-VL (config.yaml ``model.tiny``), renders synthetic lesion tiles,
-takes the 16 questions of config.yaml, and times ``embed.naive_embeddings`` against
+takes the 16 questions of config.yaml, and times ``reference.naive_embeddings`` against
 ``embed.prefix_shared_embeddings`` in the same process (warm-up first, best of ``--repeats``).
 Checks that they agree and writes ``bench/results/prefix_sharing.json`` atomically.
 
@@ -31,6 +31,8 @@ from skinground import embed, models, tiny
 from skinground.io import write_json
 from skinground.lesions import render_tile
 from skinground.synthetic import tile_size
+
+from reference import naive_embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,14 +89,14 @@ def main(argv=None) -> dict:
         model, processor = models.load_mllm(model_dir, **pixels)
 
     def naive():
-        return embed.naive_embeddings(model, processor, images, questions)
+        return naive_embeddings(model, processor, images, questions)
 
     def shared():
         return embed.prefix_shared_embeddings(model, processor, images, questions,
                                               batch_images=args.batch_images)
 
     # Warm-up (allocator, kernels, tokenizer caches).
-    embed.naive_embeddings(model, processor, images[:2], questions)
+    naive_embeddings(model, processor, images[:2], questions)
     embed.prefix_shared_embeddings(model, processor, images[:2], questions,
                                    batch_images=args.batch_images)
     t_naive, (n_im, n_ima) = timed(naive, args.repeats)

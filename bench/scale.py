@@ -45,7 +45,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -58,13 +61,24 @@ from timing import machine
 from skinground import memory
 from skinground.attributes import ID_COLUMN, METADATA_COLUMNS, PAPER_ATTRIBUTES
 from skinground.io import read_lines, write_json
+from skinground.memory import (
+    GPU_BYTES,
+    PAPER_TEST,
+    PAPER_TRAIN,
+    MiB,
+    Workload,
+    driver,
+    profile_mem_mb,
+    rule_peaks,
+)
 from skinground.outputs import IMAGE_SPACE
 from skinground.plan import EMBED_MODELS, group_space
 from skinground.shards import shard_ids, write_shard
-from skinground.synthetic import SLICE3D_IMAGES, SLICE3D_PATIENTS, paper_shaped_cohort
+from skinground.synthetic import SLICE3D_IMAGES, SLICE3D_PATIENTS
+
+from reference import paper_shaped_cohort
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_TRAIN, PAPER_TEST = 282_564, 118_495
 QWEN_WIDTH, MONET_WIDTH = 3584, 768
 RETRIEVAL_RULES = ["merge_embeddings", "build_index", "retrieve", "retrieve_groups", "evaluate",
                    "evaluate_groups", "figures", "figure_groups"]
@@ -228,6 +242,60 @@ def fit(xs: list[float], ys: list[float]) -> dict:
     return {"a": float(a), "b": float(b), "max_rel_residual": float(resid.max())}
 
 
+def check_measured(measured: Mapping[str, Mapping], config: Mapping[str, Any],
+                   attributes: Sequence[str], *, width: int, monet_width: int,
+                   paper: Workload, profile: Mapping[str, Any] | None = None,
+                   site: Mapping[str, Any] | None = None) -> dict:
+    """Each rule's measured peaks beside the model's at the same sizes,
+    the linear fit of the measurements extrapolated to the paper's workload, and the model's
+    paper-scale peak (host, and GPU for the GPU rules), each beside the profile's mem_mb and the
+    A6000's 48 GB. ``measured``: rule -> {"sizes": [...], "peak_mib": [...], ...} (sizes:
+    train images for the retrieval rules, images for the data rules)."""
+    gpu_rules = {r for r, v in ((profile or {}).get("set-resources") or {}).items()
+                 if (v or {}).get("gpu")}
+    paper_peaks = rule_peaks(paper)
+    bench = replace(paper, attributes=len(attributes), group_sizes=(len(attributes),),
+                    width=width, monet_width=monet_width)
+    ratio = PAPER_TEST / PAPER_TRAIN
+    out = {}
+    for rule, entry in measured.items():
+        data_rule = rule in ("manifest", "split", "tuples")
+        workloads = []
+        for size in entry["sizes"]:
+            if data_rule:  # sizes are all images; the paper's 16 attributes
+                train = round(size * PAPER_TRAIN / (PAPER_TRAIN + PAPER_TEST))
+                workloads.append(replace(paper, train_images=train, test_images=size - train))
+            else:
+                workloads.append(replace(bench, train_images=size,
+                                         test_images=round(size * ratio)))
+        peaks = rule_peaks(workloads[0])
+        if rule not in peaks:
+            continue
+        model = [rule_peaks(x)[rule].host / MiB for x in workloads]
+        xs = [driver(rule, x) for x in workloads]
+        ys = list(entry["peak_mib"])
+        line = fit(xs, ys)
+        b, a = line["b"], line["a"]
+        paper_x = driver(rule, paper)
+        fitted = a + b * paper_x
+        model_paper = paper_peaks[rule].host / MiB
+        mem_mb = profile_mem_mb(profile, site, rule.split(":")[0])
+        on_gpu = rule.split(":")[0] in gpu_rules
+        out[rule] = {
+            **entry,
+            "model_mib": model,
+            "measured_over_model": [y / m for y, m in zip(ys, model, strict=True)],
+            "driver": xs,
+            "fit_mib": {"a": a, "b_per_unit": b, "paper_driver": paper_x, "paper_mib": fitted},
+            "model_paper_mib": model_paper,
+            "model_paper_gpu_gb": paper_peaks[rule].gpu / 1e9 if on_gpu else None,
+            "mem_mb": mem_mb,
+            "fits": (mem_mb is not None and mem_mb * 1e6 >= max(fitted, model_paper) * MiB
+                     and (not on_gpu or paper_peaks[rule].gpu <= GPU_BYTES)),
+        }
+    return out
+
+
 # --------------------------------------------------------------------------- the halves
 
 
@@ -332,7 +400,7 @@ def check(data: list[dict], retrieval: list[dict], attributes: list[str],
              **{r: v for r, v in per_rule(retrieval, "train_images").items()
                 if r not in DATA_RULES}}
     load = lambda path: yaml.safe_load(path.read_text())  # noqa: E731
-    return memory.check_measured(rules, repo_config, attributes, width=QWEN_WIDTH,
+    return check_measured(rules, repo_config, attributes, width=QWEN_WIDTH,
                                  monet_width=MONET_WIDTH,
                                  paper=memory.Workload.paper(repo_config),
                                  profile=load(REPO / "profiles" / "default" / "config.yaml"),

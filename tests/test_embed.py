@@ -14,6 +14,8 @@ from skinground import embed, models, tiny
 from skinground import prefix as P
 from skinground.data import open_images
 
+from reference import naive_embeddings
+
 QUESTIONS = [
     "What is the area of the lesion in mm²?",
     "Area?",
@@ -56,7 +58,7 @@ def images() -> list[Image.Image]:
 @pytest.fixture(scope="module")
 def reference(native, images):
     model, processor = native
-    return embed.naive_embeddings(model, processor, images, QUESTIONS)
+    return naive_embeddings(model, processor, images, QUESTIONS)
 
 
 def max_diff(a, b) -> float:
@@ -91,7 +93,7 @@ def test_prefix_shared_matches_naive_native_sizes(native, images, reference):
 
 def test_prefix_shared_matches_naive_fixed_size(fixed, images):
     model, processor = fixed
-    ref_im, ref_ima = embed.naive_embeddings(model, processor, images, QUESTIONS)
+    ref_im, ref_ima = naive_embeddings(model, processor, images, QUESTIONS)
     h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS,
                                                  batch_images=3)
     assert max_diff(h_im, ref_im) < TOL
@@ -160,7 +162,7 @@ def test_extract_aligned_float16(native, tmp_path, caplog):
     assert out_ids == order
     assert h_im.dtype == h_ima.dtype == np.float16
     assert h_im.shape == (4, d) and h_ima.shape == (4, 3, d)
-    ref_im, ref_ima = embed.naive_embeddings(model, processor, decoded, QUESTIONS)
+    ref_im, ref_ima = naive_embeddings(model, processor, decoded, QUESTIONS)
     f16 = dict(atol=2e-3, rtol=2e-3)  # float16 storage rounding
     np.testing.assert_allclose(h_im.astype(np.float32), ref_im.numpy(), **f16)
     np.testing.assert_allclose(h_ima.astype(np.float32), ref_ima.numpy(), **f16)
@@ -219,7 +221,7 @@ def test_h_ima_token_choice_matches_the_full_forward(native, images, token):
     """h_im,a at the paper's final question token or at the prompt's end: the prefix-shared
     pass equals one full forward per (image, question) read at the same token."""
     model, processor = native
-    _, ref_ima = embed.naive_embeddings(model, processor, images, QUESTIONS, token=token)
+    _, ref_ima = naive_embeddings(model, processor, images, QUESTIONS, token=token)
     _, h_ima = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS,
                                               batch_images=2, token=token)
     assert max_diff(h_ima, ref_ima) < TOL

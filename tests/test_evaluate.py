@@ -8,13 +8,14 @@ from skinground.evaluate import (
     EVAL_COLUMNS,
     SUMMARY_COLUMNS,
     PercentileRanker,
-    brute_force_percentile_ranks,
     evaluate,
     percentile_ranks,
     summarize,
 )
 from skinground.retrieve import OverlapError
 from skinground.tables import markdown_table
+
+from reference import brute_force_percentile_ranks
 
 
 def both(train, q, r):

@@ -22,6 +22,7 @@ from skinground.metrics import group_r2, parse_group_answer
 from skinground.retrieve import fused_top_k, fused_vectors, reciprocal_rank_fusion
 
 from conftest import REPO, copy_workflow
+from reference import naive_embeddings
 
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
 
@@ -42,7 +43,7 @@ def test_composed_embeddings_equal_a_full_forward(tmp_path, group_config):
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (s, s, 3), dtype=np.uint8))
               for s in (61, 131, 239)]
-    ref_im, ref = embed.naive_embeddings(model, processor, images, questions)
+    ref_im, ref = naive_embeddings(model, processor, images, questions)
     h_im, shared = embed.prefix_shared_embeddings(model, processor, images, questions,
                                                   batch_images=2)
     assert shared.shape == (3, len(questions), model.config.text_config.hidden_size)

@@ -20,7 +20,8 @@ from skinground.plan import (
     method_spaces,
 )
 from skinground.shards import ShardError
-from skinground.spaces import write_space
+
+from reference import write_space
 
 N, Q, D, K, B, RRF_K = 150, 23, 16, 5, 40, 60.0
 ATTRS = ["tbp_lv_A", "tbp_lv_B", "tbp_lv_areaMM2"]

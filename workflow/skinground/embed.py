@@ -34,7 +34,6 @@ import torch
 from PIL import Image
 
 from skinground import prefix as P
-from skinground.models import chat_prompt
 from skinground.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -47,38 +46,6 @@ def _hidden_size(model) -> int:
 # --------------------------------------------------------------------------- reference
 
 
-@torch.inference_mode()
-def naive_embeddings(model, processor, images: Sequence[Image.Image], questions: Sequence[str],
-                     *, token: str = "question") -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference: one unpadded forward of the prefix per image (h_im) and one full forward
-    per (image, question) (h_im,a), reading ``hidden_states[-1]`` of the model's own output.
-
-    Returns float32 CPU tensors ``h_im [N, d]`` and ``h_ima [N, A, d]``.
-    """
-    prefix, _ = P.split_template(processor, questions)
-    prompts = [chat_prompt(processor, q) for q in questions]
-    image_id = model.config.image_token_id
-    end_id = processor.tokenizer.convert_tokens_to_ids(P.EOS_TOKEN)
-    if token not in P.H_IMA_TOKENS:
-        raise ValueError(f"h_im,a token must be one of {P.H_IMA_TOKENS}, got {token!r}")
-    d = _hidden_size(model)
-    h_im = torch.empty(len(images), d)
-    h_ima = torch.empty(len(images), len(questions), d)
-
-    def last_layer(image, text):
-        batch = P.to_model(P.encode(processor, [image], [text]), model)
-        out = model(**batch, output_hidden_states=True, logits_to_keep=1)
-        return batch["input_ids"][0], out.hidden_states[-1][0].float()
-
-    for i, image in enumerate(images):
-        ids, states = last_layer(image, prefix)
-        h_im[i] = states[ids == image_id].mean(0).cpu()
-        for a, text in enumerate(prompts):
-            ids, states = last_layer(image, text)
-            # "question": the token before the question's <|im_end|> (the last one)
-            at = -1 if token == "prompt_end" else int((ids == end_id).nonzero()[-1]) - 1
-            h_ima[i, a] = states[at].cpu()
-    return h_im, h_ima
 
 
 # --------------------------------------------------------------------------- prefix sharing

@@ -229,27 +229,6 @@ def _require_members(missing: np.ndarray, r: np.ndarray) -> None:
                          f"{r[missing][:3].tolist()}: retrieved images must be train images")
 
 
-def brute_force_percentile_ranks(train_values, query_values, retrieved_values) -> np.ndarray:
-    """The O(N)-per-item reference: counts ``np.abs(v - q) < d`` and ``<= d`` directly."""
-    v = _train_values(train_values)
-    q, r = _pair(query_values, retrieved_values)
-    out = np.full(r.shape, np.nan)
-    if r.size == 0:
-        return out
-    r_valid = r[np.isfinite(q) & np.isfinite(r)]
-    _require_members(~np.isin(r_valid, v), r_valid)
-    width = r.shape[-1] if r.ndim else 1
-    q2, r2, o2 = q.reshape(-1, width), r.reshape(-1, width), out.reshape(-1, width)
-    for i in range(q2.shape[0]):
-        valid = np.isfinite(q2[i]) & np.isfinite(r2[i])
-        for qi in np.unique(q2[i][valid]):  # q is usually constant along the row
-            cols = np.flatnonzero(valid & (q2[i] == qi))
-            diffs = np.abs(v - qi)
-            d = np.abs(qi - r2[i, cols])
-            less = (diffs[None, :] < d[:, None]).sum(axis=1)
-            less_or_equal = (diffs[None, :] <= d[:, None]).sum(axis=1)
-            o2[i, cols] = _percent(less, less_or_equal, v.size)
-    return o2.reshape(r.shape)
 
 
 # ---------------------------------------------------------------- tables (polars)

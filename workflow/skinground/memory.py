@@ -29,7 +29,7 @@ below the model plus ``MARGIN``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from skinground.flops import QWEN2VL_7B, QwenSpec, param_counts
@@ -328,67 +328,3 @@ def driver(rule: str, w: Workload) -> float:
     if base in ("evaluate_groups", "figure_groups"):
         return group_rows(w)
     return w.train_images
-
-
-def check_measured(measured: Mapping[str, Mapping], config: Mapping[str, Any],
-                   attributes: Sequence[str], *, width: int, monet_width: int,
-                   paper: Workload, profile: Mapping[str, Any] | None = None,
-                   site: Mapping[str, Any] | None = None) -> dict:
-    """For ``bench/scale.py``: each rule's measured peaks beside the model's at the same sizes,
-    the linear fit of the measurements extrapolated to the paper's workload, and the model's
-    paper-scale peak (host, and GPU for the GPU rules), each beside the profile's mem_mb and the
-    A6000's 48 GB. ``measured``: rule -> {"sizes": [...], "peak_mib": [...], ...} (sizes:
-    train images for the retrieval rules, images for the data rules)."""
-    gpu_rules = {r for r, v in ((profile or {}).get("set-resources") or {}).items()
-                 if (v or {}).get("gpu")}
-    paper_peaks = rule_peaks(paper)
-    bench = replace(paper, attributes=len(attributes), group_sizes=(len(attributes),),
-                    width=width, monet_width=monet_width)
-    ratio = PAPER_TEST / PAPER_TRAIN
-    out = {}
-    for rule, entry in measured.items():
-        data_rule = rule in ("manifest", "split", "tuples")
-        workloads = []
-        for size in entry["sizes"]:
-            if data_rule:  # sizes are all images; the paper's 16 attributes
-                train = round(size * PAPER_TRAIN / (PAPER_TRAIN + PAPER_TEST))
-                workloads.append(replace(paper, train_images=train, test_images=size - train))
-            else:
-                workloads.append(replace(bench, train_images=size,
-                                         test_images=round(size * ratio)))
-        peaks = rule_peaks(workloads[0])
-        if rule not in peaks:
-            continue
-        model = [rule_peaks(x)[rule].host / MiB for x in workloads]
-        xs = [driver(rule, x) for x in workloads]
-        ys = list(entry["peak_mib"])
-        b, a = _line(xs, ys)
-        paper_x = driver(rule, paper)
-        fitted = a + b * paper_x
-        model_paper = paper_peaks[rule].host / MiB
-        mem_mb = profile_mem_mb(profile, site, rule.split(":")[0])
-        on_gpu = rule.split(":")[0] in gpu_rules
-        out[rule] = {
-            **entry,
-            "model_mib": model,
-            "measured_over_model": [y / m for y, m in zip(ys, model, strict=True)],
-            "driver": xs,
-            "fit_mib": {"a": a, "b_per_unit": b, "paper_driver": paper_x, "paper_mib": fitted},
-            "model_paper_mib": model_paper,
-            "model_paper_gpu_gb": paper_peaks[rule].gpu / 1e9 if on_gpu else None,
-            "mem_mb": mem_mb,
-            "fits": (mem_mb is not None and mem_mb * 1e6 >= max(fitted, model_paper) * MiB
-                     and (not on_gpu or paper_peaks[rule].gpu <= GPU_BYTES)),
-        }
-    return out
-
-
-def _line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
-    """Least squares ``y = a + b x``: (b, a)."""
-    n = len(xs)
-    if n < 2 or len(set(xs)) < 2:
-        return 0.0, (sum(ys) / n if n else 0.0)
-    mx, my = sum(xs) / n, sum(ys) / n
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / \
-        sum((x - mx) ** 2 for x in xs)
-    return b, my - b * mx

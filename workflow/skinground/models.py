@@ -127,12 +127,6 @@ def configure_pixels(processor: ImageOnlyQwen2VLProcessor, *, min_pixels: int | 
     )
 
 
-def image_token_count(processor: ImageOnlyQwen2VLProcessor, height: int, width: int) -> int:
-    """How many ``<|image_pad|>`` tokens one image of this size becomes."""
-    if processor.image_size:
-        height = width = processor.image_size
-    ip = processor.image_processor
-    return ip.get_number_of_image_patches(height, width, {}) // ip.merge_size**2
 
 
 def chat_prompt(processor, question: str) -> str:

@@ -28,7 +28,7 @@ import torch
 from skinground import prefix as P
 from skinground.attributes import ID_COLUMN
 from skinground.metrics import parse_number
-from skinground.models import EOS_TOKEN, PAD_TOKEN, chat_prompt
+from skinground.models import EOS_TOKEN, PAD_TOKEN
 from skinground.progress import Progress
 from skinground.shards import PREDICTION_SCHEMA
 
@@ -36,61 +36,10 @@ log = logging.getLogger(__name__)
 
 
 
-@torch.inference_mode()
-def generate_batch(model, processor, images: list, questions: list[str], *,
-                   max_new_tokens: int, tokens: bool = False) -> list[str] | list[list[int]]:
-    """Greedy answers for (image, question) pairs in one left-padded ``generate`` call.
-
-    Plain greedy decoding: the sampling settings and the repetition penalty that
-    Qwen2-VL-7B-Instruct's ``generation_config.json`` carries are overridden (a penalty on
-    repeated tokens would bias numbers with repeated digits). Stops at ``<|im_end|>`` (or
-    ``<|endoftext|>``); returns only the new tokens, decoded without special tokens (or, with
-    ``tokens``, their ids, padding after the stop included).
-    """
-    tok = processor.tokenizer
-    prompts = [chat_prompt(processor, q) for q in questions]
-    batch = P.to_model(P.encode(processor, images, prompts, padding_side="left"), model)
-    eos = stop_ids(tok)
-    out = model.generate(
-        **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-        eos_token_id=eos, pad_token_id=eos[1], repetition_penalty=1.0,
-        temperature=None, top_p=None, top_k=None,
-    )
-    new = out[:, batch["input_ids"].shape[1]:]
-    return new.tolist() if tokens else tok.batch_decode(new, skip_special_tokens=True)
 
 
-def generate_per_question(model, processor, store, ids: Sequence[str],
-                          questions: Mapping[str, str], *, batch_size: int,
-                          max_new_tokens: int) -> pl.DataFrame:
-    """All configured attributes' answers for every image in ``ids``, one sequence per
-    (image, question) (the reference for :func:`generate_answers`).
 
-    ``questions``: name (an attribute column, or ``group:<name>``) -> question. Sequences are
-    ordered image by image, question by question, and cut into batches of ``batch_size`` (a
-    batch may mix images). Returns columns isic_id, attribute, answer (the generated text, special
-    tokens stripped), value (``parse_number(answer)``, null when unparsable); one row per
-    (image, attribute), in that order.
-    """
-    if batch_size < 1 or max_new_tokens < 1:
-        raise ValueError("batch_size and max_new_tokens must be >= 1")
-    pairs = [(i, a) for i in ids for a in questions]
-    answers: list[str] = []
-    cache: dict[str, object] = {}  # decoded images of the current batch
-    done = Progress(len(pairs), "answers", log=log)
-    for lo in range(0, len(pairs), batch_size):
-        chunk = pairs[lo:lo + batch_size]
-        needed = {i for i, _ in chunk}
-        cache = {i: im for i, im in cache.items() if i in needed}
-        for i in needed:
-            if i not in cache:
-                cache[i] = store.read(i)
-        answers += generate_batch(
-            model, processor, [cache[i] for i, _ in chunk],
-            [questions[a] for _, a in chunk], max_new_tokens=max_new_tokens,
-        )
-        done.update(lo + len(chunk))
-    return answers_frame(pairs, answers)
+
 
 
 def answers_frame(pairs: Sequence[tuple[str, str]], answers: Sequence[str]) -> pl.DataFrame:

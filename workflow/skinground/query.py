@@ -6,8 +6,9 @@ the tuned model, on the fly, and re-ranked by h_im,a — no stored per-attribute
 :func:`on_the_fly` is that candidate function; with the same model it returns what the stored
 h_im,a database holds (the forward pass is deterministic, and the vectors are rounded to the
 database's float16), so both paths give the same top-k. A group's question Q(G) is asked the
-same way (h_im,G). :class:`Run` opens what a finished run left in ``results/<run>/`` and
-:func:`ask` answers and retrieves for one image (``skinground query``).
+same way (h_im,G). :class:`Run` opens what a finished run left in its folder
+(``skinground.outputs``) and :func:`ask` answers and retrieves for one image (``skinground
+query``), through :func:`hierarchical_new_image`.
 """
 
 from __future__ import annotations
@@ -53,14 +54,15 @@ def on_the_fly(model, processor, store, train_ids: Sequence[str], question: str,
     return embed_rows
 
 
-def query_image(model, processor, image: Image.Image, question: str, *, im_index, store,
-                train_ids: Sequence[str], b: int, k: int, batch_images: int = 8,
-                token: str = "question") -> TopK:
-    """Top ``k`` train rows for one new image and one attribute's (or group's) question
-    (method b), h_im,a at ``token``."""
-    h_im, h_ima = prefix_shared_embeddings(model, processor, [image], [question],
-                                           batch_images=1, token=token)
-    return hierarchical(im_index, as_stored(h_im), as_stored(h_ima[:, 0]), b=b, k=k,
+def hierarchical_new_image(model, processor, store, train_ids: Sequence[str], im_index,
+                           h_im, h_ima, question: str, *, b: int, k: int,
+                           token: str = "question", batch_images: int = 8) -> TopK:
+    """Method (b) for an image outside the database (what ``skinground query`` runs): its
+    top ``b`` train rows by h_im, re-ranked by the h_im,a (or h_im,G) of ``question``,
+    computed on the fly for the candidates (:func:`on_the_fly`). ``h_im``, ``h_ima``: the
+    query image's [1, d] vectors as the model gives them (rounded here as the run stored
+    its own)."""
+    return hierarchical(im_index, as_stored(h_im), as_stored(h_ima), b=b, k=k,
                         candidate_ima=on_the_fly(model, processor, store, train_ids, question,
                                                  batch_images=batch_images, token=token))
 
@@ -185,13 +187,12 @@ def ask(run: Run, image: Image.Image, asked: Sequence[Asked], *, k: int, b: int)
     once = image_once(run.model, run.processor, [image], [a.question for a in asked],
                       max_new_tokens=int(run.config["predict"]["max_new_tokens"]), token=token)
     tok = run.processor.tokenizer
-    h_im = as_stored(once.h_im)
     values = run.manifest.select("isic_id", *{m for a in asked for m in a.members})
     out = []
     for j, a in enumerate(asked):
-        top = hierarchical(run.im_index, h_im, as_stored(once.h_ima[:, j]), b=b, k=k,
-                           candidate_ima=on_the_fly(run.model, run.processor, run.store,
-                                                    run.train_ids, a.question, token=token))
+        top = hierarchical_new_image(run.model, run.processor, run.store, run.train_ids,
+                                     run.im_index, once.h_im, once.h_ima[:, j], a.question,
+                                     b=b, k=k, token=token)
         ids = [run.train_ids[i] for i in top.idx[0]]
         hits = values.filter(pl.col("isic_id").is_in(ids))
         by_id = {r["isic_id"]: r for r in hits.iter_rows(named=True)}

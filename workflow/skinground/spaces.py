@@ -222,14 +222,6 @@ def merge_space(paths: Sequence[str | os.PathLike], space: str,
     return shape
 
 
-def write_space(path: str | os.PathLike, ids: Sequence[str], vectors: np.ndarray) -> None:
-    """A merged space from arrays in memory (tests, small spaces): ``ids`` and ``vectors``
-    stored as float16, in the layout :class:`Space` reads."""
-    vectors = np.asarray(vectors)
-    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
-        raise ValueError(f"vectors {vectors.shape} must be [{len(ids)}, d]")
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, ids=np.array(list(ids), dtype=str), vectors=vectors.astype(STORED))
 
 
 def read_ids(path: str | os.PathLike) -> list[str]:

@@ -122,22 +122,6 @@ SLICE3D_IMAGES = 401_059
 SLICE3D_MALIGNANT = 393
 
 
-def paper_shaped_cohort(seed: int = 0, *, n_patients: int = SLICE3D_PATIENTS,
-                        n_images: int = SLICE3D_IMAGES,
-                        n_malignant: int = SLICE3D_MALIGNANT) -> pl.DataFrame:
-    """``isic_id, patient_id, target`` for a cohort of SLICE-3D's shape, without images: its
-    patient and image counts, heavy-tailed images per patient (:func:`_images_per_patient`:
-    total-body photography gives some patients far more lesions than others; ~385 on
-    average), its malignant images spread as the demo's. For rehearsing the data stages and
-    the split at paper scale (``bench/scale.py``, ``tests/test_split.py``)."""
-    rng = np.random.default_rng(seed)
-    counts = _images_per_patient(rng, n_patients, n_images)
-    patient_of = rng.permutation(np.repeat(np.arange(n_patients), counts))
-    malignant = _malignant_images(rng, patient_of, n_patients, n_malignant / n_images)
-    patients = np.array(_distinct_ids(rng, "IP_", n_patients))
-    return pl.DataFrame({ID_COLUMN: _distinct_ids(rng, "ISIC_", n_images),
-                         PATIENT_COLUMN: patients[patient_of],
-                         TARGET_COLUMN: malignant.astype(np.int64)})
 
 
 def _malignant_images(rng, patient_of: np.ndarray, n_patients: int, fraction: float):
