@@ -12,6 +12,7 @@ from PIL import Image
 
 from skinground import layout, lora, models, tiny
 from skinground import prefix as P
+from skinground import shared_cache as C
 from skinground.metrics import parse_number
 from skinground.predict import generate_answers, image_once_tokens
 
@@ -172,8 +173,8 @@ def test_shared_prefix_attention_equals_attention_over_the_concatenated_keys(dty
         return torch.zeros(keep.shape, dtype=dtype).masked_fill(~keep, float("-inf"))[
             :, None, None, :]
 
-    shared = P.SharedKV(pk, pv, bias(p_keep), rk, rv, bias(r_keep))
-    out, _ = P.shared_prefix_attention(None, q, shared, None, None, scaling=d ** -0.5)
+    shared = C.SharedKV(pk, pv, bias(p_keep), rk, rv, bias(r_keep))
+    out, _ = C.shared_prefix_attention(None, q, shared, None, None, scaling=d ** -0.5)
     keys = torch.cat([pk.repeat_interleave(group, 0), rk], 2).repeat_interleave(per_kv, 1)
     values = torch.cat([pv.repeat_interleave(group, 0), rv], 2).repeat_interleave(per_kv, 1)
     keep = torch.cat([p_keep.repeat_interleave(group, 0), r_keep], 1)[:, None, None, :]
@@ -183,11 +184,11 @@ def test_shared_prefix_attention_equals_attention_over_the_concatenated_keys(dty
     tol = 1e-6 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(out, reference, atol=tol, rtol=tol)
     with pytest.raises(ValueError, match="one token per row"):
-        P.shared_prefix_attention(None, q.expand(-1, -1, 2, -1), shared, None, None, scaling=1.0)
+        C.shared_prefix_attention(None, q.expand(-1, -1, 2, -1), shared, None, None, scaling=1.0)
     # A suffix pass: lr new tokens per row, causal over the row's own keys.
     qs = rand(rows, kv * per_kv, lr, d)
-    suffix = P.SharedKV(pk, pv, bias(p_keep), rk, rv, None)
-    out, _ = P.shared_prefix_attention(None, qs, suffix, None, None, scaling=d ** -0.5)
+    suffix = C.SharedKV(pk, pv, bias(p_keep), rk, rv, None)
+    out, _ = C.shared_prefix_attention(None, qs, suffix, None, None, scaling=d ** -0.5)
     causal = torch.ones(lr, lr, dtype=torch.bool).tril()
     keep = torch.cat([p_keep.repeat_interleave(group, 0)[:, None, :].expand(-1, lr, -1),
                       causal.expand(rows, -1, -1)], 2)[:, None]
@@ -197,7 +198,7 @@ def test_shared_prefix_attention_equals_attention_over_the_concatenated_keys(dty
     torch.testing.assert_close(out, reference, atol=tol, rtol=tol)
     # Each part's two ways (the CPU kernel, and the matrix products GPUs run) agree.
     q_rows = q.reshape(rows, kv, per_kv, d)
-    (o_k, l_k), (o_m, l_m) = (P.attention_lse(q_rows, rk, rv, bias(r_keep), 0.5, kernel=k)
+    (o_k, l_k), (o_m, l_m) = (C.attention_lse(q_rows, rk, rv, bias(r_keep), 0.5, kernel=k)
                               for k in (True, False))
     torch.testing.assert_close(o_m, o_k, atol=tol, rtol=tol)
     torch.testing.assert_close(l_m, l_k.to(l_m.dtype), atol=tol, rtol=tol)
@@ -249,7 +250,7 @@ def test_shared_prefix_suffixes_and_decoding_equal_the_gathered_cache(native, at
             if shared:
                 run = P.run_shared_suffixes(model, prefix, s_ids, s_mask, room=len(tokens))
                 out = [run.last]
-                with P.shared_prefix_attention_for(decoder) as masks:
+                with C.shared_prefix_attention_for(decoder) as masks:
                     for k, token in enumerate(tokens):
                         out.append(decoder(input_ids=token[:, None], attention_mask=masks,
                                            position_ids=P.suffix_positions(run.position + k, 1),
@@ -273,7 +274,7 @@ def test_shared_prefix_suffixes_and_decoding_equal_the_gathered_cache(native, at
     attention = decoder.config._attn_implementation
     for got, want in zip(steps(True), steps(False), strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    assert decoder.config._attn_implementation == attention != P.SHARED_PREFIX_ATTENTION
+    assert decoder.config._attn_implementation == attention != C.SHARED_PREFIX_ATTENTION
 
 
 def test_left_padded_logits_match_single(native, attributes):

@@ -62,7 +62,7 @@ def test_the_cost_model_uses_the_measured_token_counts(tok, repo_config):
 
     from transformers import Qwen2VLImageProcessorPil
 
-    from skinground import cost
+    from skinground import cost, cost_report
     from skinground import prefix as P
     from skinground.models import ImageOnlyQwen2VLProcessor
 
@@ -76,7 +76,7 @@ def test_the_cost_model_uses_the_measured_token_counts(tok, repo_config):
     counts = {a: len(tok(s, add_special_tokens=False)["input_ids"])
               for a, s in zip(questions, suffixes, strict=True)}
     assert counts == measured["per_question_suffix"]
-    result = cost.main([str(REPO / "config.yaml"), "--json"])
+    result = cost_report.main([str(REPO / "config.yaml"), "--json"])
     a = result["assumptions"]
     assert a["tokens_measured"] and a["suffix_tokens"] == measured["suffix_tokens"]
     assert a["answer_tokens"] == measured["answer_tokens"] != cost.Assumptions().answer_tokens

@@ -177,7 +177,7 @@ rule cost:
         profile=src("profiles/default/config.yaml"),
         site=src("profiles/slurm/config.yaml"),
         # the prompt and answer token counts measured with the 7B's tokenizer
-        tokens=[p for p in [src("bench/results/tokens.json")] if Path(p).exists()],
+        tokens=[p for p in [src(out.TOKEN_MEASUREMENT)] if Path(p).exists()],
     output:
         csv=report(res(out.COST_CSV), caption="../report/cost.rst", category="Cost"),
         markdown=res(out.COST_MD),

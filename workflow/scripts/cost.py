@@ -5,7 +5,7 @@ from pathlib import Path
 
 import polars as pl
 
-from skinground import cli, cost, measured
+from skinground import cli, cost, cost_report, measured
 from skinground.io import atomic_path, write_text
 
 
@@ -20,7 +20,7 @@ def main(snakemake) -> None:
         "in_dag", "in_naive")
     with atomic_path(snakemake.output.csv) as tmp:
         stages.write_csv(tmp)
-    write_text(snakemake.output.markdown, cost.format_table(result) + "\n")
+    write_text(snakemake.output.markdown, cost_report.format_table(result) + "\n")
 
 
 if __name__ == "__main__":

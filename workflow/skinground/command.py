@@ -30,7 +30,7 @@ def arguments(argv=None) -> argparse.Namespace:
     sub = p.add_subparsers(dest="command", required=True)
     q = sub.add_parser("query", help="retrieve the train images nearest a new image")
     q.add_argument("images", nargs="+", type=Path, help="query image files")
-    q.add_argument("--run", help="results/<run>/ to query (default: config.yaml's run)")
+    q.add_argument("--run", help="the run to query: its config key run (default: config.yaml's)")
     q.add_argument("--attribute", action="append", default=[],
                    help="attribute column or label (repeatable)")
     q.add_argument("--group", help="a group of retrieve.groups")

@@ -1,8 +1,8 @@
 """What was measured, as the cost model's inputs: the MFUs ``bench/gpu_check.py`` measured on a
-GPU (``bench/results/gpu.json``: the measured throughput at the H200's peak, applied at the
+GPU (``outputs.GPU_MEASUREMENT``: the measured throughput at the H200's peak, applied at the
 A6000's, same FLOP convention; a ``--tiny`` or CPU result, or a failed part, is not used), and
 the prompt and answer token counts under the 7B's real tokenizer (``bench/tokens.py``,
-``bench/results/tokens.json``)."""
+``outputs.TOKEN_MEASUREMENT``)."""
 
 from __future__ import annotations
 

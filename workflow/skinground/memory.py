@@ -12,7 +12,7 @@ Where the terms come from:
 - the retrieval half (merge, index, retrieve, evaluate, figures): the code's own buffers,
   derived from it (``skinground.spaces``, ``index``, ``retrieve``), and per-row constants
   for the tables; all checked against measured peaks at three sizes up to 100k train images
-  at d = 3,584 by ``bench/scale.py`` (``bench/results/scale.json``: measured / model);
+  at d = 3,584 by ``bench/scale.py`` (its result file: measured / model);
 - the data half (manifest, split, tuples): per-row constants measured by ``bench/scale.py``
   at three sizes up to SLICE-3D's 401,059 rows, and checked there;
 - the model rules (train, predict, embed): the 7B's weights in bf16 (``flops.param_counts``)
@@ -63,7 +63,7 @@ ID_BYTES = 120                         # one isic_id held as a Python str (+ lis
 
 # Per-row constants of the table rules, bytes: the slopes bench/scale.py measured (rounded
 # up), the data rules at 100k-401k images, the evaluation at 25k-100k train images
-# (bench/results/scale.json holds the peaks they are checked against).
+# (bench/scale.py's result holds the peaks they are checked against).
 MANIFEST_ROW = 1400        # the CSV's 55 columns parsed, validated and joined with the images
 SPLIT_ROW = 500
 TUPLES_ROW = 2400          # per train image: W tuples of question/answer text

@@ -64,6 +64,10 @@ FIGURE = "figures/{name}.{ext}"  # fig2_r2, fig3_retrievals, fig4_percentiles, f
 COST_CSV = "cost/stages.csv"
 COST_MD = "cost/cost.md"
 
+# ---- the measurements committed with the repository (bench/), read by the cost model
+GPU_MEASUREMENT = "bench/results/gpu.json"  # bench/gpu_check.sh on an H200
+TOKEN_MEASUREMENT = "bench/results/tokens.json"  # bench/tokens.py, the 7B's tokenizer
+
 # ---- per job: what it printed, and Snakemake's benchmark of it
 LOG = "logs/{job}.log"
 BENCHMARK = "benchmarks/{job}.tsv"

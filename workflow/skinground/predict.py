@@ -31,6 +31,7 @@ from skinground.metrics import parse_number
 from skinground.models import EOS_TOKEN, PAD_TOKEN
 from skinground.progress import Progress
 from skinground.shards import PREDICTION_SCHEMA
+from skinground.shared_cache import shared_prefix_attention_for
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def image_once(model, processor, images: Sequence, questions: Sequence[str], *,
     # one new token per row and step.
     decoder = backbone.language_model
     position = run.position
-    with P.shared_prefix_attention_for(decoder) as masks:
+    with shared_prefix_attention_for(decoder) as masks:
         for _ in range(1, max_new_tokens):
             if bool(done.all()):
                 break

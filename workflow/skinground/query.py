@@ -99,7 +99,7 @@ class Asked:
 
 
 class Run:
-    """What a finished run left in ``results/<run>/``: its config, the tuned model, the h_im
+    """What a finished run left in its folder: its config, the tuned model, the h_im
     index of the train images and their ids, the manifest and the image store."""
 
     def __init__(self, root: str | Path, name: str):
