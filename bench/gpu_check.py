@@ -164,8 +164,8 @@ def tiles(n: int, seed: int):
     import numpy as np
     from PIL import Image
 
-    from skinground.lesions import render_tile
-    from skinground.synthetic import tile_size
+    from skinground.demo.lesions import render_tile
+    from skinground.demo.synthetic import tile_size
 
     rng = np.random.default_rng(seed)
     return [Image.fromarray(render_tile(rng, tile_size(rng)).rgb) for _ in range(n)]
@@ -181,7 +181,8 @@ def build(args, config: dict, torch):
     config.yaml's pixel budget. ``spec`` is the ``flops.QwenSpec`` its FLOPs are counted with."""
     from transformers import Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    from skinground import flops, models, tiny
+    from skinground import flops, models
+    from skinground.demo import tiny
 
     questions = questions_of(config)
     corpus = [f"{q} {v}" for q in questions for v in ("12.34", "0.57", "-1.25", "250.10")]

@@ -31,10 +31,11 @@ import torch
 from PIL import Image
 from timing import machine
 
-from skinground import models, tiny
+from skinground import models
 from skinground.config import load_config
+from skinground.demo import tiny
+from skinground.demo.lesions import render_tile
 from skinground.io import write_json
-from skinground.lesions import render_tile
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.yaml"]

@@ -27,10 +27,11 @@ import yaml
 from PIL import Image
 from timing import machine
 
-from skinground import embed, models, tiny
+from skinground import embed, models
+from skinground.demo import tiny
+from skinground.demo.lesions import render_tile
+from skinground.demo.synthetic import tile_size
 from skinground.io import write_json
-from skinground.lesions import render_tile
-from skinground.synthetic import tile_size
 
 from reference import naive_embeddings
 

@@ -3,6 +3,7 @@
 Each generated block sits between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in
 README.md and is never edited by hand:
 
+- ``demo_model``: the demo's tiny Qwen2-VL, built as its ``build_models`` rule builds it;
 - ``demo``: what the demo shows (``bench/fidelity.py``: two seeds, five methods, R²);
 - ``benchmarks``: the speed benchmarks (``bench/*.py``);
 - ``groups``: multi-attribute retrieval (``bench/groups.py``);
@@ -38,6 +39,29 @@ def missing(name: str, command: str) -> str:
 
 
 # --------------------------------------------------------------------------- blocks
+
+
+def demo_model_block() -> str:
+    """The demo model's size: built from the demo config, as ``build_models`` builds it."""
+    import tempfile
+
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from skinground.config import load_config
+    from skinground.demo import tiny
+
+    config = load_config([REPO / "config.yaml", REPO / "profiles/demo/demo-config.yaml"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny.build_demo_models(config["model"]["tiny"], config["attributes"],
+                               base=Path(tmp) / "qwen", monet=Path(tmp) / "monet")
+        model = Qwen2VLForConditionalGeneration.from_pretrained(Path(tmp) / "qwen")
+    total = sum(p.numel() for p in model.parameters())
+    vision = sum(p.numel() for n, p in model.named_parameters() if ".visual." in f".{n}")
+    dims = config["model"]["tiny"]
+    return (f"The demo's model is a tiny Qwen2-VL of {total:,} parameters "
+            f"({total - vision:,} in the decoder of width {dims['text_hidden']}, {vision:,} "
+            f"in the vision encoder of width {dims['vision_embed']}; LoRA and the layers "
+            "trained in full come on top), built locally by its `build_models` rule.\n")
 
 
 def demo_block() -> str:
@@ -192,12 +216,12 @@ def reliability_block() -> str:
 
 def cost_block() -> str:
     sys.path.insert(0, str(REPO / "workflow"))
-    from skinground import cost, cost_report, measured
+    from skinground import calibration, cost, cost_report
     from skinground.config import load_config
 
     config = load_config([REPO / "config.yaml"])
-    a = measured.apply_file(cost.Assumptions(), RESULTS / "gpu.json", required=False)
-    a = measured.apply_tokens(a, RESULTS / "tokens.json", required=False)
+    a = calibration.apply_file(cost.Assumptions(), RESULTS / "gpu.json", required=False)
+    a = calibration.apply_tokens(a, RESULTS / "tokens.json", required=False)
     result = cost.estimate_with_profiles(config, a,
                                          REPO / "profiles" / "default" / "config.yaml",
                                          REPO / "profiles" / "slurm" / "config.yaml")
@@ -266,7 +290,8 @@ def scale_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS = {"demo": demo_block, "benchmarks": benchmarks_block, "groups": groups_block,
+BLOCKS = {"demo_model": demo_model_block, "demo": demo_block, "benchmarks": benchmarks_block,
+          "groups": groups_block,
           "reliability": reliability_block, "cost": cost_block, "scale": scale_block}
 
 

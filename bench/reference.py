@@ -27,14 +27,7 @@ from PIL import Image
 
 from skinground import prefix as P
 from skinground.attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
-from skinground.embed import _hidden_size
-from skinground.evaluate import _pair, _percent, _require_members, _train_values
-from skinground.io import atomic_path
-from skinground.models import ImageOnlyQwen2VLProcessor, chat_prompt
-from skinground.predict import answers_frame, stop_ids
-from skinground.progress import Progress
-from skinground.spaces import STORED
-from skinground.synthetic import (
+from skinground.demo.synthetic import (
     SLICE3D_IMAGES,
     SLICE3D_MALIGNANT,
     SLICE3D_PATIENTS,
@@ -42,6 +35,13 @@ from skinground.synthetic import (
     _images_per_patient,
     _malignant_images,
 )
+from skinground.embed import _hidden_size
+from skinground.evaluate import _pair, _percent, _require_members, _train_values
+from skinground.io import atomic_path
+from skinground.models import ImageOnlyQwen2VLProcessor, chat_prompt
+from skinground.predict import answers_frame, stop_ids
+from skinground.progress import Progress
+from skinground.spaces import STORED
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ on the number of attributes (``tests/test_spaces.py`` checks it), while its time
 per space and scales with them.
 
 Per rule: the largest peak of its jobs (each job's own high-water mark, ``VmHWM``, logged by
-``cli.run``; Snakemake's sampled ``max_rss`` is recorded beside it) and the wall time of its
+``script.run``; Snakemake's sampled ``max_rss`` is recorded beside it) and the wall time of its
 slowest job, then a least-squares line ``peak = a + b x`` over the sizes, with ``x`` what the
 rule's memory grows with (``skinground.memory``), evaluated at the paper's ``x``. The memory
 model's own prediction is written beside each measurement.
@@ -60,6 +60,7 @@ from timing import machine
 
 from skinground import memory
 from skinground.attributes import ID_COLUMN, METADATA_COLUMNS, PAPER_ATTRIBUTES
+from skinground.demo.synthetic import SLICE3D_IMAGES, SLICE3D_PATIENTS
 from skinground.io import read_lines, write_json
 from skinground.memory import (
     GPU_BYTES,
@@ -74,7 +75,6 @@ from skinground.memory import (
 from skinground.outputs import IMAGE_SPACE
 from skinground.plan import EMBED_MODELS, group_space
 from skinground.shards import shard_ids, write_shard
-from skinground.synthetic import SLICE3D_IMAGES, SLICE3D_PATIENTS
 
 from reference import paper_shaped_cohort
 

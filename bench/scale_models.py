@@ -24,7 +24,8 @@ from demo_dag import copy_workflow
 from scale import PEAK, bench_config, snakemake, write_dataset
 from timing import machine
 
-from skinground import memory, tiny
+from skinground import memory
+from skinground.demo import tiny
 from skinground.flops import QwenSpec, param_counts
 from skinground.io import write_json
 

@@ -28,13 +28,14 @@ import torch
 from PIL import Image
 from timing import machine
 
-from skinground import layout, models, tiny
+from skinground import layout, models
 from skinground.attributes import format_answer
 from skinground.config import load_config
+from skinground.demo import tiny
+from skinground.demo.lesions import render_tile
+from skinground.demo.measure import measure
 from skinground.io import write_json
-from skinground.lesions import render_tile
 from skinground.lora import attach_lora
-from skinground.measure import measure
 from skinground.tuples import resolve_w
 
 REPO = Path(__file__).resolve().parents[1]

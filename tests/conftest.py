@@ -167,7 +167,7 @@ CORPUS = [f"{q} {a}" for q in TRAIN_QUESTIONS for a in ANSWERS]
 
 def build_train_base(root: Path) -> Path:
     """A tiny random Qwen2-VL (56 px images) whose tokenizer knows the training texts."""
-    from skinground import tiny
+    from skinground.demo import tiny
 
     return tiny.build_tiny_qwen2vl(root / "qwen2vl", corpus=CORPUS, image_size=56)
 

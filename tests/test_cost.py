@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from skinground import config, cost, flops, measured, models, plan, tiny
+from skinground import calibration, config, cost, flops, models, plan
+from skinground.demo import tiny
 
 from conftest import REPO, copy_workflow, planned_jobs
 
@@ -221,13 +222,13 @@ def fake_gpu_json(path: Path, *, tiny=False, train_mfu=0.2, shared_mfu=0.25, nai
 def test_measured_mfu_replaces_the_assumed_one(repo_config, tmp_path):
     gpu = json.loads(fake_gpu_json(tmp_path / "gpu.json").read_text())
     assumed = cost.estimate(repo_config, cost.Assumptions())
-    result = cost.estimate(repo_config, measured.apply_measurements(cost.Assumptions(), gpu))
+    result = cost.estimate(repo_config, calibration.apply_measurements(cost.Assumptions(), gpu))
     assert result["measured"]["used"]
     assert _stage(result, "train")["gpu_hours"] == pytest.approx(
         _stage(assumed, "train")["gpu_hours"] * 0.35 / 0.2)
     assert "measured" in _stage(result, "train")["basis"]
     tiny = json.loads(fake_gpu_json(tmp_path / "tiny.json", tiny=True).read_text())
-    ignored = measured.apply_measurements(cost.Assumptions(), tiny)
+    ignored = calibration.apply_measurements(cost.Assumptions(), tiny)
     assert not ignored.measured["used"] and ignored.train_mfu == 0.35
 
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from skinground import embed, models, tiny
+from skinground import embed, models
 from skinground import prefix as P
 from skinground.data import open_images
+from skinground.demo import tiny
 
 from reference import naive_embeddings
 
@@ -200,7 +201,7 @@ def test_a_shard_is_byte_identical_under_other_threads_and_load(tmp_path, model_
             input={"base": model_dir, "images": tmp_path / "images.hdf5",
                    "ids": tmp_path / "ids.txt"},
             output={"out": out}, wildcards={"model": "untuned", "shard": 1},
-            params={"pixels": BUDGET | {"image_size": None},
+            params={"preprocessing": BUDGET | {"image_size": None},
                     "questions": {f"q{j}": q for j, q in enumerate(QUESTIONS)},
                     "image_space": True, "h_ima_token": "question",
                     "batch_images": 4, "shards": 2})

@@ -15,7 +15,8 @@ from PIL import Image
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from skinground import embed, groups, models, plan, tiny
+from skinground import embed, groups, models, plan
+from skinground.demo import tiny
 from skinground.evaluate import evaluate
 from skinground.group_criterion import evaluate_groups, summarize_groups
 from skinground.metrics import group_r2, parse_group_answer

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, Qwen2VLForConditionalGeneration
 
-from skinground import models, tiny
+from skinground import models
+from skinground.demo import tiny
 
 from reference import image_token_count
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from skinground import layout, lora, models, tiny
+from skinground import layout, lora, models
 from skinground import prefix as P
 from skinground import shared_cache as C
+from skinground.demo import tiny
 from skinground.metrics import parse_number
 from skinground.predict import generate_answers, image_once_tokens
 
@@ -321,8 +322,9 @@ def run_predict(tmp_path, tiny_base, attributes, *, shard: int, shards: int, out
         output={"out": out}, wildcards={"model": "untuned", "shard": shard},
         params={"pixels": {"image_size": None, "min_pixels": 3136, "max_pixels": 262144},
                 "questions": {a: s["question"] for a, s in list(attributes.items())[:2]},
-                "predict": {"max_test_images": max_test_images, "batch_images": 2,
-                            "max_new_tokens": 4, "shards": shards}})
+                "predict": {"max_test_images": max_test_images, "max_new_tokens": 4,
+                            "shards": shards},
+                "batch_images": 2})
     assert proc.returncode == 0, proc.log + proc.stderr
     return sorted(ids), proc
 

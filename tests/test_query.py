@@ -4,12 +4,13 @@ per-attribute database) gives the same top-k as the stored path; shards merge ba
 import numpy as np
 import pytest
 
-from skinground import models, tiny
+from skinground import models
 from skinground.data import open_images
+from skinground.demo import tiny
+from skinground.demo.lesions import render_tile
+from skinground.demo.measure import encode_jpeg
 from skinground.embed import extract
 from skinground.index import build_index
-from skinground.lesions import render_tile
-from skinground.measure import encode_jpeg
 from skinground.predict import image_once
 from skinground.query import hierarchical_new_image, on_the_fly
 from skinground.retrieve import hierarchical, stored

@@ -121,7 +121,7 @@ def test_prefix_shared_embeddings_equal_full_forwards(loaded, questions):
 
 def test_query_on_the_fly_equals_stored(loaded, questions, tmp_path):
     from skinground.data import open_images
-    from skinground.measure import encode_jpeg
+    from skinground.demo.measure import encode_jpeg
 
     model, processor = loaded
     folder = tmp_path / "images"

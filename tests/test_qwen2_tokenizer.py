@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from skinground.demo.tiny import special_token_ids
 from skinground.models import SPECIAL_TOKENS
-from skinground.tiny import special_token_ids
 
 from qwen2_7b import QWEN2_RANKS, qwen2_tokenizer
 

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from skinground.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
-from skinground.color import lab_to_rgb, rgb_to_lab
-from skinground.lesions import LesionParams, render_tile
-from skinground.measure import measure
-from skinground.synthetic import generate
+from skinground.demo.color import lab_to_rgb, rgb_to_lab
+from skinground.demo.lesions import LesionParams, render_tile
+from skinground.demo.measure import measure
+from skinground.demo.synthetic import generate
 
 N_IMAGES, N_PATIENTS, SEED = 60, 3, 7
 
@@ -210,7 +210,7 @@ def test_same_seed_same_bytes_other_seed_differs(demo, tmp_path):
 
 
 def test_failure_leaves_no_outputs(tmp_path, monkeypatch):
-    import skinground.synthetic as synthetic
+    import skinground.demo.synthetic as synthetic
 
     calls = []
 

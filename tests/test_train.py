@@ -16,8 +16,9 @@ import polars as pl
 import pytest
 import torch
 
-from skinground import checkpoints, layout, lora, models, tiny, train
+from skinground import checkpoints, layout, lora, models, train
 from skinground.data import DataError
+from skinground.demo import tiny
 from skinground.models import ModelLoadError
 
 from conftest import (

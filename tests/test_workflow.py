@@ -309,7 +309,7 @@ def test_a_finished_run_moved_elsewhere_reruns_nothing(demo, tmp_path):
 
 
 def command(demo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "skinground.command", *args], cwd=demo,
+    return subprocess.run([sys.executable, "-m", "skinground.cli", *args], cwd=demo,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -26,7 +26,7 @@ rule embed_shard:
     params:
         code=code("embed"),
         # the model's preprocessing: MONET's, or Qwen2-VL's pixel budget
-        pixels=lambda wildcards: (
+        preprocessing=lambda wildcards: (
             config["model"]["monet_preprocessing"] if wildcards.model == "monet" else PIXELS
         ),
         questions=lambda wildcards: ATTRIBUTE_QUESTIONS if wildcards.model == "tuned" else {},
@@ -66,7 +66,7 @@ rule embed_groups:
         gpu=0,
     params:
         code=code("embed"),
-        pixels=PIXELS,
+        preprocessing=PIXELS,
         questions=GROUP_QUESTIONS,
         h_ima_token=config["embed"]["h_ima_token"],
         image_space=False,

@@ -5,7 +5,7 @@ Built on the CPU (a normalised float32 copy: no GPU work). Peak host memory: the
 8.5 GB at paper scale (skinground.memory).
 """
 
-from skinground import cli
+from skinground import script
 from skinground.index import build_index, save_index
 from skinground.spaces import Space
 
@@ -15,4 +15,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -3,7 +3,8 @@ stand-in) locally, saved with save_pretrained so they load like the real checkpo
 
 import logging
 
-from skinground import cli, tiny
+from skinground import script
+from skinground.demo import tiny
 
 
 def main(snakemake) -> None:
@@ -14,4 +15,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import polars as pl
 
-from skinground import cli, cost, cost_report, measured
+from skinground import calibration, cost, cost_report, script
 from skinground.io import atomic_path, write_text
 
 
 def main(snakemake) -> None:
     a = cost.Assumptions()
     if snakemake.input.get("tokens"):
-        a = measured.apply_tokens(a, Path(snakemake.input.tokens), required=True)
+        a = calibration.apply_tokens(a, Path(snakemake.input.tokens), required=True)
     result = cost.estimate_with_profiles(snakemake.params.config, a, snakemake.input.profile,
                                          snakemake.input.site)
     stages = pl.DataFrame(result["stages"]).select(
@@ -24,4 +24,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

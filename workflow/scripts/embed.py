@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from skinground import cli
+from skinground import script
 from skinground.data import open_images
 from skinground.io import read_lines
 from skinground.outputs import IMAGE_SPACE
@@ -19,7 +19,7 @@ def qwen_spaces(snakemake, ids, store) -> dict:
     from skinground.embed import extract
     from skinground.models import load_qwen
 
-    model, processor = load_qwen(snakemake.input.base, snakemake.params.pixels,
+    model, processor = load_qwen(snakemake.input.base, snakemake.params.preprocessing,
                                  snakemake.input.get("adapter"))
     spaces = snakemake.params.questions  # space -> question; empty for the untuned model
     _, h_im, h_ima = extract(model, processor, store, ids, list(spaces.values()),
@@ -33,8 +33,9 @@ def monet_space(snakemake, ids, store) -> dict:
     from skinground.models import clip_image_features, device_and_dtype, load_clip
 
     device, dtype = device_and_dtype()
-    model, processor = load_clip(snakemake.input.monet, preprocessing=snakemake.params.pixels,
-                                 dtype=dtype, device=device)
+    model, processor = load_clip(snakemake.input.monet,
+                                 preprocessing=snakemake.params.preprocessing, dtype=dtype,
+                                 device=device)
     batch = snakemake.params.batch_images
     feats = [clip_image_features(model, processor, [store.read(i) for i in ids[s:s + batch]])
              .cpu().numpy() for s in range(0, len(ids), batch)]
@@ -42,7 +43,7 @@ def monet_space(snakemake, ids, store) -> dict:
 
 
 def main(snakemake) -> None:
-    cli.torch_threads(snakemake.threads)
+    script.torch_threads(snakemake.threads)
     # embed_groups has no model wildcard: the composed embeddings are the tuned model's
     kind, shard, shards = (snakemake.wildcards.get("model", "tuned"),
                            int(snakemake.wildcards.shard), snakemake.params.shards)
@@ -54,4 +55,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -5,7 +5,7 @@ import logging
 
 import polars as pl
 
-from skinground import cli, group_criterion
+from skinground import group_criterion, script
 from skinground.io import read_lines
 from skinground.tables import write_evaluation
 
@@ -28,4 +28,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from skinground import cli, figures
+from skinground import figures, script
 
 
 def main(snakemake) -> None:
@@ -11,4 +11,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

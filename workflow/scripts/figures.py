@@ -9,7 +9,7 @@ import logging
 
 import polars as pl
 
-from skinground import cli, figures, grids
+from skinground import figures, grids, script
 from skinground.data import open_images
 from skinground.errors import InputError
 from skinground.plan import FIG3_METHODS
@@ -49,4 +49,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -1,6 +1,6 @@
 """Ingest SLICE-3D: check the metadata and images, write the manifest and the data report."""
 
-from skinground import cli, data
+from skinground import data, script
 from skinground.io import atomic_path, write_json
 
 
@@ -17,4 +17,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

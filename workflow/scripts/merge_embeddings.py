@@ -4,7 +4,7 @@ Peak host memory: the ids (~120 B each) + one shard's member, twice (``2 (N / S)
 for N images in S shards): 0.2 GB at paper scale, whatever the number of shards.
 """
 
-from skinground import cli
+from skinground import script
 from skinground.spaces import merge_space
 
 
@@ -13,4 +13,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -1,6 +1,6 @@
 """Merge one model's answers over the predict shards (in order)."""
 
-from skinground import cli
+from skinground import script
 from skinground.io import atomic_path
 from skinground.shards import merge_predictions
 
@@ -12,4 +12,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

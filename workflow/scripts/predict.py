@@ -6,7 +6,7 @@ import logging
 
 import polars as pl
 
-from skinground import cli
+from skinground import script
 from skinground.data import open_images
 from skinground.io import atomic_path, read_lines
 from skinground.models import load_qwen
@@ -17,7 +17,7 @@ log = logging.getLogger("skinground")
 
 
 def main(snakemake) -> None:
-    cli.torch_threads(snakemake.threads)
+    script.torch_threads(snakemake.threads)
     cfg, name = snakemake.params.predict, snakemake.wildcards.model
     shard = int(snakemake.wildcards.shard)
     model, processor = load_qwen(snakemake.input.base, snakemake.params.pixels,
@@ -40,4 +40,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

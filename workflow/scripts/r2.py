@@ -6,7 +6,7 @@ import logging
 
 import polars as pl
 
-from skinground import cli, figures, groups, metrics
+from skinground import figures, groups, metrics, script
 from skinground.io import atomic_path, write_text
 from skinground.tables import markdown_table
 
@@ -42,4 +42,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

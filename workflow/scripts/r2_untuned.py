@@ -3,7 +3,7 @@ strict parser the tuned model's answers are held to, and with the first number a
 answer (``metrics.parse_number_lenient``), each with its count of unparsable answers."""
 
 
-from skinground import cli, metrics
+from skinground import metrics, script
 from skinground.io import atomic_path, write_text
 from skinground.tables import markdown_table
 
@@ -27,4 +27,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -11,7 +11,7 @@ has the formulas; at paper scale 4.8 GB host, 5.9 GB GPU.
 
 import logging
 
-from skinground import cli, methods, plan
+from skinground import methods, plan, script
 
 log = logging.getLogger("skinground")
 
@@ -27,4 +27,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

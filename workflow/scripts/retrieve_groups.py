@@ -9,7 +9,7 @@ fused vectors (~5 x 512 MiB + 4 x 512 MiB); RRF one index ``N d 4`` + the group'
 
 import logging
 
-from skinground import cli, methods, plan
+from skinground import methods, plan, script
 
 log = logging.getLogger("skinground")
 
@@ -26,4 +26,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

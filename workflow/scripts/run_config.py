@@ -3,7 +3,7 @@
 
 import yaml
 
-from skinground import cli
+from skinground import script
 from skinground.io import write_text
 
 
@@ -13,4 +13,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

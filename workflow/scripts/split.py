@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from skinground import cli, split
+from skinground import script, split
 from skinground.attributes import ID_COLUMN
 from skinground.io import write_json, write_lines
 
@@ -17,4 +17,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

@@ -2,7 +2,8 @@
 
 import logging
 
-from skinground import cli, synthetic
+from skinground import script
+from skinground.demo import synthetic
 from skinground.io import write_json
 
 
@@ -20,4 +21,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

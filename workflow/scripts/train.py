@@ -13,21 +13,21 @@ import logging
 import os
 import sys
 
-from skinground import cli
+from skinground import script
 
 log = logging.getLogger("skinground")
 
 
 def arguments(argv=None):
-    p = cli.parser(__doc__)
+    p = script.parser(__doc__)
     p.add_argument("--base", required=True, help="base Qwen2-VL model directory")
     p.add_argument("--tuples", required=True, help="training tuples (parquet)")
     p.add_argument("--images", required=True, help="train-image.hdf5 or a folder of JPEGs")
-    p.add_argument("--pixels", type=cli.json_arg, required=True,
+    p.add_argument("--pixels", type=script.json_arg, required=True,
                    help="the pixel budget: config model's image_size, min_pixels, max_pixels")
-    p.add_argument("--train", type=cli.json_arg, required=True,
+    p.add_argument("--train", type=script.json_arg, required=True,
                    help="config section train, less its bookkeeping keys")
-    p.add_argument("--bookkeeping", type=cli.json_arg, default={},
+    p.add_argument("--bookkeeping", type=script.json_arg, default={},
                    help="config train's bookkeeping keys (logging, checkpoints, workers)")
     p.add_argument("--deepspeed", required=True, help="DeepSpeed ZeRO-2 config (JSON)")
     p.add_argument("--checkpoints", required=True, help="checkpoint directory (resumed)")
@@ -106,4 +106,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    cli.main(run)
+    script.main(run)

@@ -4,7 +4,7 @@ import logging
 
 import polars as pl
 
-from skinground import cli, groups, tuples
+from skinground import groups, script, tuples
 from skinground.attributes import ID_COLUMN
 from skinground.io import atomic_path, read_lines, write_json
 
@@ -25,4 +25,4 @@ def main(snakemake) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive

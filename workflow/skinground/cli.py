@@ -1,135 +1,136 @@
-"""What every entry point in workflow/scripts/ shares: logging, and one-line errors.
+"""``skinground``: the command a user of a finished run reaches for.
 
-Rules run their scripts with Snakemake's ``script:`` directive: a script's ``main(snakemake)``
-reads ``snakemake.input``/``output``/``params``/``log``/``threads`` (paths and config sections
-named once, in the rule) and is run by :func:`run`. The training script, which relaunches
-itself under torchrun, keeps a command line (:func:`parser`, :func:`json_arg`, :func:`main`).
+    skinground query IMAGE [IMAGE ...] [--run demo|paper|NAME] [--attribute COL ...]
+                     [--group NAME] [-k 5] [--b 200] [--out grid.png] [--json]
+
+Run from the workflow's folder. ``query`` embeds each image with the run's tuned model and
+retrieves its top-k train images hierarchically on the fly (top b by h_im from the run's
+index, re-ranked by h_im,a or h_im,G: no stored per-attribute database), for each asked
+attribute (a column or its label) and group; it prints, per question, the model's own answer
+for the query (from the same prefix pass) and a table of rank, isic_id, cosine and the
+retrieved images' values. ``--out`` writes a Fig. 3-style grid (PNG or PDF), ``--json`` the
+same as JSON on stdout. A run that is not finished, a file that is not an image or an unknown
+attribute or group stops it with a one-line error (exit 1) before anything is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
-import traceback
-from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+import yaml
+
+from skinground.errors import InputError
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT, force=True)
+def arguments(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="skinground", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("query", help="retrieve the train images nearest a new image")
+    q.add_argument("images", nargs="+", type=Path, help="query image files")
+    q.add_argument("--run", help="the run to query: its config key run (default: config.yaml's)")
+    q.add_argument("--attribute", action="append", default=[],
+                   help="attribute column or label (repeatable)")
+    q.add_argument("--group", help="a group of retrieve.groups")
+    q.add_argument("-k", type=int, default=None, help="hits per question (default: retrieve.k)")
+    q.add_argument("--b", type=int, default=None,
+                   help="first-stage candidates (default: retrieve.b)")
+    q.add_argument("--out", type=Path, help="a Fig. 3-style grid of the hits (.png or .pdf)")
+    q.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    q.add_argument("--workdir", type=Path, default=Path.cwd(), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
 
 
-def _fail(exc: Exception) -> None:
-    logging.getLogger("skinground").error("%s", exc)
-    print(f"error: {exc}", file=sys.stderr, flush=True)
-    sys.exit(1)
+def default_run(workdir: Path) -> str:
+    config = workdir / "config.yaml"
+    if not config.is_file():
+        raise InputError(f"no config.yaml in {workdir}: run skinground from the workflow's "
+                         "folder, or give --run")
+    return yaml.safe_load(config.read_text(encoding="utf-8"))["run"]
 
 
-@contextmanager
-def output_to(log_path: str | os.PathLike | None):
-    """stdout and stderr (the file descriptors, so native libraries' output too) appended to
-    ``log_path`` while the block runs, as ``> log 2>&1`` does for a shell rule."""
-    if log_path is None:
-        yield
-        return
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab", buffering=0) as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
+def format_value(value, decimals: int) -> str:
+    return "n/a" if value is None else f"{value:.{decimals}f}"
+
+
+def table(image: Path, answers: list[dict], run) -> str:
+    lines = [f"query {image}"]
+    for a in answers:
+        dec = {m: run.attributes[m]["decimals"] for m in a["members"]}
+        labels = [run.attributes[m]["label"] for m in a["members"]]
+        predicted = ", ".join(f"{lab} {format_value(a['predicted'][m], dec[m])}"
+                              for lab, m in zip(labels, a["members"], strict=True))
+        lines += ["", f"{a['name']}: {a['question']}",
+                  f"  the model's answer: {a['answer']!r} ({predicted})",
+                  "  | rank | isic_id | cosine | " + " | ".join(labels) + " |",
+                  "  |---:|---|---:|" + "---:|" * len(labels)]
+        for h in a["hits"]:
+            vals = " | ".join(format_value(h["values"][m], dec[m]) for m in a["members"])
+            lines.append(f"  | {h['rank']} | {h['isic_id']} | {h['cosine']:.4f} | {vals} |")
+    return "\n".join(lines)
+
+
+def grid(path: Path, queries: list[tuple[Path, object, list[dict]]], run, k: int) -> None:
+    """Fig. 3's layout: per query image, one row per question; the query tile titled with the
+    model's answer, each hit with its value of the question's first attribute."""
+    import numpy as np
+
+    from skinground.grids import UNITS, draw_grid, tile_image, tile_title
+    from skinground.io import atomic_path
+
+    px = 160
+    groups = []
+    for image_path, image, answers in queries:
+        query_tile = np.asarray(image.resize((px, px)))
+        rows = []
+        for a in answers:
+            first = a["members"][0]
+            unit, dec = UNITS.get(first, ""), run.attributes[first]["decimals"]
+            name = f"{a['name']}\n({image_path.name})"
+            rows.append((name, (query_tile, "model: " + tile_title(a["predicted"][first],
+                                                                   unit, dec)),
+                         [(tile_image(run.store, h["isic_id"], px),
+                           tile_title(h["values"][first], unit, dec)) for h in a["hits"]]))
+        groups.append(rows)
+    fig = draw_grid(groups, k)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
+
+
+def query(a: argparse.Namespace) -> None:
+    from skinground.query import Run, ask, read_image
+
+    if a.out is not None and a.out.suffix.lower() not in (".png", ".pdf"):
+        raise InputError(f"--out {a.out}: the grid is written as .png or .pdf")
+    run = Run(a.workdir, a.run or default_run(a.workdir))
+    asked = run.asked(a.attribute, a.group)
+    images = [(p, read_image(p)) for p in a.images]  # every file checked before any work
+    retrieve = run.config["retrieve"]
+    k = a.k or retrieve["k"]
+    b = a.b or retrieve["b"]
+    if not 1 <= k <= b:
+        raise InputError(f"need 1 <= k ({k}) <= b ({b})")
+    run.load()
+    results = [(p, im, ask(run, im, asked, k=k, b=b)) for p, im in images]
+    if a.out is not None:
+        grid(a.out, results, run, k)
+    if a.json:
+        print(json.dumps({"run": run.name, "k": k, "b": b, "queries": [
+            {"image": str(p), "questions": answers} for p, _, answers in results]}, indent=2))
+    else:
+        print("\n\n".join(table(p, answers, run) for p, _, answers in results))
+
+
+def main(argv=None) -> None:
+    a = arguments(argv)
     try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
-
-
-def run(main: Callable, snakemake) -> None:
-    """Run a rule's ``main(snakemake)`` with its output in the rule's log file; a known input
-    error ends the job with its one-line message (in the log) and exit status 1."""
-    from skinground.errors import InputError
-
-    log = snakemake.log[0] if len(snakemake.log) else None
-    with output_to(log):
-        setup_logging()
-        try:
-            main(snakemake)
-            log_peak_memory()
-        except InputError as exc:
-            _fail(exc)
-        except Exception:  # a bug, not bad input: the traceback, in the rule's log
-            traceback.print_exc()
-            sys.stderr.flush()
-            sys.exit(1)
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far: the kernel's high-water mark of its
-    address space (``VmHWM``, exact, reset by ``exec``). Not ``getrusage``'s ``ru_maxrss``:
-    that one keeps the PARENT's size at ``fork`` across the ``exec``, so a job started by a
-    large Snakemake process would report Snakemake's memory as its own."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
-#: The line every job's log ends with (``bench/scale.py`` reads it).
-PEAK_LINE = "peak memory (max RSS): {mib:.1f} MiB"
-
-
-def log_peak_memory() -> None:
-    logging.getLogger("skinground").info(PEAK_LINE.format(mib=peak_rss_bytes() / 2**20))
-
-
-def torch_threads(n: int) -> None:
-    """Torch's CPU threads = the job's threads (Snakemake's ``threads``)."""
-    import torch
-
-    if n and n > 0:
-        torch.set_num_threads(int(n))
-
-
-# ---------------------------------------------------------------- the one command line (train)
-
-
-def parser(description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(description=description)
-
-
-def json_arg(text: str):
-    """argparse type for a JSON value given on the command line."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
-
-
-def main(entry: Callable[[], None]) -> None:
-    """Run a command-line ``entry()``; a known input error ends the process with its
-    message, not a traceback."""
-    from skinground.errors import InputError
-
-    setup_logging()
-    try:
-        entry()
+        query(a)
     except InputError as exc:
-        _fail(exc)
+        print(f"skinground {a.command}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

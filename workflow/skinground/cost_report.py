@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from skinground import measured, memory, outputs
+from skinground import calibration, memory, outputs
 from skinground.config import load_config
 from skinground.cost import Assumptions, estimate_with_profiles
 
@@ -144,10 +144,10 @@ def main(argv=None) -> dict:
                     infer_mfu=args.infer_mfu, naive_mfu=args.naive_mfu,
                     bandwidth_efficiency=args.bandwidth_efficiency)
     if not args.no_gpu_json:
-        a = measured.apply_file(a, args.gpu_json or root / outputs.GPU_MEASUREMENT,
+        a = calibration.apply_file(a, args.gpu_json or root / outputs.GPU_MEASUREMENT,
                                 required=args.gpu_json is not None)
     if not args.no_tokens_json:
-        a = measured.apply_tokens(
+        a = calibration.apply_tokens(
             a, args.tokens_json or root / outputs.TOKEN_MEASUREMENT,
             required=args.tokens_json is not None)
     result = estimate_with_profiles(

@@ -1,6 +1,6 @@
 """The input errors the workflow reports by name.
 
-An entry point (``cli.run`` / ``cli.main``) turns any :class:`InputError` into a one-line
+An entry point (``script.run`` / ``script.main``) turns any :class:`InputError` into a one-line
 message naming the file, column, row, id or config key, and a non-zero exit, instead of a
 traceback.
 """

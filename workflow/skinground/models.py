@@ -2,7 +2,7 @@
 one loading path of every rule.
 
 ``load_mllm`` reads any local Qwen2-VL directory through ``from_pretrained`` (Qwen2-VL-7B-
-Instruct on the cluster, the demo's tiny model built by :mod:`skinground.tiny` in the same
+Instruct on the cluster, the demo's tiny model built by :mod:`skinground.demo.tiny` in the same
 on-disk format); :func:`load_qwen` is what train, predict, embed and the benchmarks call: the
 config's pixel budget, the device and dtype, and the LoRA adapter merged for the tuned model.
 ``load_clip`` reads MONET (``suinleelab/monet``, CLIP ViT-L/14 in transformers' format).

@@ -2,7 +2,7 @@
 
 Coordinates: a point (x, y) is in mm from the tile's top-left corner, x along columns, y along
 rows (downward); pixel (i, j) covers [j, j+1) x [i, i+1) times ``pixel_mm``, centre at
-((j + 0.5) pixel_mm, (i + 0.5) pixel_mm). :mod:`skinground.measure` computes every attribute
+((j + 0.5) pixel_mm, (i + 0.5) pixel_mm). :mod:`skinground.demo.measure` computes every attribute
 from what is rendered here.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from skinground.color import lab_to_rgb
+from skinground.demo.color import lab_to_rgb
 
 FOV_MM = 15.0
 #: Points sampled on the lesion's boundary curve (``Tile.contour_mm``).

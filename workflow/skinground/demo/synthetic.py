@@ -6,8 +6,8 @@ square tile of 61-239 px covering a 15 mm x 15 mm field of view, showing skin wi
 pigmented lesion (``render_tile``). Every lesion measurement in the CSV is computed from the
 rendered tile (``measure``): from its mask, its contour and its pixels in CIE L*a*b*.
 
-The lesions are :mod:`skinground.lesions`' (parameters, sampling, rendering) and their
-measurements :mod:`skinground.measure`'s; this module draws the cohort (patients, images per
+The lesions are :mod:`skinground.demo.lesions`' (parameters, sampling, rendering) and their
+measurements :mod:`skinground.demo.measure`'s; this module draws the cohort (patients, images per
 patient, sites, diagnoses) and writes the files.
 """
 
@@ -31,9 +31,9 @@ from skinground.attributes import (
     PATIENT_COLUMN,
     TARGET_COLUMN,
 )
+from skinground.demo.lesions import FOV_MM, render_tile, sample_lesion, sample_skin_tone
+from skinground.demo.measure import encode_jpeg, measure
 from skinground.io import atomic_path
-from skinground.lesions import FOV_MM, render_tile, sample_lesion, sample_skin_tone
-from skinground.measure import encode_jpeg, measure
 
 # --------------------------------------------------------------------------- the cohort
 

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 
 from skinground.attributes import METADATA_COLUMNS, NUMERIC_COLUMNS
-from skinground.color import rgb_to_lab
-from skinground.lesions import Tile, polygon_length
+from skinground.demo.color import rgb_to_lab
+from skinground.demo.lesions import Tile, polygon_length
 
 #: Width of the ring of "immediate surrounding skin" used by deltaLB.
 RING_MM = 1.0
