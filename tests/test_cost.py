@@ -19,8 +19,10 @@ from skinground.demo import tiny
 from conftest import REPO, copy_workflow, planned_jobs
 
 DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.yaml"]
-# 64 embed shards x 2 splits x (tuned, untuned, MONET) + 64 x 2 group-question shards,
-# 8 predict shards x 2 splits, 38 attribute + 6 group spaces merged, 22 indexes, ...
+# 64 embed shards x 2 splits x (tuned, untuned, MONET) = 384, + 64 x 2 group-question shards;
+# 8 predict shards (the tuned model only); 2 splits x (16 attributes + 3 image-only + 3 group
+# spaces) = 44 merged, 22 indexes; 5 + 4 retrieval jobs; 13 single jobs (data, training,
+# merges, R², evaluations, figures, cost, all).
 PAPER_JOBS = 608
 DEMO_JOBS = 102
 
