@@ -22,7 +22,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from skinground import outputs as out
 from skinground.io import write_json
+from skinground.outputs import Results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,13 +76,13 @@ def main(argv=None) -> dict:
         result = {
             "benchmark": "whole demo DAG from a clean results/ (snakemake --profile profiles/demo)",
             "wall_seconds": round(wall, 1), "goal_seconds": 600, "jobs": jobs,
-            "rules": rule_seconds(work / "results" / "demo" / "benchmarks"),
+            "rules": rule_seconds(Results.of_run("demo", work) / out.BENCHMARKS),
             "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "load_average_after": list(os.getloadavg()),
         }
         if a.keep_results:
             shutil.rmtree(a.keep_results, ignore_errors=True)
-            shutil.move(work / "results" / "demo", a.keep_results)
+            shutil.move(Results.of_run("demo", work).root, a.keep_results)
     write_json(a.out, result)
     print(f"demo DAG: {wall:.0f} s for {jobs} jobs (goal <= 600 s) -> {a.out}")
     return result

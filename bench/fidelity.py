@@ -29,8 +29,10 @@ from demo_dag import copy_workflow
 from timing import machine
 
 from skinground import fidelity
+from skinground import outputs as out
 from skinground.fidelity import TARGETS
 from skinground.io import write_json
+from skinground.outputs import Results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +44,7 @@ def seed_overrides(seed: int) -> dict:
 
 def read_groups(results: Path) -> list[dict] | None:
     """The group table of one run (``evaluate/groups_summary.csv``), None without groups."""
-    path = results / "evaluate" / "groups_summary.csv"
+    path = results / out.GROUP_SUMMARY_CSV
     return pl.read_csv(path).to_dicts() if path.is_file() else None
 
 
@@ -67,14 +69,15 @@ def run_demo(work: Path, overrides: dict, what: str) -> float:
 
 def run_record(work: Path, seed: int, wall: float) -> dict:
     """The fidelity record of the demo run just made in ``work`` with ``seed``."""
-    out = read_run(work / "results" / "demo")
-    train = json.loads((work / "results/demo/train/summary.json").read_text())
-    config = yaml.safe_load((work / "results/demo/config.yaml").read_text())
-    out.update(seed=seed, wall_seconds=round(wall, 1),
+    run = Results.of_run("demo", work)
+    record = read_run(run.root)
+    train = json.loads((run / out.TRAIN_SUMMARY).read_text())
+    config = yaml.safe_load((run / out.RUN_CONFIG).read_text())
+    record.update(seed=seed, wall_seconds=round(wall, 1),
                group_share=config["tuples"]["group_share"],
                train={k: train.get(k) for k in ("steps", "seconds", "steps_per_second",
                                                 "first_loss", "final_loss", "tuples")})
-    return out
+    return record
 
 
 def run_seed(seed: int, overrides: dict | None = None) -> dict:

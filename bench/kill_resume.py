@@ -37,6 +37,7 @@ from demo_dag import copy_workflow
 from timing import machine
 
 from skinground.io import write_json
+from skinground.outputs import Results
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo"]
@@ -122,7 +123,7 @@ def killed_run(moment: float, small: bool) -> dict:
                "killed_at_s": round(time.perf_counter() - t0, 1), "rules_hit": hit,
                "processes_left": len(survivors)}
         out.update(rerun(work, command))
-        out["digests"] = digests(work / "results" / "demo")
+        out["digests"] = digests(Results.of_run("demo", work).root)
     return out
 
 
@@ -139,7 +140,7 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         subprocess.run(command, cwd=work, capture_output=True, text=True, check=True)
         wall = time.perf_counter() - t0
-        reference = digests(work / "results" / "demo")
+        reference = digests(Results.of_run("demo", work).root)
     print(f"reference run: {wall:.0f} s, {len(reference)} files compared", flush=True)
     moments = np.random.default_rng(a.seed).uniform(5.0, wall, a.kills)
     kills = []

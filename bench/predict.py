@@ -32,6 +32,7 @@ from PIL import Image
 from timing import machine
 
 from skinground import models
+from skinground import outputs as out
 from skinground.config import load_config
 from skinground.demo import tiny
 from skinground.demo.lesions import render_tile
@@ -80,12 +81,13 @@ def main(argv=None) -> dict:
     if args.run:  # the run's own tuned model and test images
         from skinground.data import open_images
 
-        run_config = load_config([args.run / "config.yaml"])
+        run_config = load_config([args.run / out.RUN_CONFIG])
         attributes, cfg = run_config["attributes"], run_config["predict"]
         store = open_images(run_config["data"]["images"])
-        ids = sorted((args.run / "split" / "test.txt").read_text().split())[: args.images]
+        ids = sorted((args.run / out.fill(out.SPLIT_IDS, split="test")).read_text().split()
+                     )[: args.images]
         model, processor = models.load_qwen(run_config["model"]["base"], run_config["model"],
-                                            adapter=args.run / "train" / "adapter")
+                                            adapter=args.run / out.ADAPTER)
     else:
         store = Tiles(args.images, args.seed, config["synthetic"]["min_px"],
                       config["synthetic"]["max_px"])

@@ -31,8 +31,10 @@ from demo_dag import copy_workflow
 from fidelity import fidelity_result, read_run, run_demo, run_record, seed_overrides
 from timing import machine
 
+from skinground import outputs
 from skinground.config import deep_merge
 from skinground.io import write_json
+from skinground.outputs import Results
 
 REPO = Path(__file__).resolve().parents[1]
 #: The variants, each applied on top of the demo config (and its seed), in this order.
@@ -62,8 +64,9 @@ def main(argv=None) -> dict:
             for name, change in VARIANTS.items():
                 wall = run_demo(work, deep_merge(seed_overrides(seed), change),
                                 f"seed {seed}, {name}")
-                out = read_run(work / "results" / "demo")
-                train = json.loads((work / "results/demo/train/summary.json").read_text())
+                run = Results.of_run("demo", work)
+                out = read_run(run.root)
+                train = json.loads((run / outputs.TRAIN_SUMMARY).read_text())
                 runs.append({"seed": seed, "variant": name, "change": change,
                              "wall_seconds": round(wall, 1), **out,
                              "train": {k: train.get(k) for k in (
