@@ -5,6 +5,7 @@ README.md and is never edited by hand:
 
 - ``demo_model``: the demo's tiny Qwen2-VL, built as its ``build_models`` rule builds it;
 - ``demo``: what the demo shows (``bench/fidelity.py``: two seeds, five methods, R²);
+- ``protocol``: the paper's h_im,a token and sampler on the demo (``bench/protocol.py``);
 - ``benchmarks``: the speed benchmarks (``bench/*.py``);
 - ``groups``: multi-attribute retrieval (``bench/groups.py``);
 - ``reliability``: killed runs and their reruns (``bench/kill_resume.py``);
@@ -96,6 +97,62 @@ def demo_block() -> str:
                      f"{tr['seconds']:.0f} s | {r['wall_seconds']:.0f} s |")
     lines += ["", f"Targets {'met on every seed' if fid['met'] else 'NOT all met'} "
               "(`python bench/fidelity.py`, 2 CPU cores)."]
+    return "\n".join(lines) + "\n"
+
+
+COUNTS = ("c_beats_d", "a_beats_c", "r2_positive", "r2_half")
+COUNT_TITLES = ("(c) beats (d)", "(a) beats (c)", "R² > 0", "R² ≥ 0.5")
+VARIANT_TITLES = {"demo": ("prompt_end", "per_image"), "question": ("**question**", "per_image"),
+                  "per_tuple": ("prompt_end", "**per_tuple**")}
+
+
+def protocol_block() -> str:
+    """The demo's counts under the paper's h_im,a token and sampler, beside the demo's own,
+    and whether each departure moves them beyond the seed-to-seed spread."""
+    res = load("protocol")
+    if res is None:
+        return missing("protocol", "python bench/protocol.py")
+    runs = res["runs"]
+    lines = ["| h_im,a token | train.layout | seed | " + " | ".join(COUNT_TITLES)
+             + " | mean R² | training |", "|---|---|---:|" + "---:|" * 6]
+    by = {(r["variant"], r["seed"]): r for r in runs}
+    seeds = sorted({r["seed"] for r in runs})
+    for variant, (token, layout) in VARIANT_TITLES.items():
+        for seed in seeds:
+            r = by.get((variant, seed))
+            if r is None:
+                continue
+            c, tr = r["counts"], r["train"]
+            mean_r2 = sum(r["r2"].values()) / len(r["r2"])
+            lines.append(f"| {token} | {layout} | {seed} | "
+                         + " | ".join(f"{c[k]}/16" for k in COUNTS)
+                         + f" | {mean_r2:.2f} | {tr['steps']} steps, {tr['seconds']:.0f} s |")
+    plain = [by[("demo", s)] for s in seeds if ("demo", s) in by]
+    if len(plain) >= 2:
+        lines.append("")
+        spread = {k: max(r["counts"][k] for r in plain) - min(r["counts"][k] for r in plain)
+                  for k in COUNTS}
+        lines.append("Seed-to-seed spread of the demo's own counts: "
+                     + ", ".join(f"{t} {spread[k]}" for k, t in zip(COUNTS, COUNT_TITLES,
+                                                                   strict=True)) + ".")
+        for variant, what in (("question", "The paper's h_im,a token (the question's last "
+                                           "token)"),
+                              ("per_tuple", "The paper's sampler (shuffled tuples, at equal "
+                                            "tuples seen)")):
+            diffs = {k: [by[(variant, s)]["counts"][k] - by[("demo", s)]["counts"][k]
+                         for s in seeds if (variant, s) in by and ("demo", s) in by]
+                     for k in COUNTS}
+            if not all(diffs.values()):
+                continue
+            beyond = [t for k, t in zip(COUNTS, COUNT_TITLES, strict=True)
+                      if max(abs(d) for d in diffs[k]) > max(spread[k], 1)]
+            change = ", ".join(f"{t} {'/'.join(f'{d:+d}' for d in diffs[k])}"
+                               for k, t in zip(COUNTS, COUNT_TITLES, strict=True))
+            verdict = ("within the seed-to-seed spread" if not beyond
+                       else f"beyond the seed-to-seed spread for {', '.join(beyond)}")
+            lines.append(f"{what} against the demo's, per seed: {change}: {verdict}.")
+    lines += ["", "`python bench/protocol.py` (2 CPU cores; each variant in the same folder as "
+              "the plain demo run, so only what the change touches reruns)."]
     return "\n".join(lines) + "\n"
 
 
@@ -290,7 +347,8 @@ def scale_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-BLOCKS = {"demo_model": demo_model_block, "demo": demo_block, "benchmarks": benchmarks_block,
+BLOCKS = {"demo_model": demo_model_block, "demo": demo_block, "protocol": protocol_block,
+          "benchmarks": benchmarks_block,
           "groups": groups_block,
           "reliability": reliability_block, "cost": cost_block, "scale": scale_block}
 

@@ -22,7 +22,7 @@ SCRIPTS = REPO / "workflow" / "scripts"
 def test_closure_follows_imports_transitively_and_inside_functions():
     closure = {p.stem for p in module_closure(SCRIPTS / "predict.py")}
     # predict.py -> models (load_qwen) -> config, and lora only inside a function.
-    assert {"__init__", "cli", "errors", "io", "models", "config", "lora", "predict",
+    assert {"__init__", "script", "errors", "io", "models", "config", "lora", "predict",
             "prefix", "metrics", "data", "shards"} <= closure
     assert "embed" not in closure and "synthetic" not in closure and "tiny" not in closure
 
