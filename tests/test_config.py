@@ -59,9 +59,13 @@ def test_schema_knows_every_numeric_slice3d_column():
         (lambda c: c["attributes"]["tbp_lv_A"].update(decimals="2"), "'2'"),
         (lambda c: c["data"].pop("images"), "images"),
         (lambda c: c["predict"].update(models=["untuned"]), "tuned"),
+        # run is a plain name: ".." would put the run's config.yaml over the workflow's
+        (lambda c: c.update(run=".."), "'..'"),
+        (lambda c: c.update(run="a/b"), "'a/b'"),
     ],
     ids=["wrong-type", "out-of-range", "unknown-key", "unknown-section", "unknown-attribute",
-         "attribute-field-type", "missing-key", "fig2-without-tuned"],
+         "attribute-field-type", "missing-key", "fig2-without-tuned", "run-dotdot",
+         "run-path"],
 )
 def test_bad_config_is_rejected_naming_the_key(repo_config, mutate, named):
     cfg = copy.deepcopy(repo_config)

@@ -116,6 +116,24 @@ def test_duplicated_id_is_named(tmp_path):
         read_metadata(csv_path, ATTRS)
 
 
+def test_a_padded_duplicate_id_is_a_duplicate(tmp_path):
+    """ " ISIC_1 " under another patient is ISIC_1 again: it would sit in train and test."""
+    rows = make_rows(6, 2)
+    rows[4]["isic_id"] = f" {rows[1]['isic_id']} "
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    with pytest.raises(DataError, match="duplicated isic_id ISIC_0000001"):
+        read_metadata(csv_path, ATTRS)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "1e400"])
+def test_an_infinite_value_names_column_and_line(tmp_path, value):
+    rows = make_rows(6, 2)
+    rows[3]["tbp_lv_A"] = value
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    with pytest.raises(DataError, match=rf"infinite value in column tbp_lv_A: line 5: '{value}'"):
+        read_metadata(csv_path, ATTRS)
+
+
 def test_non_numeric_value_names_column_and_line(tmp_path):
     rows = make_rows(6, 2)
     rows[3]["tbp_lv_A"] = "12,5"

@@ -52,12 +52,12 @@ rule train:
         bookkeeping=untracked(json.dumps(bookkeeping("train", config["train"]))),
         checkpoints=res(out.CHECKPOINTS),
     shell:
-        "python {params.script} --base {input.base} --tuples {input.tuples}"
-        " --images {input.images} --pixels {params.pixels:q} --train {params.train:q}"
-        " --bookkeeping {params.bookkeeping:q} --deepspeed {input.deepspeed}"
-        " --checkpoints {params.checkpoints} --adapter {output.adapter}"
-        " --loss-csv {output.loss_csv} --loss-plot {output.loss_plot}"
-        " --summary {output.summary} --gpus {resources.gpu} > {log} 2>&1"
+        "python {params.script:q} --base {input.base:q} --tuples {input.tuples:q}"
+        " --images {input.images:q} --pixels {params.pixels:q} --train {params.train:q}"
+        " --bookkeeping {params.bookkeeping:q} --deepspeed {input.deepspeed:q}"
+        " --checkpoints {params.checkpoints:q} --adapter {output.adapter:q}"
+        " --loss-csv {output.loss_csv:q} --loss-plot {output.loss_plot:q}"
+        " --summary {output.summary:q} --gpus {resources.gpu} > {log:q} 2>&1"
 
 
 rule predict_shard:

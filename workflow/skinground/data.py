@@ -79,8 +79,8 @@ def read_metadata(
 
     Returns the frame (attribute columns Float64, null = missing) and a report with the
     missing-value counts per attribute. Raises :class:`DataError` naming the file and the
-    column/row/id for: a missing column, an empty id or patient, a duplicated ``isic_id``,
-    a non-numeric attribute or target value.
+    column/row/id for: a missing column, an empty id or patient, a duplicated ``isic_id``
+    (after trimming spaces), a non-numeric or infinite attribute value, a target not 0 or 1.
     """
     path = Path(csv_path)
     attributes = list(attributes)
@@ -106,6 +106,9 @@ def read_metadata(
         if empty.height:
             raise DataError(f"{path}: empty {col} on line(s) {_preview(empty['_line'].to_list())}")
 
+    # Ids are compared as they are used: trimmed (" ISIC_1 " is ISIC_1, the same image).
+    raw = raw.with_columns(pl.col(ID_COLUMN).str.strip_chars(),
+                           pl.col(PATIENT_COLUMN).str.strip_chars())
     dup = raw.group_by(ID_COLUMN).len().filter(pl.col("len") > 1).sort(ID_COLUMN)
     if dup.height:
         raise DataError(f"{path}: duplicated {ID_COLUMN} {_preview(dup[ID_COLUMN].to_list())}")
@@ -121,6 +124,13 @@ def read_metadata(
     frame = raw.with_columns(
         pl.col(c).str.strip_chars().cast(pl.Float64, strict=False) for c in numeric
     )
+    for col in attributes:  # inf, -inf, 1e400: no measurement is infinite
+        infinite = frame.filter(pl.col(col).is_infinite())
+        if infinite.height:
+            examples = [f"line {ln}: {v!r}"
+                        for ln, v in raw.filter(pl.col("_line").is_in(infinite["_line"]))
+                        .select("_line", col).iter_rows()]
+            raise DataError(f"{path}: infinite value in column {col}: {_preview(examples)}")
     target = pl.col(TARGET_COLUMN)
     bad_target = frame.filter(target.is_null() | ~target.is_in([0.0, 1.0]))
     if bad_target.height:
