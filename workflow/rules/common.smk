@@ -35,6 +35,25 @@ if (
         "retrieve.methods' image_only: add it there too"
     )
 
+
+def _owned(key, path):
+    """A generator's output path must lie in the run's folder: the rule owns (deletes and
+    rewrites) it, so it can never be a user's real data or weights."""
+    folder = os.path.normpath(f"results/{config['run']}")
+    if os.path.isabs(path) or not os.path.normpath(path).startswith(folder + os.sep):
+        raise WorkflowError(
+            f"{key}: {path!r} is written by the demo's generator, so it must lie under "
+            f"{folder}/ (the run's own folder); point it there, or turn the generator off"
+        )
+
+
+if config["synthetic"]["enabled"]:
+    for _key in ("metadata", "images"):
+        _owned(f"data.{_key} (synthetic.enabled)", config["data"][_key])
+if config["model"]["build_tiny"]:
+    for _key in ("base", "monet"):
+        _owned(f"model.{_key} (model.build_tiny)", config["model"][_key])
+
 SRC = Path(workflow.basedir)
 LIB_ROOT = str(SRC / "workflow")
 sys.path.insert(0, LIB_ROOT)

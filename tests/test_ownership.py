@@ -1,0 +1,62 @@
+"""A run writes only what it owns: the demo's generators (synthetic data, tiny models) may
+write only under results/<run>/, and run is a plain name, so no config points a rule at a
+user's real data, weights or the workflow's own files. Refused before any job runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import copy_workflow
+
+DEMO = ["config.yaml", "profiles/demo/demo-config.yaml"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("own"))
+
+
+def dry_run(work, change: dict) -> subprocess.CompletedProcess:
+    (work / "change.yaml").write_text(yaml.safe_dump(change))
+    return subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1",
+                           "--configfile", *DEMO, "change.yaml"],
+                          cwd=work, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"data": {"metadata": "/data/slice3d/train-metadata.csv"}}, "data.metadata"),
+    ({"data": {"images": "../train-image.hdf5"}}, "data.images"),
+    ({"model": {"base": "/models/Qwen2-VL-7B-Instruct"}}, "model.base"),
+    ({"model": {"monet": "results/other/monet"}}, "model.monet"),
+    ({"run": "other"}, "data.metadata"),  # the demo's paths are results/demo/'s
+])
+def test_a_generator_pointed_outside_its_run_is_refused(work, change, named):
+    proc = dry_run(work, change)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert named in out and "must lie under results/" in out, out[-2000:]
+    assert not (work / "results").exists()
+
+
+def test_real_paths_are_fine_without_the_generators(work, tmp_path):
+    data = tmp_path / "slice3d"
+    data.mkdir()
+    for name in ("train-metadata.csv", "train-image.hdf5"):
+        (data / name).touch()
+    for name in ("qwen", "monet"):
+        (tmp_path / name).mkdir()
+    proc = dry_run(work, {
+        "synthetic": {"enabled": False},
+        "data": {"metadata": str(data / "train-metadata.csv"),
+                 "images": str(data / "train-image.hdf5")},
+        "model": {"build_tiny": False, "base": str(tmp_path / "qwen"),
+                  "monet": str(tmp_path / "monet")}})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+
+
+def test_the_demo_as_it_is_passes(work):
+    assert dry_run(work, {}).returncode == 0
