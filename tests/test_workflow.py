@@ -364,8 +364,13 @@ def test_query_equals_the_stored_hierarchical_results(demo, query_image, tmp_pat
      (["--run", "demo", "--attribute", "tbp_lv_nope"], "unknown attribute 'tbp_lv_nope'; "
                                                         "valid: tbp_lv_areaMM2, "),
      (["--run", "demo", "--group", "shape"], "unknown group 'shape'; valid: size, colour"),
-     (["TEXT", "--run", "demo"], "not an image")],
-    ids=["unfinished-run", "unknown-attribute", "unknown-group", "not-an-image"],
+     (["TEXT", "--run", "demo"], "not an image"),
+     (["--run", "../demo"], "--run '../demo': a run's name (config key run), not a path"),
+     (["--run", "demo", "-k", "0"], "-k 0: must be at least 1"),
+     (["--run", "demo", "--b", "0"], "--b 0: must be at least 1"),
+     (["--run", "demo", "-k", "5000", "--b", "6000"], "-k 5000: the run's database holds")],
+    ids=["unfinished-run", "unknown-attribute", "unknown-group", "not-an-image", "run-path",
+         "k-zero", "b-zero", "k-over-database"],
 )
 def test_query_errors_are_one_line_and_write_nothing(demo, query_image, tmp_path, args,
                                                      message):
@@ -379,6 +384,22 @@ def test_query_errors_are_one_line_and_write_nothing(demo, query_image, tmp_path
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not grid.exists()
+
+
+@pytest.mark.parametrize("target", ["existing", "the-image"])
+def test_query_out_overwrites_nothing(demo, query_image, tmp_path, target):
+    _, image = query_image
+    out = tmp_path / "grid.png"
+    out.write_bytes(b"a user's file")
+    if target == "the-image":
+        out = tmp_path / "query.png"
+        out.write_bytes(image.read_bytes())
+        image = out
+    before = out.read_bytes()
+    proc = command(demo, "query", str(image), "--run", "demo", "--out", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and f"--out {out}" in proc.stderr
+    assert out.read_bytes() == before
 
 
 # --------------------------------------------------------------------------- the report

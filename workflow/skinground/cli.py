@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -99,20 +100,46 @@ def grid(path: Path, queries: list[tuple[Path, object, list[dict]]], run, k: int
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
 
 
+#: A run's name, as the config schema allows it (a plain name: no path).
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def check_out(out: Path | None, images: list[Path]) -> None:
+    """``--out``, checked before any model work: .png or .pdf, in an existing folder, and
+    never a query image or an existing file (the grid overwrites nothing)."""
+    if out is None:
+        return
+    if out.suffix.lower() not in (".png", ".pdf"):
+        raise InputError(f"--out {out}: the grid is written as .png or .pdf")
+    if any(out.resolve() == p.resolve() for p in images):
+        raise InputError(f"--out {out}: is a query image")
+    if out.exists():
+        raise InputError(f"--out {out}: exists; the grid overwrites nothing (remove it first)")
+    if not out.resolve().parent.is_dir():
+        raise InputError(f"--out {out}: no folder {out.resolve().parent}")
+
+
 def query(a: argparse.Namespace) -> None:
     from skinground.query import Run, ask, read_image
 
-    if a.out is not None and a.out.suffix.lower() not in (".png", ".pdf"):
-        raise InputError(f"--out {a.out}: the grid is written as .png or .pdf")
-    run = Run(a.workdir, a.run or default_run(a.workdir))
+    check_out(a.out, a.images)
+    name = a.run or default_run(a.workdir)
+    if not RUN_NAME.fullmatch(name):
+        raise InputError(f"--run {name!r}: a run's name (config key run), not a path")
+    for flag, value in (("-k", a.k), ("--b", a.b)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} {value}: must be at least 1")
+    run = Run(a.workdir, name)
     asked = run.asked(a.attribute, a.group)
     images = [(p, read_image(p)) for p in a.images]  # every file checked before any work
     retrieve = run.config["retrieve"]
-    k = a.k or retrieve["k"]
-    b = a.b or retrieve["b"]
-    if not 1 <= k <= b:
-        raise InputError(f"need 1 <= k ({k}) <= b ({b})")
+    k = retrieve["k"] if a.k is None else a.k
+    b = retrieve["b"] if a.b is None else a.b
+    if not k <= b:
+        raise InputError(f"need k ({k}) <= b ({b})")
     run.load()
+    if k > len(run.train_ids):
+        raise InputError(f"-k {k}: the run's database holds {len(run.train_ids)} train images")
     results = [(p, im, ask(run, im, asked, k=k, b=b)) for p, im in images]
     if a.out is not None:
         grid(a.out, results, run, k)
