@@ -91,3 +91,22 @@ def test_the_schemas_names_are_the_codes():
     assert sorted(props["train"]["properties"]["layout"]["enum"]) == sorted(layout.LAYOUTS)
     assert (sorted(props["embed"]["properties"]["h_ima_token"]["enum"])
             == sorted(prefix.H_IMA_TOKENS))
+
+
+def test_pixel_params_are_the_budget_that_takes_effect():
+    from skinground.config import pixel_params
+
+    assert pixel_params({"image_size": 112, "min_pixels": 1, "max_pixels": 2}) == {
+        "image_size": 112}  # the processor ignores min/max then: they must rerun nothing
+    assert pixel_params({"image_size": None, "min_pixels": 3136, "max_pixels": 262144}) == {
+        "min_pixels": 3136, "max_pixels": 262144}
+
+
+def test_non_integers_finds_floats_where_the_schema_asks_for_whole_numbers(repo_config):
+    from skinground.config import deep_merge, non_integers
+
+    schema = yaml.safe_load(open(SCHEMA))
+    assert non_integers(repo_config, schema) == []
+    bad = deep_merge(repo_config, {"embed": {"shards": 64.0}, "model": {"image_size": 112.0},
+                                   "retrieve": {"rrf_k": 60.0}})  # rrf_k is a number
+    assert non_integers(bad, schema) == ["model.image_size", "embed.shards"]

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -16,6 +17,21 @@ if config["figures"]["fig3_attribute"] not in config["attributes"]:
     raise WorkflowError(
         f"figures.fig3_attribute: {config['figures']['fig3_attribute']!r} is not one of the "
         "configured attributes"
+    )
+_unknown = [a for a in config["data"]["zero_is_missing"] if a not in config["attributes"]]
+if _unknown:
+    raise WorkflowError(
+        f"data.zero_is_missing: {', '.join(_unknown)} is not one of the " "configured attributes"
+    )
+_model = config["model"]
+if (
+    _model["image_size"] is None
+    and None not in (_model["min_pixels"], _model["max_pixels"])
+    and _model["min_pixels"] > _model["max_pixels"]
+):
+    raise WorkflowError(
+        f"model.min_pixels ({_model['min_pixels']}) is above model.max_pixels "
+        f"({_model['max_pixels']})"
     )
 if config["retrieve"]["k"] > config["retrieve"]["b"]:
     raise WorkflowError("retrieve.k must not exceed retrieve.b")
@@ -65,8 +81,20 @@ os.environ.update(
 from skinground import outputs as out  # standard library only
 from skinground import plan  # standard library only
 from skinground.attributes import GROUP_TAG  # standard library only
-from skinground.config import PIXEL_KEYS, bookkeeping, tracked, tracked_config  # PyYAML
+from skinground.config import (  # PyYAML
+    bookkeeping,
+    non_integers,
+    pixel_params,
+    tracked,
+    tracked_config,
+)
 from skinground.deps import code_hash  # standard library only
+
+# JSON Schema counts 2.0 as an integer; the rules would fail on it much later.
+with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as _f:
+    _floats = non_integers(config, yaml.safe_load(_f))
+if _floats:
+    raise WorkflowError(f"{', '.join(_floats)}: must be a whole number (not e.g. 2.0)")
 
 RUN = config["run"]
 RESULTS = out.fill(out.RUN_FOLDER, run=RUN)
@@ -84,7 +112,7 @@ def src(path):
 CPU_ENV = str(SRC / "envs" / "cpu.yaml")
 GPU_ENV = str(SRC / "envs" / "gpu.yaml")
 # The processor's pixel budget: what the training and every model-using rule depend on.
-PIXELS = {k: config["model"][k] for k in PIXEL_KEYS}
+PIXELS = pixel_params(config["model"])
 
 
 #: Where the real weights come from (transformers' format), for the message when they are missing.

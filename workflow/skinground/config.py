@@ -30,6 +30,41 @@ BOOKKEEPING: dict[str, tuple[str, ...]] = {
 PIXEL_KEYS = ("image_size", "min_pixels", "max_pixels")
 
 
+def pixel_params(model: Mapping[str, Any]) -> dict:
+    """The pixel budget that takes effect (``model``'s :data:`PIXEL_KEYS`): ``image_size``
+    alone when it is set (the processor then ignores min/max_pixels, so they must not rerun
+    anything), else ``min_pixels`` and ``max_pixels``."""
+    if model.get("image_size") is not None:
+        return {"image_size": model["image_size"]}
+    return {k: model.get(k) for k in PIXEL_KEYS[1:]}
+
+
+def non_integers(value: Any, schema: Mapping[str, Any], *, root: Mapping | None = None,
+                 key: str = "") -> list[str]:
+    """The dotted keys of ``value`` whose schema asks for an integer but that hold a float
+    such as ``2.0`` (JSON Schema counts it as an integer; Python code does not)."""
+    root = root if root is not None else schema
+    if "$ref" in schema:
+        node: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = node
+    types = {schema.get("type")} | {alt.get("type") for alt in
+                                    [*schema.get("oneOf", ()), *schema.get("anyOf", ())]}
+    if isinstance(value, float) and "integer" in types and "number" not in types:
+        return [key]
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        extra = schema.get("additionalProperties")
+        for k, v in value.items():
+            sub = schema.get("properties", {}).get(k, extra if isinstance(extra, Mapping) else {})
+            found += non_integers(v, sub, root=root, key=f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, v in enumerate(value):
+            found += non_integers(v, schema["items"], root=root, key=f"{key}[{i}]")
+    return found
+
+
 def tracked(section: str, values: Mapping[str, Any]) -> dict:
     """The keys of config ``section`` that change results (``values`` less bookkeeping)."""
     return {k: v for k, v in values.items() if k not in BOOKKEEPING.get(section, ())}

@@ -1,6 +1,10 @@
-"""A run writes only what it owns: the demo's generators (synthetic data, tiny models) may
-write only under results/<run>/, and run is a plain name, so no config points a rule at a
-user's real data, weights or the workflow's own files. Refused before any job runs."""
+"""Configs refused before any job runs, by Snakemake itself (a dry run), naming the key.
+
+A run writes only what it owns: the demo's generators (synthetic data, tiny models) may write
+only under results/<run>/, and run is a plain name, so no config points a rule at a user's
+real data, weights or the workflow's own files. And values the schema lets through but the
+rules would trip on later: 2.0 where a whole number is meant, a zero_is_missing column that
+is not an attribute, min_pixels above max_pixels."""
 
 from __future__ import annotations
 
@@ -39,6 +43,21 @@ def test_a_generator_pointed_outside_its_run_is_refused(work, change, named):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert named in out and "must lie under results/" in out, out[-2000:]
+    assert not (work / "results").exists()
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"embed": {"shards": 2.0}}, "embed.shards: must be a whole number"),
+    ({"train": {"lora": {"r": 8.0}}}, "train.lora.r: must be a whole number"),
+    ({"data": {"zero_is_missing": ["tbp_lv_areaMM"]}},
+     "data.zero_is_missing: tbp_lv_areaMM is not one of the configured attributes"),
+    ({"model": {"image_size": None, "min_pixels": 9000, "max_pixels": 3136}},
+     "model.min_pixels (9000) is above model.max_pixels (3136)"),
+])
+def test_a_value_the_rules_would_trip_on_is_refused(work, change, named):
+    proc = dry_run(work, change)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and named in out, out[-2000:]
     assert not (work / "results").exists()
 
 
