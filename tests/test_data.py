@@ -87,7 +87,7 @@ def test_a_cut_metadata_file_names_the_line(tmp_path, cut):
         message = r"the last line \(21\) does not end with a newline"
     else:  # a cell quoted across the cut: the parser would swallow the rest
         damaged = b"".join(lines[:11]) + b'"ISIC_broken,' + b"".join(lines[12:])
-        message = r"line \d+ has \d+ field\(s\)"
+        message = r"line 12 opens a double-quoted field that never closes"
     csv_path.write_bytes(damaged)
     with pytest.raises(DataError, match=message):
         read_metadata(csv_path, ATTRS)
@@ -113,6 +113,37 @@ def test_duplicated_id_is_named(tmp_path):
     rows[4]["isic_id"] = rows[1]["isic_id"]
     csv_path, _ = write_slice3d(tmp_path, rows, images={})
     with pytest.raises(DataError, match="duplicated isic_id ISIC_0000001"):
+        read_metadata(csv_path, ATTRS)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("latin-1", r"line 5 is not UTF-8 text \(byte 0xe9"),
+    ("cr-only", r"line 1 ends with a bare CR"),
+    ("inner-quote", r"line 5, column \d+: a double quote inside an unquoted field"),
+    ("stray-quote", r"line 5 opens a double-quoted field that never closes"),
+    ("quote-then-text", r"line 5: ',' expected after '\"'"),
+    ("repeated-column", r"column\(s\) tbp_lv_A appear more than once in the header"),
+])
+def test_an_unreadable_csv_names_the_file_and_line(tmp_path, damage, message):
+    rows = make_rows(6, 2)
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    lines = csv_path.read_bytes().split(b"\n")
+    line = lines[4]  # line 5 of the file
+    if damage == "latin-1":
+        lines[4] = line.replace(b"IP_", "IP_\u00e9".encode("latin-1"), 1)
+    elif damage == "inner-quote":
+        lines[4] = line.replace(b"IP_", b'IP"_', 1)
+    elif damage == "stray-quote":
+        lines[4] = line.replace(b"IP_", b'"IP_', 1)
+    elif damage == "quote-then-text":
+        lines[4] = line.replace(b",IP_", b',"IP"_', 1)
+    elif damage == "repeated-column":
+        lines[0] = lines[0].replace(b"tbp_lv_B", b"tbp_lv_A", 1)
+    data = b"\n".join(lines)
+    if damage == "cr-only":
+        data = data.replace(b"\n", b"\r")
+    csv_path.write_bytes(data)
+    with pytest.raises(DataError, match=str(csv_path.name) + ".*" + message):
         read_metadata(csv_path, ATTRS)
 
 

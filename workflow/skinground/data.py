@@ -48,26 +48,83 @@ def _preview(items: list) -> str:
 # --------------------------------------------------------------------------- metadata
 
 
+def _stray_quote(line: str, quoted: bool) -> tuple[int | None, bool]:
+    """Scan one line of CSV text: the column of a double quote inside an unquoted field
+    (``pa"t``, which csv readers take differently), or None; and whether a quoted field goes
+    on past the line's end."""
+    start = True  # at the start of a field
+    for i, ch in enumerate(line):
+        if quoted:
+            if ch == '"':
+                quoted = False  # closes, or the first of an escaped "" (reopened below)
+        elif ch == '"':
+            if not start and line[i - 1] != '"':
+                return i + 1, quoted
+            quoted = True
+        start = ch == "," and not quoted
+    return None, quoted
+
+
 def check_csv_shape(path: Path) -> None:
-    """Every record has the header's number of fields, and the file ends with a newline: a
-    download cut mid-line (the last record short, or a value cut at the end without its
-    newline) raises DataError naming the line, instead of passing as data."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: empty file")
-        for record in reader:
-            if len(record) != len(header):
-                raise DataError(
-                    f"{path}: line {reader.line_num} has {len(record)} field(s), the header "
-                    f"{len(header)} (a cut or damaged file? re-download it)")
+    """The file is a CSV the reader will take as it is meant: UTF-8, LF or CRLF line
+    endings, no repeated column names, quotes balanced and only around whole fields, every
+    record with the header's number of fields, and a newline at the end (a download cut
+    mid-line: the last record short, or a value cut without its newline). Else DataError
+    naming the file and the line."""
+    quoted = False
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, start=1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}: line {n} is not UTF-8 text (byte "
+                                f"{line[err.start]:#04x} at column {err.start + 1})") from None
+            if b"\r" in line.rstrip(b"\r\n") or (line.endswith(b"\r") and n == 1):
+                raise DataError(f"{path}: line {n} ends with a bare CR (old Mac line "
+                                "endings): convert the file to LF or CRLF line endings")
+            was_quoted = quoted
+            column, quoted = _stray_quote(text, quoted)
+            if column is not None:
+                raise DataError(f"{path}: line {n}, column {column}: a double quote inside an "
+                                "unquoted field")
+            if quoted and not was_quoted:
+                opened = n
+    if quoted:
+        raise DataError(f"{path}: line {opened} opens a double-quoted field that never "
+                        "closes (a stray quote, or a cut file)")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, strict=True)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: empty file")
+            repeated = sorted({c for c in header if header.count(c) > 1})
+            if repeated:
+                raise DataError(f"{path}: column(s) {', '.join(repeated)} appear more than "
+                                "once in the header")
+            for record in reader:
+                if len(record) != len(header):
+                    raise DataError(
+                        f"{path}: line {reader.line_num} has {len(record)} field(s), the "
+                        f"header {len(header)} (a cut or damaged file? re-download it)")
+        except csv.Error as err:
+            raise DataError(f"{path}: line {reader.line_num}: {err} (an unbalanced or stray "
+                            "double quote?)") from None
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         f.seek(max(0, size - 1))
         if size and f.read(1) != b"\n":
             raise DataError(f"{path}: the last line ({reader.line_num}) does not end with a "
                             "newline: the file looks cut (re-download it)")
+
+
+def _read_csv(path: Path, **kwargs) -> pl.DataFrame:
+    """polars' reader, its errors as DataError naming the file (check_csv_shape has
+    already refused what we know it misreads)."""
+    try:
+        return pl.read_csv(path, **kwargs)
+    except pl.exceptions.PolarsError as err:
+        raise DataError(f"{path}: not readable as CSV ({str(err).splitlines()[0]})") from None
 
 
 def read_metadata(
@@ -89,14 +146,14 @@ def read_metadata(
         raise DataError(f"metadata file not found: {path}")
     check_csv_shape(path)
     wanted = [ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN, *attributes]
-    header = pl.read_csv(path, n_rows=0).columns
+    header = _read_csv(path, n_rows=0).columns
     missing_cols = [c for c in wanted if c not in header]
     if missing_cols:
         raise DataError(f"{path}: missing column(s) {', '.join(missing_cols)}")
 
     # Read the needed columns as text, then convert with our own checks, so that a bad
     # cell is reported by column and line instead of a parser's type-inference error.
-    raw = pl.read_csv(
+    raw = _read_csv(
         path, columns=wanted, schema_overrides={c: pl.String for c in wanted},
         infer_schema=False,
     ).with_row_index("_line", offset=2)  # line 1 is the header
@@ -128,7 +185,7 @@ def read_metadata(
         infinite = frame.filter(pl.col(col).is_infinite())
         if infinite.height:
             examples = [f"line {ln}: {v!r}"
-                        for ln, v in raw.filter(pl.col("_line").is_in(infinite["_line"]))
+                        for ln, v in raw.filter(pl.col("_line").is_in(infinite["_line"].to_list()))
                         .select("_line", col).iter_rows()]
             raise DataError(f"{path}: infinite value in column {col}: {_preview(examples)}")
     target = pl.col(TARGET_COLUMN)
