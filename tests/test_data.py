@@ -100,11 +100,11 @@ def test_corrupt_jpeg_names_the_id(tmp_path, fmt):
     images = {r["isic_id"]: jpeg_bytes(64, i) for i, r in enumerate(rows)}
     images["ISIC_0000003"] = images["ISIC_0000003"][:200]  # truncated
     csv_path, img = write_slice3d(tmp_path, rows, fmt=fmt, images=images)
-    with pytest.raises(DataError, match="corrupt image ISIC_0000003"):
+    with pytest.raises(DataError, match="image ISIC_0000003: not a readable image"):
         build_manifest(csv_path, img, ATTRS, zero_is_missing=[], verify_decode=True)
     images["ISIC_0000003"] = b"not a jpeg at all"
     with open_images(write_slice3d(tmp_path / "g", rows, fmt=fmt, images=images)[1]) as store:
-        with pytest.raises(DataError, match="corrupt image ISIC_0000003"):
+        with pytest.raises(DataError, match="image ISIC_0000003: not a readable image"):
             store.read("ISIC_0000003")
 
 

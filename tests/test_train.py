@@ -417,5 +417,5 @@ def test_a_corrupt_image_stops_training_naming_it(tmp_path, base, repo_config, m
     cfg = train_config(repo_config, max_steps=20, dataloader_workers=1)
     proc = run_script(tmp_path / "run", base, data, model_cfg, cfg)
     assert proc.returncode != 0
-    assert "corrupt image ISIC_0000004" in proc.stderr
+    assert "image ISIC_0000004: not a readable image" in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

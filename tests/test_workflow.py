@@ -364,7 +364,7 @@ def test_query_equals_the_stored_hierarchical_results(demo, query_image, tmp_pat
      (["--run", "demo", "--attribute", "tbp_lv_nope"], "unknown attribute 'tbp_lv_nope'; "
                                                         "valid: tbp_lv_areaMM2, "),
      (["--run", "demo", "--group", "shape"], "unknown group 'shape'; valid: size, colour"),
-     (["TEXT", "--run", "demo"], "not an image"),
+     (["TEXT", "--run", "demo"], "notes.jpg: not a readable image"),
      (["--run", "../demo"], "--run '../demo': a run's name (config key run), not a path"),
      (["--run", "demo", "-k", "0"], "-k 0: must be at least 1"),
      (["--run", "demo", "--b", "0"], "--b 0: must be at least 1"),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from skinground.attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
 from skinground.errors import InputError
@@ -225,6 +225,64 @@ def read_metadata(
 # --------------------------------------------------------------------------- images
 
 
+#: The most pixels an image may have to be decoded: SLICE-3D's tiles are about 240 px, a
+#: phone photo 12-50 MP. A larger file is refused from its header, before decoding (a 48 kB
+#: PNG can decode to gigabytes).
+MAX_IMAGE_PIXELS = 64_000_000
+# PIL's own limit (a warning at 89 MP, an error at 179 MP, raised while opening, with no name)
+# is replaced by this one, checked in decode_image from the header with the image named.
+Image.MAX_IMAGE_PIXELS = None
+_EXIF_ORIENTATION = 0x0112
+
+
+def _to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
+    """8-bit RGB as the image means it, and what was converted: the EXIF orientation
+    applied, 16-bit samples scaled to 8 bits (not clipped), transparency composited over
+    white (not dropped with the colour it hid)."""
+    notes = []
+    if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
+        notes.append("EXIF orientation applied")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        samples = np.asarray(img).astype(np.int64)
+        img = Image.fromarray((np.clip(samples, 0, 65535) >> 8).astype(np.uint8), mode="L")
+        notes.append("16-bit samples scaled to 8 bits")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+            img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+            notes.append("transparency composited over white")
+        else:
+            img = rgba
+    return img.convert("RGB"), notes
+
+
+def decode_image(data: bytes | str | os.PathLike, name: str) -> Image.Image:
+    """One image (bytes or a file) decoded to RGB (:func:`_to_rgb`, what it converted
+    logged); ``DataError`` naming ``name`` when it is not an image, is damaged, or has more
+    than :data:`MAX_IMAGE_PIXELS` pixels."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        with Image.open(source) as img:
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{name}: {width} x {height} pixels, more than the "
+                                f"{MAX_IMAGE_PIXELS:,} an image may have")
+            img.load()
+            rgb, notes = _to_rgb(img)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{name}: no such file") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
+        raise DataError(f"{name}: not a readable image ({exc})") from None
+    for note in notes:
+        log.info("%s: %s", name, note)
+    return rgb
+
+
 class ImageStore:
     """Lazy access to SLICE-3D images by ``isic_id``; use as a context manager."""
 
@@ -240,14 +298,9 @@ class ImageStore:
         pass
 
     def read(self, isic_id: str) -> Image.Image:
-        """Decode one image to RGB; a corrupt or truncated JPEG raises DataError naming it."""
-        data = self.read_bytes(isic_id)
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                return img.convert("RGB")
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-            raise DataError(f"{self.source}: corrupt image {isic_id}: {exc}") from exc
+        """Decode one image to RGB (:func:`decode_image`); a corrupt, truncated or oversized
+        image raises DataError naming the store and the id."""
+        return decode_image(self.read_bytes(isic_id), f"{self.source}: image {isic_id}")
 
     def __enter__(self) -> ImageStore:
         return self

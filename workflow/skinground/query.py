@@ -23,6 +23,7 @@ import yaml
 from PIL import Image
 
 from skinground import outputs as out
+from skinground.data import decode_image
 from skinground.embed import prefix_shared_embeddings
 from skinground.errors import InputError
 from skinground.metrics import parse_group_answer, parse_number
@@ -166,14 +167,10 @@ class Run:
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """An RGB image from a file; ``InputError`` naming the file when it is not one."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not an image ({err})") from None
+    """An RGB image from a file, as the run's images are decoded (``data.decode_image``:
+    EXIF orientation, 16-bit and transparency converted, a pixel limit); ``InputError``
+    naming the file when it is not one."""
+    return decode_image(path, str(path))
 
 
 def ask(run: Run, image: Image.Image, asked: Sequence[Asked], *, k: int, b: int) -> list[dict]:
