@@ -325,6 +325,13 @@ def test_attach_adapter_errors_name_the_path(trained, base, tmp_path):
     with pytest.raises(ModelLoadError, match=f"no adapter_config.json in adapter directory "
                                              f"{empty}"):
         lora.attach_adapter(models.load_mllm(base)[0], empty)
+    # a pickled adapter (adapter_model.bin, read by torch.load) is never accepted
+    pickled = tmp_path / "pickled"
+    shutil.copytree(done / "adapter", pickled)
+    (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
+    with pytest.raises(ModelLoadError, match=r"no adapter_model.safetensors in .*pickled "
+                                             r"\(found: adapter_model.bin\)"):
+        lora.attach_adapter(models.load_mllm(base)[0], pickled)
     # an adapter whose target modules do not exist in this base
     odd = tmp_path / "odd"
     shutil.copytree(done / "adapter", odd)

@@ -98,8 +98,11 @@ def attach_adapter(model: torch.nn.Module, adapter_dir: str | os.PathLike, *,
         json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelLoadError(f"unreadable {ADAPTER_CONFIG} in {root}: {err}") from err
-    if not any(root.glob("adapter_model.*")):
-        raise ModelLoadError(f"no adapter weights (adapter_model.safetensors) in {root}")
+    if not (root / "adapter_model.safetensors").is_file():
+        # a pickled adapter_model.bin would be read with torch.load: never accepted
+        found = ", ".join(sorted(p.name for p in root.glob("adapter_model.*"))) or "none"
+        raise ModelLoadError(f"no adapter_model.safetensors in {root} (found: {found}); "
+                             "adapters are read as safetensors only, never as pickles")
     try:
         config = PeftConfig.from_pretrained(str(root), local_files_only=True)
         config.inference_mode = True
