@@ -47,3 +47,51 @@ def test_figures_are_byte_identical_across_saves(tmp_path):
     save_figure(fig, tmp_path / "b.pdf", tmp_path / "b.png")
     assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_outputs_get_the_users_umask_files_and_folders(tmp_path):
+    """A colleague in the group can read a run: mkstemp's 0600 and mkdtemp's 0700 are
+    replaced by the umask's modes (here 027: files 0640, folders 0750)."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; os.umask(0o027)\n"
+            "from pathlib import Path\n"
+            "from skinground.io import atomic_path, write_text\n"
+            "root = Path(sys.argv[1])\n"
+            "write_text(root / 'a.txt', 'x')\n"
+            "with atomic_path(root / 'adapter', directory=True) as d:\n"
+            "    (d / 'w.bin').write_bytes(b'1')\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "adapter").stat().st_mode & 0o777 == 0o750
+
+
+def test_reading_the_umask_does_not_change_it():
+    import os
+
+    from skinground import io
+
+    before = os.umask(0o022)
+    os.umask(before)
+    assert io._read_umask() == before
+    after = os.umask(0o022)
+    os.umask(after)
+    assert after == before
+
+
+def test_what_is_renamed_into_place_was_synced_first(tmp_path, monkeypatch):
+    import os
+
+    synced, at_rename = [], []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (
+        synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (
+        at_rename.append({os.path.basename(p) for p in synced}), real_replace(a, b)))
+    with atomic_path(tmp_path / "model", directory=True) as d:
+        (d / "sub").mkdir()
+        (d / "sub" / "weights.safetensors").write_bytes(b"w")
+        (d / "config.json").write_text("{}")
+    assert {"weights.safetensors", "config.json", "sub"} <= at_rename[0]
+    assert synced[-1] == str(tmp_path)  # the folder that holds the new name, after it

@@ -3,7 +3,10 @@
 A failed or interrupted job leaves either the old file or nothing, never half a file. The
 temporary names are ``.<name>.<random>.tmp``; a job killed with ``kill -9`` cannot remove
 its own, so the next write of the same target removes them first (one job writes a target
-at a time: Snakemake locks its outputs).
+at a time: Snakemake locks its outputs). What is renamed into place was flushed to disk
+first (``fsync``: on NFS or Lustre a rename can otherwise reach the server before the data),
+and gets the permissions of the user's umask (a file 0666, a folder 0777, less the umask),
+so a colleague in the group can read a run on a shared file system.
 """
 
 from __future__ import annotations
@@ -29,16 +32,19 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
     remove_stale_temporaries(target)
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        tmp.chmod(0o777 & ~UMASK)  # mkdtemp makes 0700
     else:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(name)
-        tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        tmp.chmod(0o666 & ~UMASK)  # mkstemp makes 0600
     try:
         yield tmp
+        fsync_tree(tmp)
         if directory and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        _fsync(target.parent)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -63,10 +69,44 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status); elsewhere
+    read once here, at import, by setting and restoring it (before any thread exists)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+UMASK = _read_umask()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system that cannot sync a folder: the data itself was synced
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush a file, or every file and folder of a tree, to disk."""
+    if path.is_dir():
+        for folder, _, files in os.walk(path):
+            for name in files:
+                _fsync(Path(folder) / name)
+            _fsync(Path(folder))
+    else:
+        _fsync(path)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
