@@ -408,6 +408,24 @@ def test_a_second_trainer_on_the_same_checkpoints_stops(tmp_path, base, data, mo
     assert "Traceback" not in proc.stderr and "launching" not in proc.stderr
 
 
+@pytest.mark.parametrize("errno_name", ["ENOSYS", "EOPNOTSUPP"])
+def test_a_file_system_without_flock_trains_unlocked_with_a_warning(tmp_path, monkeypatch,
+                                                                    caplog, errno_name):
+    import errno
+    import fcntl
+    import logging
+
+    def no_flock(f, op):
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with caplog.at_level(logging.WARNING, logger="skinground.checkpoints"):
+        held = checkpoints.lock_checkpoints(tmp_path / "ckpt")
+    held.close()
+    assert "does not support flock" in caplog.text and "unlocked" in caplog.text
+    assert str(tmp_path / "ckpt") in caplog.text
+
+
 @pytest.mark.slow
 def test_a_corrupt_image_stops_training_naming_it(tmp_path, base, repo_config, model_cfg):
     """With data.verify_decode off the manifest does not decode; a corrupt JPEG met by a

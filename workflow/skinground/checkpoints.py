@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 #: In the checkpoint directory: what the checkpoints belong to (see ``run_fingerprint``).
 FINGERPRINT_FILE = "run.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+#: flock's errors where the file system has no locks (NFS without lockd, Lustre noflock).
+UNLOCKABLE = (errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOLCK)
 #: In the checkpoint directory: held (flock) by the one training job that may write there.
 LOCK_FILE = ".lock"
 _PR_SET_PDEATHSIG = 1
@@ -52,15 +54,20 @@ def lock_checkpoints(checkpoint_dir: str | os.PathLike) -> IO:
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
-        if err.errno not in (errno.EAGAIN, errno.EACCES):
+        if err.errno in UNLOCKABLE:
+            log.warning("%s: this file system does not support flock (%s; e.g. Lustre mounted "
+                        "noflock): training goes on unlocked, so make sure no second job "
+                        "trains into this folder", root, os.strerror(err.errno))
+        elif err.errno not in (errno.EAGAIN, errno.EACCES):
             raise
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise CheckpointsLocked(
-            f"{root}: another training process (pid {holder}) holds its lock; a second "
-            "trainer would race it on the same checkpoints. Wait for it to end, or stop it"
-        ) from None
+        else:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise CheckpointsLocked(
+                f"{root}: another training process (pid {holder}) holds its lock; a second "
+                "trainer would race it on the same checkpoints. Wait for it to end, or stop "
+                "it") from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
