@@ -9,6 +9,7 @@ README.md and is never edited by hand:
 - ``benchmarks``: the speed benchmarks (``bench/*.py``);
 - ``groups``: multi-attribute retrieval (``bench/groups.py``);
 - ``reliability``: killed runs and their reruns (``bench/kill_resume.py``);
+- ``bad_inputs``: damaged inputs through the real commands (``bench/bad_inputs.py``);
 - ``cost``: ``python -m skinground.cost config.yaml`` (with ``bench/results/gpu.json`` when
   it holds a GPU measurement).
 
@@ -273,6 +274,32 @@ def reliability_block() -> str:
             f"{' --small' if small else ''} --kills {k['of']}`.\n")
 
 
+def bad_inputs_block() -> str:
+    res = load("bad_inputs")
+    if res is None:
+        return missing("bad_inputs", "python bench/bad_inputs.py")
+    kinds: dict[str, list[dict]] = {}
+    for case in res["cases"]:
+        kinds.setdefault(case["kind"], []).append(case)
+    lines = [f"**{res['refused_cleanly']} of {res['total']}** damaged inputs refused cleanly "
+             f"(exit non-zero, one line naming the culprit, no traceback), "
+             f"**{res['files_changed']}** files changed under `results/` by them all "
+             "(`python bench/bad_inputs.py`, through the `manifest` rule, a dry run of the "
+             "workflow, or `skinground query` on a finished small demo run):", "",
+             "| input | cases | refused cleanly | an example message |", "|---|---:|---:|---|"]
+    for kind, cases in kinds.items():
+        example = next((c["message"] for c in cases if c["ok"] and c["message"]), "")
+        example = example.replace("|", "\\|")
+        if len(example) > 140:
+            example = example[:137] + "..."
+        lines.append(f"| {kind} | {len(cases)} | {sum(c['ok'] for c in cases)} | "
+                     f"`{example}` |")
+    bad = [c["name"] for c in res["cases"] if not c["ok"]]
+    if bad:
+        lines += ["", f"Not refused cleanly: {', '.join(bad)}."]
+    return "\n".join(lines) + "\n"
+
+
 def cost_block() -> str:
     sys.path.insert(0, str(REPO / "workflow"))
     from skinground import calibration, cost, cost_report
@@ -350,9 +377,9 @@ def scale_block() -> str:
 
 
 BLOCKS = {"demo_model": demo_model_block, "demo": demo_block, "protocol": protocol_block,
-          "benchmarks": benchmarks_block,
-          "groups": groups_block,
-          "reliability": reliability_block, "cost": cost_block, "scale": scale_block}
+          "benchmarks": benchmarks_block, "groups": groups_block,
+          "reliability": reliability_block, "bad_inputs": bad_inputs_block,
+          "cost": cost_block, "scale": scale_block}
 
 
 def render(readme: str) -> str:
