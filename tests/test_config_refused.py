@@ -79,3 +79,34 @@ def test_real_paths_are_fine_without_the_generators(work, tmp_path):
 
 def test_the_demo_as_it_is_passes(work):
     assert dry_run(work, {}).returncode == 0
+
+
+def test_the_train_command_quotes_every_path(work, tmp_path):
+    """A data path with a space or a ';' is one argument of the training command, never a
+    second command."""
+    import shlex
+
+    data = tmp_path / "my data; touch pwned"
+    data.mkdir()
+    for name in ("train-metadata.csv", "train-image.hdf5"):
+        (data / name).touch()
+    models = tmp_path / "models dir"
+    for name in ("qwen", "monet"):
+        (models / name).mkdir(parents=True)
+    change = {"synthetic": {"enabled": False},
+              "data": {"metadata": str(data / "train-metadata.csv"),
+                       "images": str(data / "train-image.hdf5")},
+              "model": {"build_tiny": False, "base": str(models / "qwen"),
+                        "monet": str(models / "monet")}}
+    (work / "change.yaml").write_text(yaml.safe_dump(change))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1",
+                           "--configfile", *DEMO, "change.yaml", "--", "results/demo/train/"
+                           "summary.json"], cwd=work, capture_output=True, text=True,
+                          timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-2000:]
+    command = next(line for line in out.splitlines() if "scripts/train.py" in line)
+    args = shlex.split(command)
+    assert args[args.index("--images") + 1] == str(data / "train-image.hdf5")
+    assert args[args.index("--base") + 1] == str(models / "qwen")
+    assert not (work / "pwned").exists()
