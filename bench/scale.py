@@ -58,7 +58,7 @@ from demo_dag import copy_workflow
 from PIL import Image
 from timing import machine
 
-from skinground import memory
+from skinground import memory, outputs
 from skinground.attributes import ID_COLUMN, METADATA_COLUMNS, PAPER_ATTRIBUTES
 from skinground.demo.synthetic import SLICE3D_IMAGES, SLICE3D_PATIENTS
 from skinground.io import read_lines, write_json
@@ -72,7 +72,7 @@ from skinground.memory import (
     profile_mem_mb,
     rule_peaks,
 )
-from skinground.outputs import IMAGE_SPACE
+from skinground.outputs import IMAGE_SPACE, Results
 from skinground.plan import EMBED_MODELS, group_space
 from skinground.shards import shard_ids, write_shard
 
@@ -162,9 +162,10 @@ def write_shards(results: Path, config: dict) -> dict:
                       "monet": [IMAGE_SPACE]}
             for model in EMBED_MODELS:
                 d = MONET_WIDTH if model == "monet" else QWEN_WIDTH
-                write_shard(results / "embed" / model / split / f"shard{s}.npz", part,
-                            {sp: random(d) for sp in spaces[model]})
-            write_shard(results / "embed" / "tuned" / split / "groups" / f"shard{s}.npz", part,
+                write_shard(results / outputs.fill(outputs.EMBED_SHARD, model=model, split=split,
+                                               shard=s),
+                            part, {sp: random(d) for sp in spaces[model]})
+            write_shard(results / outputs.fill(outputs.GROUP_SHARD, split=split, shard=s), part,
                         {g: random(QWEN_WIDTH) for g in groups})
     return {"qwen": QWEN_WIDTH, "monet": MONET_WIDTH}
 
@@ -191,8 +192,8 @@ def measured_jobs(results: Path) -> list[dict]:
     """Every job with a benchmark file: its rule (from the path), wildcards-ish name, seconds,
     Snakemake's sampled max_rss (MiB), and the exact peak from its log (MiB)."""
     jobs = []
-    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
-        rel = tsv.relative_to(results / "benchmarks").with_suffix("").as_posix()
+    for tsv in sorted((results / outputs.BENCHMARKS).rglob("*.tsv")):
+        rel = tsv.relative_to(results / outputs.BENCHMARKS).with_suffix("").as_posix()
         with open(tsv, newline="") as f:
             row = next(csv.DictReader(f, delimiter="\t"))
         rule, name = rule_of(rel)
@@ -307,10 +308,10 @@ def data_half(work: Path, sizes: list[int], repo_config: dict) -> list[dict]:
         stand_in = work / "models"
         stand_in.mkdir(exist_ok=True)
         cfg = bench_config(run, csv_path, h5_path, stand_in, None, repo_config)
-        results = work / "results" / run
-        wall = snakemake(work, cfg, [f"results/{run}/tuples/train_tuples.parquet"])
-        split = yaml.safe_load((results / "split" / "summary.json").read_text())
-        tuples = yaml.safe_load((results / "tuples" / "summary.json").read_text())
+        results = Results.of_run(run, work).root
+        wall = snakemake(work, cfg, [str(Results.of_run(run) / outputs.TUPLES)])
+        split = yaml.safe_load((results / outputs.SPLIT_SUMMARY).read_text())
+        tuples = yaml.safe_load((results / outputs.TUPLES_SUMMARY).read_text())
         jobs = measured_jobs(results)
         out.append({"images": n, "wall_seconds": wall, "split": split,
                     "tuples": tuples["tuples"], "jobs": jobs})
@@ -329,16 +330,16 @@ def retrieval_half(work: Path, sizes: list[int], attributes: list[str],
         stand_in = work / "models"
         stand_in.mkdir(exist_ok=True)
         cfg = bench_config(run, csv_path, h5_path, stand_in, attributes, repo_config)
-        results = work / "results" / run
-        snakemake(work, cfg, [f"results/{run}/split/summary.json"])
+        results = Results.of_run(run, work).root
+        snakemake(work, cfg, [str(Results.of_run(run) / outputs.SPLIT_SUMMARY)])
         t0 = time.perf_counter()
         write_shards(results, cfg)
         shards_seconds = time.perf_counter() - t0
-        targets = [f"results/{run}/{t}" for t in (
-            "evaluate/summary.csv", "figures/fig4_percentiles.png",
-            "evaluate/groups_summary.csv", "figures/fig5_groups.png")]
+        targets = [str(Results.of_run(run) / t) for t in (
+            outputs.SUMMARY_CSV, outputs.fill(outputs.FIGURE, name="fig4_percentiles", ext="png"),
+            outputs.GROUP_SUMMARY_CSV, outputs.fill(outputs.FIGURE, name="fig5_groups", ext="png"))]
         wall = snakemake(work, cfg, targets, allowed=RETRIEVAL_RULES)
-        split = yaml.safe_load((results / "split" / "summary.json").read_text())
+        split = yaml.safe_load((results / outputs.SPLIT_SUMMARY).read_text())
         jobs = measured_jobs(results)
         disk = sum(p.stat().st_size for p in results.rglob("*") if p.is_file())
         out.append({"train_images": split["train"]["images"],
