@@ -16,6 +16,7 @@ README's "Reproducing the paper" table of them is generated from it. The plain d
 are ``bench/fidelity.py``'s runs, so they also rewrite ``bench/results/fidelity.json``.
 
     python bench/protocol.py [--seeds 0 1]
+    python bench/protocol.py --merge A.json B.json   # runs made apart (e.g. a seed each)
 
 About 45 min a seed on 2 cores (the per_tuple training is ~4x slower per tuple).
 """
@@ -53,7 +54,13 @@ def main(argv=None) -> dict:
                     default=REPO / "bench" / "results" / "fidelity.json",
                     help="where the plain demo runs' fidelity record goes (they are the runs "
                          "of bench/fidelity.py); '-' for nowhere")
+    ap.add_argument("--merge", type=Path, nargs="+",
+                    help="no runs: join the runs of these protocol.json files (made apart, "
+                         "e.g. one seed each) into --out, and their plain runs' fidelity "
+                         "records into --fidelity-out (each file's sibling fidelity-*.json)")
     a = ap.parse_args(argv)
+    if a.merge:
+        return merge(a.merge, a.out, a.fidelity_out)
     runs, plain = [], []
     result = {"benchmark": "the paper's h_im,a token and sampler on the demo",
               "variants": VARIANTS, "runs": runs, "machine": machine()}
@@ -78,6 +85,20 @@ def main(argv=None) -> dict:
                 print(f"seed {seed} {name}: {out['counts']} in {wall:.0f} s", flush=True)
     if str(a.fidelity_out) != "-" and len(plain) == len(a.seeds):
         write_json(a.fidelity_out, fidelity_result(plain))
+    return result
+
+
+def merge(paths: list[Path], out: Path, fidelity_out: Path) -> dict:
+    """One protocol.json from several (their runs in seed order), and one fidelity.json from
+    the fidelity files written beside them (``<name>.fidelity.json``)."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    result = {**parts[0], "runs": sorted((r for part in parts for r in part["runs"]),
+                                         key=lambda r: (r["seed"], list(VARIANTS).index(
+                                             r["variant"])))}
+    write_json(out, result)
+    plain = [r for p in paths for r in json.loads(
+        p.with_suffix(".fidelity.json").read_text())["runs"]]
+    write_json(fidelity_out, fidelity_result(sorted(plain, key=lambda r: r["seed"])))
     return result
 
 
