@@ -33,7 +33,7 @@ from fidelity import fidelity_result, read_run, run_demo, run_record, seed_overr
 from timing import machine
 
 from skinground import outputs
-from skinground.config import deep_merge
+from skinground.config import deep_merge, load_config
 from skinground.io import write_json
 from skinground.outputs import Results
 
@@ -90,14 +90,23 @@ def main(argv=None) -> dict:
 
 def merge(paths: list[Path], out: Path, fidelity_out: Path) -> dict:
     """One protocol.json from several (their runs in seed order), and one fidelity.json from
-    the fidelity files written beside them (``<name>.fidelity.json``)."""
+    the fidelity files written beside them (``<name>.fidelity.json``; for a run stopped before
+it wrote one, the records of its plain demo runs)."""
     parts = [json.loads(p.read_text()) for p in paths]
     result = {**parts[0], "runs": sorted((r for part in parts for r in part["runs"]),
                                          key=lambda r: (r["seed"], list(VARIANTS).index(
                                              r["variant"])))}
     write_json(out, result)
-    plain = [r for p in paths for r in json.loads(
-        p.with_suffix(".fidelity.json").read_text())["runs"]]
+    plain = []
+    for path, part in zip(paths, parts, strict=True):
+        sibling = path.with_suffix(".fidelity.json")
+        if sibling.is_file():
+            plain += json.loads(sibling.read_text())["runs"]
+        else:  # a run stopped before it wrote one: its plain runs' records, from its runs
+            share = load_config([REPO / "config.yaml", REPO / "profiles/demo/demo-config.yaml"]
+                                )["tuples"]["group_share"]
+            plain += [{**{k: v for k, v in r.items() if k not in ("variant", "change")},
+                       "group_share": share} for r in part["runs"] if r["variant"] == "demo"]
     write_json(fidelity_out, fidelity_result(sorted(plain, key=lambda r: r["seed"])))
     return result
 
