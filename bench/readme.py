@@ -131,11 +131,16 @@ def protocol_block() -> str:
                          + " | ".join(f"{c[k]}/16" for k in COUNTS)
                          + f" | {mean_r2:.2f} | {tr['steps']} steps, {tr['seconds']:.0f} s |")
     plain = [by[("demo", s)] for s in seeds if ("demo", s) in by]
+    spread_of = "these runs"
+    if len(plain) < 2 and load("fidelity"):  # the plain demo's seeds, from fidelity.json
+        plain = load("fidelity")["runs"]
+        spread_of = (f"`bench/results/fidelity.json`, seeds "
+                     f"{' and '.join(str(r['seed']) for r in plain)}")
     if len(plain) >= 2:
         lines.append("")
         spread = {k: max(r["counts"][k] for r in plain) - min(r["counts"][k] for r in plain)
                   for k in COUNTS}
-        lines.append("Seed-to-seed spread of the demo's own counts: "
+        lines.append(f"- Seed-to-seed spread of the demo's own counts ({spread_of}): "
                      + ", ".join(f"{t} {spread[k]}" for k, t in zip(COUNTS, COUNT_TITLES,
                                                                    strict=True)) + ".")
         for variant, what in (("question", "The paper's h_im,a token (the question's last "
@@ -153,7 +158,12 @@ def protocol_block() -> str:
                                for k, t in zip(COUNTS, COUNT_TITLES, strict=True))
             verdict = ("within the seed-to-seed spread" if not beyond
                        else f"beyond the seed-to-seed spread for {', '.join(beyond)}")
-            lines.append(f"{what} against the demo's, per seed: {change}: {verdict}.")
+            lines.append(f"- {what} against the demo's, per seed: {change}: {verdict}.")
+    if len(seeds) < 2:
+        lines += ["", f"The variants measured on seed {', '.join(map(str, seeds))} only so far; "
+                  "a second seed: `python bench/protocol.py --seeds 1 --out B.json "
+                  "--fidelity-out B.fidelity.json`, then `--merge bench/results/protocol.json "
+                  "B.json`."]
     lines += ["", "`python bench/protocol.py` (2 CPU cores; each variant in the same folder as "
               "the plain demo run, so only what the change touches reruns)."]
     return "\n".join(lines) + "\n"
