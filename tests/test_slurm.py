@@ -158,13 +158,19 @@ def test_plain_profile_slurm_resolves_from_user_config(plain_copy, user_env):
     assert eff["set_threads"]["train"] == 32
 
 
-def test_plain_profile_slurm_dry_run(plain_copy, user_env):
+def dry_run_train(work: Path, env: dict, profile: str) -> str:
+    """A dry run of train and one embed shard under ``profile``; its output."""
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", "slurm", "-n", "train", SHARD,
+        [sys.executable, "-m", "snakemake", "--profile", profile, "-n", "train", SHARD,
          "--configfile", *CONFIGS],
-        cwd=plain_copy, env=user_env, capture_output=True, text=True, timeout=300)
+        cwd=work, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def test_plain_profile_slurm_dry_run(plain_copy, user_env):
+    out = dry_run_train(plain_copy, user_env, "slurm")
     assert "Using profiles slurm and workflow specific profile profiles/default" in out
     train = out.split("rule train:", 1)[1].split("\n\n", 1)[0]
     account = load(REPO / "profiles/slurm/config.yaml")["default-resources"]["slurm_account"]
@@ -179,12 +185,7 @@ def test_demo_profile_stays_local(plain_copy):
     eff = effective(plain_copy, env, "--profile", "profiles/demo", "-n")
     assert eff["executor"] in (None, "local") and eff["cores"] == 2
     assert eff["set_resources"]["train"]["gpu"] == 4
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "-n", "train", SHARD,
-         "--configfile", *CONFIGS],
-        cwd=plain_copy, env=env, capture_output=True, text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    out = dry_run_train(plain_copy, env, "profiles/demo")
     assert "Using profiles profiles/demo and workflow specific profile profiles/default" in out
     assert "slurm" not in out.lower()
     assert "--gpus 4" in out  # train starts min(4, visible GPUs) processes: one on CPU

@@ -7,8 +7,8 @@ import logging
 import polars as pl
 
 from skinground import figures, groups, metrics, script
-from skinground.io import atomic_path, write_text
-from skinground.tables import markdown_table
+from skinground.io import atomic_path
+from skinground.tables import write_summary
 
 log = logging.getLogger("skinground")
 
@@ -34,9 +34,7 @@ def main(snakemake) -> None:
         log.info("%s %s: n=%d unparsable=%d R2 parsed=%.3f filled=%.3f", row["model"],
                  row["attribute"], row["n"], row["n_unparsable"], row["r2_parsed"],
                  row["r2_filled"])
-    with atomic_path(snakemake.output.csv) as tmp:
-        table.write_csv(tmp)
-    write_text(snakemake.output.markdown, MARKDOWN_NOTE + markdown_table(table))
+    write_summary(table, snakemake.output.csv, snakemake.output.markdown, MARKDOWN_NOTE)
     labels = {col: spec["label"] for col, spec in attributes.items()}
     figures.fig2_r2(table, labels, snakemake.output.fig_pdf, snakemake.output.fig_png)
 

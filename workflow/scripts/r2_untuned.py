@@ -4,8 +4,7 @@ answer (``metrics.parse_number_lenient``), each with its count of unparsable ans
 
 
 from skinground import metrics, script
-from skinground.io import atomic_path, write_text
-from skinground.tables import markdown_table
+from skinground.tables import write_summary
 
 MARKDOWN_NOTE = (
     "The untuned model's test-set R² per attribute (not in Fig. 2). strict: the rule the "
@@ -21,9 +20,7 @@ def main(snakemake) -> None:
         snakemake.input.predictions, snakemake.input.manifest, snakemake.input.train, attributes)
     table = metrics.lenient_r2_table(predictions, manifest, means)
     table = metrics.with_labels(table, attributes)
-    with atomic_path(snakemake.output.csv) as tmp:
-        table.write_csv(tmp)
-    write_text(snakemake.output.markdown, MARKDOWN_NOTE + markdown_table(table))
+    write_summary(table, snakemake.output.csv, snakemake.output.markdown, MARKDOWN_NOTE)
 
 
 if __name__ == "__main__":

@@ -35,3 +35,12 @@ def write_evaluation(table: pl.DataFrame, summary: pl.DataFrame, output) -> None
     with atomic_path(output.csv) as tmp:
         summary.write_csv(tmp)
     write_text(output.markdown, markdown_table(summary, digits=1) + "\n")
+
+
+def write_summary(summary: pl.DataFrame, csv_path, markdown_path, note: str = "") -> None:
+    """A summary table, each atomically: as CSV, and as ``note`` + its Markdown table."""
+    from skinground.io import atomic_path, write_text
+
+    with atomic_path(csv_path) as tmp:
+        summary.write_csv(tmp)
+    write_text(markdown_path, note + markdown_table(summary))
