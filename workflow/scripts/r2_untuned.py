@@ -2,7 +2,6 @@
 strict parser the tuned model's answers are held to, and with the first number anywhere in the
 answer (``metrics.parse_number_lenient``), each with its count of unparsable answers."""
 
-
 from skinground import metrics, script
 from skinground.tables import write_summary
 
@@ -15,11 +14,9 @@ MARKDOWN_NOTE = (
 
 
 def main(snakemake) -> None:
-    attributes = snakemake.params.attributes
-    predictions, manifest, means = metrics.read_answers(
-        snakemake.input.predictions, snakemake.input.manifest, snakemake.input.train, attributes)
-    table = metrics.lenient_r2_table(predictions, manifest, means)
-    table = metrics.with_labels(table, attributes)
+    inputs, attributes = snakemake.input, snakemake.params.attributes
+    answers = metrics.read_answers(inputs.predictions, inputs.manifest, inputs.train, attributes)
+    table = metrics.with_labels(metrics.lenient_r2_table(*answers), attributes)
     write_summary(table, snakemake.output.csv, snakemake.output.markdown, MARKDOWN_NOTE)
 
 
