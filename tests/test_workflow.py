@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from skinground import fidelity
+from skinground.config import load_config
 
 from conftest import copy_workflow, pids_with_argv, planned_jobs, run_group
 
@@ -184,7 +185,9 @@ def test_training_is_bit_reproducible(demo, tmp_path):
     steps of the demo recipe) give byte-identical adapters. Before deterministic algorithms
     were switched on for CPU training, such runs ended a few ulp apart."""
     out = res(demo)
-    config = yaml.safe_load((out / "config.yaml").read_text())
+    # the config files the run was made with (its results/<run>/config.yaml leaves out the
+    # bookkeeping keys the train script also needs)
+    config = load_config([demo / "config.yaml", demo / "profiles/demo/demo-config.yaml"])
     train = dict(config["train"], max_steps=150, save_steps=1000, logging_steps=50)
     adapters = []
     for run in ("first", "second"):
