@@ -137,9 +137,9 @@ def query(a: argparse.Namespace) -> None:
     b = retrieve["b"] if a.b is None else a.b
     if not k <= b:
         raise InputError(f"need k ({k}) <= b ({b})")
+    if k > run.database_size():  # before any model work
+        raise InputError(f"-k {k}: the run's database holds {run.database_size()} train images")
     run.load()
-    if k > len(run.train_ids):
-        raise InputError(f"-k {k}: the run's database holds {len(run.train_ids)} train images")
     results = [(p, im, ask(run, im, asked, k=k, b=b)) for p, im in images]
     if a.out is not None:
         grid(a.out, results, run, k)

@@ -142,6 +142,12 @@ class Run:
             out.append(Asked(col, spec["question"], [col], [spec["decimals"]]))
         return out
 
+    def database_size(self) -> int:
+        """How many train images the run's database holds (their ids only are read)."""
+        from skinground.spaces import read_ids
+
+        return len(read_ids(self.results.space("tuned", "train", out.IMAGE_SPACE)))
+
     def load(self):
         """The tuned model and processor, the h_im index, the train ids, the manifest and the
         image store (opened once, for every query image)."""
