@@ -371,9 +371,10 @@ def test_query_equals_the_stored_hierarchical_results(demo, query_image, tmp_pat
      (["--run", "../demo"], "--run '../demo': a run's name (config key run), not a path"),
      (["--run", "demo", "-k", "0"], "-k 0: must be at least 1"),
      (["--run", "demo", "--b", "0"], "--b 0: must be at least 1"),
-     (["--run", "demo", "-k", "5000", "--b", "6000"], "-k 5000: the run's database holds")],
+     (["--run", "demo", "-k", "5000", "--b", "6000"], "-k 5000: the run's database holds"),
+     (["--run", "demo", "--b", "6000"], "--b 6000: the run's database holds")],
     ids=["unfinished-run", "unknown-attribute", "unknown-group", "not-an-image", "run-path",
-         "k-zero", "b-zero", "k-over-database"],
+         "k-zero", "b-zero", "k-over-database", "b-over-database"],
 )
 def test_query_errors_are_one_line_and_write_nothing(demo, query_image, tmp_path, args,
                                                      message):

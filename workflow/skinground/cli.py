@@ -137,8 +137,10 @@ def query(a: argparse.Namespace) -> None:
     b = retrieve["b"] if a.b is None else a.b
     if not k <= b:
         raise InputError(f"need k ({k}) <= b ({b})")
-    if k > run.database_size():  # before any model work
-        raise InputError(f"-k {k}: the run's database holds {run.database_size()} train images")
+    size = run.database_size()  # checked before any model work
+    for flag, value in (("-k", k), ("--b", b)):
+        if value > size:
+            raise InputError(f"{flag} {value}: the run's database holds {size} train images")
     run.load()
     results = [(p, im, ask(run, im, asked, k=k, b=b)) for p, im in images]
     if a.out is not None:
