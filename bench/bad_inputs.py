@@ -155,8 +155,7 @@ def run_case(case: dict, work: Path, demo: Results, files: dict[str, Path]) -> d
                      "model": {"build_tiny": False, "base": str(demo / "models/qwen2vl-tiny"),
                                "monet": str(demo / "models/monet-tiny")},
                      "data": {"metadata": str(data / "train-metadata.csv"),
-                              "images": str(data / "train-image.hdf5"),
-                              "max_unmatched_images": 0.5}}
+                              "images": str(data / "train-image.hdf5")}}
         (work / "case.yaml").write_text(yaml.safe_dump(overrides))
         cmd = [*SNAKEMAKE, "--configfile", *CONFIGS, "case.yaml", "--",
                str(Results.of_run("bad") / out.MANIFEST)]
@@ -214,6 +213,8 @@ def main(argv=None) -> dict:
                  "OUT": Path(tmp) / "grid.png"}
         with h5py.File(demo / "synthetic/train-image.hdf5") as h5:
             files["IMAGE"].write_bytes(h5[test_id][()].tobytes())
+        files["PNG"] = Path(tmp) / f"{test_id}.png"
+        Image.open(files["IMAGE"]).save(files["PNG"])
         files["TEXT"].write_text("not a picture")
         files["BOMB"].write_bytes(_png(20_000))
         files["OUT"].write_bytes(b"a user's earlier grid")
