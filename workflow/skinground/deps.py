@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from functools import cache
 from pathlib import Path
 
 LIB = Path(__file__).resolve().parent
@@ -44,15 +45,33 @@ def _with_parents(module: str) -> set[str]:
     return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
 
 
+def _version(path: Path) -> tuple[str, int, int]:
+    """A file's identity for the caches below: an edit (new mtime or size) is a new key, so
+    each file is parsed once per process however many rules' scripts import it."""
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+@cache
+def _parse(version: tuple[str, int, int]) -> ast.Module:
+    """A file's syntax tree (shared: never mutate it)."""
+    return ast.parse(Path(version[0]).read_text(encoding="utf-8"), filename=version[0])
+
+
 def direct_imports(path: str | Path) -> set[str]:
     """The package's modules one file imports (top level or inside functions), as dotted
     names relative to the package, each with the sub-packages that hold it."""
-    path = Path(path)
+    return set(_direct_imports(_version(Path(path))))
+
+
+@cache
+def _direct_imports(version: tuple[str, int, int]) -> frozenset[str]:
+    path = Path(version[0])
     own = _module_name(path)
     # the package a relative import is relative to (a script outside the package has none)
     here = None if own is None else (own if path.name == "__init__.py" else own.rpartition(".")[0])
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(_parse(version)):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 if here is None:
@@ -71,8 +90,8 @@ def direct_imports(path: str | Path) -> set[str]:
         elif isinstance(node, ast.Import):
             found.update(alias.name[len(PACKAGE) + 1:] for alias in node.names
                          if alias.name.startswith(PACKAGE + "."))
-    return {m for name in found if module_file(name) for m in _with_parents(name)
-            if module_file(m)} - {"", own}
+    return frozenset({m for name in found if module_file(name) for m in _with_parents(name)
+                      if module_file(m)} - {"", own})
 
 
 def module_closure(script: str | Path) -> list[Path]:
@@ -99,8 +118,13 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
 
 def meaning(path: Path) -> str:
     """One file's code as its syntax tree without docstrings, positions, comments or layout."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    return ast.dump(_without_docstrings(tree), include_attributes=False)
+    return _meaning(_version(Path(path)))
+
+
+@cache
+def _meaning(version: tuple[str, int, int]) -> str:
+    tree = ast.parse(Path(version[0]).read_text(encoding="utf-8"), filename=version[0])
+    return ast.dump(_without_docstrings(tree), include_attributes=False)  # a tree of its own
 
 
 def code_hash(script: str | Path) -> str:
