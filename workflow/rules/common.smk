@@ -18,11 +18,16 @@ if config["figures"]["fig3_attribute"] not in config["attributes"]:
         f"figures.fig3_attribute: {config['figures']['fig3_attribute']!r} is not one of the "
         "configured attributes"
     )
-_unknown = [a for a in config["data"]["zero_is_missing"] if a not in config["attributes"]]
-if _unknown:
-    raise WorkflowError(
-        f"data.zero_is_missing: {', '.join(_unknown)} is not one of the " "configured attributes"
-    )
+
+
+def _known_attributes(key, names):
+    """Every one of ``names`` (config ``key``) is a configured attribute."""
+    unknown = [a for a in names if a not in config["attributes"]]
+    if unknown:
+        raise WorkflowError(f"{key}: {', '.join(unknown)} is not one of the configured attributes")
+
+
+_known_attributes("data.zero_is_missing", config["data"]["zero_is_missing"])
 _model = config["model"]
 if (
     _model["image_size"] is None
@@ -36,12 +41,7 @@ if (
 if config["retrieve"]["k"] > config["retrieve"]["b"]:
     raise WorkflowError("retrieve.k must not exceed retrieve.b")
 for _name, _group in config["retrieve"]["groups"].items():
-    _unknown = [a for a in _group["attributes"] if a not in config["attributes"]]
-    if _unknown:
-        raise WorkflowError(
-            f"retrieve.groups.{_name}: {', '.join(_unknown)} is not one of the "
-            "configured attributes"
-        )
+    _known_attributes(f"retrieve.groups.{_name}", _group["attributes"])
 if (
     "image_only" in config["retrieve"]["group_methods"]
     and "image_only" not in config["retrieve"]["methods"]
@@ -51,24 +51,6 @@ if (
         "retrieve.methods' image_only: add it there too"
     )
 
-
-def _owned(key, path):
-    """A generator's output path must lie in the run's folder: the rule owns (deletes and
-    rewrites) it, so it can never be a user's real data or weights."""
-    folder = os.path.normpath(f"results/{config['run']}")
-    if os.path.isabs(path) or not os.path.normpath(path).startswith(folder + os.sep):
-        raise WorkflowError(
-            f"{key}: {path!r} is written by the demo's generator, so it must lie under "
-            f"{folder}/ (the run's own folder); point it there, or turn the generator off"
-        )
-
-
-if config["synthetic"]["enabled"]:
-    for _key in ("metadata", "images"):
-        _owned(f"data.{_key} (synthetic.enabled)", config["data"][_key])
-if config["model"]["build_tiny"]:
-    for _key in ("base", "monet"):
-        _owned(f"model.{_key} (model.build_tiny)", config["model"][_key])
 
 SRC = Path(workflow.basedir)
 LIB_ROOT = str(SRC / "workflow")
@@ -91,7 +73,7 @@ from skinground.config import (  # PyYAML
 from skinground.deps import code_hash  # standard library only
 
 # JSON Schema counts 2.0 as an integer; the rules would fail on it much later.
-with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as _f:
+with open(SRC / "workflow" / "schemas" / "config.schema.yaml") as _f:
     _floats = non_integers(config, yaml.safe_load(_f))
 if _floats:
     raise WorkflowError(f"{', '.join(_floats)}: must be a whole number (not e.g. 2.0)")
@@ -99,6 +81,25 @@ if _floats:
 RUN = config["run"]
 RESULTS = out.fill(out.RUN_FOLDER, run=RUN)
 ATTRIBUTES = list(config["attributes"])
+
+
+def _owned(key, path):
+    """A generator's output path must lie in the run's folder: the rule owns (deletes and
+    rewrites) it, so it can never be a user's real data or weights."""
+    folder = os.path.normpath(RESULTS)
+    if os.path.isabs(path) or not os.path.normpath(path).startswith(folder + os.sep):
+        raise WorkflowError(
+            f"{key}: {path!r} is written by the demo's generator, so it must lie under "
+            f"{folder}/ (the run's own folder); point it there, or turn the generator off"
+        )
+
+
+if config["synthetic"]["enabled"]:
+    for _key in ("metadata", "images"):
+        _owned(f"data.{_key} (synthetic.enabled)", config["data"][_key])
+if config["model"]["build_tiny"]:
+    for _key in ("base", "monet"):
+        _owned(f"model.{_key} (model.build_tiny)", config["model"][_key])
 
 
 def src(path):
