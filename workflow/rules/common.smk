@@ -139,18 +139,18 @@ def res(template, **fields):
 
 
 def figure(name, ext):
-    """A figure file of the paper (``out.FIGURE``)."""
-    return out.fill(out.FIGURE, name=name, ext=ext)
+    """A figure file of the paper under results/<run>/ (``out.FIGURE``)."""
+    return res(out.FIGURE, name=name, ext=ext)
 
 
 def log(job):
-    """The log of a job (``out.LOG``)."""
-    return out.fill(out.LOG, job=job)
+    """The log of a job under results/<run>/ (``out.LOG``)."""
+    return res(out.LOG, job=job)
 
 
 def benchmark(job):
-    """Snakemake's benchmark of a job (``out.BENCHMARK``)."""
-    return out.fill(out.BENCHMARK, job=job)
+    """Snakemake's benchmark of a job under results/<run>/ (``out.BENCHMARK``)."""
+    return res(out.BENCHMARK, job=job)
 
 
 _CODE = {}

@@ -9,9 +9,9 @@ if config["synthetic"]["enabled"]:
             images=config["data"]["images"],
             summary=res(out.SYNTHETIC_SUMMARY),
         log:
-            res(log("synthetic_data")),
+            log("synthetic_data"),
         benchmark:
-            res(benchmark("synthetic_data"))
+            benchmark("synthetic_data")
         conda:
             CPU_ENV
         params:
@@ -30,9 +30,9 @@ rule manifest:
         manifest=res(out.MANIFEST),
         report=report(res(out.DATA_REPORT), caption="../report/data_report.rst", category="Data"),
     log:
-        res(log("manifest")),
+        log("manifest"),
     benchmark:
-        res(benchmark("manifest"))
+        benchmark("manifest")
     conda:
         CPU_ENV
     params:
@@ -52,9 +52,9 @@ rule split:
         test=res(out.SPLIT_IDS, split="test"),
         summary=report(res(out.SPLIT_SUMMARY), caption="../report/split.rst", category="Data"),
     log:
-        res(log("split")),
+        log("split"),
     benchmark:
-        res(benchmark("split"))
+        benchmark("split")
     conda:
         CPU_ENV
     params:
@@ -73,9 +73,9 @@ rule tuples:
         tuples=res(out.TUPLES),
         summary=res(out.TUPLES_SUMMARY),
     log:
-        res(log("tuples")),
+        log("tuples"),
     benchmark:
-        res(benchmark("tuples"))
+        benchmark("tuples")
     conda:
         CPU_ENV
     params:
@@ -93,7 +93,7 @@ rule run_config:
     output:
         res(out.RUN_CONFIG),
     log:
-        res(log("run_config")),
+        log("run_config"),
     localrule: True
     conda:
         CPU_ENV

@@ -11,9 +11,9 @@ rule embed_shard:
     output:
         res(out.EMBED_SHARD),
     log:
-        res(log("embed/{model}_{split}_shard{shard}")),
+        log("embed/{model}_{split}_shard{shard}"),
     benchmark:
-        res(benchmark("embed/{model}_{split}_shard{shard}"))
+        benchmark("embed/{model}_{split}_shard{shard}")
     wildcard_constraints:
         model="|".join(plan.EMBED_MODELS),
         split="|".join(plan.SPLITS),
@@ -53,9 +53,9 @@ rule embed_groups:
     output:
         res(out.GROUP_SHARD),
     log:
-        res(log("embed/groups_{split}_shard{shard}")),
+        log("embed/groups_{split}_shard{shard}"),
     benchmark:
-        res(benchmark("embed/groups_{split}_shard{shard}"))
+        benchmark("embed/groups_{split}_shard{shard}")
     wildcard_constraints:
         split="|".join(plan.SPLITS),
         shard=r"\d+",
@@ -83,9 +83,9 @@ rule merge_embeddings:
     output:
         res(out.SPACE),
     log:
-        res(log("embed/merge_{model}_{split}_{space}")),
+        log("embed/merge_{model}_{split}_{space}"),
     benchmark:
-        res(benchmark("merge/{model}_{split}_{space}"))
+        benchmark("merge/{model}_{split}_{space}")
     wildcard_constraints:
         model="|".join(plan.EMBED_MODELS),
         split="|".join(plan.SPLITS),
@@ -105,9 +105,9 @@ rule build_index:
     output:
         res(out.INDEX),
     log:
-        res(log("index/{model}_{space}")),
+        log("index/{model}_{space}"),
     benchmark:
-        res(benchmark("index/{model}_{space}"))
+        benchmark("index/{model}_{space}")
     wildcard_constraints:
         model="|".join(plan.EMBED_MODELS),
         space="|".join(SPACES),

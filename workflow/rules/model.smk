@@ -8,7 +8,7 @@ if config["model"]["build_tiny"]:
             base=directory(config["model"]["base"]),
             monet=directory(config["model"]["monet"]),
         log:
-            res(log("build_models")),
+            log("build_models"),
         conda:
             GPU_ENV
         params:
@@ -36,9 +36,9 @@ rule train:
         ),
         summary=res(out.TRAIN_SUMMARY),
     log:
-        res(log("train")),
+        log("train"),
     benchmark:
-        res(benchmark("train"))
+        benchmark("train")
     conda:
         GPU_ENV
     resources:
@@ -71,9 +71,9 @@ rule predict_shard:
     output:
         res(out.PREDICT_SHARD),
     log:
-        res(log("predict/{model}_shard{shard}")),
+        log("predict/{model}_shard{shard}"),
     benchmark:
-        res(benchmark("predict/{model}_shard{shard}"))
+        benchmark("predict/{model}_shard{shard}")
     wildcard_constraints:
         model="|".join(PREDICT_MODELS),
         shard=r"\d+",
@@ -99,7 +99,7 @@ rule merge_predictions:
     output:
         res(out.PREDICTIONS),
     log:
-        res(log("predict/merge_{model}")),
+        log("predict/merge_{model}"),
     wildcard_constraints:
         model="|".join(PREDICT_MODELS),
     conda:
@@ -121,14 +121,14 @@ rule r2:
         csv=report(res(out.R2_CSV), caption="../report/r2.rst", category="Training and prediction"),
         markdown=res(out.R2_MD),
         groups_csv=res(out.R2_GROUPS),
-        fig_pdf=res(figure("fig2_r2", "pdf")),
+        fig_pdf=figure("fig2_r2", "pdf"),
         fig_png=report(
-            res(figure("fig2_r2", "png")),
+            figure("fig2_r2", "png"),
             caption="../report/fig2.rst",
             category="Training and prediction",
         ),
     log:
-        res(log("r2")),
+        log("r2"),
     conda:
         CPU_ENV
     params:
@@ -156,7 +156,7 @@ if "untuned" in PREDICT_MODELS:
             ),
             markdown=res(out.R2_UNTUNED_MD),
         log:
-            res(log("r2_untuned")),
+            log("r2_untuned"),
         conda:
             CPU_ENV
         params:

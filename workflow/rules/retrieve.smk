@@ -8,9 +8,9 @@ rule retrieve:
     output:
         res(out.HITS),
     log:
-        res(log("retrieve/{method}")),
+        log("retrieve/{method}"),
     benchmark:
-        res(benchmark("retrieve/{method}"))
+        benchmark("retrieve/{method}")
     wildcard_constraints:
         method="|".join(METHODS),
     conda:
@@ -40,9 +40,9 @@ rule evaluate:
         ),
         markdown=res(out.SUMMARY_MD),
     log:
-        res(log("evaluate")),
+        log("evaluate"),
     benchmark:
-        res(benchmark("evaluate"))
+        benchmark("evaluate")
     conda:
         CPU_ENV
     params:
@@ -60,24 +60,24 @@ rule figures:
         manifest=rules.manifest.output.manifest,
         images=config["data"]["images"],
     output:
-        fig4_pdf=res(figure("fig4_percentiles", "pdf")),
+        fig4_pdf=figure("fig4_percentiles", "pdf"),
         fig4_png=report(
-            res(figure("fig4_percentiles", "png")),
+            figure("fig4_percentiles", "png"),
             caption="../report/fig4.rst",
             category="Retrieval",
             subcategory="Paper (Fig. 4)",
         ),
-        fig3_pdf=res(figure("fig3_retrievals", "pdf")),
+        fig3_pdf=figure("fig3_retrievals", "pdf"),
         fig3_png=report(
-            res(figure("fig3_retrievals", "png")),
+            figure("fig3_retrievals", "png"),
             caption="../report/fig3.rst",
             category="Retrieval",
             subcategory="Paper (Fig. 3)",
         ),
     log:
-        res(log("figures")),
+        log("figures"),
     benchmark:
-        res(benchmark("figures"))
+        benchmark("figures")
     conda:
         CPU_ENV
     params:
@@ -100,9 +100,9 @@ if GROUPS:
         output:
             res(out.GROUP_HITS),
         log:
-            res(log("retrieve/groups_{group_method}")),
+            log("retrieve/groups_{group_method}"),
         benchmark:
-            res(benchmark("retrieve/groups_{group_method}"))
+            benchmark("retrieve/groups_{group_method}")
         wildcard_constraints:
             group_method="|".join(plan.retrieval_jobs(config)),
         conda:
@@ -132,9 +132,9 @@ if GROUPS:
             ),
             markdown=res(out.GROUP_SUMMARY_MD),
         log:
-            res(log("evaluate_groups")),
+            log("evaluate_groups"),
         benchmark:
-            res(benchmark("evaluate_groups"))
+            benchmark("evaluate_groups")
         conda:
             CPU_ENV
         params:
@@ -149,17 +149,17 @@ if GROUPS:
         input:
             evaluation=rules.evaluate_groups.output.table,
         output:
-            pdf=res(figure("fig5_groups", "pdf")),
+            pdf=figure("fig5_groups", "pdf"),
             png=report(
-                res(figure("fig5_groups", "png")),
+                figure("fig5_groups", "png"),
                 caption="../report/fig5.rst",
                 category="Retrieval",
                 subcategory="Beyond the paper: groups (Fig. 5)",
             ),
         log:
-            res(log("figure_groups")),
+            log("figure_groups"),
         benchmark:
-            res(benchmark("figure_groups"))
+            benchmark("figure_groups")
         conda:
             CPU_ENV
         params:
@@ -182,7 +182,7 @@ rule cost:
         csv=report(res(out.COST_CSV), caption="../report/cost.rst", category="Cost"),
         markdown=res(out.COST_MD),
     log:
-        res(log("cost")),
+        log("cost"),
     localrule: True
     conda:
         CPU_ENV
