@@ -79,9 +79,11 @@ def test_the_schemas_names_are_the_codes():
     """Every enum of the schema that names something the code defines is exactly that set
     (the DAG's shape exists once: plan.py and the modules, the schema follows)."""
     from skinground import layout, prefix
+    from skinground.outputs import RUN_NAME
     from skinground.plan import GROUP_METHODS, METHODS, PREDICT_MODELS
 
     props = yaml.safe_load(open(SCHEMA))["properties"]
+    assert props["run"]["pattern"] == f"^{RUN_NAME.pattern}$"  # skinground query's check
     retrieve = props["retrieve"]["properties"]
     assert retrieve["methods"]["items"]["enum"] == list(METHODS)
     # the evaluation adds the random reference itself: it is not a configurable method

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 import yaml
 
 from skinground.errors import InputError
+from skinground.outputs import RUN_NAME
 
 
 def arguments(argv=None) -> argparse.Namespace:
@@ -98,10 +98,6 @@ def grid(path: Path, queries: list[tuple[Path, object, list[dict]]], run, k: int
     fig = draw_grid(groups, k)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=150, bbox_inches="tight")
-
-
-#: A run's name, as the config schema allows it (a plain name: no path).
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def check_out(out: Path | None, images: list[Path]) -> None:

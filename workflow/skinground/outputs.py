@@ -15,6 +15,9 @@ from pathlib import Path
 
 #: A run's folder, relative to the working directory.
 RUN_FOLDER = "results/{run}"
+#: What a run's name may be (config ``run``; the schema's pattern, tested equal): a plain
+#: name, so that its folder is always a child of results/.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 #: The image-only embedding space (h_im, or MONET's image features); the per-attribute spaces
 #: h_im,a are named by their attribute column, the composed ones by ``plan.group_space``.
 IMAGE_SPACE = "im"
