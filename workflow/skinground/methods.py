@@ -133,19 +133,16 @@ def method_hits(search_kind: str, job: JobSpaces, attributes: Sequence[str], *, 
 
 def composed_hits(job: JobSpaces, groups: Mapping[str, Sequence[str]], *, k: int,
                   **_) -> Hits:
-    """(f): per group, top ``k`` of the query's h_im,G in the h_im,G database."""
-    for group in groups:
-        space = group_space(group)
-        yield space, top_k(job.index(space), job.queries(space), k)
+    """(f): per group, top ``k`` of the query's h_im,G in the h_im,G database: method (a)'s
+    search over the group spaces."""
+    return attribute_hits(job, [group_space(g) for g in groups], k=k)
 
 
 def composed_hierarchical_hits(job: JobSpaces, groups: Mapping[str, Sequence[str]], *, k: int,
                                b: int, **_) -> Hits:
-    """(f'): top ``b`` by h_im once, then per group re-ranked by h_im,G, top ``k``."""
-    candidates = first_stage(job.index(IMAGE_SPACE), job.queries(IMAGE_SPACE), b)
-    for group in groups:
-        space = group_space(group)
-        yield space, rerank(candidates, job.queries(space), stored(job.db(space)), k=k)
+    """(f'): top ``b`` by h_im once, then per group re-ranked by h_im,G, top ``k``: method
+    (b)'s search over the group spaces."""
+    return hierarchical_hits(job, [group_space(g) for g in groups], k=k, b=b)
 
 
 def fused_hits(job: JobSpaces, groups: Mapping[str, Sequence[str]], *, k: int, **_) -> Hits:
