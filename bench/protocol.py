@@ -29,13 +29,11 @@ import tempfile
 from pathlib import Path
 
 from demo_dag import copy_workflow
-from fidelity import fidelity_result, read_run, run_demo, run_record, seed_overrides
+from fidelity import fidelity_result, run_demo, run_record, seed_overrides
 from timing import machine
 
-from skinground import outputs
 from skinground.config import deep_merge, load_config
 from skinground.io import write_json
-from skinground.outputs import Results
 
 REPO = Path(__file__).resolve().parents[1]
 #: The variants, each applied on top of the demo config (and its seed), in this order.
@@ -57,11 +55,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--merge", type=Path, nargs="+",
                     help="no runs: join the runs of these protocol.json files (made apart, "
                          "e.g. one seed each) into --out, and their plain runs' fidelity "
-                         "records into --fidelity-out (each file's sibling fidelity-*.json)")
+                         "record into --fidelity-out")
     a = ap.parse_args(argv)
     if a.merge:
         return merge(a.merge, a.out, a.fidelity_out)
-    runs, plain = [], []
+    runs: list[dict] = []
     result = {"benchmark": "the paper's h_im,a token and sampler on the demo",
               "variants": VARIANTS, "runs": runs, "machine": machine()}
     for seed in a.seeds:
@@ -71,43 +69,37 @@ def main(argv=None) -> dict:
             for name, change in VARIANTS.items():
                 wall = run_demo(work, deep_merge(seed_overrides(seed), change),
                                 f"seed {seed}, {name}")
-                run = Results.of_run("demo", work)
-                out = read_run(run.root)
-                train = json.loads((run / outputs.TRAIN_SUMMARY).read_text())
-                runs.append({"seed": seed, "variant": name, "change": change,
-                             "wall_seconds": round(wall, 1), **out,
-                             "train": {k: train.get(k) for k in (
-                                 "layout", "steps", "tuples", "seconds", "final_loss")}})
-                if not change:
-                    plain.append(run_record(work, seed, wall))
+                runs.append({"variant": name, "change": change,
+                             **run_record(work, seed, wall)})
                 # Written after every run: a long bench keeps what it has measured.
                 write_json(a.out, result)
-                print(f"seed {seed} {name}: {out['counts']} in {wall:.0f} s", flush=True)
-    if str(a.fidelity_out) != "-" and len(plain) == len(a.seeds):
-        write_json(a.fidelity_out, fidelity_result(plain))
+                print(f"seed {seed} {name}: {runs[-1]['counts']} in {wall:.0f} s", flush=True)
+    write_fidelity(runs, a.fidelity_out)
     return result
 
 
+def write_fidelity(runs: list[dict], path: Path) -> None:
+    """The plain demo runs (one per seed) as ``bench/fidelity.py``'s record, at ``path``
+    ('-': nowhere). Runs recorded before run_record gave the group share get the demo's."""
+    if str(path) == "-":
+        return
+    share = load_config([REPO / "config.yaml", REPO / "profiles/demo/demo-config.yaml"]
+                        )["tuples"]["group_share"]
+    plain = [{"group_share": share, **{k: v for k, v in r.items()
+                                       if k not in ("variant", "change")}}
+             for r in runs if r["variant"] == "demo"]
+    write_json(path, fidelity_result(sorted(plain, key=lambda r: r["seed"])))
+
+
 def merge(paths: list[Path], out: Path, fidelity_out: Path) -> dict:
-    """One protocol.json from several (their runs in seed order), and one fidelity.json from
-    the fidelity files written beside them (``<name>.fidelity.json``; for a run stopped before
-it wrote one, the records of its plain demo runs)."""
+    """One protocol.json from several made apart (their runs in seed order), and the
+    fidelity record of their plain runs."""
     parts = [json.loads(p.read_text()) for p in paths]
     result = {**parts[0], "runs": sorted((r for part in parts for r in part["runs"]),
                                          key=lambda r: (r["seed"], list(VARIANTS).index(
                                              r["variant"])))}
     write_json(out, result)
-    plain = []
-    for path, part in zip(paths, parts, strict=True):
-        sibling = path.with_suffix(".fidelity.json")
-        if sibling.is_file():
-            plain += json.loads(sibling.read_text())["runs"]
-        else:  # a run stopped before it wrote one: its plain runs' records, from its runs
-            share = load_config([REPO / "config.yaml", REPO / "profiles/demo/demo-config.yaml"]
-                                )["tuples"]["group_share"]
-            plain += [{**{k: v for k, v in r.items() if k not in ("variant", "change")},
-                       "group_share": share} for r in part["runs"] if r["variant"] == "demo"]
-    write_json(fidelity_out, fidelity_result(sorted(plain, key=lambda r: r["seed"])))
+    write_fidelity(result["runs"], fidelity_out)
     return result
 
 

@@ -162,8 +162,7 @@ def protocol_block() -> str:
     if len(seeds) < 2:
         lines += ["", f"The variants measured on seed {', '.join(map(str, seeds))} only so far; "
                   "a second seed: `python bench/protocol.py --seeds 1 --out B.json "
-                  "--fidelity-out B.fidelity.json`, then `--merge bench/results/protocol.json "
-                  "B.json`."]
+                  "--fidelity-out -`, then `--merge bench/results/protocol.json B.json`."]
     lines += ["", "`python bench/protocol.py` (2 CPU cores; each variant in the same folder as "
               "the plain demo run, so only what the change touches reruns)."]
     return "\n".join(lines) + "\n"
