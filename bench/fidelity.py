@@ -74,10 +74,10 @@ def run_record(work: Path, seed: int, wall: float) -> dict:
     train = json.loads((run / out.TRAIN_SUMMARY).read_text())
     config = yaml.safe_load((run / out.RUN_CONFIG).read_text())
     record.update(seed=seed, wall_seconds=round(wall, 1),
-               group_share=config["tuples"]["group_share"],
-               train={k: train.get(k) for k in ("layout", "steps", "seconds",
-                                                "steps_per_second", "first_loss",
-                                                "final_loss", "tuples")})
+                  group_share=config["tuples"]["group_share"],
+                  train={k: train.get(k) for k in ("layout", "steps", "seconds",
+                                                   "steps_per_second", "first_loss",
+                                                   "final_loss", "tuples")})
     return record
 
 
