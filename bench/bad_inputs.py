@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import shutil
 import subprocess
@@ -32,10 +31,10 @@ import time
 from pathlib import Path
 
 import h5py
+import kill_resume
 import numpy as np
 import yaml
 from demo_dag import copy_workflow
-from kill_resume import SMALL
 from PIL import Image
 from timing import machine
 
@@ -121,12 +120,10 @@ def damage_store(h5: Path, case: dict) -> None:
 
 
 def digests(results: Path) -> dict[str, str]:
-    found = {}
-    for path in sorted(results.rglob("*")):
-        rel = path.relative_to(results).as_posix()
-        if path.is_file() and not any(f"/{part}" in f"/{rel}" for part in NOT_COMPARED):
-            found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
+    """sha256 of every file of every run under ``results/`` (a half-written temporary
+    included) but logs and benchmarks."""
+    return {f"{run.name}/{rel}": digest for run in sorted(results.iterdir()) if run.is_dir()
+            for rel, digest in kill_resume.digests(run, NOT_COMPARED, hidden=True).items()}
 
 
 def error_line(text: str, expect: str) -> tuple[str | None, bool]:
@@ -199,7 +196,7 @@ def main(argv=None) -> dict:
         work = Path(tmp) / "workflow"
         work.mkdir()
         copy_workflow(work)
-        (work / "small.yaml").write_text(yaml.safe_dump(SMALL))
+        (work / "small.yaml").write_text(yaml.safe_dump(kill_resume.SMALL))
         t0 = time.perf_counter()
         subprocess.run([*SNAKEMAKE, "--configfile", *CONFIGS], cwd=work, check=True,
                        capture_output=True, text=True)
@@ -230,7 +227,8 @@ def main(argv=None) -> dict:
     result = {"benchmark": "damaged inputs through the real commands", "cases": results,
               "refused_cleanly": sum(r["ok"] for r in results), "total": len(results),
               "files_changed": sum(r["files_changed"] for r in results),
-              "setup_seconds": round(setup, 1), "small_demo": SMALL, "machine": machine()}
+              "setup_seconds": round(setup, 1), "small_demo": kill_resume.SMALL,
+              "machine": machine()}
     if not a.only:
         write_json(a.out, result)
     print(f"{result['refused_cleanly']} of {result['total']} refused cleanly, "

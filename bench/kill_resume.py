@@ -48,12 +48,15 @@ SMALL = {"synthetic": {"patients": 12, "images": 300},
 VOLATILE = ("logs/", "benchmarks/", "train/summary.json", "train/checkpoints/", "report.html")
 
 
-def digests(results: Path) -> dict[str, str]:
-    """sha256 of every compared file under ``results`` (relative path -> digest)."""
+def digests(results: Path, skip: tuple[str, ...] = VOLATILE, *,
+            hidden: bool = False) -> dict[str, str]:
+    """sha256 of every file under a run's folder ``results`` (relative path -> digest) but
+    those under ``skip`` and, unless ``hidden``, hidden ones (a killed job's temporaries)."""
     out = {}
     for path in sorted(results.rglob("*")):
         rel = path.relative_to(results).as_posix()
-        if path.is_file() and not rel.startswith(VOLATILE) and "/." not in f"/{rel}":
+        if (path.is_file() and not rel.startswith(skip)
+                and (hidden or "/." not in f"/{rel}")):
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
