@@ -1,0 +1,222 @@
+"""Intervals on the evaluation summaries and paired tests of the paper's claims.
+
+- :func:`median_intervals`: a bootstrap interval (over test patients, ``skinground.stats``)
+  for every median of a summary (Fig. 4's per method x attribute, Fig. 5's per group x method
+  x criterion).
+- :func:`per_query`: one value per query and cell, the mean over its k retrieved images: the
+  paired unit of the tests.
+- :data:`paper_claims` / :func:`claim_tests`: the paper's statements about Fig. 4 as pairs of
+  methods, each tested per attribute (or group) with a Wilcoxon signed-rank test on the
+  per-query values, one-sided in each direction, Holm-corrected across the attributes;
+  :func:`claims_summary` counts on how many attributes each holds significantly.
+
+Caveat, written in the tables' notes: a patient's queries are not independent, and the
+Wilcoxon test treats them as if they were; the patient bootstrap intervals do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from skinground import stats
+from skinground.attributes import ID_COLUMN, PATIENT_COLUMN
+
+
+def patient_bootstrap(manifest: pl.DataFrame, test_ids: Sequence[str], replicates: int,
+                   seed: int) -> stats.Bootstrap:
+    """The bootstrap of a run's tables: resamples of the test split's patients (every table
+    of a run draws the same replicates from the same config)."""
+    patients = manifest.filter(pl.col(ID_COLUMN).is_in(list(test_ids)))[PATIENT_COLUMN]
+    return stats.Bootstrap.draw(patients.to_list(), replicates, seed)
+
+
+def patient_codes(boot: stats.Bootstrap, manifest: pl.DataFrame,
+                  ids: pl.Series) -> np.ndarray:
+    """Each image id's patient as an index into ``boot.patients``."""
+    owner = dict(zip(manifest[ID_COLUMN].to_list(), manifest[PATIENT_COLUMN].to_list(),
+                     strict=True))
+    try:
+        return boot.codes([owner[i] for i in ids.to_list()])
+    except KeyError as err:
+        raise KeyError(f"image {err.args[0]!r} is not in the manifest") from None
+
+
+def median_intervals(summary: pl.DataFrame, table: pl.DataFrame, by: Sequence[str],
+                     value: str, boot: stats.Bootstrap, codes: np.ndarray,
+                     confidence: float, *, prefix: str = "median") -> pl.DataFrame:
+    """``summary`` (one row per ``by`` cell) with ``<prefix>_lo`` / ``<prefix>_hi``: the
+    bootstrap interval of the median of ``table[value]`` in each cell. ``codes``: the
+    patient of each row of ``table`` (its query's)."""
+    keys = list(by)
+    cells = table.select(keys).with_row_index("_row")
+    rows = []
+    for key, part in cells.group_by(keys, maintain_order=True):
+        idx = part["_row"].to_numpy()
+        reps = stats.bootstrap_median(boot, codes[idx], table[value].to_numpy()[idx])
+        lo, hi = stats.interval(reps, confidence)
+        rows.append({**dict(zip(keys, key, strict=True)), f"{prefix}_lo": lo,
+                     f"{prefix}_hi": hi})
+    schema = {**{k: table.schema[k] for k in keys}, f"{prefix}_lo": pl.Float64,
+              f"{prefix}_hi": pl.Float64}
+    intervals = pl.DataFrame(rows, schema=schema)
+    out = summary.join(intervals, on=keys, how="left", maintain_order="left")
+    median_at = out.columns.index(prefix) + 1 if prefix in out.columns else len(out.columns)
+    order = [c for c in out.columns if c not in (f"{prefix}_lo", f"{prefix}_hi")]
+    order[median_at:median_at] = [f"{prefix}_lo", f"{prefix}_hi"]
+    return out.select(order)
+
+
+def per_query(table: pl.DataFrame, by: Sequence[str], value: str) -> pl.DataFrame:
+    """The mean of ``value`` over each query's retrieved images, per ``by`` cell and
+    ``method`` (null where none of them has a value)."""
+    return table.group_by(*by, "method", "query_id").agg(pl.col(value).mean())
+
+
+# ---------------------------------------------------------------- claims
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A statement of the paper about two methods: ``better`` retrieves closer values than
+    ``than`` (kind "better"), or is not worse than it (kind "no_worse")."""
+
+    better: str
+    than: str
+    kind: str
+    statement: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.better} vs {self.than}"
+
+
+#: The Qwen methods by name; every other method of Fig. 4 is an image encoder (e).
+QWEN_METHODS = ("image_text", "hierarchical", "image_only", "image_untuned")
+
+
+def paper_claims(methods: Iterable[str], titles: Mapping[str, str]) -> list[Claim]:
+    """The paper's claims about Fig. 4 among ``methods`` (a claim needs both of its methods):
+    (a) beats (c); (b) is no worse than (a); (c) beats (d); (c) beats each encoder (e); each
+    encoder beats (d) ("MONET ... performs better"). ``titles``: method -> its legend."""
+    present = list(methods)
+    encoders = [m for m in present if m not in QWEN_METHODS]
+
+    def t(m):
+        return titles.get(m, m)
+
+    claims = [
+        Claim("image_text", "image_only", "better",
+              f"{t('image_text')} retrieves closer values than {t('image_only')}"),
+        Claim("hierarchical", "image_text", "no_worse",
+              f"{t('hierarchical')} does not lower the quality of {t('image_text')}"),
+        Claim("image_only", "image_untuned", "better",
+              f"{t('image_only')} retrieves closer values than {t('image_untuned')}"),
+    ]
+    for e in encoders:
+        claims.append(Claim("image_only", e, "better",
+                            f"{t('image_only')} retrieves closer values than {t(e)}"))
+        claims.append(Claim(e, "image_untuned", "better",
+                            f"{t(e)} retrieves closer values than {t('image_untuned')}"))
+    return _present(claims, present)
+
+
+def group_claims(methods: Iterable[str], titles: Mapping[str, str]) -> list[Claim]:
+    """The claims of multi-attribute retrieval (Fig. 5) among ``methods``: the composed
+    h_im,G (f) beats image-only (c), the fused spaces (g), reciprocal-rank fusion (h) and
+    random images; the hierarchical composed (f') is no worse than (f)."""
+    present = list(methods)
+
+    def t(m):
+        return titles.get(m, m)
+
+    claims = [Claim("composed", other, "better",
+                    f"{t('composed')} retrieves closer values than {t(other)}")
+              for other in ("image_only", "fused", "rrf", "random")]
+    claims.append(Claim("composed_hierarchical", "composed", "no_worse",
+                        f"{t('composed_hierarchical')} does not lower the quality of "
+                        f"{t('composed')}"))
+    return _present(claims, present)
+
+
+def _present(claims: list[Claim], methods: list[str]) -> list[Claim]:
+    return [c for c in claims if c.better in methods and c.than in methods]
+
+
+TEST_COLUMNS = {"claim": pl.String, "better": pl.String, "than": pl.String,
+                "unit": pl.String, "n": pl.Int64, "median_difference": pl.Float64,
+                "p_less": pl.Float64, "p_greater": pl.Float64, "p_less_holm": pl.Float64,
+                "p_greater_holm": pl.Float64, "verdict": pl.String}
+
+
+def claim_tests(queries: pl.DataFrame, claims: Sequence[Claim], by: Sequence[str],
+                value: str, alpha: float) -> pl.DataFrame:
+    """Every claim on every ``by`` cell (an attribute; a group and criterion): the paired
+    per-query values of its two methods, a Wilcoxon signed-rank test that ``better`` is lower
+    (p_less) and one that it is higher (p_greater), each Holm-corrected across the claim's
+    cells. verdict: "better" / "worse" (Holm p below ``alpha``) or "n.s.".
+    ``queries``: :func:`per_query`'s frame. ``unit``: the cell's ``by`` values joined by "/"."""
+    keys = list(by)
+    rows = []
+    for claim in claims:
+        pair = (queries.filter(pl.col("method") == claim.better).drop("method")
+                .join(queries.filter(pl.col("method") == claim.than).drop("method"),
+                      on=[*keys, "query_id"], suffix="_than"))
+        tests = []
+        for key, part in pair.sort([*keys, "query_id"]).group_by(keys, maintain_order=True):
+            x, y = part[value].to_numpy(), part[f"{value}_than"].to_numpy()
+            less, greater = stats.wilcoxon(x, y, "less"), stats.wilcoxon(x, y, "greater")
+            tests.append(("/".join(map(str, key)), less, greater.pvalue))
+        p_less = stats.holm([t[1].pvalue for t in tests])
+        p_greater = stats.holm([t[2] for t in tests])
+        for (unit, less, greater), pl_h, pg_h in zip(tests, p_less, p_greater, strict=True):
+            verdict = ("better" if pl_h < alpha else "worse" if pg_h < alpha else "n.s.")
+            rows.append({"claim": claim.name, "better": claim.better, "than": claim.than,
+                         "unit": unit, "n": less.n, "median_difference": less.median_difference,
+                         "p_less": less.pvalue, "p_greater": greater, "p_less_holm": pl_h,
+                         "p_greater_holm": pg_h, "verdict": verdict})
+    return pl.DataFrame(rows, schema=TEST_COLUMNS)
+
+
+def claims_summary(tests: pl.DataFrame, claims: Sequence[Claim]) -> pl.DataFrame:
+    """Per claim: the cells tested, on how many the first method is significantly better,
+    significantly worse, or neither, and on how many the claim holds: significantly better
+    (kind "better"), or not significantly worse (kind "no_worse")."""
+    rows = []
+    for claim in claims:
+        verdicts = tests.filter(pl.col("claim") == claim.name)["verdict"].to_list()
+        better, worse = verdicts.count("better"), verdicts.count("worse")
+        holds = better if claim.kind == "better" else len(verdicts) - worse
+        rows.append({"claim": claim.name, "statement": claim.statement, "kind": claim.kind,
+                     "tested": len(verdicts), "holds": holds, "better": better,
+                     "worse": worse, "not_significant": verdicts.count("n.s.")})
+    return pl.DataFrame(rows, schema={"claim": pl.String, "statement": pl.String,
+                                      "kind": pl.String, "tested": pl.Int64,
+                                      "holds": pl.Int64, "better": pl.Int64,
+                                      "worse": pl.Int64, "not_significant": pl.Int64})
+
+
+@dataclass(frozen=True)
+class Tested:
+    """An evaluation's summary with its intervals, its per-cell paired tests and the claims'
+    counts."""
+
+    summary: pl.DataFrame
+    tests: pl.DataFrame
+    claims: pl.DataFrame
+
+
+def tested_evaluation(table: pl.DataFrame, summary: pl.DataFrame, by: Sequence[str],
+                    value: str, claims: Sequence[Claim], boot: stats.Bootstrap,
+                    manifest: pl.DataFrame, *, confidence: float,
+                    alpha: float) -> Tested:
+    """Intervals on ``summary``'s medians (cells ``by`` + method) and the claims' tests on
+    the per-query means of ``table[value]``."""
+    codes = patient_codes(boot, manifest, table["query_id"])
+    with_ci = median_intervals(summary, table, [*by, "method"], value, boot, codes,
+                               confidence)
+    tests = claim_tests(per_query(table, by, value), claims, by, value, alpha)
+    return Tested(with_ci, tests, claims_summary(tests, claims))
