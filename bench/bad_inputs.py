@@ -150,7 +150,9 @@ def run_case(case: dict, work: Path, demo: Results, files: dict[str, Path]) -> d
         (data / "train-metadata.csv").write_bytes(metadata)
         overrides = {"run": "bad", "synthetic": {"enabled": False},
                      "model": {"build_tiny": False, "base": str(demo / "models/qwen2vl-tiny"),
-                               "monet": str(demo / "models/monet-tiny")},
+                               "encoders": {
+                                   name: {"path": str(demo / f"models/{name}-tiny")}
+                                   for name in ("monet", "medsiglip")}},
                      "data": {"metadata": str(data / "train-metadata.csv"),
                               "images": str(data / "train-image.hdf5")}}
         (work / "case.yaml").write_text(yaml.safe_dump(overrides))

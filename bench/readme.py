@@ -27,8 +27,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-LETTERS = {"image_text": "(a) image+text", "hierarchical": "(b) hierarchical",
-           "image_only": "(c) image", "image_untuned": "(d) untuned", "monet": "(e) MONET"}
+#: The columns of the demo table: the Qwen2-VL methods by letter (skinground.fidelity's keys);
+#: "e" is MONET in records made before the encoders were a list (now keyed by name).
+LETTERS = {"a": "(a) image+text", "b": "(b) hierarchical", "c": "(c) image",
+           "d": "(d) untuned", "e": "(e) MONET"}
 
 
 def load(name: str) -> dict | None:
@@ -55,7 +57,7 @@ def demo_model_block() -> str:
     config = load_config([REPO / "config.yaml", REPO / "profiles/demo/demo-config.yaml"])
     with tempfile.TemporaryDirectory() as tmp:
         tiny.build_demo_models(config["model"]["tiny"], config["attributes"],
-                               base=Path(tmp) / "qwen", monet=Path(tmp) / "monet")
+                               base=Path(tmp) / "qwen", encoders={})  # the Qwen2-VL only
         model = Qwen2VLForConditionalGeneration.from_pretrained(Path(tmp) / "qwen")
     total = sum(p.numel() for p in model.parameters())
     vision = sum(p.numel() for n, p in model.named_parameters() if ".visual." in f".{n}")
@@ -72,19 +74,22 @@ def demo_block() -> str:
         return missing("fidelity", "python bench/fidelity.py")
     runs = fid["runs"]
     first = runs[0]
+    # (a)-(d), then each image encoder (e) of the runs, in their order
+    keys = [*"abcd", *(k for k in first["medians"] if k not in "abcd")]
+    titles = {k: LETTERS.get(k) or first.get("titles", {}).get(k, k) for k in keys}
     seeds = " · ".join(f"seed {r['seed']}" for r in runs)
     lines = [f"Median percentile of the retrieved images' attribute difference (random ≈ 50, "
              f"lower is better; top 5 per test query) and the tuned model's test R² "
              f"(unparsable answers at the train mean), {seeds}:", "",
-             "| attribute | " + " | ".join(LETTERS.values()) + " | R² tuned |",
-             "|---|" + "---:|" * (len(LETTERS) + 1)]
+             "| attribute | " + " | ".join(titles.values()) + " | R² tuned |",
+             "|---|" + "---:|" * (len(keys) + 1)]
     for attr, label in first["labels"].items():
         cells = [" · ".join(f"{r['medians'][k][attr]:.1f}" for r in runs)
-                 for k in "abcde"]
+                 for k in keys]
         cells.append(" · ".join(f"{r['r2'][attr]:.2f}" for r in runs))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     means = [" · ".join(f"{sum(r['medians'][k].values()) / len(r['medians'][k]):.1f}"
-                        for r in runs) for k in "abcde"]
+                        for r in runs) for k in keys]
     lines.append("| **mean** | " + " | ".join(f"**{m}**" for m in means) + " | |")
     t = fid["targets"]
     lines += ["", "| seed | (c) beats (d) | (a) beats (c) | R² > 0 | R² ≥ 0.5 | training | "

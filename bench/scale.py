@@ -11,9 +11,9 @@ Two halves, each in a fresh copy of the workflow (``--workdir``, default a tempo
   ``retrieve_groups`` for every group method, ``evaluate``, ``evaluate_groups``, ``figures``,
   ``figure_groups``): at ``--sizes`` train images (test images in the paper's ratio,
   118,495 / 282,564), from embedding shards written in the DAG's own shard format
-  (``shards.write_shard``: random float16 vectors, d = 3,584 for Qwen2-VL-7B and 768 for
-  MONET), ``config.yaml``'s 64 shards per (model, split). Only the upstream rules are left out
-  (``--allowed-rules``): Snakemake takes the shards as given.
+  (``shards.write_shard``: random float16 vectors, d = 3,584 for Qwen2-VL-7B and each
+  encoder's own, 768 for MONET), ``config.yaml``'s 64 shards per (model, split). Only the
+  upstream rules are left out (``--allowed-rules``): Snakemake takes the shards as given.
 
 ``--attributes`` of the 16 (default 2, with one group of them) keep the searches within a
 session on 2 cores: every retrieval job holds one space at a time, so its peak does not depend
@@ -61,6 +61,7 @@ from timing import machine
 from skinground import memory, outputs
 from skinground.attributes import ID_COLUMN, METADATA_COLUMNS, PAPER_ATTRIBUTES
 from skinground.demo.synthetic import SLICE3D_IMAGES, SLICE3D_PATIENTS
+from skinground.flops import encoder_specs
 from skinground.io import read_lines, write_json
 from skinground.memory import (
     GPU_BYTES,
@@ -73,13 +74,13 @@ from skinground.memory import (
     rule_peaks,
 )
 from skinground.outputs import IMAGE_SPACE, Results
-from skinground.plan import EMBED_MODELS, group_space
+from skinground.plan import embed_models, group_space
 from skinground.shards import shard_ids, write_shard
 
 from reference import paper_shaped_cohort
 
 REPO = Path(__file__).resolve().parents[1]
-QWEN_WIDTH, MONET_WIDTH = 3584, 768
+QWEN_WIDTH = 3584
 RETRIEVAL_RULES = ["merge_embeddings", "build_index", "retrieve", "retrieve_groups", "evaluate",
                    "evaluate_groups", "figures", "figure_groups"]
 DATA_RULES = ["manifest", "split", "tuples"]
@@ -130,7 +131,9 @@ def bench_config(run: str, csv_path: Path, h5_path: Path, stand_in: Path,
     config = copy.deepcopy(repo_config)
     config["run"] = run
     config["data"].update(metadata=str(csv_path), images=str(h5_path))
-    config["model"].update(base=str(stand_in), monet=str(stand_in))
+    config["model"]["base"] = str(stand_in)
+    for encoder in config["model"]["encoders"].values():
+        encoder["path"] = str(stand_in)
     if attributes is not None:
         attrs = {a: repo_config["attributes"][a] for a in attributes}
         labels = " and ".join(spec["label"] for spec in attrs.values())
@@ -143,6 +146,11 @@ def bench_config(run: str, csv_path: Path, h5_path: Path, stand_in: Path,
     return config
 
 
+def encoder_width_table(config: Mapping[str, Any]) -> dict[str, int]:
+    """Each encoder's embedding width (its known architecture: the stand-in folders hold none)."""
+    return {name: spec.embedding for name, spec in encoder_specs(config["model"]).items()}
+
+
 def write_shards(results: Path, config: dict) -> dict:
     """Random float16 embedding shards, in the DAG's format and paths, for every (model, split,
     shard) and the group shards; returns the widths."""
@@ -150,6 +158,7 @@ def write_shards(results: Path, config: dict) -> dict:
     attributes = list(config["attributes"])
     groups = [group_space(g) for g in config["retrieve"]["groups"]]
     rng = np.random.default_rng(0)
+    widths = encoder_width_table(config)
     for split in ("train", "test"):
         ids = read_lines(results / "split" / f"{split}.txt")
         for s in range(n_shards):
@@ -158,16 +167,15 @@ def write_shards(results: Path, config: dict) -> dict:
             def random(d, part=part):
                 return rng.standard_normal((len(part), d), dtype=np.float32).astype(np.float16)
 
-            spaces = {"tuned": [IMAGE_SPACE, *attributes], "untuned": [IMAGE_SPACE],
-                      "monet": [IMAGE_SPACE]}
-            for model in EMBED_MODELS:
-                d = MONET_WIDTH if model == "monet" else QWEN_WIDTH
+            for model in embed_models(config):
+                d = widths.get(model, QWEN_WIDTH)
+                spaces = [IMAGE_SPACE, *attributes] if model == "tuned" else [IMAGE_SPACE]
                 write_shard(results / outputs.fill(outputs.EMBED_SHARD, model=model, split=split,
                                                shard=s),
-                            part, {sp: random(d) for sp in spaces[model]})
+                            part, {sp: random(d) for sp in spaces})
             write_shard(results / outputs.fill(outputs.GROUP_SHARD, split=split, shard=s), part,
                         {g: random(QWEN_WIDTH) for g in groups})
-    return {"qwen": QWEN_WIDTH, "monet": MONET_WIDTH}
+    return {"qwen": QWEN_WIDTH, **widths}
 
 
 # --------------------------------------------------------------------------- running
@@ -244,7 +252,7 @@ def fit(xs: list[float], ys: list[float]) -> dict:
 
 
 def check_measured(measured: Mapping[str, Mapping], config: Mapping[str, Any],
-                   attributes: Sequence[str], *, width: int, monet_width: int,
+                   attributes: Sequence[str], *, width: int, encoder_widths: Mapping[str, int],
                    paper: Workload, profile: Mapping[str, Any] | None = None,
                    site: Mapping[str, Any] | None = None) -> dict:
     """Each rule's measured peaks beside the model's at the same sizes,
@@ -256,7 +264,7 @@ def check_measured(measured: Mapping[str, Mapping], config: Mapping[str, Any],
                  if (v or {}).get("gpu")}
     paper_peaks = rule_peaks(paper)
     bench = replace(paper, attributes=len(attributes), group_sizes=(len(attributes),),
-                    width=width, monet_width=monet_width)
+                    width=width, encoder_widths=encoder_widths)
     ratio = PAPER_TEST / PAPER_TRAIN
     out = {}
     for rule, entry in measured.items():
@@ -402,7 +410,7 @@ def check(data: list[dict], retrieval: list[dict], attributes: list[str],
                 if r not in DATA_RULES}}
     load = lambda path: yaml.safe_load(path.read_text())  # noqa: E731
     return check_measured(rules, repo_config, attributes, width=QWEN_WIDTH,
-                                 monet_width=MONET_WIDTH,
+                                 encoder_widths=encoder_width_table(repo_config),
                                  paper=memory.Workload.paper(repo_config),
                                  profile=load(REPO / "profiles" / "default" / "config.yaml"),
                                  site=load(REPO / "profiles" / "slurm" / "config.yaml"))

@@ -79,13 +79,21 @@ def test_the_schemas_names_are_the_codes():
     """Every enum of the schema that names something the code defines is exactly that set
     (the DAG's shape exists once: plan.py and the modules, the schema follows)."""
     from skinground import layout, prefix
+    from skinground.models import ENCODER_FORMATS
     from skinground.outputs import RUN_NAME
-    from skinground.plan import GROUP_METHODS, METHODS, PREDICT_MODELS
+    from skinground.plan import GROUP_METHODS, PREDICT_MODELS, QWEN_METHODS, QWEN_MODELS
 
     props = yaml.safe_load(open(SCHEMA))["properties"]
     assert props["run"]["pattern"] == f"^{RUN_NAME.pattern}$"  # skinground query's check
     retrieve = props["retrieve"]["properties"]
-    assert retrieve["methods"]["items"]["enum"] == list(METHODS)
+    # a method is a Qwen2-VL one or an encoder's name (common.smk checks which)
+    assert retrieve["methods"]["items"]["type"] == "string"
+    encoders = props["model"]["properties"]["encoders"]
+    # an encoder's name is neither a Qwen2-VL method nor model (nor the group shards' name)
+    assert set(encoders["propertyNames"]["not"]["enum"]) == {*QWEN_METHODS, *QWEN_MODELS,
+                                                             "groups"}
+    encoder = encoders["additionalProperties"]["properties"]
+    assert encoder["format"]["enum"] == list(ENCODER_FORMATS)
     # the evaluation adds the random reference itself: it is not a configurable method
     assert retrieve["group_methods"]["items"]["enum"] == [m for m in GROUP_METHODS
                                                           if m != "random"]
@@ -93,6 +101,45 @@ def test_the_schemas_names_are_the_codes():
     assert sorted(props["train"]["properties"]["layout"]["enum"]) == sorted(layout.LAYOUTS)
     assert (sorted(props["embed"]["properties"]["h_ima_token"]["enum"])
             == sorted(prefix.H_IMA_TOKENS))
+
+
+MEDSIGLIP = {"path": "/models/medsiglip-448", "format": "siglip", "title": "MedSigLIP",
+             "hub": "google/medsiglip-448",
+             "preprocessing": {"size": 448, "crop": False, "resample": "bilinear",
+                               "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
+
+
+def test_a_second_encoder_validates(repo_config):
+    cfg = copy.deepcopy(repo_config)
+    cfg["model"]["encoders"]["medsiglip"] = copy.deepcopy(MEDSIGLIP)
+    cfg["retrieve"]["methods"].append("medsiglip")
+    check(cfg)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "named"),
+    [
+        ("medsiglip", {"format": "open_clip"}, "open_clip"),
+        ("medsiglip", {"preprocessing": {**MEDSIGLIP["preprocessing"], "resample": "lanczos"}},
+         "lanczos"),
+        ("medsiglip", {"preprocessing": {**MEDSIGLIP["preprocessing"], "std": [0.5, 0, 0.5]}},
+         "0 is less than or equal to the minimum of 0"),
+        ("medsiglip", {"hub": "medsiglip-448"}, "'medsiglip-448' does not match"),
+        ("medsiglip", {"path": ""}, "'' should be non-empty"),
+        ("medsiglip", {"size": 448}, "('size' was unexpected)"),  # belongs in preprocessing
+        ("image_only", {}, "image_only"),  # a Qwen2-VL method's name
+        ("untuned", {}, "untuned"),  # a Qwen2-VL model's (embed/untuned/)
+        ("med-siglip", {}, "med-siglip"),  # not a plain identifier
+    ],
+    ids=["format", "resample", "std-zero", "hub", "empty-path", "unknown-key", "qwen-method",
+         "qwen-model", "not-identifier"],
+)
+def test_a_bad_encoder_is_rejected_naming_it(repo_config, name, change, named):
+    cfg = copy.deepcopy(repo_config)
+    cfg["model"]["encoders"][name] = {**copy.deepcopy(MEDSIGLIP), **change}
+    with pytest.raises(WorkflowError) as err:
+        check(cfg)
+    assert named in str(err.value)
 
 
 def test_pixel_params_are_the_budget_that_takes_effect():

@@ -35,7 +35,10 @@ def dry_run(work, change: dict) -> subprocess.CompletedProcess:
     ({"data": {"metadata": "/data/slice3d/train-metadata.csv"}}, "data.metadata"),
     ({"data": {"images": "../train-image.hdf5"}}, "data.images"),
     ({"model": {"base": "/models/Qwen2-VL-7B-Instruct"}}, "model.base"),
-    ({"model": {"monet": "results/other/monet"}}, "model.monet"),
+    ({"model": {"encoders": {"monet": {"path": "results/other/monet"}}}},
+     "model.encoders.monet.path"),
+    ({"model": {"encoders": {"medsiglip": {"path": "/models/medsiglip-448"}}}},
+     "model.encoders.medsiglip.path"),  # every encoder the demo builds
     ({"run": "other"}, "data.metadata"),  # the demo's paths are results/demo/'s
 ])
 def test_a_generator_pointed_outside_its_run_is_refused(work, change, named):
@@ -53,6 +56,9 @@ def test_a_generator_pointed_outside_its_run_is_refused(work, change, named):
      "data.zero_is_missing: tbp_lv_areaMM is not one of the configured attributes"),
     ({"model": {"image_size": None, "min_pixels": 9000, "max_pixels": 3136}},
      "model.min_pixels (9000) is above model.max_pixels (3136)"),
+    ({"retrieve": {"methods": ["image_only", "dermlip"]}},
+     "retrieve.methods: dermlip is neither a Qwen2-VL method (image_text, hierarchical, "
+     "image_only, image_untuned) nor an encoder of model.encoders (monet, medsiglip)"),
 ])
 def test_a_value_the_rules_would_trip_on_is_refused(work, change, named):
     proc = dry_run(work, change)
@@ -66,15 +72,25 @@ def test_real_paths_are_fine_without_the_generators(work, tmp_path):
     data.mkdir()
     for name in ("train-metadata.csv", "train-image.hdf5"):
         (data / name).touch()
-    for name in ("qwen", "monet"):
+    for name in ("qwen", "monet", "medsiglip"):
         (tmp_path / name).mkdir()
-    proc = dry_run(work, {
+    change = {
         "synthetic": {"enabled": False},
         "data": {"metadata": str(data / "train-metadata.csv"),
                  "images": str(data / "train-image.hdf5")},
         "model": {"build_tiny": False, "base": str(tmp_path / "qwen"),
-                  "monet": str(tmp_path / "monet")}})
+                  "encoders": {name: {"path": str(tmp_path / name)}
+                               for name in ("monet", "medsiglip")}}}
+    proc = dry_run(work, change)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+    # an encoder's folder missing: its name, and the command that fetches it from its hub repo
+    (tmp_path / "medsiglip").rmdir()
+    proc = dry_run(work, change)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert (f"model.encoders.medsiglip.path: the folder {tmp_path / 'medsiglip'} does not exist"
+            in out), out[-2000:]
+    assert f"hf download google/medsiglip-448 --local-dir {tmp_path / 'medsiglip'}" in out
 
 
 def test_the_demo_as_it_is_passes(work):
@@ -91,13 +107,14 @@ def test_the_train_command_quotes_every_path(work, tmp_path):
     for name in ("train-metadata.csv", "train-image.hdf5"):
         (data / name).touch()
     models = tmp_path / "models dir"
-    for name in ("qwen", "monet"):
+    for name in ("qwen", "monet", "medsiglip"):
         (models / name).mkdir(parents=True)
     change = {"synthetic": {"enabled": False},
               "data": {"metadata": str(data / "train-metadata.csv"),
                        "images": str(data / "train-image.hdf5")},
               "model": {"build_tiny": False, "base": str(models / "qwen"),
-                        "monet": str(models / "monet")}}
+                        "encoders": {name: {"path": str(models / name)}
+                                     for name in ("monet", "medsiglip")}}}
     (work / "change.yaml").write_text(yaml.safe_dump(change))
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1",
                            "--configfile", *DEMO, "change.yaml", "--", "results/demo/train/"

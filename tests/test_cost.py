@@ -24,7 +24,9 @@ DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.
 # spaces) = 44 merged, 22 indexes; 5 + 4 retrieval jobs; 13 single jobs (data, training,
 # merges, R², evaluations, figures, cost, all).
 PAPER_JOBS = 608
-DEMO_JOBS = 102
+# The demo's second encoder (MedSigLIP's tiny stand-in) adds 2 embed shards, 2 merged spaces,
+# an index and a retrieval job.
+DEMO_JOBS = 108
 
 
 def workflow_copy(tmp_path: Path) -> Path:
@@ -59,7 +61,8 @@ def test_jobs_match_the_paper_dry_run(tmp_path):
         (tmp_path / name).mkdir()
     override = {"data": {"metadata": str(data / "train-metadata.csv"),
                          "images": str(data / "train-image.hdf5")},
-                "model": {"base": str(tmp_path / "qwen"), "monet": str(tmp_path / "monet")}}
+                "model": {"base": str(tmp_path / "qwen"),
+                          "encoders": {"monet": {"path": str(tmp_path / "monet")}}}}
     (work / "stand-ins.yaml").write_text(yaml.safe_dump(override))
     expected = plan.planned_jobs(config.load_config([REPO / "config.yaml"]))
     assert dry_run(work, "--cores", "1", "--configfile", "config.yaml",
@@ -85,6 +88,104 @@ def test_fewer_methods_fewer_jobs(repo_config):
     jobs = plan.planned_jobs(composed)
     assert jobs["embed_groups"] == 2 * 64
     assert jobs["merge_embeddings"] == 4 + 2 * 3  # the 3 group spaces, per split
+
+
+MEDSIGLIP = {"path": "/models/medsiglip-448", "format": "siglip", "title": "MedSigLIP",
+             "hub": "google/medsiglip-448",
+             "preprocessing": {"size": 448, "crop": False, "resample": "bilinear",
+                               "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}
+
+
+def with_medsiglip(repo_config, path="/models/medsiglip-448"):
+    return config.deep_merge(repo_config, {
+        "model": {"encoders": {"medsiglip": {**MEDSIGLIP, "path": str(path)}}},
+        "retrieve": {"methods": [*repo_config["retrieve"]["methods"], "medsiglip"]}})
+
+
+def test_two_encoders_two_sets_of_jobs(repo_config):
+    """Each encoder of retrieve.methods is a model of its own: its embed shards, its image
+    space per split, its index and its retrieval job; one configured but not searched costs
+    nothing."""
+    one, two = plan.planned_jobs(repo_config), plan.planned_jobs(with_medsiglip(repo_config))
+    assert two["embed_shard"] - one["embed_shard"] == 2 * 64
+    assert two["merge_embeddings"] - one["merge_embeddings"] == 2
+    assert two["build_index"] - one["build_index"] == 1
+    assert two["retrieve"] - one["retrieve"] == 1
+    assert sum(two.values()) - sum(one.values()) == 2 * 64 + 4
+    unused = config.deep_merge(repo_config, {"model": {"encoders": {"medsiglip": MEDSIGLIP}}})
+    assert plan.planned_jobs(unused) == one
+    assert plan.embed_models(with_medsiglip(repo_config)) == ("tuned", "untuned", "monet",
+                                                              "medsiglip")
+    order = plan.method_order(["medsiglip", "monet", "image_text"], with_medsiglip(repo_config))
+    assert order == ["image_text", "monet", "medsiglip"]  # (a)-(d), then the config's order
+
+
+def test_each_encoder_costs_its_own_architecture(repo_config):
+    result = cost.estimate(with_medsiglip(repo_config), cost.Assumptions())
+    images = flops.PAPER_TRAIN_IMAGES + flops.PAPER_TEST_IMAGES
+    monet = _stage(result, "embed MONET (CLIP ViT-L/14)")
+    medsiglip = _stage(result, "embed MedSigLIP (SigLIP So400m/14, 448 px)")
+    assert monet["jobs"] == medsiglip["jobs"] == 2 * 64
+    assert medsiglip["pflop"] == pytest.approx(
+        images * flops.encoder_flops_per_image(flops.SIGLIP_SO400M_448) / 1e15)
+    # 1,024 patches of width 1,152 x 27 layers against 257 of 1,024 x 24: ~4.7x the FLOPs
+    assert 4 < medsiglip["gpu_hours"] / monet["gpu_hours"] < 6
+    # its searches are 1,152 wide, MONET's 768
+    retrieve = _stage(result, "retrieve")
+    base = _stage(cost.estimate(repo_config, cost.Assumptions()), "retrieve")
+    extra = 2 * flops.PAPER_TEST_IMAGES * flops.PAPER_TRAIN_IMAGES * 1152 / 1e15
+    assert retrieve["pflop"] - base["pflop"] == pytest.approx(extra)
+    assert retrieve["jobs"] == base["jobs"] + 1
+    # the memory of its retrieval job: one 1,152-wide index, between MONET's and Qwen's
+    mem = {r["rule"]: r["host_gb"] for r in result["memory"]}
+    assert mem["retrieve:monet"] < mem["retrieve:medsiglip"] < mem["retrieve:image_only"]
+
+
+def test_an_encoder_folder_gives_its_architecture(repo_config, tmp_path):
+    """A folder that is there is read (its config.json); one that is not falls back on the hub
+    repo's known architecture; neither: an error naming the encoder."""
+    folder = tiny.build_tiny_siglip(tmp_path / "siglip")  # 64 px in 8 px patches, width 32
+    spec = flops.encoder_specs(with_medsiglip(repo_config, folder)["model"])["medsiglip"]
+    assert (spec.layers, spec.width, spec.mlp, spec.tokens, spec.embedding) == (2, 32, 128, 64,
+                                                                                32)
+    assert flops.encoder_specs(with_medsiglip(repo_config)["model"])["medsiglip"] \
+        == flops.SIGLIP_SO400M_448
+    demo = config.deep_merge(with_medsiglip(repo_config, folder), {"model": {"build_tiny": True}})
+    assert flops.encoder_specs(demo["model"])["medsiglip"] == flops.SIGLIP_SO400M_448
+    unknown = config.deep_merge(repo_config, {"model": {"encoders": {"dermlip": {
+        **MEDSIGLIP, "path": str(tmp_path / "absent"), "hub": "redlessone/DermLIP_ViT-B-16"}}}})
+    with pytest.raises(ValueError, match="model.encoders.dermlip: its architecture is unknown"):
+        flops.encoder_specs(unknown["model"])
+
+
+@pytest.mark.parametrize("spec", [flops.CLIP_L14, flops.SIGLIP_SO400M_448],
+                         ids=["monet", "medsiglip"])
+def test_encoder_shapes_match_transformers(spec):
+    """The known architectures are the hub configs' shapes: the layers' matrices hold
+    layers x (4 w² + 2 w mlp) weights, as the FLOP count assumes, and the position
+    embeddings one row per token."""
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
+
+    clip = spec is flops.CLIP_L14
+    kind = dict(hidden_size=spec.width, intermediate_size=spec.mlp,
+                num_hidden_layers=spec.layers, num_attention_heads=16, patch_size=14)
+    with torch.device("meta"):
+        if clip:
+            model = CLIPVisionModelWithProjection(
+                CLIPVisionConfig(**kind, image_size=224, projection_dim=spec.embedding))
+        else:
+            model = SiglipVisionModel(SiglipVisionConfig(**kind, image_size=448))
+    tower = getattr(model, "vision_model", model)  # SiglipVisionModel is the tower itself
+    matrices = sum(p.numel() for p in tower.encoder.layers.parameters() if p.dim() == 2)
+    assert matrices == spec.layers * (4 * spec.width**2 + 2 * spec.width * spec.mlp)
+    assert tower.embeddings.position_embedding.num_embeddings == spec.tokens
+    width = model.visual_projection.out_features if clip else spec.width
+    assert width == spec.embedding
 
 
 def _hf_config(spec: flops.QwenSpec, mrope):

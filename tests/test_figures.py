@@ -13,12 +13,18 @@ from PIL import Image
 
 from skinground import figures, grids
 from skinground.data import open_images
-from skinground.plan import FIG3_METHODS, METHODS
+from skinground.plan import FIG3_METHODS
+from skinground.plan import methods as plan_methods
 
 from conftest import jpeg_bytes, run_script
 
 CENTRE = {"image_text": 15, "hierarchical": 18, "image_only": 25, "image_untuned": 48,
-          "monet": 35}
+          "monet": 35, "medsiglip": 30}
+#: A run with two image encoders, as the demo's: (a)-(d), then (e) MONET and (e) MedSigLIP.
+METHODS = plan_methods({"model": {"encoders": {"monet": {"title": "MONET"},
+                                               "medsiglip": {"title": "MedSigLIP"}}}})
+#: What the figures rule passes: name -> (letter, title), in the paper's order.
+LEGENDS = {m: (x.letter, x.title) for m, x in METHODS.items()}
 N_QUERIES, K = 30, 5
 #: Fig. 3 of the area, as the figures rule draws it.
 AREA = {"attribute": "tbp_lv_areaMM2", "label": "area", "methods": FIG3_METHODS, "k": K}
@@ -85,7 +91,7 @@ def test_box_stats_match_matplotlib():
 def test_fig4_one_panel_per_attribute_one_box_per_method(tmp_path, labels):
     table = evaluation(labels)
     fig = figures.fig4_percentiles(table, labels, None, tmp_path / "fig4.pdf",
-                                   tmp_path / "fig4.png")
+                                   tmp_path / "fig4.png", methods=LEGENDS)
     assert_written(tmp_path, "fig4.pdf", "fig4.png")
     width, height = png_size(tmp_path / "fig4.png")
     assert 1300 < width < 1700 and 0.8 < height / width < 1.0  # 4 x 4 panels at 150 dpi
@@ -93,23 +99,27 @@ def test_fig4_one_panel_per_attribute_one_box_per_method(tmp_path, labels):
     assert [ax.get_title() for ax in fig.axes] == list(labels.values())
     stats = figures.box_stats(table)
     ax0 = fig.axes[0]
-    assert [t.get_text() for t in ax0.get_xticklabels()] == ["(a)", "(b)", "(c)", "(d)", "(e)"]
+    assert [t.get_text() for t in ax0.get_xticklabels()] == ["(a)", "(b)", "(c)", "(d)", "(e)",
+                                                             "(e)"]
     for ax in fig.axes:
-        assert len(boxes(ax)) == 5
+        assert len(boxes(ax)) == 6
         dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
         assert len(dashed) == 1 and set(dashed[0].get_ydata()) == {50.0}
         assert ax.get_ylim() == ax0.get_ylim()  # shared y axis
         assert ax.get_ylim()[0] < 0 and ax.get_ylim()[1] > 100
-    # Boxes in METHODS order, each at its method's median (image_untuned the highest).
+    # Boxes in the paper's order, the encoders in the config's, each at its method's median
+    # (image_untuned the highest), each method its own colour.
     area = stats.filter(pl.col("attribute") == "tbp_lv_areaMM2")
     med = dict(zip(area["method"], area["med"], strict=True))
     assert [p.get_gid() for p in boxes(ax0)] == list(METHODS)
     medians = {ln.get_gid(): ln.get_ydata()[0] for ln in ax0.get_lines() if ln.get_gid()}
     assert medians == pytest.approx(med)
     assert max(medians, key=medians.get) == "image_untuned"
+    colours = [tuple(p.get_facecolor()) for p in boxes(ax0)]
+    assert len(set(colours)) == 6
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["(a) Image + Text", "(b) Hierarchical", "(c) Image",
-                      "(d) Image Untuned", "(e) MONET", "random (50)"]
+                      "(d) Image Untuned", "(e) MONET", "(e) MedSigLIP", "random (50)"]
 
 
 def test_fig4_without_monet_and_with_an_empty_box(tmp_path, labels):
@@ -134,10 +144,22 @@ def test_fig4_without_monet_and_with_an_empty_box(tmp_path, labels):
     assert legend[2] == "(c) Image (tuned)" and not any("MONET" in t for t in legend)
 
 
-def test_fig4_keeps_the_paper_letter_of_each_method(tmp_path, labels):
-    table = evaluation(list(labels)[:2], ("image_text", "monet"))
-    fig = figures.fig4_percentiles(table, labels, None, tmp_path / "f.pdf", tmp_path / "f.png")
+def test_fig4_keeps_the_paper_letter_and_colour_of_each_method(tmp_path, labels):
+    full = figures.fig4_percentiles(evaluation(list(labels)[:2]), labels, None,
+                                    tmp_path / "all.pdf", tmp_path / "all.png", methods=LEGENDS)
+    colour = {p.get_gid(): tuple(p.get_facecolor()) for p in boxes(full.axes[0])}
+    table = evaluation(list(labels)[:2], ("image_text", "medsiglip"))
+    fig = figures.fig4_percentiles(table, labels, None, tmp_path / "f.pdf", tmp_path / "f.png",
+                                   methods=LEGENDS)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["(a)", "(e)"]
+    assert {p.get_gid(): tuple(p.get_facecolor()) for p in boxes(fig.axes[0])} == {
+        m: colour[m] for m in ("image_text", "medsiglip")}
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["(a) Image + Text", "(e) MedSigLIP", "random (50)"]
+    # a method the run does not define: after them, its name as its tick
+    other = evaluation(list(labels)[:2], ("image_text", "monet"))
+    fig = figures.fig4_percentiles(other, labels, None, tmp_path / "o.pdf", tmp_path / "o.png")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["(a)", "monet"]
 
 
 def test_pick_queries_is_deterministic():
@@ -170,7 +192,7 @@ def retrieval(tmp_path_factory, labels):
     test, train = ids[:8], ids[8:]
     rows = []
     for m in METHODS:
-        for a in ([None] if m in ("image_only", "image_untuned", "monet") else list(labels)):
+        for a in ([None] if not METHODS[m].per_attribute else list(labels)):
             for q in test:
                 hits = rng.choice(train, K, replace=False)
                 rows += [{"method": m, "attribute": a, "query_id": q, "rank": r + 1,
@@ -257,7 +279,7 @@ def test_figures_script(tmp_path, labels, retrieval):
                "manifest": tmp_path / "manifest.parquet", "images": root / "images.hdf5"},
         output={"fig4_pdf": out / "fig4.pdf", "fig4_png": out / "fig4.png",
                 "fig3_pdf": out / "fig3.pdf", "fig3_png": out / "fig3.png"})
-    params = {"attributes": attributes, "k": K,
+    params = {"attributes": attributes, "k": K, "methods": LEGENDS,
               "figures": {"fig3_attribute": "tbp_lv_areaMM2", "fig3_queries": 3, "seed": 0}}
     proc = run_script("figures", tmp_path, params=params, **kwargs)
     assert proc.returncode == 0, proc.log + proc.stderr

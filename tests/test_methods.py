@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 
 from skinground import index as index_mod
-from skinground import methods, retrieve
+from skinground import methods, plan, retrieve
 from skinground.index import build_index
 from skinground.outputs import IMAGE_SPACE
 from skinground.plan import (
     GROUP_METHODS,
-    METHODS,
+    QWEN_METHODS,
     group_method_spaces,
     group_space,
     method_spaces,
@@ -82,7 +82,10 @@ def assert_same_hits(got: retrieve.TopK, scores: np.ndarray, want_idx: np.ndarra
 
 
 def test_every_kind_has_its_function():
-    assert {m.search for m in METHODS.values()} == set(methods.SEARCHES)
+    # (a)-(d) and any image encoder's (e), which searches its image-only space
+    encoder = plan.methods({"model": {"encoders": {"monet": {"title": "MONET"}}}})["monet"]
+    assert encoder.search == "image" and encoder.letter == "e" and encoder.model == "monet"
+    assert {m.search for m in QWEN_METHODS.values()} == set(methods.SEARCHES)
     # "image" reuses method (c)'s hits and "random" is drawn by the evaluation: no job
     assert ({m.search for m in GROUP_METHODS.values()} - {"image", "random"}
             == set(methods.GROUP_SEARCHES))

@@ -1,4 +1,5 @@
-"""skinground.models: tiny Qwen2-VL / CLIP built locally, loaded back through the 7B path."""
+"""skinground.models: tiny Qwen2-VL / CLIP / SigLIP built locally, loaded back through the
+paths the rules use (the 7B's, the image encoders')."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPModel, Qwen2VLForConditionalGeneration
+from transformers import CLIPModel, Qwen2VLForConditionalGeneration, SiglipModel
 
 from skinground import models
 from skinground.demo import tiny
@@ -35,6 +36,7 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     return {
         "mllm": tiny.build_tiny_qwen2vl(root / "qwen2vl", corpus=CORPUS, image_size=112),
         "clip": tiny.build_tiny_clip(root / "clip"),
+        "siglip": tiny.build_tiny_siglip(root / "siglip"),
     }
 
 
@@ -196,21 +198,109 @@ def test_load_mllm_missing_tokenizer(tiny_dirs, tmp_path):
 
 
 def test_clip_features(tiny_dirs):
-    model, processor = models.load_clip(tiny_dirs["clip"])
+    model, processor = models.load_encoder(tiny_dirs["clip"], "clip")
     assert isinstance(model, CLIPModel)
+    assert type(processor).__name__ == "CLIPImageProcessorPil"  # never torchvision's
     assert tuple(processor.image_mean) == pytest.approx(models.IMAGENET_MEAN)
     assert tuple(processor.image_std) == pytest.approx(models.IMAGENET_STD)
-    feats = models.clip_image_features(model, processor, [rgb(131, 131), rgb(300, 200, 1)])
+    feats = models.image_features(model, processor, [rgb(131, 131), rgb(300, 200, 1)])
     assert feats.shape == (2, model.config.projection_dim)
     assert torch.allclose(feats.norm(dim=-1), torch.ones(2), atol=1e-5)
-    again = models.clip_image_features(model, processor, [rgb(131, 131)])
+    again = models.image_features(model, processor, [rgb(131, 131)])
     assert torch.allclose(again[0], feats[0], atol=1e-5)
 
 
-def test_load_clip_rejects_mllm(tiny_dirs):
-    with pytest.raises(models.ModelLoadError, match="'qwen2_vl'") as err:
-        models.load_clip(tiny_dirs["mllm"])
-    assert str(tiny_dirs["mllm"]) in str(err.value)
+def test_siglip_features(tiny_dirs):
+    model, processor = models.load_encoder(tiny_dirs["siglip"], "siglip")
+    assert isinstance(model, SiglipModel)
+    assert type(processor).__name__ == "SiglipImageProcessorPil"
+    assert processor.size.height == processor.size.width == 64  # the folder's: a square
+    feats = models.image_features(model, processor, [rgb(131, 131), rgb(300, 200, 1)])
+    assert feats.shape == (2, model.config.vision_config.hidden_size)
+    assert torch.allclose(feats.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(feats[0], feats[1], atol=1e-3)  # the images differ
+
+
+def _by_hand(image: Image.Image, pre: dict) -> torch.Tensor:
+    """``pre`` (config preprocessing) with PIL and numpy alone: resize (the short side, then a
+    centre crop, or the whole image to a square), / 255, (x - mean) / std, CHW."""
+    size, resample = pre["size"], models.RESAMPLE[pre["resample"]]
+    image = image.convert("RGB")
+    if pre["crop"]:
+        w, h = image.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_long = int(size * long / short)
+        image = image.resize((size, new_long) if w <= h else (new_long, size), resample)
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    else:
+        image = image.resize((size, size), resample)
+    x = np.asarray(image, dtype=np.float32) / 255.0
+    x = (x - np.array(pre["mean"], np.float32)) / np.array(pre["std"], np.float32)
+    return torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+
+#: Preprocessings unlike the tiny folders' own (so the config's must be what is applied).
+SIGLIP_PRE = {"size": 64, "crop": False, "resample": "bicubic", "mean": list(models.IMAGENET_MEAN),
+              "std": list(models.IMAGENET_STD)}
+CLIP_PRE = {"size": 224, "crop": True, "resample": "bilinear", "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25]}
+
+
+#: MedSigLIP's own preprocessing, which the tiny SigLIP folder holds too.
+MEDSIGLIP_PRE = {**SIGLIP_PRE, "resample": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3}
+
+
+@pytest.mark.parametrize(("fmt", "pre", "the_folders"),
+                         [("siglip", SIGLIP_PRE, False), ("clip", CLIP_PRE, False),
+                          ("siglip", MEDSIGLIP_PRE, True)],
+                         ids=["siglip-imagenet-bicubic", "clip-crop-bilinear", "siglip-own"])
+def test_encoder_features_equal_a_direct_forward(tiny_dirs, fmt, pre, the_folders):
+    """The embeddings image_features gives are the model's own vision tower (+ CLIP's
+    projection) run on pixels prepared by hand as the config says, L2-normalised."""
+    model, processor = models.load_encoder(tiny_dirs[fmt], fmt, preprocessing=pre)
+    images = [rgb(131, 131), rgb(300, 200, 1), rgb(61, 239, 2)]
+    pixels = torch.stack([_by_hand(im, pre) for im in images])
+    assert torch.allclose(processor(images=images, return_tensors="pt")["pixel_values"],
+                          pixels, atol=1e-5)
+    with torch.no_grad():
+        pooled = model.vision_model(pixel_values=pixels).pooler_output
+        if fmt == "clip":
+            pooled = model.visual_projection(pooled)
+    direct = torch.nn.functional.normalize(pooled, dim=-1)
+    feats = models.image_features(model, processor, images)
+    assert feats.shape == direct.shape
+    assert torch.allclose(feats, direct, atol=1e-5)
+    # the config's preprocessing is the one applied: the folder's own gives other embeddings
+    # (the same only where the config asks for what the folder holds)
+    own_model, own = models.load_encoder(tiny_dirs[fmt], fmt)
+    same = torch.allclose(models.image_features(own_model, own, images), direct, atol=1e-3)
+    assert same == the_folders
+
+
+def test_another_image_size_interpolates_the_position_embeddings(tiny_dirs):
+    """A preprocessing size other than the model's runs (the position embeddings
+    interpolated), and at the model's own size nothing is interpolated."""
+    model, processor = models.load_encoder(tiny_dirs["siglip"], "siglip",
+                                           preprocessing={**SIGLIP_PRE, "size": 96})
+    assert models.encoder_image_size(model) == 64
+    feats = models.image_features(model, processor, [rgb(131, 131)])
+    assert feats.shape == (1, model.config.vision_config.hidden_size)
+    assert torch.isfinite(feats).all()
+
+
+@pytest.mark.parametrize(("folder", "fmt", "found"), [("mllm", "clip", "'qwen2_vl'"),
+                                                      ("siglip", "clip", "'siglip'"),
+                                                      ("clip", "siglip", "'clip'")])
+def test_load_encoder_rejects_another_model(tiny_dirs, folder, fmt, found):
+    with pytest.raises(models.ModelLoadError, match=found) as err:
+        models.load_encoder(tiny_dirs[folder], fmt)
+    assert str(tiny_dirs[folder]) in str(err.value)
+
+
+def test_load_encoder_rejects_an_unknown_format(tiny_dirs):
+    with pytest.raises(models.ModelLoadError, match="open_clip"):
+        models.load_encoder(tiny_dirs["clip"], "open_clip")
 
 
 def test_build_is_seeded(tiny_dirs, tmp_path):
@@ -223,13 +313,29 @@ def test_build_is_seeded(tiny_dirs, tmp_path):
 def test_monet_preprocessing_from_the_config_replaces_the_folders(tiny_dirs, repo_config):
     """The config's MONET preprocessing (224 px bicubic, centre crop, ImageNet mean/std) is
     what the features see, whatever the folder's preprocessor_config.json says."""
-    pre = repo_config["model"]["monet_preprocessing"]
-    assert pre["size"] == 224 and tuple(pre["mean"]) == models.IMAGENET_MEAN
+    monet = repo_config["model"]["encoders"]["monet"]
+    pre = monet["preprocessing"]
+    assert monet["format"] == "clip" and monet["hub"] == "chanwkim/monet"
+    assert pre["size"] == 224 and pre["crop"] and pre["resample"] == "bicubic"
+    assert tuple(pre["mean"]) == models.IMAGENET_MEAN
     other = dict(pre, size=112, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
-    model, processor = models.load_clip(tiny_dirs["clip"], preprocessing=other)
+    model, processor = models.load_encoder(tiny_dirs["clip"], "clip", preprocessing=other)
     batch = processor(images=[rgb(300, 200, 1)], return_tensors="pt")["pixel_values"]
     assert batch.shape[-2:] == (112, 112)
     assert processor.image_mean == [0.5, 0.5, 0.5] and processor.resample == 3  # bicubic
     white = processor(images=[Image.new("RGB", (150, 150), "white")],
                       return_tensors="pt")["pixel_values"]
     assert torch.allclose(white, torch.full_like(white, 2.0))  # (1 - 0.5) / 0.25
+
+
+def test_a_siglip_preprocessing_resizes_without_crop(tiny_dirs):
+    """crop false (SigLIP's way): the whole image squeezed to size x size, nothing cut off."""
+    pre = {"size": 64, "crop": False, "resample": "bilinear", "mean": [0.5] * 3,
+           "std": [0.5] * 3}
+    _, processor = models.load_encoder(tiny_dirs["siglip"], "siglip", preprocessing=pre)
+    wide = Image.new("RGB", (300, 100), "black")
+    wide.paste(Image.new("RGB", (50, 100), "white"), (0, 0))  # a white left sixth
+    x = processor(images=[wide], return_tensors="pt")["pixel_values"][0]
+    assert x.shape == (3, 64, 64) and processor.resample == 2  # bilinear
+    assert torch.allclose(x[:, :, :8], torch.ones(3, 64, 8))  # kept: (1 - 0.5) / 0.5
+    assert torch.allclose(x[:, :, 16:], -torch.ones(3, 64, 48))

@@ -1,4 +1,5 @@
-"""The five retrieval methods: shapes, disjoint query/database ids, hierarchical re-ranking."""
+"""The retrieval methods ((a)-(d), and an image encoder's (e)): shapes, disjoint
+query/database ids, hierarchical re-ranking."""
 
 import numpy as np
 import polars as pl
@@ -6,7 +7,7 @@ import pytest
 
 from skinground.errors import OverlapError
 from skinground.index import build_index
-from skinground.plan import METHODS
+from skinground.plan import methods
 from skinground.retrieve import (
     TopK,
     first_stage,
@@ -18,6 +19,8 @@ from skinground.retrieve import (
 )
 
 N, Q, D, K = 300, 40, 12, 5
+#: The paper's five: (a)-(d) and MONET's (e).
+METHODS = methods({"model": {"encoders": {"monet": {"title": "MONET"}}}})
 IMAGE_ONLY_METHODS = [name for name, m in METHODS.items() if not m.per_attribute]
 
 

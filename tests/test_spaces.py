@@ -12,6 +12,7 @@ from skinground import index as index_mod
 from skinground import retrieve
 from skinground.index import build_index, search
 from skinground.outputs import IMAGE_SPACE
+from skinground.plan import method as plan_method
 from skinground.plan import method_spaces
 from skinground.shards import ShardError, shard_ids, write_shard
 from skinground.spaces import ArrayRows, Space, merge_space, read_ids
@@ -137,7 +138,8 @@ def retrieval_job(root, n_attributes, method, *, n=40_000, n_q=4_000, d=512):
                "train": [folder / f"train_{s}.npz" for s in read],
                "test": [folder / f"test_{s}.npz" for s in read]},
         output={"hits": out}, wildcards={"method": method},
-        params={"spaces": {"index": indexed, "read": read}, "attributes": attrs,
+        params={"search": plan_method(method).search, "spaces": {"index": indexed, "read": read},
+                "attributes": attrs,
                 "retrieve": {"k": 5, "b": 50} if method == "hierarchical" else {"k": 5}})
     assert proc.returncode == 0, proc.log
     assert pl.read_parquet(out).height == n_q * 5 * n_attributes

@@ -106,8 +106,8 @@ def test_r2_counts_unparsable_answers_for_both_models(demo):
 def test_retrieval_methods_and_evaluation(demo):
     summary = pl.read_csv(res(demo) / "evaluate/summary.csv")
     assert set(summary["method"]) == {"image_text", "hierarchical", "image_only",
-                                      "image_untuned", "monet"}
-    assert summary.height == 5 * ATTRIBUTES
+                                      "image_untuned", "monet", "medsiglip"}
+    assert summary.height == 6 * ATTRIBUTES
     n_test = len((res(demo) / "split/test.txt").read_text().split())
     assert ((summary["n"] + summary["excluded"]) == 5 * n_test).all()  # k = 5 per query
     assert summary["median"].is_between(0, 100).all()
@@ -247,16 +247,20 @@ SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm²,
         ({"retrieve": {"groups": {"size": {"question": SIZE_QUESTION}}}},
          {"embed_groups": 2 * SHARDS, "merge_embeddings": 2 * GROUPS, "build_index": GROUPS,
           "retrieve_groups": 2, **GROUP_EVALUATION, **CONFIG_READERS}),
+        # one encoder's preprocessing: its own embeddings, index and hits, not the other's
+        ({"model": {"encoders": {"medsiglip": {"preprocessing": {"size": 56}}}}},
+         {"embed_shard": 2 * SHARDS, "merge_embeddings": 2, "build_index": 1, "retrieve": 1,
+          "evaluate": 1, "figures": 1, **CONFIG_READERS}),
     ],
     ids=["train-hyperparameter", "retrieve-b", "predict", "h_ima-token", "figures",
-         "train-bookkeeping", "batch-sizes", "group-question"],
+         "train-bookkeeping", "batch-sizes", "group-question", "encoder-preprocessing"],
 )
 def test_config_change_reruns_exactly_what_it_touches(demo, change, expected):
     (demo / "change.yaml").write_text(yaml.safe_dump(change))
     assert planned_jobs(snakemake(demo, "-n", extra_config="change.yaml")) == expected
 
 
-RETRIEVAL = {"retrieve": 5, "retrieve_groups": 4, "evaluate": 1, "figures": 1,
+RETRIEVAL = {"retrieve": 6, "retrieve_groups": 4, "evaluate": 1, "figures": 1,
              **GROUP_EVALUATION, "all": 1}
 
 

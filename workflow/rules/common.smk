@@ -97,9 +97,19 @@ def _owned(key, path):
 if config["synthetic"]["enabled"]:
     for _key in ("metadata", "images"):
         _owned(f"data.{_key} (synthetic.enabled)", config["data"][_key])
+ENCODERS = plan.encoders(config)
+# A method is a Qwen2-VL one or an encoder's name (the schema checks the names' form only).
+_unknown = [m for m in config["retrieve"]["methods"] if m not in plan.methods(config)]
+if _unknown:
+    raise WorkflowError(
+        f"retrieve.methods: {', '.join(_unknown)} is neither a Qwen2-VL method "
+        f"({', '.join(plan.QWEN_METHODS)}) nor an encoder of model.encoders "
+        f"({', '.join(ENCODERS) or 'none'})"
+    )
 if config["model"]["build_tiny"]:
-    for _key in ("base", "monet"):
-        _owned(f"model.{_key} (model.build_tiny)", config["model"][_key])
+    _owned("model.base (model.build_tiny)", config["model"]["base"])
+    for _name, _encoder in ENCODERS.items():
+        _owned(f"model.encoders.{_name}.path (model.build_tiny)", _encoder["path"])
 
 
 def src(path):
@@ -116,19 +126,25 @@ GPU_ENV = str(SRC / "envs" / "gpu.yaml")
 PIXELS = pixel_params(config["model"])
 
 
-#: Where the real weights come from (transformers' format), for the message when they are missing.
-HUB_REPOS = {"base": "Qwen/Qwen2-VL-7B-Instruct", "monet": "chanwkim/monet"}
+#: Where the base model's weights come from (transformers' format), for the message when
+#: they are missing; an encoder names its own (model.encoders.<name>.hub).
+BASE_HUB_REPO = "Qwen/Qwen2-VL-7B-Instruct"
 
 
 def weights(key):
-    """config model.<key> (a local model folder) as an input; when it is missing (and the demo
-    does not build it), stop with the folder's name and the command that fetches it."""
-    path = config["model"][key]
+    """A local model folder as an input: config model.base (``key`` "base") or an encoder's
+    path (``key`` its name); when it is missing (and the demo does not build it), stop with
+    the folder's name and the command that fetches it."""
+    if key == "base":
+        name, path, hub = "model.base", config["model"]["base"], BASE_HUB_REPO
+    else:
+        encoder = ENCODERS[key]
+        name, path, hub = f"model.encoders.{key}.path", encoder["path"], encoder["hub"]
     if config["model"]["build_tiny"] or Path(path).exists():
         return path
     raise WorkflowError(
-        f"model.{key}: the folder {path} does not exist. Fetch the weights once, on a node "
-        f"with internet access: hf download {HUB_REPOS[key]} --local-dir {path}  (see the "
+        f"{name}: the folder {path} does not exist. Fetch the weights once, on a node "
+        f"with internet access: hf download {hub} --local-dir {path}  (see the "
         "README, 'Weights for the cluster')"
     )
 
@@ -210,9 +226,12 @@ def embedding_shards(wildcards):
     return expand(res(shard, model=wildcards.model, split=wildcards.split), shard=range(N_SHARDS))
 
 
+EMBED_MODELS = plan.embed_models(config)
+
+
 def embed_model_inputs(wildcards):
-    if wildcards.model == "monet":
-        return {"monet": weights("monet")}
+    if wildcards.model in ENCODERS:
+        return {"encoder": weights(wildcards.model)}
     inputs = {"base": weights("base")}
     if wildcards.model == "tuned":
         inputs["adapter"] = rules.train.output.adapter
@@ -222,11 +241,14 @@ def embed_model_inputs(wildcards):
 # ---- used by retrieve.smk
 
 METHODS = config["retrieve"]["methods"]
+#: Every method the config can name, (a)-(d) then the encoders: name -> [letter, title]
+#: (Fig. 4's ticks, legend and colours, each method's fixed by its place here).
+METHOD_LEGENDS = {m: [x.letter, x.title] for m, x in plan.methods(config).items()}
 
 
 def retrieve_inputs(wildcards):
-    model = plan.method(wildcards.method).model
-    indexed, read = plan.method_spaces(wildcards.method, ATTRIBUTES)
+    model = plan.method(wildcards.method, config).model
+    indexed, read = plan.method_spaces(wildcards.method, ATTRIBUTES, config)
     return {
         "index": [res(out.INDEX, model=model, space=s) for s in indexed],
         "train": [res(out.SPACE, model=model, split="train", space=s) for s in read],
@@ -236,13 +258,13 @@ def retrieve_inputs(wildcards):
 
 def retrieve_spaces(wildcards):
     """The spaces of the index / train / test inputs, in their order."""
-    indexed, read = plan.method_spaces(wildcards.method, ATTRIBUTES)
+    indexed, read = plan.method_spaces(wildcards.method, ATTRIBUTES, config)
     return {"index": indexed, "read": read}
 
 
 def retrieve_params(wildcards):
     """k for every method; b only for the hierarchical one (a change reruns only it)."""
-    keys = ("k", "b") if plan.method(wildcards.method).search == "hierarchical" else ("k",)
+    keys = ("k", "b") if plan.method(wildcards.method, config).search == "hierarchical" else ("k",)
     return {k: config["retrieve"][k] for k in keys}
 
 

@@ -3,7 +3,8 @@
 
 
 rule embed_shard:
-    """h_im and the 16 h_im,a (tuned), h_im (untuned) or MONET features for one shard."""
+    """h_im and the 16 h_im,a (tuned), h_im (untuned) or an image encoder's features
+    (model.encoders: MONET, ...) for one shard."""
     input:
         unpack(embed_model_inputs),
         images=config["data"]["images"],
@@ -15,7 +16,7 @@ rule embed_shard:
     benchmark:
         benchmark("embed/{model}_{split}_shard{shard}")
     wildcard_constraints:
-        model="|".join(plan.EMBED_MODELS),
+        model="|".join(EMBED_MODELS),
         split="|".join(plan.SPLITS),
         shard=r"\d+",
     conda:
@@ -25,9 +26,14 @@ rule embed_shard:
         gpu=0,
     params:
         code=code("embed"),
-        # the model's preprocessing: MONET's, or Qwen2-VL's pixel budget
+        # the model's preprocessing: the encoder's own (a change reruns only its jobs), or
+        # Qwen2-VL's pixel budget
         preprocessing=lambda wildcards: (
-            config["model"]["monet_preprocessing"] if wildcards.model == "monet" else PIXELS
+            ENCODERS[wildcards.model]["preprocessing"] if wildcards.model in ENCODERS else PIXELS
+        ),
+        # an encoder's format (clip, siglip); none for Qwen2-VL
+        encoder_format=lambda wildcards: (
+            ENCODERS[wildcards.model]["format"] if wildcards.model in ENCODERS else None
         ),
         questions=lambda wildcards: ATTRIBUTE_QUESTIONS if wildcards.model == "tuned" else {},
         # where h_im,a is read (only the tuned model asks questions: a change reruns only it)
@@ -87,7 +93,7 @@ rule merge_embeddings:
     benchmark:
         benchmark("merge/{model}_{split}_{space}")
     wildcard_constraints:
-        model="|".join(plan.EMBED_MODELS),
+        model="|".join(EMBED_MODELS),
         split="|".join(plan.SPLITS),
         space="|".join(SPACES),
     conda:
@@ -109,7 +115,7 @@ rule build_index:
     benchmark:
         benchmark("index/{model}_{space}")
     wildcard_constraints:
-        model="|".join(plan.EMBED_MODELS),
+        model="|".join(EMBED_MODELS),
         space="|".join(SPACES),
     conda:
         CPU_ENV

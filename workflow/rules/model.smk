@@ -3,10 +3,12 @@
 if config["model"]["build_tiny"]:
 
     rule build_models:
-        """Demo: a tiny Qwen2-VL and a tiny CLIP, built and saved locally."""
+        """Demo: a tiny Qwen2-VL and, for every encoder, a tiny CLIP or SigLIP (by its
+        format), built and saved locally."""
         output:
             base=directory(config["model"]["base"]),
-            monet=directory(config["model"]["monet"]),
+            # in model.encoders' order (params.formats')
+            encoders=[directory(e["path"]) for e in ENCODERS.values()],
         log:
             log("build_models"),
         conda:
@@ -15,6 +17,9 @@ if config["model"]["build_tiny"]:
             code=code("build_models"),
             tiny=config["model"]["tiny"],
             attributes=config["attributes"],
+            # a stand-in follows its encoder's format only (its image size is fixed): a
+            # change to an encoder's preprocessing reruns that encoder's embeddings, not this
+            formats={name: e["format"] for name, e in ENCODERS.items()},
         script:
             "../scripts/build_models.py"
 

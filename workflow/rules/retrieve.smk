@@ -1,4 +1,5 @@
-# Retrieval stage: the five methods -> percentile evaluation (Fig. 4's measure) -> figures.
+# Retrieval stage: the methods (a)-(d) and the image encoders (e) -> percentile evaluation
+# (Fig. 4's measure) -> figures.
 
 
 rule retrieve:
@@ -17,6 +18,8 @@ rule retrieve:
         GPU_ENV
     params:
         code=code("retrieve"),
+        # how the method searches (plan.Method.search: an encoder's is "image")
+        search=lambda wildcards: plan.method(wildcards.method, config).search,
         spaces=retrieve_spaces,
         retrieve=retrieve_params,
         attributes=ATTRIBUTES,
@@ -85,6 +88,7 @@ rule figures:
         attributes=config["attributes"],
         figures=config["figures"],
         k=config["retrieve"]["k"],
+        methods=METHOD_LEGENDS,
     script:
         "../scripts/figures.py"
 
@@ -178,6 +182,13 @@ rule cost:
         site=src("profiles/slurm/config.yaml"),
         # the prompt and answer token counts measured with the 7B's tokenizer
         tokens=[p for p in [src(out.TOKEN_MEASUREMENT)] if Path(p).exists()],
+        # the encoders' architectures, where their folders are here (skinground.flops; the
+        # demo's tiny stand-ins are costed as their hub models)
+        encoders=[
+            p
+            for p in (Path(e["path"]) / "config.json" for e in ENCODERS.values())
+            if not config["model"]["build_tiny"] and p.is_file()
+        ],
     output:
         csv=report(res(out.COST_CSV), caption="../report/cost.rst", category="Cost"),
         markdown=res(out.COST_MD),

@@ -1,6 +1,7 @@
 """One shard of embeddings for a contiguous slice of one split's images: h_im and every
-h_im,a (tuned model), h_im (untuned model), MONET's image features, or the composed h_im,G
-of every group (tuned model, ``params.image_space`` false)."""
+h_im,a (tuned model), h_im (untuned model), an image encoder's features (MONET, MedSigLIP,
+...: ``params.encoder_format`` set), or the composed h_im,G of every group (tuned model,
+``params.image_space`` false)."""
 
 import logging
 
@@ -29,15 +30,19 @@ def qwen_spaces(snakemake, ids, store) -> dict:
     return {IMAGE_SPACE: h_im, **out} if snakemake.params.image_space else out
 
 
-def monet_space(snakemake, ids, store) -> dict:
-    from skinground.models import clip_image_features, device_and_dtype, load_clip
+def encoder_space(snakemake, ids, store) -> dict:
+    from skinground.models import device_and_dtype, encoder_image_size, image_features, load_encoder
 
     device, dtype = device_and_dtype()
-    model, processor = load_clip(snakemake.input.monet,
-                                 preprocessing=snakemake.params.preprocessing, dtype=dtype,
-                                 device=device)
+    model, processor = load_encoder(snakemake.input.encoder, snakemake.params.encoder_format,
+                                    preprocessing=snakemake.params.preprocessing, dtype=dtype,
+                                    device=device)
+    size, native = snakemake.params.preprocessing["size"], encoder_image_size(model)
+    if size != native:
+        log.warning("%s: images of %d px, the model's position embeddings are for %d px: "
+                    "interpolated", snakemake.wildcards.model, size, native)
     batch = snakemake.params.batch_images
-    feats = [clip_image_features(model, processor, [store.read(i) for i in ids[s:s + batch]])
+    feats = [image_features(model, processor, [store.read(i) for i in ids[s:s + batch]])
              .cpu().numpy() for s in range(0, len(ids), batch)]
     return {IMAGE_SPACE: np.concatenate(feats) if feats else np.empty((0, 0), np.float16)}
 
@@ -50,7 +55,8 @@ def main(snakemake) -> None:
     ids = shard_ids(read_lines(snakemake.input.ids), shards, shard)
     log.info("%s: shard %d/%d, %d images", kind, shard + 1, shards, len(ids))
     with open_images(snakemake.input.images) as store:
-        spaces = (monet_space if kind == "monet" else qwen_spaces)(snakemake, ids, store)
+        encoder = snakemake.params.get("encoder_format")
+        spaces = (encoder_space if encoder else qwen_spaces)(snakemake, ids, store)
     write_shard(snakemake.output[0], ids, spaces)
 
 

@@ -1,4 +1,5 @@
-"""Top-k train images for every test query with one retrieval method (skinground.plan).
+"""Top-k train images for every test query with one retrieval method (skinground.plan; its
+search kind is ``params.search``).
 
 One space at a time (``methods.method_hits``). Peak host memory, N train and Q test images of
 width d: image / attribute methods ``N d 4`` (one float32 index) + a query block (~3.5 x 256
@@ -11,7 +12,7 @@ has the formulas; at paper scale 4.8 GB host, 5.9 GB GPU.
 
 import logging
 
-from skinground import methods, plan, script
+from skinground import methods, script
 
 log = logging.getLogger("skinground")
 
@@ -20,7 +21,7 @@ def main(snakemake) -> None:
     name = snakemake.wildcards.method
     job = methods.JobSpaces(snakemake.params.spaces, snakemake.input.index,
                             snakemake.input.train, snakemake.input.test)
-    hits = methods.method_hits(plan.method(name).search, job, snakemake.params.attributes,
+    hits = methods.method_hits(snakemake.params.search, job, snakemake.params.attributes,
                                **snakemake.params.retrieve)
     rows = methods.write_results(snakemake.output[0], name, hits, job.query_ids, job.db_ids)
     log.info("%s: %d queries, %d rows", name, len(job.query_ids), rows)

@@ -41,20 +41,27 @@ from skinground.flops import (
     A6000_BANDWIDTH,
     A6000_FP32_PEAK,
     A6000_PEAK,
-    CLIP_L14,
     H200_PEAK,
     PAPER_TEST_IMAGES,
     PAPER_TRAIN_IMAGES,
     QWEN2VL_7B,
     TILE_MEDIAN_PX,
     QwenSpec,
-    clip_flops_per_image,
+    encoder_flops_per_image,
+    encoder_specs,
     forward_flops,
     mean_image_tokens,
     param_counts,
     weight_bytes,
 )
-from skinground.plan import SPLITS, method_spaces, planned_jobs, predict_models
+from skinground.plan import (
+    SPLITS,
+    embedding_spaces,
+    encoders,
+    method_spaces,
+    planned_jobs,
+    predict_models,
+)
 from skinground.plan import method as plan_method
 
 # --------------------------------------------------------------------------- the estimate
@@ -201,10 +208,16 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
     s_untuned = images / bi * _pass_seconds(bi * f_prefix, a, a.infer_mfu, spec)
     row("embed untuned (h_im)", "embed_shard", embed_jobs, images * f_prefix, s_untuned,
         f"{infer_basis} MFU {a.infer_mfu:.2f}", gpus_per_job=gpus.get("embed_shard", 1))
-    f_clip = clip_flops_per_image()
-    row("embed MONET (CLIP ViT-L/14)", "embed_shard", embed_jobs, images * f_clip,
-        images * f_clip / (a.peak_flops * a.infer_mfu), f"{infer_basis} MFU {a.infer_mfu:.2f}",
-        gpus_per_job=gpus.get("embed_shard", 1))
+    # The image encoders (method e) whose embeddings the DAG extracts, in config order.
+    specs = encoder_specs(config["model"])
+    embedded = embedding_spaces(config)
+    for name, spec_e in specs.items():
+        if name not in embedded:
+            continue
+        f_enc = encoder_flops_per_image(spec_e)
+        row(f"embed {encoders(config)[name]['title']} ({spec_e.name})", "embed_shard",
+            embed_jobs, images * f_enc, images * f_enc / (a.peak_flops * a.infer_mfu),
+            f"{infer_basis} MFU {a.infer_mfu:.2f}", gpus_per_job=gpus.get("embed_shard", 1))
     # The naive reference: a prefix pass and one full pass per question, batch 1, each
     # encoding the image again.
     f_full = forward_flops(spec, tokens=prompt, image_tokens=m)
@@ -243,8 +256,9 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
     d = spec.text_hidden
     searches = 0.0
     for method in config["retrieve"]["methods"]:
-        searched, _ = method_spaces(method, attributes)
-        dim = CLIP_L14["projection"] if plan_method(method).model == "monet" else d
+        searched, _ = method_spaces(method, attributes, config)
+        model = plan_method(method, config).model
+        dim = specs[model].embedding if model in specs else d
         searches += len(searched) * 2 * a.test_images * a.train_images * dim
     n_methods = len(config["retrieve"]["methods"])
     row(f"retrieve ({n_methods} methods)", "retrieve", jobs["retrieve"], searches,

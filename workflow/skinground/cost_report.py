@@ -69,7 +69,7 @@ def format_table(result: Mapping[str, Any]) -> str:
               "Rows with rule '-' or not the configured training layout are not in the DAG. "
               "The naive layout: one sequence per tuple in training (per_tuple), one sequence "
               "per (image, question) in prediction and embedding (the naive rows, plus "
-              "untuned, MONET, index and retrieval as in the DAG).",
+              "untuned, the image encoders, index and retrieval as in the DAG).",
               f"The DAG takes {result['dag_over_naive']:.2f} of the naive layout's GPU-hours "
               f"({total['gpu_hours']:,.1f} vs {naive['gpu_hours']:,.1f}); naive embedding "
               f"alone would take {result['naive_over_prefix_shared']:.1f}x the prefix-shared "

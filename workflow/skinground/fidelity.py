@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
+import yaml
 
 from skinground import outputs as out
-from skinground.plan import METHODS
+from skinground.plan import QWEN_METHODS, methods
 
 TARGETS = {"c_beats_d": 12, "a_beats_c": 10, "r2_positive": 12, "r2_half": 6}
 
@@ -36,13 +37,24 @@ def counts(medians: Mapping[str, Mapping[str, float]], r2: Mapping[str, float]) 
 
 
 def read_run(results: Path) -> dict:
-    """Medians per method letter and attribute, the tuned R², the attributes' labels and the
-    counts, from the outputs in a run's folder ``results`` (``skinground.outputs``)."""
+    """Medians per method and attribute (a Qwen2-VL method keyed by its letter, an image
+    encoder by its name), the methods' legends, the tuned R², the attributes' labels and the
+    counts, from the outputs in a run's folder ``results`` (``skinground.outputs``; the
+    encoders' titles from the run's config)."""
+    run_config = Path(results) / out.RUN_CONFIG
+    table = methods(yaml.safe_load(run_config.read_text(encoding="utf-8"))
+                    if run_config.is_file() else None)
     summary = pl.read_csv(Path(results) / out.SUMMARY_CSV)
     medians: dict[str, dict[str, float]] = {}
+    titles: dict[str, str] = {}
     for row in summary.iter_rows(named=True):
-        medians.setdefault(METHODS[row["method"]].letter, {})[row["attribute"]] = row["median"]
+        name = row["method"]
+        key = QWEN_METHODS[name].letter if name in QWEN_METHODS else name
+        m = table.get(name)
+        titles[key] = f"({m.letter}) {m.title}" if m else name
+        medians.setdefault(key, {})[row["attribute"]] = row["median"]
     table = pl.read_csv(Path(results) / out.R2_CSV).filter(pl.col("model") == "tuned")
     r2 = dict(zip(table["attribute"], table["r2_filled"], strict=True))
     labels = dict(zip(table["attribute"], table["label"], strict=True))
-    return {"medians": medians, "r2": r2, "labels": labels, "counts": counts(medians, r2)}
+    return {"medians": medians, "titles": titles, "r2": r2, "labels": labels,
+            "counts": counts(medians, r2)}

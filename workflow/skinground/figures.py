@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from skinground.io import atomic_path
-from skinground.plan import GROUP_METHODS, METHODS, group_method_order, method_order
+from skinground.plan import GROUP_METHODS, QWEN_METHODS, group_method_order
 
 #: Models in the order of the legend; others follow, sorted.
 MODEL_ORDER = ("untuned", "tuned")
@@ -109,15 +109,9 @@ WHIS = 1.5
 RANDOM_PERCENTILE = 50.0
 
 
-def _letter(method: str, extras: list[str]) -> int:
-    """The method's fixed index: its place in ``plan.METHODS``, then after them among
-    ``extras``."""
-    names = list(METHODS)
-    return names.index(method) if method in METHODS else len(names) + extras.index(method)
-
-
 def method_title(method: str) -> str:
-    return METHODS[method].title if method in METHODS else method
+    """A Qwen2-VL method's title (``plan.QWEN_METHODS``), else the name itself."""
+    return QWEN_METHODS[method].title if method in QWEN_METHODS else method
 
 
 def box_stats(table: pl.DataFrame | pl.LazyFrame, *, whis: float = WHIS) -> pl.DataFrame:
@@ -155,7 +149,9 @@ def _grid(n: int) -> tuple[int, int]:
 
 def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, str],
                      method_names: Mapping[str, str] | None, pdf_path: str | os.PathLike,
-                     png_path: str | os.PathLike, *, dpi: int = 150) -> Figure:
+                     png_path: str | os.PathLike, *,
+                     methods: Mapping[str, Sequence[str]] | None = None,
+                     dpi: int = 150) -> Figure:
     """Fig. 4: one panel per attribute (title: its label), one box per method, y = percentile.
 
     ``table``: :func:`skinground.evaluate.evaluate`'s rows (method, attribute, percentile;
@@ -165,27 +161,34 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
 
     Boxes: quartiles, the median (black) and whiskers to 1.5 IQR; outliers are NOT drawn (a
     paper-scale box holds ~590k values, so the points beyond the whiskers would be a solid
-    smear; the whiskers reach the bounded 0-100 range anyway). Each method keeps the paper's
-    letter (a) Image + Text ... (e) MONET and its colour (seaborn "colorblind") whether or not
-    the others are present; methods absent from the table get no slot, a method without values
-    for one attribute leaves its slot empty there. The dashed line at 50 marks random
-    retrieval. Shared y axis 0-100 (lower is better); x ticks are the letters, and one legend
-    below maps them to names. Written as PDF + PNG (``dpi``); returns the Figure (each box
-    patch and median line has the method key as its ``gid``).
+    smear; the whiskers reach the bounded 0-100 range anyway). ``methods``: the run's methods,
+    name -> (letter, title), in the paper's order (``plan.methods(config)``: (a) Image + Text
+    ... (d), then each image encoder as (e), e.g. (e) MONET, (e) MedSigLIP; default: the
+    Qwen2-VL methods only). Each keeps its letter and its own colour (seaborn "colorblind", by
+    its place in ``methods``) whether or not the others are present; a method not in
+    ``methods`` follows them, sorted, its name as its tick. Methods absent from the table get
+    no slot, a method without values for one attribute leaves its slot empty there. The
+    dashed line at 50 marks random retrieval. Shared y axis 0-100 (lower is better); x ticks
+    are the letters, and one legend below maps them to names. Written as PDF + PNG
+    (``dpi``); returns the Figure (each box patch and median line has the method key as its
+    ``gid``).
     """
-    names = {m: method_title(m) for m in METHODS} | dict(method_names or {})
+    known = ({m: (q.letter, q.title) for m, q in QWEN_METHODS.items()} if methods is None
+             else {m: tuple(v) for m, v in methods.items()})
+    names = {m: title for m, (_, title) in known.items()} | dict(method_names or {})
     lazy = table.lazy()
     stats = box_stats(lazy)
     in_table = lazy.select(pl.col("attribute").unique(maintain_order=True)).collect()
     in_table = in_table["attribute"].to_list()
     attrs = [a for a in labels if a in in_table] + [a for a in in_table if a not in labels]
-    methods = method_order(lazy.select(pl.col("method").unique()).collect()["method"])
-    extras = [m for m in methods if m not in METHODS]
-    palette = sns.color_palette("colorblind", n_colors=len(METHODS) + len(extras))
-    letter = {m: _letter(m, extras) for m in methods}
-    tick = {m: f"({chr(ord('a') + letter[m])})" for m in methods}
-    color = {m: palette[letter[m] % len(palette)] for m in methods}
-    fig = panel_boxplots(stats, [(a, labels.get(a, a)) for a in attrs], methods, tick=tick,
+    present = set(lazy.select(pl.col("method").unique()).collect()["method"])
+    extras = sorted(present - set(known))
+    slot = {m: i for i, m in enumerate([*known, *extras])}  # fixed: colour by place
+    drawn = [m for m in slot if m in present]
+    palette = sns.color_palette("colorblind", n_colors=len(slot))
+    tick = {m: f"({known[m][0]})" if m in known else m for m in drawn}
+    color = {m: palette[slot[m] % len(palette)] for m in drawn}
+    fig = panel_boxplots(stats, [(a, labels.get(a, a)) for a in attrs], drawn, tick=tick,
                          color=color, names=names, ylabel="Percentile of the attribute "
                          "difference\n(lower is better)")
     save_figure(fig, pdf_path, png_path, dpi=dpi)

@@ -1,6 +1,7 @@
-"""The compute of Qwen2-VL and CLIP: model shapes, parameter and FLOP counts, image tokens,
-and the accelerators' datasheet rates. Defined once; ``skinground.cost`` estimates the study
-with them and ``bench/gpu_check.py`` builds its 7B-shaped model from :data:`QWEN2VL_7B`.
+"""The compute of Qwen2-VL and the image encoders (CLIP, SigLIP): model shapes, parameter and
+FLOP counts, image tokens, and the accelerators' datasheet rates. Defined once;
+``skinground.cost`` estimates the study with them and ``bench/gpu_check.py`` builds its
+7B-shaped model from :data:`QWEN2VL_7B`.
 
 A forward pass costs 2 x (parameters a token passes through) per token: the vision blocks per
 14 px patch (4 per image token), the patch merger per image token, the decoder layers per
@@ -10,9 +11,12 @@ convention in which MFU is quoted).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from pathlib import Path
 from typing import Any
 
 # --------------------------------------------------------------------------- constants
@@ -58,8 +62,42 @@ QWEN2VL_7B = QwenSpec(text_hidden=3584, intermediate=18944, layers=28, heads=28,
                       vocab_size=152064, vision_depth=32, vision_embed=1280, vision_heads=16,
                       mrope_section=(16, 24, 24))
 
+@dataclass(frozen=True)
+class EncoderSpec:
+    """The shape of a ViT image encoder (CLIP or SigLIP): what its FLOPs and its embedding's
+    width need. ``tokens``: positions per image (the patches, + [CLS] for CLIP);
+    ``embedding``: the width of ``get_image_features`` (CLIP's projection; SigLIP's head keeps
+    the width)."""
+
+    name: str
+    layers: int
+    width: int
+    mlp: int
+    tokens: int
+    embedding: int
+
+
 #: MONET = CLIP ViT-L/14 at 224 px: 24 layers of width 1024, 256 patches + [CLS].
-CLIP_L14 = {"layers": 24, "width": 1024, "mlp": 4096, "tokens": 257, "projection": 768}
+CLIP_L14 = EncoderSpec("CLIP ViT-L/14", layers=24, width=1024, mlp=4096, tokens=257,
+                       embedding=768)
+#: MedSigLIP = SigLIP So400m/14 at 448 px: 27 layers of width 1152, 32 x 32 patches.
+SIGLIP_SO400M_448 = EncoderSpec("SigLIP So400m/14, 448 px", layers=27, width=1152, mlp=4304,
+                                tokens=1024, embedding=1152)
+#: The architectures of known hub repos (config ``model.encoders.<name>.hub``), for an
+#: encoder whose folder is not here (the cost model runs anywhere).
+KNOWN_ENCODERS: dict[str, EncoderSpec] = {
+    "chanwkim/monet": CLIP_L14,
+    "suinleelab/monet": CLIP_L14,
+    "google/medsiglip-448": SIGLIP_SO400M_448,
+}
+#: transformers' defaults of each format's vision config (a config.json may leave them out).
+_VISION_DEFAULTS = {
+    "clip": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+             "image_size": 224, "patch_size": 32},
+    "siglip": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+               "image_size": 224, "patch_size": 16},
+}
+_CLIP_PROJECTION_DEFAULT = 512
 
 
 def param_counts(spec: QwenSpec) -> dict[str, int]:
@@ -110,10 +148,57 @@ def weight_bytes(spec: QwenSpec, bytes_per_param: int = 2) -> float:
     return (p["total"] - p["embed_tokens"]) * bytes_per_param
 
 
-def clip_flops_per_image(clip: Mapping[str, int] = CLIP_L14) -> float:
-    w, mlp = clip["width"], clip["mlp"]
+def encoder_flops_per_image(spec: EncoderSpec = CLIP_L14) -> float:
+    """Model FLOPs of one image through an encoder: its layers (attention projections and
+    MLP) at every position, and the head (CLIP's projection, SigLIP's pooling) counted at
+    every position too (an upper bound; the patch embedding is left out)."""
+    w, mlp = spec.width, spec.mlp
     per_layer = 4 * w * w + 2 * w * mlp
-    return 2 * (clip["layers"] * per_layer + w * clip["projection"]) * clip["tokens"]
+    return 2 * (spec.layers * per_layer + w * spec.embedding) * spec.tokens
+
+
+def encoder_spec_from_config(config: Mapping[str, Any], fmt: str) -> EncoderSpec:
+    """The :class:`EncoderSpec` of a transformers config.json (``fmt``: clip or siglip)."""
+    if fmt not in _VISION_DEFAULTS:
+        raise ValueError(f"unknown encoder format {fmt!r} (known: {', '.join(_VISION_DEFAULTS)})")
+    v = {**_VISION_DEFAULTS[fmt], **(config.get("vision_config") or {})}
+    side = int(v["image_size"]) // int(v["patch_size"])
+    width = int(v["hidden_size"])
+    clip = fmt == "clip"
+    return EncoderSpec(
+        f"{'CLIP' if clip else 'SigLIP'} ViT, {v['num_hidden_layers']} x {width}, "
+        f"{v['image_size']} px", layers=int(v["num_hidden_layers"]), width=width,
+        mlp=int(v["intermediate_size"]), tokens=side * side + (1 if clip else 0),
+        embedding=int(config.get("projection_dim", _CLIP_PROJECTION_DEFAULT)) if clip else width)
+
+
+def encoder_spec(name: str, encoder: Mapping[str, Any], *, read_folder: bool = True,
+                 ) -> EncoderSpec:
+    """The architecture of config encoder ``name`` (``model.encoders.<name>``): its folder's
+    config.json when ``read_folder`` and it is there, else the known architecture of its
+    ``hub`` repo (:data:`KNOWN_ENCODERS`); neither: a ValueError naming the encoder."""
+    config_json = Path(os.fspath(encoder["path"])) / "config.json"
+    if read_folder and config_json.is_file():
+        spec = encoder_spec_from_config(json.loads(config_json.read_text(encoding="utf-8")),
+                                        encoder["format"])
+        # a known architecture keeps its name (MONET's folder is "CLIP ViT-L/14")
+        shape = astuple(spec)[1:]
+        return next((k for k in KNOWN_ENCODERS.values() if astuple(k)[1:] == shape), spec)
+    if encoder.get("hub") in KNOWN_ENCODERS:
+        return KNOWN_ENCODERS[encoder["hub"]]
+    raise ValueError(
+        f"model.encoders.{name}: its architecture is unknown: no {config_json} and its hub "
+        f"repo {encoder.get('hub')!r} is not one of {', '.join(KNOWN_ENCODERS)} "
+        "(skinground.flops.KNOWN_ENCODERS); fetch the weights, or add the repo there")
+
+
+def encoder_specs(model_cfg: Mapping[str, Any]) -> dict[str, EncoderSpec]:
+    """The architecture of every encoder of config ``model`` (:func:`encoder_spec`), in config
+    order. The demo's folders hold tiny stand-ins of the hub's models (``build_tiny``): the
+    paper-scale estimate takes the hub's, as it takes the 7B's shape for the tiny Qwen2-VL."""
+    read = not model_cfg.get("build_tiny")
+    return {name: encoder_spec(name, e, read_folder=read)
+            for name, e in (model_cfg.get("encoders") or {}).items()}
 
 
 # --------------------------------------------------------------------------- image tokens

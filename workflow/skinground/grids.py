@@ -13,7 +13,7 @@ from PIL import Image
 
 from skinground.attributes import ID_COLUMN
 from skinground.figures import method_title, save_figure
-from skinground.plan import METHODS
+from skinground.plan import QWEN_METHODS
 
 #: Fig. 3's row names where they differ from the methods' titles; an attribute-specific
 #: method gets " (<attribute label>)" appended.
@@ -107,7 +107,7 @@ def fig3_retrievals(results: pl.DataFrame | pl.LazyFrame, store, manifest: pl.Da
     if not query_ids:
         raise ValueError("fig. 3 needs at least one query")
     unit = UNITS.get(attribute, "") if unit is None else unit
-    names = {m: method_title(m) for m in METHODS} | FIG3_NAMES | dict(method_names or {})
+    names = {m: method_title(m) for m in QWEN_METHODS} | FIG3_NAMES | dict(method_names or {})
     hits = {m: retrieval_rows(results, query_ids, m, attribute, k) for m in methods}
     methods = [m for m in methods if hits[m]]
     if not methods:
@@ -124,7 +124,7 @@ def fig3_retrievals(results: pl.DataFrame | pl.LazyFrame, store, manifest: pl.Da
     for q in query_ids:
         rows = []
         for m in methods:
-            per_attribute = m in METHODS and METHODS[m].per_attribute
+            per_attribute = m in QWEN_METHODS and QWEN_METHODS[m].per_attribute
             ids = hits[m].get(q, [])
             rows.append((names.get(m, m) + (f"\n({label})" if per_attribute else ""), tile(q),
                          [tile(ids[r]) if r < len(ids) else None for r in range(k)]))

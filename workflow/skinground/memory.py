@@ -3,7 +3,8 @@ model beside the cost model (``python -m skinground.cost`` prints both).
 
 A job's host peak is ``base`` (the Python process with its imports) plus the terms of what it
 holds at its worst moment; its GPU peak (GPU rules only) likewise. Notation: N train and Q
-test images, d the embedding width (3,584 for Qwen2-VL-7B, 768 for MONET), A attributes,
+test images, d the embedding width (3,584 for Qwen2-VL-7B; an encoder's own: 768 for MONET,
+1,152 for MedSigLIP), A attributes,
 k and b of ``retrieve``, S embedding shards, float16 stored vectors (2 bytes), float32 in
 memory (4 bytes).
 
@@ -29,10 +30,10 @@ below the model plus ``MARGIN``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from skinground.flops import QWEN2VL_7B, QwenSpec, param_counts
+from skinground.flops import QWEN2VL_7B, QwenSpec, encoder_specs, param_counts
 from skinground.plan import group_method as plan_group_method
 from skinground.plan import method as plan_method
 from skinground.plan import retrieval_jobs
@@ -80,7 +81,8 @@ class Workload:
     train_images: int = PAPER_TRAIN
     test_images: int = PAPER_TEST
     width: int = QWEN2VL_7B.text_hidden
-    monet_width: int = 768
+    #: each image encoder's embedding width (method e: the encoder's name -> d)
+    encoder_widths: Mapping[str, int] = field(default_factory=dict)
     attributes: int = 16
     group_sizes: tuple[int, ...] = ()
     k: int = 5
@@ -113,7 +115,9 @@ class Workload:
                    methods=tuple(config["retrieve"]["methods"]),
                    group_methods=tuple(retrieval_jobs(config)),
                    W=len(attrs) if w == "all" else int(w),
-                   per_device_batch=int(config["train"]["per_device_batch"]), **sizes)
+                   per_device_batch=int(config["train"]["per_device_batch"]),
+                   encoder_widths={name: spec.embedding for name, spec
+                                   in encoder_specs(config["model"]).items()}, **sizes)
 
     @classmethod
     def paper(cls, config: Mapping[str, Any]) -> Workload:
@@ -171,9 +175,10 @@ def _ids(w: Workload) -> float:
     return (w.train_images + w.test_images) * ID_BYTES
 
 
-def retrieve_peak(search: str, w: Workload, *, monet: bool = False) -> Peak:
-    """One retrieval job (``plan.Method.search`` / ``plan.GroupMethod.search``)."""
-    n, d = w.train_images, (w.monet_width if monet else w.width)
+def retrieve_peak(search: str, w: Workload, *, width: int | None = None) -> Peak:
+    """One retrieval job (``plan.Method.search`` / ``plan.GroupMethod.search``) over spaces of
+    ``width`` (default: the Qwen2-VL width)."""
+    n, d = w.train_images, (width or w.width)
     first = _search(n, d, w)
     gpu = n * d * 4 + _block(w.test_images * d * 4) + FAISS_GPU_TEMP
     base = BASE_TABLE + _ids(w)
@@ -270,8 +275,10 @@ def rule_peaks(w: Workload, spec: QwenSpec = QWEN2VL_7B) -> dict[str, Peak]:
                               terms="Q k groups methods x FIGURES_ROW"),
     }
     for name in w.methods:
-        m = plan_method(name)
-        peaks[f"retrieve:{name}"] = retrieve_peak(m.search, w, monet=m.model == "monet")
+        if name in w.encoder_widths:  # an encoder's method (e): its image-only space
+            peaks[f"retrieve:{name}"] = retrieve_peak("image", w, width=w.encoder_widths[name])
+        else:
+            peaks[f"retrieve:{name}"] = retrieve_peak(plan_method(name).search, w)
     for name in w.group_methods:
         peaks[f"retrieve_groups:{name}"] = retrieve_peak(plan_group_method(name).search, w)
     return peaks

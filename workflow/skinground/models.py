@@ -1,12 +1,14 @@
-"""Qwen2-VL (the MLLM) and CLIP (MONET): the image-only processor, the chat prompt, and the
-one loading path of every rule.
+"""Qwen2-VL (the MLLM) and the image encoders (MONET, MedSigLIP, ...): the image-only
+processor, the chat prompt, and the one loading path of every rule.
 
 ``load_mllm`` reads any local Qwen2-VL directory through ``from_pretrained`` (Qwen2-VL-7B-
 Instruct on the cluster, the demo's tiny model built by :mod:`skinground.demo.tiny` in the same
 on-disk format); :func:`load_qwen` is what train, predict, embed and the benchmarks call: the
 config's pixel budget, the device and dtype, and the LoRA adapter merged for the tuned model.
-``load_clip`` reads MONET (``suinleelab/monet``, CLIP ViT-L/14 in transformers' format).
-Nothing is downloaded.
+:func:`load_encoder` reads an image encoder of ``model.encoders`` in transformers' CLIP or
+SigLIP format (MONET: ``chanwkim/monet``, CLIP ViT-L/14; MedSigLIP: ``google/medsiglip-448``)
+with its PIL image processor, the config's preprocessing over the folder's;
+:func:`image_features` gives its L2-normalised image embeddings. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from PIL import Image
 from transformers import (
     AutoImageProcessor,
     CLIPModel,
+    PreTrainedModel,
     Qwen2VLForConditionalGeneration,
     Qwen2VLProcessor,
+    SiglipModel,
 )
 from transformers.image_utils import SizeDict, make_flat_list_of_images
 from transformers.processing_utils import ProcessorMixin
@@ -65,9 +69,18 @@ ASSISTANT_HEADER = "<|im_start|>assistant\n"
 #: ImageNet statistics, MONET's normalisation.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: SigLIP's normalisation (MedSigLIP's): [0, 1] mapped to [-1, 1].
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 
 MLLM_MODEL_TYPE = "qwen2_vl"
-CLIP_MODEL_TYPE = "clip"
+#: The image encoders' formats (config ``model.encoders.<name>.format``): transformers' model
+#: class and the ``model_type`` its folder's config.json must name.
+ENCODER_FORMATS: dict[str, tuple[type[PreTrainedModel], str]] = {
+    "clip": (CLIPModel, "clip"),
+    "siglip": (SiglipModel, "siglip"),
+}
+#: The resampling filters a preprocessing may name.
+RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 _IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
@@ -193,36 +206,65 @@ def load_mllm(path: str | os.PathLike, *, min_pixels: int | None = None,
     return model.to(device).eval(), processor
 
 
-def load_clip(path: str | os.PathLike, *, preprocessing: Mapping | None = None,
-              dtype: torch.dtype = torch.float32,
-              device: str | torch.device = "cpu") -> tuple[CLIPModel, Any]:
-    """Load a ``CLIPModel`` (e.g. MONET) and its image processor from a local directory;
-    ``preprocessing`` (config ``model.monet_preprocessing``: size, mean, std) replaces the
-    folder's: bicubic resize of the short side to ``size``, centre crop ``size`` x ``size``,
-    normalisation by ``mean``/``std``."""
-    root = _check_model_dir(path, CLIP_MODEL_TYPE)
-    try:
-        image_processor = AutoImageProcessor.from_pretrained(root, local_files_only=True)
-        model = CLIPModel.from_pretrained(root, dtype=dtype, local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise ModelLoadError(f"could not load CLIP from {root}: {err}") from err
-    if preprocessing is not None:
-        size = int(preprocessing["size"])
+def configure_encoder_preprocessing(image_processor, preprocessing: Mapping) -> None:
+    """Set an encoder's image processor in place to config ``preprocessing`` (size, crop,
+    resample, mean, std): with ``crop`` the short side resized to ``size`` then a centre crop
+    of ``size`` x ``size`` (CLIP's way), else a resize to ``size`` x ``size`` (SigLIP's);
+    then pixel values / 255, normalised by ``mean`` and ``std``."""
+    size = int(preprocessing["size"])
+    if preprocessing["crop"]:
         image_processor.size = SizeDict(shortest_edge=size)
         image_processor.crop_size = SizeDict(height=size, width=size)
-        image_processor.do_resize = image_processor.do_center_crop = True
-        image_processor.resample = Image.Resampling.BICUBIC
-        image_processor.image_mean = list(preprocessing["mean"])
-        image_processor.image_std = list(preprocessing["std"])
+    else:
+        image_processor.size = SizeDict(height=size, width=size)
+    image_processor.do_center_crop = bool(preprocessing["crop"])
+    image_processor.do_resize = image_processor.do_rescale = image_processor.do_normalize = True
+    image_processor.rescale_factor = 1 / 255
+    image_processor.resample = RESAMPLE[preprocessing["resample"]]
+    image_processor.image_mean = list(preprocessing["mean"])
+    image_processor.image_std = list(preprocessing["std"])
+
+
+def load_encoder(path: str | os.PathLike, fmt: str, *, preprocessing: Mapping | None = None,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 ) -> tuple[PreTrainedModel, Any]:
+    """Load an image encoder (``fmt`` "clip": ``CLIPModel``, e.g. MONET; "siglip":
+    ``SiglipModel``, e.g. MedSigLIP) and its PIL image processor from a local directory, whose
+    config.json must name that format's model_type. ``preprocessing`` (config
+    ``model.encoders.<name>.preprocessing``) replaces the folder's
+    (:func:`configure_encoder_preprocessing`). Raises ``ModelLoadError``."""
+    if fmt not in ENCODER_FORMATS:
+        raise ModelLoadError(f"unknown encoder format {fmt!r} (known: "
+                             f"{', '.join(ENCODER_FORMATS)})")
+    model_class, model_type = ENCODER_FORMATS[fmt]
+    root = _check_model_dir(path, model_type)
+    try:
+        # the PIL processor always: the torchvision one needs torchvision and resizes
+        # differently, so the same config would give other features where it is installed
+        image_processor = AutoImageProcessor.from_pretrained(root, local_files_only=True,
+                                                             backend="pil")
+        model = model_class.from_pretrained(root, dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ModelLoadError(f"could not load {model_class.__name__} from {root}: {err}") from err
+    if preprocessing is not None:
+        configure_encoder_preprocessing(image_processor, preprocessing)
     return model.to(device).eval(), image_processor
 
 
+def encoder_image_size(model: PreTrainedModel) -> int:
+    """The image side (px) the encoder's position embeddings were made for."""
+    return int(model.config.vision_config.image_size)
+
+
 @torch.no_grad()
-def clip_image_features(model: CLIPModel, processor, images: list[Image.Image]) -> torch.Tensor:
-    """L2-normalised CLIP image embeddings, shape ``(len(images), projection_dim)``, float32."""
+def image_features(model: PreTrainedModel, processor, images: list[Image.Image]) -> torch.Tensor:
+    """An encoder's L2-normalised image embeddings (``get_image_features``: CLIP's projected
+    [CLS], SigLIP's attention-pooled head), shape ``(len(images), width)``, float32. An image
+    size other than the model's interpolates its position embeddings (at its own size they are
+    used as they are)."""
     pixels = processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
     pixel_values = pixels["pixel_values"].to(model.device, model.dtype)
-    out = model.get_image_features(pixel_values=pixel_values)
+    out = model.get_image_features(pixel_values=pixel_values, interpolate_pos_encoding=True)
     feats = out if isinstance(out, torch.Tensor) else out.pooler_output
     return torch.nn.functional.normalize(feats.float(), dim=-1)
 

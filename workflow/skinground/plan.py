@@ -3,8 +3,10 @@ makes, and how many jobs of each rule a run from nothing has.
 
 Standard library only: the Snakefile (``rules/common.smk``) builds its rules from it, and
 ``skinground.cost`` counts the same jobs from it, so the shape of the DAG is written once
-(``tests/test_cost.py`` checks the counts against real Snakemake dry runs). The retrieval
-methods are defined here; which of them run comes from ``retrieve.methods`` in the config.
+(``tests/test_cost.py`` checks the counts against real Snakemake dry runs). The Qwen2-VL
+methods (a)-(d) are defined here; method (e), the image-encoder baselines, is one method per
+encoder of ``model.encoders`` (MONET in the paper), named as the encoder (:func:`methods`).
+Which of them run comes from ``retrieve.methods`` in the config.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from typing import Any
 
 from skinground.outputs import IMAGE_SPACE
 
-#: The Qwen2-VL models that answer the questions (Fig. 2): with and without the adapter.
-PREDICT_MODELS = ("tuned", "untuned")
-#: The models whose embeddings are extracted: the two Qwen2-VL kinds and MONET.
-EMBED_MODELS = ("tuned", "untuned", "monet")
+#: The Qwen2-VL models, with and without the adapter: they answer the questions (Fig. 2) and
+#: their embeddings are extracted; so are each image encoder's (:func:`embed_models`).
+QWEN_MODELS = ("tuned", "untuned")
+PREDICT_MODELS = QWEN_MODELS
 SPLITS = ("train", "test")
 
 
@@ -40,14 +42,16 @@ class Method:
         return self.search != "image"
 
 
-#: The paper's five methods, in the order of its Fig. 4.
-METHODS: dict[str, Method] = {m.name: m for m in (
+#: The paper's Qwen2-VL methods (a)-(d), in the order of its Fig. 4; its (e), MONET, is an
+#: image encoder of the config (:func:`methods`).
+QWEN_METHODS: dict[str, Method] = {m.name: m for m in (
     Method("image_text", "a", "Image + Text", "tuned", "attribute"),
     Method("hierarchical", "b", "Hierarchical", "tuned", "hierarchical"),
     Method("image_only", "c", "Image", "tuned", "image"),
     Method("image_untuned", "d", "Image Untuned", "untuned", "image"),
-    Method("monet", "e", "MONET", "monet", "image"),
 )}
+#: The letter of every image-encoder baseline (the paper's (e), MONET's image features).
+ENCODER_LETTER = "e"
 #: Fig. 3 compares these two: the tuned image-only space and image + text for one attribute.
 FIG3_METHODS = ("image_only", "image_text")
 
@@ -134,18 +138,45 @@ def retrieval_jobs(config: Mapping[str, Any]) -> list[str]:
             if group_method(m).search not in ("image", "random")]
 
 
-def method(name: str) -> Method:
-    return _lookup(METHODS, name, "retrieval method")
+def encoders(config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The image encoders of ``config`` (``model.encoders``: name -> path, format, title, hub,
+    preprocessing), in the config's order."""
+    return dict(config["model"].get("encoders") or {})
 
 
-def method_order(names: Sequence[str]) -> list[str]:
-    """``names`` in the paper's order (``METHODS``), unknown ones after them, sorted."""
-    return _in_order(METHODS, names)
+def embed_models(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every model whose embeddings a config can extract: the two Qwen2-VL kinds, then the
+    encoders in config order (a model's name is its folder under ``embed/``)."""
+    return (*QWEN_MODELS, *encoders(config))
 
 
-def method_spaces(name: str, attributes: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(spaces searched with an index, spaces read from the train/test embeddings)."""
-    search = method(name).search
+def methods(config: Mapping[str, Any] | None = None) -> dict[str, Method]:
+    """Every retrieval method ``config`` can name, in the paper's order: (a)-(d), then one
+    method (e) per image encoder, in config order (its name and model are the encoder's, its
+    title the encoder's ``title``; it searches the image-only space). Without a config: the
+    Qwen2-VL methods only."""
+    table = dict(QWEN_METHODS)
+    for name, spec in encoders(config or {"model": {}}).items():
+        table[name] = Method(name, ENCODER_LETTER, spec["title"], name, "image")
+    return table
+
+
+def method(name: str, config: Mapping[str, Any] | None = None) -> Method:
+    """Method ``name`` of :func:`methods` (``config``'s encoders included when given)."""
+    return _lookup(methods(config), name, "retrieval method")
+
+
+def method_order(names: Sequence[str], config: Mapping[str, Any] | None = None) -> list[str]:
+    """``names`` in the paper's order (:func:`methods`: (a)-(d), then ``config``'s encoders
+    in config order), unknown ones after them, sorted."""
+    return _in_order(methods(config), names)
+
+
+def method_spaces(name: str, attributes: Sequence[str],
+                  config: Mapping[str, Any] | None = None) -> tuple[list[str], list[str]]:
+    """(spaces searched with an index, spaces read from the train/test embeddings); an
+    encoder's method is known from ``config``."""
+    search = method(name, config).search
     if search == "attribute":
         return list(attributes), list(attributes)
     if search == "hierarchical":
@@ -157,7 +188,7 @@ def _searches(config: Mapping[str, Any]):
     """(model, searched spaces, read spaces) of every configured method and group method."""
     attributes = list(config["attributes"])
     for name in config["retrieve"]["methods"]:
-        yield (method(name).model, *method_spaces(name, attributes))
+        yield (method(name, config).model, *method_spaces(name, attributes, config))
     groups = config["retrieve"]["groups"]
     for name in retrieval_jobs(config):
         yield ("tuned", *group_method_spaces(name, groups))

@@ -1,11 +1,13 @@
-"""The embedded demo's models, built locally: a tiny Qwen2-VL and a tiny CLIP.
+"""The embedded demo's models, built locally: a tiny Qwen2-VL, a tiny CLIP and a tiny SigLIP.
 
 :func:`build_tiny_qwen2vl` writes a randomly initialised ``Qwen2VLForConditionalGeneration``
 (the 7B's classes, a small config) with a locally trained Qwen2-style byte-level BPE that
 splits digits and has Qwen2-VL's special tokens and chat template, in the same on-disk format
 as ``Qwen/Qwen2-VL-7B-Instruct``, so :func:`skinground.models.load_mllm` reads it through the
-same ``from_pretrained`` path. :func:`build_tiny_clip` is the MONET stand-in. Nothing is
-downloaded: the weights are random.
+same ``from_pretrained`` path. :func:`build_tiny_clip` and :func:`build_tiny_siglip` stand in
+for the image encoders (MONET's CLIP format, MedSigLIP's SigLIP format;
+:func:`skinground.models.load_encoder` reads both). Nothing is downloaded: the weights are
+random.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from transformers import (
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
+    SiglipConfig,
+    SiglipImageProcessorPil,
+    SiglipModel,
 )
 
 from skinground.io import atomic_path
@@ -44,6 +49,8 @@ from skinground.models import (
     IMAGENET_STD,
     PAD_TOKEN,
     QWEN2VL_CHAT_TEMPLATE,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
     SPECIAL_TOKENS,
     ImageOnlyQwen2VLProcessor,
     configure_pixels,
@@ -227,10 +234,37 @@ def build_tiny_clip(out_dir: str | os.PathLike, *, seed: int = 0, image_size: in
     return Path(out_dir)
 
 
+def build_tiny_siglip(out_dir: str | os.PathLike, *, seed: int = 0, image_size: int = 64,
+                      patch_size: int = 8, hidden: int = 32, layers: int = 2, heads: int = 2,
+                      text_vocab: int = 64) -> Path:
+    """Write a random tiny ``SiglipModel`` + ``SiglipImageProcessor`` (the stand-in for a
+    SigLIP-format encoder such as MedSigLIP), atomically: ``image_size`` px in
+    ``patch_size`` patches, the attention-pooling head, a resize without crop, mean/std 0.5.
+
+    Only the image processor is saved (no tokenizer): the workflow uses image features only.
+    """
+    tower = dict(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                 num_attention_heads=heads)
+    config = SiglipConfig(
+        text_config={**tower, "vocab_size": text_vocab, "max_position_embeddings": 16,
+                     "pad_token_id": 0, "bos_token_id": text_vocab - 2,
+                     "eos_token_id": text_vocab - 1},
+        vision_config={**tower, "image_size": image_size, "patch_size": patch_size},
+    )
+    image_processor = SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size}, resample=2,  # bilinear
+        image_mean=list(SIGLIP_MEAN), image_std=list(SIGLIP_STD),
+    )
+    torch.manual_seed(seed)
+    model = SiglipModel(config).eval()
+    with atomic_path(out_dir, directory=True) as tmp:
+        model.save_pretrained(tmp)
+        image_processor.save_pretrained(tmp)
+    return Path(out_dir)
 
 
-
-
+#: The tiny stand-in of each encoder format (``model.encoders.<name>.format``).
+TINY_ENCODERS = {"clip": build_tiny_clip, "siglip": build_tiny_siglip}
 
 
 def demo_corpus(attributes: Mapping[str, Mapping]) -> list[str]:
@@ -241,10 +275,17 @@ def demo_corpus(attributes: Mapping[str, Mapping]) -> list[str]:
 
 
 def build_demo_models(tiny: Mapping, attributes: Mapping[str, Mapping], *,
-                      base: str | os.PathLike, monet: str | os.PathLike) -> None:
-    """The demo's tiny Qwen2-VL (config ``model.tiny``) at ``base`` and tiny CLIP at
-    ``monet``."""
+                      base: str | os.PathLike,
+                      encoders: Mapping[str, tuple[str, str | os.PathLike]]) -> None:
+    """The demo's tiny Qwen2-VL (config ``model.tiny``) at ``base``, and for every encoder
+    (name -> (format, folder)) the tiny model of its format (:data:`TINY_ENCODERS`). The
+    stand-ins have a fixed image size (the demo's preprocessing matches it; another size
+    interpolates their position embeddings), so an encoder's preprocessing is not theirs."""
     dims = dict(tiny)
     seed = dims.pop("seed")
     build_tiny_qwen2vl(base, corpus=demo_corpus(attributes), seed=seed, **dims)
-    build_tiny_clip(monet, seed=seed)
+    for name, (fmt, folder) in encoders.items():
+        if fmt not in TINY_ENCODERS:
+            raise ValueError(f"encoder {name}: no tiny model of format {fmt!r} (known: "
+                             f"{', '.join(TINY_ENCODERS)})")
+        TINY_ENCODERS[fmt](folder, seed=seed)
