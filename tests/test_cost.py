@@ -22,11 +22,12 @@ DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.
 # 64 embed shards x 2 splits x (tuned, untuned, MONET) = 384, + 64 x 2 group-question shards;
 # 8 predict shards (the tuned model only); 2 splits x (16 attributes + 3 image-only + 3 group
 # spaces) = 44 merged, 22 indexes; 5 + 4 retrieval jobs; 13 single jobs (data, training,
-# merges, R², evaluations, figures, cost, all).
-PAPER_JOBS = 608
+# merges, R², evaluations, figures, cost, all); the statistics: labels, diagnosis, a probe
+# of each image-level space (tuned, untuned, MONET) and their table.
+PAPER_JOBS = 614
 # The demo's second encoder (MedSigLIP's tiny stand-in) adds 2 embed shards, 2 merged spaces,
-# an index and a retrieval job.
-DEMO_JOBS = 108
+# an index, a retrieval job and a probe.
+DEMO_JOBS = 115
 
 
 def workflow_copy(tmp_path: Path) -> Path:
@@ -104,14 +105,15 @@ def with_medsiglip(repo_config, path="/models/medsiglip-448"):
 
 def test_two_encoders_two_sets_of_jobs(repo_config):
     """Each encoder of retrieve.methods is a model of its own: its embed shards, its image
-    space per split, its index and its retrieval job; one configured but not searched costs
-    nothing."""
+    space per split, its index, its retrieval job and its probe; one configured but not
+    searched costs nothing."""
     one, two = plan.planned_jobs(repo_config), plan.planned_jobs(with_medsiglip(repo_config))
     assert two["embed_shard"] - one["embed_shard"] == 2 * 64
     assert two["merge_embeddings"] - one["merge_embeddings"] == 2
     assert two["build_index"] - one["build_index"] == 1
     assert two["retrieve"] - one["retrieve"] == 1
-    assert sum(two.values()) - sum(one.values()) == 2 * 64 + 4
+    assert two["probe"] - one["probe"] == 1
+    assert sum(two.values()) - sum(one.values()) == 2 * 64 + 5
     unused = config.deep_merge(repo_config, {"model": {"encoders": {"medsiglip": MEDSIGLIP}}})
     assert plan.planned_jobs(unused) == one
     assert plan.embed_models(with_medsiglip(repo_config)) == ("tuned", "untuned", "monet",

@@ -209,3 +209,19 @@ def test_manifest_script_fails_cleanly_and_writes_nothing(tmp_path):
     assert "duplicated isic_id ISIC_0000000" in proc.log
     assert "Traceback" not in proc.log + proc.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_labels_are_read_as_text_for_the_given_ids(tmp_path):
+    from skinground.data import DataError, read_labels
+
+    csv = tmp_path / "meta.csv"
+    csv.write_text("isic_id,target,iddx_1\n ISIC_2 ,0,Benign\nISIC_1,1, Malignant\n"
+                   "ISIC_3,0,\n", encoding="utf-8")
+    labels = read_labels(csv, ["iddx_1", "target"], ["ISIC_1", "ISIC_2", "ISIC_3"])
+    assert labels.to_dicts() == [
+        {"isic_id": "ISIC_1", "iddx_1": "Malignant", "target": "1"},
+        {"isic_id": "ISIC_2", "iddx_1": "Benign", "target": "0"},
+        {"isic_id": "ISIC_3", "iddx_1": None, "target": "0"}]
+    assert read_labels(csv, ["iddx_1"], ["ISIC_3"]).height == 1
+    with pytest.raises(DataError, match=r"meta.csv: missing column\(s\) iddx_2"):
+        read_labels(csv, ["iddx_2"], ["ISIC_1"])

@@ -51,6 +51,8 @@ IMPORT_TO_DIST = {
     "deepspeed": "deepspeed",
     "jsonschema": "jsonschema",
     "snakemake": "snakemake",
+    "scipy": "scipy",
+    "sklearn": "scikit-learn",
 }
 
 

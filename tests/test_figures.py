@@ -88,6 +88,33 @@ def test_box_stats_match_matplotlib():
             assert row[ours] == pytest.approx(ref[theirs], abs=1e-9), ours
 
 
+def summary(table: pl.DataFrame) -> pl.DataFrame:
+    """A summary with made-up intervals around each median (evaluate's columns)."""
+    return (table.group_by("method", "attribute", maintain_order=True)
+            .agg(median=pl.col("percentile").median())
+            .with_columns(median_lo=pl.col("median") - 4, median_hi=pl.col("median") + 3))
+
+
+def test_fig4_notches_are_the_medians_intervals(tmp_path, labels):
+    attrs = list(labels)[:2]
+    table = evaluation(attrs)
+    plain = figures.fig4_percentiles(table, labels, None, tmp_path / "a.pdf", tmp_path / "a.png",
+                                     methods=LEGENDS)
+    notched = figures.fig4_percentiles(table, labels, None, tmp_path / "b.pdf",
+                                       tmp_path / "b.png", methods=LEGENDS,
+                                       intervals=summary(table), confidence=0.9)
+    med = summary(table).filter(pl.col("attribute") == attrs[0])
+    for box in boxes(notched.axes[0]):
+        ys = sorted({round(float(y), 6) for y in box.get_path().vertices[:, 1]})
+        row = med.filter(pl.col("method") == box.get_gid()).row(0, named=True)
+        assert round(row["median_lo"], 6) in ys and round(row["median_hi"], 6) in ys
+    assert all(len(b.get_path().vertices) > len(p.get_path().vertices)
+               for b, p in zip(boxes(notched.axes[0]), boxes(plain.axes[0]), strict=True))
+    title = notched.legends[0].get_title().get_text()
+    assert "Notches: the median's 90% bootstrap interval" in title
+    assert "Notches" not in plain.legends[0].get_title().get_text()
+
+
 def test_fig4_one_panel_per_attribute_one_box_per_method(tmp_path, labels):
     table = evaluation(labels)
     fig = figures.fig4_percentiles(table, labels, None, tmp_path / "fig4.pdf",
@@ -271,15 +298,17 @@ def test_figures_script(tmp_path, labels, retrieval):
     results.filter(pl.col("attribute").is_null()).write_parquet(tmp_path / "image.parquet")
     results.filter(pl.col("attribute").is_not_null()).write_parquet(tmp_path / "text.parquet")
     manifest.write_parquet(tmp_path / "manifest.parquet")
+    summary(evaluation(four, ("image_text", "image_only", "image_untuned"))).write_csv(
+        tmp_path / "summary.csv")
     attributes = {col: {"label": labels[col], "decimals": 2} for col in four}
     out = tmp_path / "figs"
     kwargs = dict(
-        input={"evaluation": tmp_path / "evaluation.parquet",
+        input={"evaluation": tmp_path / "evaluation.parquet", "summary": tmp_path / "summary.csv",
                "results": [tmp_path / "image.parquet", tmp_path / "text.parquet"],
                "manifest": tmp_path / "manifest.parquet", "images": root / "images.hdf5"},
         output={"fig4_pdf": out / "fig4.pdf", "fig4_png": out / "fig4.png",
                 "fig3_pdf": out / "fig3.pdf", "fig3_png": out / "fig3.png"})
-    params = {"attributes": attributes, "k": K, "methods": LEGENDS,
+    params = {"attributes": attributes, "k": K, "methods": LEGENDS, "confidence": 0.95,
               "figures": {"fig3_attribute": "tbp_lv_areaMM2", "fig3_queries": 3, "seed": 0}}
     proc = run_script("figures", tmp_path, params=params, **kwargs)
     assert proc.returncode == 0, proc.log + proc.stderr

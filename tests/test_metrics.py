@@ -153,3 +153,87 @@ def test_fig2_draws_clipped_nan_and_unparsable(tmp_path):
     assert (tmp_path / "f.pdf").stat().st_size > 1000
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]
+
+
+def test_fig2_shows_intervals_and_the_robust_panel(tmp_path):
+    from skinground.figures import fig2_r2
+
+    table = pl.DataFrame({
+        "model": ["tuned", "tuned"], "attribute": ["a", "b"], "n": [3, 3],
+        "n_unparsable": [0, 0], "r2_parsed": [0.9, -22.2], "r2_filled": [0.9, -22.2],
+        "r2_filled_lo": [0.8, -40.0], "r2_filled_hi": [0.95, -3.0],
+        "spearman": [0.95, 0.7], "spearman_lo": [0.9, 0.6], "spearman_hi": [0.97, 0.8],
+    })
+    fig = fig2_r2(table, {"a": "area", "b": "ΔLB"}, tmp_path / "f.pdf", tmp_path / "f.png",
+                  confidence=0.9)
+    r2_panel, rho_panel = fig.axes
+    assert "Spearman" in rho_panel.get_ylabel()
+    # whiskers on both panels; the R² below -1 is clipped and written on its bar
+    for ax in (r2_panel, rho_panel):
+        segments = [seg for c in ax.collections for seg in c.get_segments()]
+        assert len(segments) == 2
+    (x0, lo), (_, hi) = [seg for c in rho_panel.collections for seg in c.get_segments()][0]
+    assert (lo, hi) == pytest.approx((0.9, 0.97))
+    assert "-22.2" in [t.get_text() for t in r2_panel.texts]
+    assert "90% bootstrap interval" in fig.get_supxlabel()
+
+
+def test_the_probe_figure_bars_and_whiskers(tmp_path):
+    from skinground import probe
+    from skinground.figures import fig2_probe
+
+    r2 = pl.DataFrame({"model": "tuned", "attribute": ["a", "b"], "n": [10, 10],
+                       "r2_filled": [0.5, 0.8], "r2_filled_lo": [0.4, 0.7],
+                       "r2_filled_hi": [0.6, 0.9]})
+    probes = [pl.DataFrame({"model": space, "attribute": ["b", "a"], "n_test": [10, 10],
+                            "alpha_relative": [0.1, 1.0], "r2": [0.3, -2.0],
+                            "r2_lo": [0.2, -3.0], "r2_hi": [0.4, -1.5]})
+              for space in ("tuned", "monet")]
+    table = probe.beside_answers(r2, probes, {"a": "area", "b": "ΔB"})
+    assert table["attribute"].to_list() == ["a"] * 3 + ["b"] * 3
+    assert table.filter(pl.col("source") == "answers")["r2"].to_list() == [0.5, 0.8]
+    fig = fig2_probe(table, tmp_path / "p.pdf", tmp_path / "p.png")
+    ax = fig.axes[0]
+    assert len([p for p in ax.patches if p.get_height() == p.get_height()]) >= 6
+    assert len([seg for c in ax.collections for seg in c.get_segments()]) == 6
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "answers (tuned)", "probe: tuned", "probe: monet"]
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_order_of_magnitude_is_a_factor_of_ten_floored_at_the_last_decimal():
+    from skinground.metrics import magnitude_errors
+
+    truth = np.array([10.3, 26.3, 26.3, 0.0, 0.0, -5.0, 3.0])
+    answer = np.array([120.77, 220.0, 22.0, 0.01, 0.5, 50.0, -3.0])
+    assert magnitude_errors(truth, answer, 0.01).tolist() == [1, 0, 0, 0, 1, 1, 0]
+
+
+def test_intervals_and_robust_metrics_beside_r2():
+    """One wrong leading digit wrecks R² but not Spearman's ρ or the median error; every
+    metric gets an interval that holds its value."""
+    from skinground import stats
+    from skinground.metrics import r2_table, with_intervals
+
+    rng = np.random.default_rng(0)
+    ids = [f"I{i:03d}" for i in range(120)]
+    truth = rng.uniform(5, 30, 120)
+    answer = truth + rng.normal(0, 1, 120)
+    truth[7], answer[7] = 10.3, 120.77  # an extra leading digit
+    predictions = pl.DataFrame({"model": "tuned", "isic_id": ids, "attribute": "a",
+                                "value": answer})
+    manifest = pl.DataFrame({"isic_id": ids, "a": truth})
+    means = {"a": 17.0}
+    table = r2_table(predictions, manifest, means)
+    patients = [f"P{i // 4}" for i in range(120)]
+    boot = stats.Bootstrap.draw(patients, 300, seed=0)
+    owner = dict(zip(ids, patients, strict=True))
+    out = with_intervals(table, predictions, manifest, means, boot,
+                         lambda s: boot.codes([owner[i] for i in s.to_list()]), 0.95,
+                         {"a": 2}).row(0, named=True)
+    assert out["r2_parsed"] == table["r2_parsed"][0] < 0.5  # wrecked by one answer
+    assert out["spearman"] > 0.9
+    assert out["median_abs_error"] == pytest.approx(np.median(np.abs(answer - truth)))
+    assert out["magnitude_share"] == pytest.approx(1 / 120)
+    for name in ("r2_parsed", "r2_filled", "spearman", "median_abs_error", "magnitude_share"):
+        assert out[f"{name}_lo"] <= out[name] <= out[f"{name}_hi"], name

@@ -62,7 +62,7 @@ os.environ.update(
 )
 from skinground import outputs as out  # standard library only
 from skinground import plan  # standard library only
-from skinground.attributes import GROUP_TAG  # standard library only
+from skinground.attributes import GROUP_TAG, METADATA_COLUMNS  # standard library only
 from skinground.config import (  # PyYAML
     bookkeeping,
     non_integers,
@@ -299,3 +299,31 @@ def group_results():
         )
         for m in config["retrieve"]["group_methods"]
     ]
+
+
+# ---- the statistics (beyond the paper)
+
+_known_columns = [c for c in config["stats"]["diagnosis"] if c not in METADATA_COLUMNS]
+if _known_columns:
+    raise WorkflowError(
+        f"stats.diagnosis: {', '.join(_known_columns)} is not a column of SLICE-3D's "
+        "train-metadata.csv"
+    )
+# The bootstrap and the tests: what every table with intervals depends on (the diagnosis
+# columns only change the diagnosis table).
+STATS = {k: v for k, v in config["stats"].items() if k != "diagnosis"}
+
+
+def method_titles(names):
+    """Each method's legend, "(a) Image + Text" ... (the claims' statements)."""
+    return {m: f"({plan.method(m, config).letter}) {plan.method(m, config).title}" for m in names}
+
+
+def group_method_titles():
+    names = [*config["retrieve"]["group_methods"], "random"]
+    return {m: f"({plan.group_method(m).letter}) {plan.group_method(m).title}" for m in names}
+
+
+# ---- the probe (beyond the paper): every model with an image-level space in both splits
+
+PROBED_MODELS = plan.probed_models(config)

@@ -43,6 +43,25 @@ rule manifest:
         "../scripts/manifest.py"
 
 
+rule labels:
+    """The diagnosis columns (stats.diagnosis) of every image, beside the manifest: a change
+    of them reruns only the diagnosis table."""
+    input:
+        metadata=config["data"]["metadata"],
+        manifest=rules.manifest.output.manifest,
+    output:
+        res(out.LABELS),
+    log:
+        log("labels"),
+    conda:
+        CPU_ENV
+    params:
+        code=code("labels"),
+        columns=config["stats"]["diagnosis"],
+    script:
+        "../scripts/labels.py"
+
+
 rule split:
     """Patient-level train/test split."""
     input:

@@ -123,3 +123,59 @@ rule build_index:
         code=code("build_index"),
     script:
         "../scripts/build_index.py"
+
+
+rule probe:
+    """A ridge probe of one model's image-level space to every attribute (beyond the paper):
+    fitted on the train images, R² on the test images."""
+    input:
+        train=res(out.SPACE, split="train", space=out.IMAGE_SPACE),
+        test=res(out.SPACE, split="test", space=out.IMAGE_SPACE),
+        manifest=rules.manifest.output.manifest,
+    output:
+        res(out.PROBE),
+    log:
+        log("probe/{model}"),
+    benchmark:
+        benchmark("probe/{model}")
+    wildcard_constraints:
+        model="|".join(PROBED_MODELS),
+    conda:
+        CPU_ENV
+    params:
+        code=code("probe"),
+        attributes=ATTRIBUTES,
+        probe=config["probe"],
+        stats=STATS,
+    script:
+        "../scripts/probe.py"
+
+
+rule probe_r2:
+    """The probes' R² beside the generated answers' (Fig. 2's), as a table and a figure."""
+    input:
+        r2=rules.r2.output.csv,
+        probes=expand(res(out.PROBE), model=PROBED_MODELS),
+    output:
+        csv=report(
+            res(out.PROBE_R2_CSV),
+            caption="../report/probe_r2.rst",
+            category="Training and prediction",
+        ),
+        markdown=res(out.PROBE_R2_MD),
+        fig_pdf=figure("fig2_probe", "pdf"),
+        fig_png=report(
+            figure("fig2_probe", "png"),
+            caption="../report/fig2_probe.rst",
+            category="Training and prediction",
+        ),
+    log:
+        log("probe_r2"),
+    conda:
+        CPU_ENV
+    params:
+        code=code("probe_r2"),
+        attributes=config["attributes"],
+        confidence=config["stats"]["confidence"],
+    script:
+        "../scripts/probe_r2.py"

@@ -122,6 +122,7 @@ rule r2:
         predictions=res(out.PREDICTIONS, model="tuned"),
         manifest=rules.manifest.output.manifest,
         train=rules.split.output.train,
+        test=rules.split.output.test,
     output:
         csv=report(res(out.R2_CSV), caption="../report/r2.rst", category="Training and prediction"),
         markdown=res(out.R2_MD),
@@ -140,6 +141,7 @@ rule r2:
         code=code("r2"),
         attributes=config["attributes"],
         groups=PREDICTED_GROUPS,
+        stats=STATS,
     script:
         "../scripts/r2.py"
 

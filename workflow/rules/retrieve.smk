@@ -28,11 +28,13 @@ rule retrieve:
 
 
 rule evaluate:
-    """Percentile rank of every retrieved image's attribute difference; summary tables."""
+    """Percentile rank of every retrieved image's attribute difference; summary tables with
+    bootstrap intervals; the paper's claims tested per attribute."""
     input:
         results=expand(res(out.HITS), method=METHODS),
         manifest=rules.manifest.output.manifest,
         train=rules.split.output.train,
+        test=rules.split.output.test,
     output:
         table=res(out.PERCENTILES),
         csv=report(
@@ -42,6 +44,14 @@ rule evaluate:
             subcategory="Paper (Fig. 4)",
         ),
         markdown=res(out.SUMMARY_MD),
+        tests=res(out.PAIRED_TESTS),
+        claims=report(
+            res(out.CLAIMS_CSV),
+            caption="../report/claims.rst",
+            category="Retrieval",
+            subcategory="Beyond the paper: statistics",
+        ),
+        claims_md=res(out.CLAIMS_MD),
     log:
         log("evaluate"),
     benchmark:
@@ -51,14 +61,47 @@ rule evaluate:
     params:
         code=code("evaluate"),
         attributes=ATTRIBUTES,
+        stats=STATS,
+        titles=method_titles(METHODS),
     script:
         "../scripts/evaluate.py"
+
+
+rule diagnosis:
+    """The share of retrieved images whose diagnosis agrees with the query's, per method, with
+    random retrieval's base rate beside it."""
+    input:
+        results=expand(res(out.HITS), method=METHODS),
+        labels=rules.labels.output[0],
+        manifest=rules.manifest.output.manifest,
+        train=rules.split.output.train,
+        test=rules.split.output.test,
+    output:
+        csv=report(
+            res(out.DIAGNOSIS_CSV),
+            caption="../report/diagnosis.rst",
+            category="Retrieval",
+            subcategory="Beyond the paper: statistics",
+        ),
+        markdown=res(out.DIAGNOSIS_MD),
+    log:
+        log("diagnosis"),
+    conda:
+        CPU_ENV
+    params:
+        code=code("diagnosis"),
+        columns=config["stats"]["diagnosis"],
+        stats=STATS,
+        methods=METHODS,
+    script:
+        "../scripts/diagnosis.py"
 
 
 rule figures:
     """Fig. 4 (percentile boxplots, 16 attributes x methods) and Fig. 3 (top-k grids)."""
     input:
         evaluation=rules.evaluate.output.table,
+        summary=rules.evaluate.output.csv,
         results=expand(res(out.HITS), method=METHODS),
         manifest=rules.manifest.output.manifest,
         images=config["data"]["images"],
@@ -85,6 +128,7 @@ rule figures:
         CPU_ENV
     params:
         code=code("figures"),
+        confidence=config["stats"]["confidence"],
         attributes=config["attributes"],
         figures=config["figures"],
         k=config["retrieve"]["k"],
@@ -126,6 +170,7 @@ if GROUPS:
             results=group_results(),
             manifest=rules.manifest.output.manifest,
             train=rules.split.output.train,
+            test=rules.split.output.test,
         output:
             table=res(out.GROUP_PERCENTILES),
             csv=report(
@@ -135,6 +180,14 @@ if GROUPS:
                 subcategory="Beyond the paper: groups (Fig. 5)",
             ),
             markdown=res(out.GROUP_SUMMARY_MD),
+            tests=res(out.GROUP_PAIRED_TESTS),
+            claims=report(
+                res(out.GROUP_CLAIMS_CSV),
+                caption="../report/groups_claims.rst",
+                category="Retrieval",
+                subcategory="Beyond the paper: statistics",
+            ),
+            claims_md=res(out.GROUP_CLAIMS_MD),
         log:
             log("evaluate_groups"),
         benchmark:
@@ -145,6 +198,8 @@ if GROUPS:
             code=code("evaluate_groups"),
             groups={g: spec["attributes"] for g, spec in GROUPS.items()},
             methods=config["retrieve"]["group_methods"],
+            stats=STATS,
+            titles=group_method_titles(),
         script:
             "../scripts/evaluate_groups.py"
 
@@ -152,6 +207,7 @@ if GROUPS:
         """Fig. 5: boxplots of the group criterion, group x method, in the style of Fig. 4."""
         input:
             evaluation=rules.evaluate_groups.output.table,
+            summary=rules.evaluate_groups.output.csv,
         output:
             pdf=figure("fig5_groups", "pdf"),
             png=report(
@@ -168,6 +224,7 @@ if GROUPS:
             CPU_ENV
         params:
             code=code("figure_groups"),
+            confidence=config["stats"]["confidence"],
             groups={g: spec["attributes"] for g, spec in GROUPS.items()},
             labels={a: spec["label"] for a, spec in config["attributes"].items()},
         script:

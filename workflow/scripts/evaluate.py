@@ -1,25 +1,35 @@
 """Fig. 4's measure for every retrieved image: the percentile rank of its attribute difference
-to the query among the differences to all train images; summary per method x attribute."""
+to the query among the differences to all train images; summary per method x attribute with
+bootstrap intervals, and the paper's claims tested per attribute."""
 
 import logging
 
 import polars as pl
 
-from skinground import evaluate, script
+from skinground import evaluate, script, significance
 from skinground.io import read_lines
-from skinground.tables import write_evaluation
+from skinground.tables import write_claims, write_evaluation
 
 log = logging.getLogger("skinground")
 
 
 def main(snakemake) -> None:
     results = pl.concat([pl.read_parquet(path) for path in snakemake.input.results])
-    table = evaluate.evaluate(results, pl.read_parquet(snakemake.input.manifest),
-                              read_lines(snakemake.input.train), snakemake.params.attributes)
-    summary = evaluate.summarize(table)
+    manifest = pl.read_parquet(snakemake.input.manifest)
+    table = evaluate.evaluate(results, manifest, read_lines(snakemake.input.train),
+                              snakemake.params.attributes)
     log.info("%d percentile rows; %d excluded", table.height,
              table["excluded"].is_not_null().sum())
-    write_evaluation(table, summary, snakemake.output)
+    st = snakemake.params.stats
+    boot = significance.patient_bootstrap(manifest, read_lines(snakemake.input.test),
+                                          st["bootstrap"], st["seed"])
+    claims = significance.paper_claims(table["method"].unique().to_list(),
+                                       snakemake.params.titles)
+    tested = significance.tested_evaluation(
+        table, evaluate.summarize(table), ["attribute"], "percentile", claims, boot, manifest,
+        confidence=st["confidence"], alpha=st["alpha"])
+    write_evaluation(table, tested.summary, snakemake.output)
+    write_claims(tested, snakemake.output, alpha=st["alpha"], unit="attribute")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """The group criterion (max and mean over a group's attributes of the percentile ranks) for
-every image the group methods retrieved; summary per group x method."""
+every image the group methods retrieved; summary per group x method with bootstrap
+intervals, and the multi-attribute claims tested per group and criterion."""
 
 import logging
 
 import polars as pl
 
-from skinground import group_criterion, script
+from skinground import group_criterion, script, significance
 from skinground.io import read_lines
-from skinground.tables import write_evaluation
+from skinground.tables import write_claims, write_evaluation
 
 log = logging.getLogger("skinground")
 
@@ -17,14 +18,23 @@ def main(snakemake) -> None:
     results = pl.concat([pl.read_parquet(p) for p in snakemake.input.results])
     results = results.filter(pl.col("method").is_in(methods))
     train = read_lines(snakemake.input.train)
+    manifest = pl.read_parquet(snakemake.input.manifest)
     k = int(results["rank"].max())
     results = pl.concat([results, group_criterion.random_hits(results["query_id"], train, k)])
-    table = group_criterion.evaluate_groups(results, pl.read_parquet(snakemake.input.manifest),
-                                            train, snakemake.params.groups)
-    summary = group_criterion.summarize_groups(table)
+    table = group_criterion.evaluate_groups(results, manifest, train, snakemake.params.groups)
     log.info("%d rows over %d groups; %d excluded", table.height, len(snakemake.params.groups),
              int(table["excluded"].sum()))
-    write_evaluation(table, summary, snakemake.output)
+    st = snakemake.params.stats
+    boot = significance.patient_bootstrap(manifest, read_lines(snakemake.input.test),
+                                          st["bootstrap"], st["seed"])
+    claims = significance.group_claims(table["method"].unique().to_list(),
+                                       snakemake.params.titles)
+    long = group_criterion.criteria_long(table)
+    tested = significance.tested_evaluation(
+        long, group_criterion.summarize_groups(table), ["group", "criterion"], "value", claims,
+        boot, manifest, confidence=st["confidence"], alpha=st["alpha"])
+    write_evaluation(table, tested.summary, snakemake.output)
+    write_claims(tested, snakemake.output, alpha=st["alpha"], unit="group and criterion")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ from skinground import figures, script
 
 def main(snakemake) -> None:
     figures.fig5_groups(pl.scan_parquet(snakemake.input.evaluation), snakemake.params.groups,
-                        snakemake.params.labels, snakemake.output.pdf, snakemake.output.png)
+                        snakemake.params.labels, snakemake.output.pdf, snakemake.output.png,
+                        intervals=pl.read_csv(snakemake.input.summary),
+                        confidence=snakemake.params.confidence)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ def main(snakemake) -> None:
     evaluation = pl.scan_parquet(snakemake.input.evaluation).select("method", "attribute",
                                                                      "percentile")
     fig = figures.fig4_percentiles(evaluation, labels, None, out.fig4_pdf, out.fig4_png,
-                                   methods=snakemake.params.methods)
+                                   methods=snakemake.params.methods,
+                                   intervals=pl.read_csv(snakemake.input.summary),
+                                   confidence=snakemake.params.confidence)
     log.info("fig. 4: %d attribute panels", len(fig.axes))
     results = pl.concat([pl.scan_parquet(f) for f in snakemake.input.results],
                         how="vertical_relaxed")

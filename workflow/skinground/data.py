@@ -19,7 +19,7 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -223,6 +223,26 @@ def read_metadata(
             log.info("%s: %d missing (%d empty/NaN, %d zero)", col, m["total"],
                      m["empty_or_nan"], m["zero"])
     return frame, report
+
+
+def read_labels(csv_path: str | Path, columns: Sequence[str],
+                ids: Iterable[str]) -> pl.DataFrame:
+    """``isic_id`` and the metadata ``columns`` (as text; empty cells null, spaces trimmed)
+    of the images ``ids``, from ``train-metadata.csv`` (already checked by
+    :func:`read_metadata`). A column the file lacks is a DataError naming it."""
+    path = Path(csv_path)
+    header = _read_csv(path, n_rows=0).columns
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    wanted = list(dict.fromkeys([ID_COLUMN, *columns]))
+    frame = _read_csv(path, columns=wanted, schema_overrides={c: pl.String for c in wanted},
+                      infer_schema=False)
+    text = [pl.col(c).str.strip_chars() for c in wanted]
+    frame = frame.select(pl.when(t == "").then(None).otherwise(t).alias(c)
+                         for t, c in zip(text, wanted, strict=True))
+    keep = pl.Series(ID_COLUMN, list(ids), dtype=pl.String)
+    return frame.filter(pl.col(ID_COLUMN).is_in(keep.implode())).sort(ID_COLUMN)
 
 
 # --------------------------------------------------------------------------- images

@@ -18,7 +18,6 @@ import polars as pl
 
 from skinground import stats
 from skinground.attributes import ID_COLUMN
-from skinground.plan import method_order
 from skinground.significance import patient_codes
 
 COLUMNS = {"label": pl.String, "method": pl.String, "n": pl.Int64, "agreement": pl.Float64,
@@ -28,7 +27,7 @@ RANDOM = "random"
 
 def agreement(results: pl.DataFrame, labels: pl.DataFrame, manifest: pl.DataFrame,
               train_ids: Sequence[str], columns: Sequence[str], boot: stats.Bootstrap,
-              confidence: float) -> pl.DataFrame:
+              confidence: float, order: Sequence[str] = ()) -> pl.DataFrame:
     """Per label column and method (then ``random``): n retrieved images with both labels,
     the share that agree and its interval. ``results``: retrieval hits (method, query_id,
     retrieved_id, ...); ``labels``: isic_id + ``columns`` (text, null = none). The random
@@ -43,7 +42,8 @@ def agreement(results: pl.DataFrame, labels: pl.DataFrame, manifest: pl.DataFram
                  .join(label.rename({ID_COLUMN: "retrieved_id", column: "r"}),
                        on="retrieved_id", how="left")
                  .drop_nulls(["q", "r"]))
-        for method in method_order(pairs["method"].unique().to_list()):
+        present = set(pairs["method"].unique().to_list())
+        for method in [m for m in order if m in present] + sorted(present - set(order)):
             part = pairs.filter(pl.col("method") == method)
             agree = (part["q"] == part["r"]).cast(pl.Float64).to_numpy()
             rows.append(_row(column, method, agree, patient_codes(boot, manifest,

@@ -35,16 +35,45 @@ def save_figure(fig: Figure, pdf_path: str | os.PathLike, png_path: str | os.Pat
 
 
 def fig2_r2(table: pl.DataFrame, labels: Mapping[str, str], pdf_path: str | os.PathLike,
-            png_path: str | os.PathLike, *, column: str = "r2_filled") -> None:
+            png_path: str | os.PathLike, *, column: str = "r2_filled",
+            confidence: float = 0.95) -> Figure:
     """Fig. 2: test-set R² per attribute (x: the attribute's short label), one bar per model.
 
     ``table``: ``metrics.r2_table`` (model, attribute, ``column``); attributes keep the
     table's order. The y axis spans [-1, 1]: a bar whose R² is below -1 is drawn down to -1
-    and its true value is written on it; an undefined R² (NaN) is marked "n/a".
+    and its true value is written on it; an undefined R² (NaN) is marked "n/a". With
+    ``metrics.with_intervals``' columns: whiskers for ``column``'s interval, and below it a
+    second panel with the robust figure, Spearman's ρ with its interval. Returns the Figure.
     """
     attrs = list(dict.fromkeys(table["attribute"].to_list()))
     present = set(table["model"].to_list())
     hue_order = [m for m in MODEL_ORDER if m in present] + sorted(present - set(MODEL_ORDER))
+    robust = "spearman" in table.columns
+    fig = Figure(figsize=(max(6.0, 0.6 * len(attrs) + 2), 8.4 if robust else 4.8),
+                 layout="constrained")
+    axes = fig.subplots(2 if robust else 1, 1, squeeze=False).ravel()
+    notes = _fig2_panel(axes[0], table, labels, attrs, hue_order, column)
+    axes[0].set_ylabel("R²" + (" (unparsable answers → train mean)" if column == "r2_filled"
+                               else " (parsed answers only)"))
+    axes[0].set_title("Test-set R² per attribute")
+    if robust:
+        _fig2_panel(axes[1], table, labels, attrs, hue_order, "spearman", annotate=False)
+        axes[1].set_ylabel("Spearman's ρ (parsed answers)")
+        axes[1].set_title("The same answers by rank: one wrong digit cannot wreck ρ")
+    if f"{column}_lo" in table.columns:
+        notes.add(f"Whiskers: {confidence:.0%} bootstrap interval over test patients.")
+    if notes:
+        fig.supxlabel("   ".join(sorted(notes)), fontsize=8, style="italic")
+    save_figure(fig, pdf_path, png_path)
+    return fig
+
+
+def _fig2_panel(ax, table: pl.DataFrame, labels: Mapping[str, str], attrs: list[str],
+                hue_order: list[str], column: str, *, annotate: bool = True) -> set[str]:
+    """One panel of Fig. 2: ``column`` per attribute and model as bars on [-1, 1] (below -1
+    drawn to -1, the value written on it; NaN marked "n/a"), whiskers for
+    ``column``_lo/_hi when the table has them, † on bars with unparsable answers
+    (``annotate``). Returns the notes for under the figure."""
     names = [labels.get(a, a) for a in attrs]
     rows = list(table.select("model", "attribute", column).iter_rows())
     data = {
@@ -53,18 +82,12 @@ def fig2_r2(table: pl.DataFrame, labels: Mapping[str, str], pdf_path: str | os.P
         "r2": [max(v, R2_FLOOR) if v is not None and not math.isnan(v) else math.nan
                for _, _, v in rows],
     }
-
-    fig = Figure(figsize=(max(6.0, 0.6 * len(attrs) + 2), 4.8), layout="constrained")
-    ax = fig.add_subplot()
     sns.barplot(data=data, x="label", y="r2", hue="model", order=names, hue_order=hue_order,
                 palette="colorblind", errorbar=None, width=BAR_WIDTH, ax=ax)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylim(R2_FLOOR - 0.08, 1.1)
     ax.set_yticks([-1, -0.5, 0, 0.5, 1])
     ax.set_xlabel("")
-    ax.set_ylabel("R²" + (" (unparsable answers → train mean)" if column == "r2_filled"
-                          else " (parsed answers only)"))
-    ax.set_title("Test-set R² per attribute")
     ax.tick_params(axis="x", labelrotation=45)
     for tick in ax.get_xticklabels():
         tick.set_horizontalalignment("right")
@@ -73,20 +96,22 @@ def fig2_r2(table: pl.DataFrame, labels: Mapping[str, str], pdf_path: str | os.P
     ax.set_axisbelow(True)
 
     # Annotations at seaborn's dodged bar centres (explicit width, hue_order, order).
+    xs = [_dodged(len(hue_order), hue_order.index(m), attrs.index(a)) for m, a, _ in rows]
+    if f"{column}_lo" in table.columns:
+        _errorbars(ax, xs, [v for _, _, v in rows], table[f"{column}_lo"].to_list(),
+                   table[f"{column}_hi"].to_list())
     notes = set()
-    step = BAR_WIDTH / len(hue_order)
     unparsable = {(m, a): k for m, a, k in table.select(
         "model", "attribute", pl.col("n_unparsable") if "n_unparsable" in table.columns
         else pl.lit(0)).iter_rows()}
-    for m, a, value in rows:
-        x = attrs.index(a) - BAR_WIDTH / 2 + step * (hue_order.index(m) + 0.5)
+    for x, (m, a, value) in zip(xs, rows, strict=True):
         if value is None or math.isnan(value):
             ax.text(x, 0.02, "n/a", ha="center", va="bottom", rotation=90, fontsize=7)
         elif value < R2_FLOOR:
-            notes.add(f"Bars end at {R2_FLOOR:g}; the true R² is written on them.")
+            notes.add(f"Bars end at {R2_FLOOR:g}; the true value is written on them.")
             ax.text(x, R2_FLOOR + 0.03, f"{value:.3g}", ha="center", va="bottom",
                     rotation=90, fontsize=7, color="white", fontweight="bold")
-        if unparsable.get((m, a)):
+        if annotate and unparsable.get((m, a)):
             notes.add("†: some answers unparsable (counted in the table).")
             if value is None or math.isnan(value):
                 y = 0.17  # above "n/a"
@@ -97,9 +122,73 @@ def fig2_r2(table: pl.DataFrame, labels: Mapping[str, str], pdf_path: str | os.P
     if legend is not None:
         legend.set_title(None)
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    if notes:
-        fig.supxlabel("   ".join(sorted(notes)), fontsize=8, style="italic")
+    return notes
+
+
+def _errorbars(ax, xs, values, lows, highs) -> None:
+    """Interval whiskers at ``xs`` (NaN ones skipped), values clipped to Fig. 2's floor."""
+    import numpy as np
+
+    v, lo, hi = (np.asarray(a, dtype=float) for a in (values, lows, highs))
+    ok = np.isfinite(v) & np.isfinite(lo) & np.isfinite(hi)
+    if ok.any():
+        shown = np.maximum(v[ok], R2_FLOOR)
+        ax.errorbar(np.asarray(xs, dtype=float)[ok], shown,
+                    yerr=[np.clip(shown - np.maximum(lo[ok], R2_FLOOR), 0, None),
+                          np.clip(np.maximum(hi[ok], R2_FLOOR) - shown, 0, None)],
+                    fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=3)
+
+
+def _dodged(n_hues: int, hue: int, group: int) -> float:
+    """The centre of seaborn's dodged bar ``hue`` of ``group`` (explicit BAR_WIDTH)."""
+    step = BAR_WIDTH / n_hues
+    return group - BAR_WIDTH / 2 + step * (hue + 0.5)
+
+
+def fig2_probe(table: pl.DataFrame, pdf_path: str | os.PathLike,
+               png_path: str | os.PathLike, *, confidence: float = 0.95) -> Figure:
+    """Beyond the paper, beside Fig. 2: per attribute, the test R² of the tuned model's
+    generated answers and of each space's ridge probe, with their intervals.
+
+    ``table``: ``probe.beside_answers`` (label, source, space, r2, r2_lo, r2_hi). The y axis
+    spans [-1, 1] as Fig. 2's; lower bars end at -1. Returns the Figure.
+    """
+    names = list(dict.fromkeys(table["label"].to_list()))
+    table = table.with_columns(
+        bar=pl.when(pl.col("source") == "answers")
+        .then(pl.lit("answers (tuned)"))
+        .otherwise(pl.lit("probe: ") + pl.col("space")))
+    bars = list(dict.fromkeys(table["bar"].to_list()))
+    fig = Figure(figsize=(max(7.0, 0.75 * len(names) + 2.5), 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    data = {"label": table["label"].to_list(), "bar": table["bar"].to_list(),
+            "r2": [max(v, R2_FLOOR) if v is not None and not math.isnan(v) else math.nan
+                   for v in table["r2"].to_list()]}
+    sns.barplot(data=data, x="label", y="r2", hue="bar", order=names, hue_order=bars,
+                palette="colorblind", errorbar=None, width=BAR_WIDTH, ax=ax)
+    xs = [_dodged(len(bars), bars.index(b), names.index(a))
+          for a, b in zip(table["label"], table["bar"], strict=True)]
+    _errorbars(ax, xs, table["r2"], table["r2_lo"], table["r2_hi"])
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylim(R2_FLOOR - 0.08, 1.1)
+    ax.set_yticks([-1, -0.5, 0, 0.5, 1])
+    ax.set_xlabel("")
+    ax.set_ylabel("Test R²")
+    ax.set_title("Generated answers vs a ridge probe of each image-level space")
+    ax.tick_params(axis="x", labelrotation=45)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+        tick.set_rotation_mode("anchor")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    legend = ax.get_legend()
+    if legend is not None:
+        legend.set_title(None)
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.supxlabel(f"Whiskers: {confidence:.0%} bootstrap interval over test patients; bars "
+                  "below -1 end there.", fontsize=8, style="italic")
     save_figure(fig, pdf_path, png_path)
+    return fig
 
 
 # ---------------------------------------------------------------- Fig. 4: percentile boxplots
@@ -151,6 +240,7 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
                      method_names: Mapping[str, str] | None, pdf_path: str | os.PathLike,
                      png_path: str | os.PathLike, *,
                      methods: Mapping[str, Sequence[str]] | None = None,
+                     intervals: pl.DataFrame | None = None, confidence: float = 0.95,
                      dpi: int = 150) -> Figure:
     """Fig. 4: one panel per attribute (title: its label), one box per method, y = percentile.
 
@@ -171,7 +261,8 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
     dashed line at 50 marks random retrieval. Shared y axis 0-100 (lower is better); x ticks
     are the letters, and one legend below maps them to names. Written as PDF + PNG
     (``dpi``); returns the Figure (each box patch and median line has the method key as its
-    ``gid``).
+    ``gid``). ``intervals``: the evaluation summary (method, attribute, median_lo,
+    median_hi): each box's notch is its median's bootstrap interval (``confidence``).
     """
     known = ({m: (q.letter, q.title) for m, q in QWEN_METHODS.items()} if methods is None
              else {m: tuple(v) for m, v in methods.items()})
@@ -190,17 +281,35 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
     color = {m: palette[slot[m] % len(palette)] for m in drawn}
     fig = panel_boxplots(stats, [(a, labels.get(a, a)) for a in attrs], drawn, tick=tick,
                          color=color, names=names, ylabel="Percentile of the attribute "
-                         "difference\n(lower is better)")
+                         "difference\n(lower is better)",
+                         intervals=_intervals(intervals, "attribute"), confidence=confidence)
     save_figure(fig, pdf_path, png_path, dpi=dpi)
     return fig
 
 
+def _intervals(summary: pl.DataFrame | None, key: str) -> dict | None:
+    """(method, panel key) -> (median_lo, median_hi) of a summary (``key``: its panel
+    column)."""
+    if summary is None:
+        return None
+    return {(m, a): (lo, hi) for m, a, lo, hi in
+            summary.select("method", key, "median_lo", "median_hi").iter_rows()}
+
+
 def panel_boxplots(stats: pl.DataFrame, panels, methods, *, tick, color, names, ylabel: str,
-                   grid: tuple[int, int] | None = None) -> Figure:
+                   grid: tuple[int, int] | None = None, intervals: Mapping | None = None,
+                   confidence: float = 0.95) -> Figure:
     """Fig. 4's layout: one Axes per panel ``(key, title)`` (``stats``' ``attribute`` column
     holds the key), one box per method at a fixed slot, 0-100 shared y axis, a dashed line at
-    random (50), x ticks ``tick[m]``, one legend below mapping ticks to ``names``."""
+    random (50), x ticks ``tick[m]``, one legend below mapping ticks to ``names``.
+    ``intervals``: (method, key) -> (lo, hi) of each median, drawn as the box's notch."""
     boxes = {(row["method"], row["attribute"]): row for row in stats.iter_rows(named=True)}
+
+    def notch(m, a):
+        lo, hi = (intervals or {}).get((m, a), (None, None))
+        med = boxes[m, a]["med"]
+        ok = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+        return {"cilo": lo if ok else med, "cihi": hi if ok else med}
     nrows, ncols = grid or _grid(len(panels))
     width = 2.3 * ncols + 0.7
     fig = Figure(figsize=(width, max(4.0, 2.0 * nrows + 0.9)), layout="constrained")
@@ -214,9 +323,10 @@ def panel_boxplots(stats: pl.DataFrame, panels, methods, *, tick, color, names, 
         if drawn:
             bxp = ax.bxp(
                 [{k: boxes[m, a][k] for k in ("q1", "med", "q3", "whislo", "whishi", "mean")}
-                 | {"fliers": [], "label": tick[m]} for _, m in drawn],
+                 | {"fliers": [], "label": tick[m]} | notch(m, a) for _, m in drawn],
                 positions=[pos for pos, _ in drawn], widths=0.65, patch_artist=True,
-                showfliers=False, medianprops={"color": "black", "linewidth": 1.2},
+                showfliers=False, shownotches=intervals is not None,
+                medianprops={"color": "black", "linewidth": 1.2},
                 whiskerprops={"linewidth": 0.9}, capprops={"linewidth": 0.9},
                 boxprops={"linewidth": 0.8})
             for patch, median, (_, m) in zip(bxp["boxes"], bxp["medians"], drawn, strict=True):
@@ -245,18 +355,24 @@ def panel_boxplots(stats: pl.DataFrame, panels, methods, *, tick, color, names, 
     fig.legend(handles=handles, loc="outside lower center", frameon=False,
                ncols=min(len(handles), max(2, int(width / 1.6))),
                fontsize=9, title=f"Boxes: quartiles and median; whiskers: {WHIS:g} IQR; "
-                                 "outliers not drawn.", title_fontsize=8)
+                                 "outliers not drawn." + (
+                                     f" Notches: the median's {confidence:.0%} bootstrap "
+                                     "interval over test patients." if intervals else ""),
+               title_fontsize=8)
     return fig
 
 
 def fig5_groups(table: pl.DataFrame | pl.LazyFrame, groups: Mapping[str, Sequence[str]],
                 labels: Mapping[str, str], pdf_path: str | os.PathLike,
-                png_path: str | os.PathLike, *, dpi: int = 150) -> Figure:
+                png_path: str | os.PathLike, *, intervals: pl.DataFrame | None = None,
+                confidence: float = 0.95, dpi: int = 150) -> Figure:
     """Fig. 5 (beyond the paper): one panel per (criterion, group) — top row the max over the
     group's attributes of the percentile ranks, bottom row their mean — one box per group
     method (``plan.GROUP_METHODS``' letters and names), in the style of Fig. 4.
 
-    ``table``: :func:`skinground.groups.evaluate_groups`' rows (method, group, max, mean).
+    ``table``: :func:`skinground.groups.evaluate_groups`' rows (method, group, max, mean);
+    ``intervals``: its summary (group, method, criterion, median_lo, median_hi), drawn as
+    notches.
     """
     lazy = table.lazy()
     present = lazy.select(pl.col("method").unique()).collect()["method"].to_list()
@@ -274,8 +390,12 @@ def fig5_groups(table: pl.DataFrame | pl.LazyFrame, groups: Mapping[str, Sequenc
                 "method", attribute=pl.lit(key), percentile=pl.col(criterion))))
             panels.append((key, f"{g} ({criterion})\n"
                                 + ", ".join(labels.get(a, a) for a in members)))
+    if intervals is not None:
+        intervals = intervals.with_columns(
+            key=pl.col("criterion") + pl.lit(":") + pl.col("group"))
     fig = panel_boxplots(pl.concat(stats), panels, methods, tick=tick, color=color,
                          names=names, grid=(2, max(1, len(groups))),
+                         intervals=_intervals(intervals, "key"), confidence=confidence,
                          ylabel="Group criterion: max / mean over the group's attributes\n"
                                 "of the percentile ranks (lower is better)")
     save_figure(fig, pdf_path, png_path, dpi=dpi)

@@ -57,6 +57,13 @@ def evaluate_groups(results: pl.DataFrame, truth: pl.DataFrame, train_ids: Seque
             .sort("_g", "_m", "query_id", "rank").drop("_g", "_m"))
 
 
+def criteria_long(table: pl.DataFrame) -> pl.DataFrame:
+    """:func:`evaluate_groups`' table with one row per criterion: method, group, criterion
+    ("max" / "mean"), query_id, rank, value (the shape the intervals and tests read)."""
+    return table.unpivot(on=["max", "mean"], index=["method", "group", "query_id", "rank"],
+                         variable_name="criterion", value_name="value")
+
+
 def summarize_groups(table: pl.DataFrame) -> pl.DataFrame:
     """Per group x method x criterion (max, mean): n, median, q1, q3, mean, excluded."""
     parts = []

@@ -36,7 +36,7 @@ from typing import Any
 from skinground.flops import QWEN2VL_7B, QwenSpec, encoder_specs, param_counts
 from skinground.plan import group_method as plan_group_method
 from skinground.plan import method as plan_method
-from skinground.plan import retrieval_jobs
+from skinground.plan import probed_models, retrieval_jobs
 
 MiB = 2**20
 GiB = 2**30
@@ -72,6 +72,7 @@ EVALUATE_ROW = 470         # per (query, rank, attribute, method) row of the per
 GROUP_EVALUATE_ROW = 950   # per (query, rank, group, method) row: every member's percentile
 FIGURES_ROW = 190          # the table's three columns Figs. 4 and 5 read, and their box stats
 PREDICTION_ROW = 250       # per (image, attribute) answer (not measured: small at any scale)
+PROBE_BLOCK_ROWS = 8192    # probe.BLOCK_ROWS
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class Workload:
     W: int = 5
     per_device_batch: int = 4
     train_gpus: int = 4
+    #: the probe's cross-validation folds and the models it probes (their image spaces)
+    probe_folds: int = 5
+    probed: tuple[str, ...] = ()
 
     @property
     def images(self) -> int:
@@ -116,6 +120,8 @@ class Workload:
                    group_methods=tuple(retrieval_jobs(config)),
                    W=len(attrs) if w == "all" else int(w),
                    per_device_batch=int(config["train"]["per_device_batch"]),
+                   probe_folds=int(config["probe"]["folds"]),
+                   probed=tuple(probed_models(config)),
                    encoder_widths={name: spec.embedding for name, spec
                                    in encoder_specs(config["model"]).items()}, **sizes)
 
@@ -197,6 +203,17 @@ def retrieve_peak(search: str, w: Workload, *, width: int | None = None) -> Peak
     raise ValueError(f"unknown search {search!r}")
 
 
+def probe_peak(w: Workload, d: int) -> Peak:
+    """The ridge probe of one space of width ``d`` (skinground.probe): the train and test
+    spaces in float16, the Gram matrix of each fold and the eigendecomposition's (F + 4 of
+    d x d float64), X^T of the fold masks and targets' (N x 2A(F + 1) float64, built
+    once), two float64 blocks."""
+    n, a, f = w.train_images, w.attributes, w.probe_folds
+    return Peak(BASE_TABLE + w.images * d * 2 + (f + 4) * d * d * 8
+                + n * 2 * a * (f + 1) * 8 * 2 + 2 * PROBE_BLOCK_ROWS * d * 8,
+                terms="(N + Q) d 2 + (F + 4) d² 8 + 2 N 2A(F + 1) 8 + two blocks")
+
+
 def evaluation_rows(w: Workload) -> float:
     return w.test_images * w.k * w.attributes * max(1, len(w.methods))
 
@@ -273,7 +290,14 @@ def rule_peaks(w: Workload, spec: QwenSpec = QWEN2VL_7B) -> dict[str, Peak]:
                                 terms="Q k groups methods x GROUP_EVALUATE_ROW"),
         "figure_groups": Peak(BASE_PLOT + group_rows(w) * FIGURES_ROW,
                               terms="Q k groups methods x FIGURES_ROW"),
+        # not measured: the label columns beside the ids, and the hits joined with them
+        "labels": Peak(BASE_TABLE + rows * SPLIT_ROW, terms="rows x SPLIT_ROW"),
+        "diagnosis": Peak(BASE_TABLE + evaluation_rows(w) * EVALUATE_ROW,
+                          terms="Q k A methods x EVALUATE_ROW (the hits, joined)"),
+        "probe_r2": Peak(BASE_PLOT),
     }
+    for name in w.probed:
+        peaks[f"probe:{name}"] = probe_peak(w, w.encoder_widths.get(name, w.width))
     for name in w.methods:
         if name in w.encoder_widths:  # an encoder's method (e): its image-only space
             peaks[f"retrieve:{name}"] = retrieve_peak("image", w, width=w.encoder_widths[name])

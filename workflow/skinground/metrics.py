@@ -240,3 +240,84 @@ def read_answers(predictions, manifest, train_ids_file, attributes: Mapping[str,
     manifest = pl.read_parquet(manifest)
     means = train_means(manifest, read_lines(train_ids_file), list(attributes))
     return pl.read_parquet(predictions), manifest, means
+
+
+# ---------------------------------------------------------------- intervals, robust metrics
+
+#: An answer is off by an order of magnitude when it and the truth differ by this factor or
+#: more in absolute value (:func:`magnitude_errors`).
+MAGNITUDE_FACTOR = 10.0
+
+
+def magnitude_errors(y_true, y_pred, resolution: float) -> np.ndarray:
+    """Whether each answer is off by an order of magnitude or more: the larger of |ŷ| and
+    |y| is at least ``MAGNITUDE_FACTOR`` times the smaller, the smaller floored at
+    ``resolution`` (the answer's last decimal, 10^-decimals: a true 0 is not infinitely far
+    from 0.01). "120.77" for 10.3 is; "22.0" for 26.3 is not. Float 0/1."""
+    t = np.abs(np.asarray(y_true, dtype=np.float64))
+    p = np.abs(np.asarray(y_pred, dtype=np.float64))
+    small = np.maximum(np.minimum(t, p), resolution)
+    return (np.maximum(t, p) >= MAGNITUDE_FACTOR * small).astype(np.float64)
+
+
+#: The metrics :func:`with_intervals` adds, each with ``_lo`` / ``_hi``: (column, what).
+ROBUST_METRICS = ("spearman", "median_abs_error", "magnitude_share")
+
+
+def with_intervals(table: pl.DataFrame, predictions: pl.DataFrame, truth: pl.DataFrame,
+                   train_means: Mapping[str, float], boot, codes_of, confidence: float,
+                   decimals: Mapping[str, int]) -> pl.DataFrame:
+    """``r2_table``'s rows with a bootstrap interval (over test patients) for r2_parsed and
+    r2_filled, and the metrics one wrong digit cannot wreck, each with its interval:
+    Spearman's ρ, the median absolute error and the share of answers off by an order of
+    magnitude (:func:`magnitude_errors`), all on the parsed answers.
+
+    ``boot``: ``stats.Bootstrap``; ``codes_of(ids)``: the patient index of each image id;
+    ``decimals``: each attribute's answer decimals."""
+    from skinground import stats
+
+    pairs = (predictions.select("model", ID_COLUMN, "attribute",
+                                pl.col("value").cast(pl.Float64))
+             .join(truth_long(truth, list(train_means)), on=[ID_COLUMN, "attribute"],
+                   how="inner"))
+    rows = []
+    for row in table.iter_rows(named=True):
+        sub = pairs.filter((pl.col("model") == row["model"])
+                           & (pl.col("attribute") == row["attribute"]))
+        y = sub["truth"].to_numpy()
+        v = sub["value"].to_numpy(allow_copy=True).astype(np.float64)
+        codes = codes_of(sub[ID_COLUMN])
+        parsed = np.isfinite(v)
+        filled = np.where(parsed, v, float(train_means[row["attribute"]]))
+        error = np.where(parsed, np.abs(v - y), np.nan)
+        wrong = np.where(parsed, magnitude_errors(y, v, 10.0 ** -decimals[row["attribute"]]),
+                         np.nan)
+        values = {
+            "r2_parsed": (row["r2_parsed"], stats.bootstrap_r2(boot, codes, y, v)),
+            "r2_filled": (row["r2_filled"], stats.bootstrap_r2(boot, codes, y, filled)),
+            "spearman": (_spearman(y[parsed], v[parsed]),
+                         stats.bootstrap_spearman(boot, codes, y, v)),
+            "median_abs_error": (float(np.median(error[parsed])) if parsed.any() else math.nan,
+                                 stats.bootstrap_median(boot, codes, error)),
+            "magnitude_share": (float(np.nanmean(wrong)) if parsed.any() else math.nan,
+                                stats.bootstrap_mean(boot, codes, wrong)),
+        }
+        out = {k: row[k] for k in ("model", "attribute", "n", "n_unparsable")}
+        for name, (value, reps) in values.items():
+            lo, hi = stats.interval(reps, confidence)
+            out.update({name: value, f"{name}_lo": lo, f"{name}_hi": hi})
+        rows.append(out)
+    schema = {"model": pl.String, "attribute": pl.String, "n": pl.Int64,
+              "n_unparsable": pl.Int64}
+    for name in ("r2_parsed", "r2_filled", *ROBUST_METRICS):
+        schema.update({name: pl.Float64, f"{name}_lo": pl.Float64, f"{name}_hi": pl.Float64})
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's ρ (NaN: fewer than 2 pairs or a constant side)."""
+    if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)

@@ -28,6 +28,7 @@ MANIFEST = "data/manifest.parquet"
 DATA_REPORT = "data/report.json"
 SPLIT_IDS = "split/{split}.txt"
 SPLIT_SUMMARY = "split/summary.json"
+LABELS = "data/labels.parquet"  # isic_id + the diagnosis columns (stats.diagnosis)
 TUPLES = "tuples/train_tuples.parquet"
 TUPLES_SUMMARY = "tuples/summary.json"
 RUN_CONFIG = "config.yaml"
@@ -45,6 +46,10 @@ R2_MD = "predict/r2.md"
 R2_GROUPS = "predict/r2_groups.csv"
 R2_UNTUNED_CSV = "predict/r2_untuned.csv"
 R2_UNTUNED_MD = "predict/r2_untuned.md"
+# the ridge probe of one image-level space, and all of them beside the generated answers
+PROBE = "probe/{model}.csv"
+PROBE_R2_CSV = "predict/probe_r2.csv"
+PROBE_R2_MD = "predict/probe_r2.md"
 
 # ---- embeddings and indexes
 EMBED_SHARD = "embed/{model}/{split}/shard{shard}.npz"
@@ -61,9 +66,20 @@ SUMMARY_MD = "evaluate/summary.md"
 GROUP_PERCENTILES = "evaluate/groups_percentiles.parquet"
 GROUP_SUMMARY_CSV = "evaluate/groups_summary.csv"
 GROUP_SUMMARY_MD = "evaluate/groups_summary.md"
+# paired tests of the paper's claims (per attribute / group), and how many hold
+PAIRED_TESTS = "evaluate/paired_tests.csv"
+CLAIMS_CSV = "evaluate/claims.csv"
+CLAIMS_MD = "evaluate/claims.md"
+GROUP_PAIRED_TESTS = "evaluate/groups_paired_tests.csv"
+GROUP_CLAIMS_CSV = "evaluate/groups_claims.csv"
+GROUP_CLAIMS_MD = "evaluate/groups_claims.md"
+# the share of retrieved images whose diagnosis agrees with the query's
+DIAGNOSIS_CSV = "evaluate/diagnosis.csv"
+DIAGNOSIS_MD = "evaluate/diagnosis.md"
 
 # ---- figures and cost
-FIGURE = "figures/{name}.{ext}"  # fig2_r2, fig3_retrievals, fig4_percentiles, fig5_groups
+# fig2_r2, fig2_probe, fig3_retrievals, fig4_percentiles, fig5_groups
+FIGURE = "figures/{name}.{ext}"
 COST_CSV = "cost/stages.csv"
 COST_MD = "cost/cost.md"
 

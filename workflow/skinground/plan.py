@@ -219,6 +219,13 @@ def group_shards(config: Mapping[str, Any]) -> bool:
     return any(s.startswith(GROUP_PREFIX) for split in spaces.values() for s in split)
 
 
+def probed_models(config: Mapping[str, Any]) -> list[str]:
+    """The models whose image-level space (h_im, an encoder's features) the configured
+    methods embed in both splits: each gets a ridge probe (beyond the paper)."""
+    return [m for m, splits in embedding_spaces(config).items()
+            if all(IMAGE_SPACE in splits[s] for s in SPLITS)]
+
+
 def predict_models(config: Mapping[str, Any]) -> list[str]:
     """The models whose answers are generated (``predict.models``), in ``PREDICT_MODELS``
     order; Fig. 2 is the tuned model's, the untuned one has a table of its own."""
@@ -250,7 +257,12 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
         jobs["embed_groups"] = len(SPLITS) * shards
     jobs["merge_embeddings"] = sum(len(s) for splits in spaces.values() for s in splits.values())
     jobs["build_index"] = sum(len(s) for s in indexed_spaces(config).values())
+    probed = probed_models(config)
+    if probed:
+        jobs.update(probe=len(probed), probe_r2=1)
     jobs.update(retrieve=len(config["retrieve"]["methods"]), evaluate=1, figures=1, cost=1)
+    if config["stats"]["diagnosis"]:
+        jobs.update(labels=1, diagnosis=1)
     if config["retrieve"]["groups"]:
         if retrieval_jobs(config):
             jobs["retrieve_groups"] = len(retrieval_jobs(config))

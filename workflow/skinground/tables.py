@@ -44,3 +44,25 @@ def write_summary(summary: pl.DataFrame, csv_path, markdown_path, note: str = ""
     with atomic_path(csv_path) as tmp:
         summary.write_csv(tmp)
     write_text(markdown_path, note + markdown_table(summary))
+
+
+CLAIMS_NOTE = (
+    "The paper's claims, tested per {unit}: a Wilcoxon signed-rank test on the per-query "
+    "values (the mean over the k retrieved images; lower is better) of the two methods, "
+    "one-sided in each direction, Holm-corrected across the {unit}s at alpha = {alpha}. "
+    "holds: {unit}s where the first method is significantly better (a \"no_worse\" claim: "
+    "not significantly worse). better / worse / not_significant: the verdicts. A patient's "
+    "queries are not independent; the test treats them as if they were (the summary's "
+    "intervals resample patients).\n\n")
+
+
+def write_claims(tested, output, *, alpha: float, unit: str) -> None:
+    """The paired tests (``output.tests``, CSV) and the claims' counts (``output.claims``
+    CSV and ``output.claims_md``), each atomically; ``tested``: ``significance.Tested``,
+    its cells called ``unit`` in the note."""
+    from skinground.io import atomic_path
+
+    with atomic_path(output.tests) as tmp:
+        tested.tests.write_csv(tmp)
+    write_summary(tested.claims, output.claims, output.claims_md,
+                  CLAIMS_NOTE.format(unit=unit, alpha=alpha))
