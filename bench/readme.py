@@ -10,6 +10,8 @@ README.md and is never edited by hand:
 - ``groups``: multi-attribute retrieval (``bench/groups.py``);
 - ``reliability``: killed runs and their reruns (``bench/kill_resume.py``);
 - ``bad_inputs``: damaged inputs through the real commands (``bench/bad_inputs.py``);
+- ``demo_stats``: claims, probes, robust R² and diagnosis agreement on the demo
+  (``bench/demo_stats.py``);
 - ``cost``: ``python -m skinground.cost config.yaml`` (with ``bench/results/gpu.json`` when
   it holds a GPU measurement).
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -390,9 +393,97 @@ def scale_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ci_of(row: dict, name: str, digits: int = 2) -> str:
+    return _ci(row[name], row[f"{name}_lo"], row[f"{name}_hi"], digits)
+
+
+def _ci(value, lo, hi, digits: int = 2) -> str:
+    if value is None or value != value:
+        return "n/a"
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def demo_stats_block() -> str:
+    """Claims, probes, robust R² and diagnosis agreement on the demo
+    (``bench/demo_stats.py``)."""
+    st = load("demo_stats")
+    if st is None:
+        return missing("demo_stats", "python bench/demo_stats.py")
+    runs = st["runs"]
+    seeds = [f"seed {r['seed']}" for r in runs]
+    head = "| " + " | ".join(seeds) + " |"
+    rule = "---:|" * len(runs)
+    lines = ["**The paper's claims, tested** (per attribute: Wilcoxon signed-rank on the "
+             "per-query percentiles, Holm-corrected across the 16 attributes, α = 0.05; "
+             "`evaluate/claims.csv`). Cells: attributes where the claim holds significantly "
+             "/ attributes tested (significantly better, significantly worse):", "",
+             "| claim " + head, "|---|" + rule]
+
+    def claim_rows(key):
+        out = []
+        for i, claim in enumerate(runs[0][key]):
+            cells = []
+            for r in runs:
+                c = r[key][i]
+                cells.append(f"{c['holds']}/{c['tested']} ({c['better']}, {c['worse']})")
+            out.append(f"| {claim['statement']} | " + " | ".join(cells) + " |")
+        return out
+
+    lines += claim_rows("claims")
+    lines += ["", "Multi-attribute retrieval (Fig. 5; per group and criterion, Holm across "
+              "them; `evaluate/groups_claims.csv`):", "", "| claim " + head, "|---|" + rule]
+    lines += claim_rows("group_claims")
+
+    # probes beside the generated answers
+    lines += ["", "**A linear read-out of the same features** (`predict/probe_r2.csv`): the "
+              "test R² of a ridge probe of each image-level space, beside the tuned model's "
+              "generated answers (Fig. 2). Median over the 16 attributes, and on how many "
+              "attributes the probe's R² is above the answers':", "",
+              "| | " + " | ".join(seeds) + " |", "|---|" + rule]
+    bars = list(dict.fromkeys((row["source"], row["space"]) for row in runs[0]["probe_r2"]))
+    for source, space in bars:
+        cells = []
+        for r in runs:
+            rows = [x for x in r["probe_r2"] if (x["source"], x["space"]) == (source, space)]
+            answers = {x["attribute"]: x["r2"] for x in r["probe_r2"]
+                       if x["source"] == "answers"}
+            cell = f"{statistics.median(x['r2'] for x in rows if x['r2'] is not None):.2f}"
+            if source == "probe":
+                above = sum(x["r2"] > answers[x["attribute"]] for x in rows)
+                cell += f" (above on {above}/{len(rows)})"
+            cells.append(cell)
+        name = ("generated answers (tuned)" if source == "answers" else
+                f"probe of {space} h_im" if space in ("tuned", "untuned") else
+                f"probe of {space}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    # robust metrics, seed by seed per attribute
+    first = runs[0]
+    lines += ["", f"**R² that one wrong digit cannot wreck** ({seeds[0]}; `predict/r2.csv`, "
+              "parsed answers, 95% bootstrap intervals over test patients):", "",
+              "| attribute | R² | Spearman ρ | median abs. error | off ×10 or more |",
+              "|---|---:|---:|---:|---:|"]
+    for row in first["r2"]:
+        lines.append(f"| {row['label']} | {_ci_of(row, 'r2_parsed')} | "
+                     f"{_ci_of(row, 'spearman')} | {_ci_of(row, 'median_abs_error')} | "
+                     f"{100 * row['magnitude_share']:.1f}% |")
+
+    # diagnosis
+    lines += ["", "**Diagnosis agreement** (`evaluate/diagnosis.csv`): the share of the top 5 "
+              "whose label agrees with the query's; random is the base rate:", "",
+              "| label | method | " + " | ".join(seeds) + " |", "|---|---|" + rule]
+    for i, row in enumerate(first["diagnosis"]):
+        cells = [_ci_of(r["diagnosis"][i], "agreement") for r in runs]
+        lines.append(f"| {row['label']} | {row['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS = {"demo_model": demo_model_block, "demo": demo_block, "protocol": protocol_block,
           "benchmarks": benchmarks_block, "groups": groups_block,
           "reliability": reliability_block, "bad_inputs": bad_inputs_block,
+          "demo_stats": demo_stats_block,
           "cost": cost_block, "scale": scale_block}
 
 

@@ -54,13 +54,42 @@ def res(demo: Path) -> Path:
 
 def test_every_figure_and_table(demo):
     out = res(demo)
-    for name in ("fig2_r2", "fig3_retrievals", "fig4_percentiles"):
+    for name in ("fig2_r2", "fig2_probe", "fig3_retrievals", "fig4_percentiles",
+                 "fig5_groups"):
         for ext in ("pdf", "png"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
     for path in ("predict/r2.csv", "predict/r2.md", "evaluate/summary.csv",
                  "evaluate/summary.md", "train/loss.csv", "train/loss.png",
-                 "train/adapter/adapter_config.json"):
+                 "train/adapter/adapter_config.json", "predict/probe_r2.csv",
+                 "evaluate/claims.csv", "evaluate/paired_tests.csv",
+                 "evaluate/groups_claims.csv", "evaluate/diagnosis.csv"):
         assert (out / path).exists(), path
+
+
+def test_the_statistics_tables(demo):
+    """Every median and R² has an interval, the claims table counts every attribute, the
+    probe covers every image-level space (the SigLIP encoder's included), and the diagnosis
+    table has random's base rate beside each method."""
+    out = res(demo)
+    summary = pl.read_csv(out / "evaluate/summary.csv")
+    assert {"medsiglip", "monet"} <= set(summary["method"])
+    assert summary["median_lo"].null_count() == 0
+    assert ((summary["median_lo"] <= summary["median"])
+            & (summary["median"] <= summary["median_hi"])).all()
+    groups = pl.read_csv(out / "evaluate/groups_summary.csv")
+    assert groups["median_lo"].null_count() == 0
+    r2 = pl.read_csv(out / "predict/r2.csv")
+    for name in ("r2_parsed", "r2_filled", "spearman", "median_abs_error", "magnitude_share"):
+        assert r2[f"{name}_lo"].null_count() == 0, name
+    claims = pl.read_csv(out / "evaluate/claims.csv")
+    assert (claims["tested"] == ATTRIBUTES).all()
+    assert {"image_text vs image_only", "image_only vs medsiglip"} <= set(claims["claim"])
+    probes = pl.read_csv(out / "predict/probe_r2.csv")
+    assert set(probes["space"]) == {"tuned", "untuned", "monet", "medsiglip"}
+    assert probes.height == ATTRIBUTES * 5 and probes["r2_lo"].null_count() == 0
+    diagnosis = pl.read_csv(out / "evaluate/diagnosis.csv")
+    assert set(diagnosis["label"]) == {"iddx_1", "target"}
+    assert diagnosis.filter(pl.col("method") == "random").height == 2
     assert (out / "logs" / "train.log").exists()
 
 
@@ -224,6 +253,7 @@ DOWNSTREAM_OF_TRAINING = {
     "retrieve": 3,  # image_text, hierarchical, image_only
     "retrieve_groups": 4,  # composed, composed_hierarchical, fused, rrf
     "evaluate": 1, "figures": 1, **GROUP_EVALUATION, **CONFIG_READERS,
+    "probe": 1, "probe_r2": 1, "diagnosis": 1,  # the tuned h_im's probe; the hits' labels
 }
 SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm², mm and mm?"
 
@@ -233,11 +263,11 @@ SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm²,
     [
         ({"train": {"learning_rate": 0.002}}, DOWNSTREAM_OF_TRAINING),
         ({"retrieve": {"b": 150}},
-         {"retrieve": 1, "retrieve_groups": 2, "evaluate": 1, "figures": 1,
+         {"retrieve": 1, "retrieve_groups": 2, "evaluate": 1, "figures": 1, "diagnosis": 1,
           **GROUP_EVALUATION, **CONFIG_READERS}),
         ({"predict": {"max_new_tokens": 12}},
          {"predict_shard": 2, "merge_predictions": 2, "r2": 1, "r2_untuned": 1,
-          **CONFIG_READERS}),
+          "probe_r2": 1, **CONFIG_READERS}),
         ({"embed": {"h_ima_token": "question"}},
          {r: n for r, n in DOWNSTREAM_OF_TRAINING.items()
           if r not in ("train", "predict_shard", "merge_predictions", "r2")}),
@@ -250,10 +280,16 @@ SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm²,
         # one encoder's preprocessing: its own embeddings, index and hits, not the other's
         ({"model": {"encoders": {"medsiglip": {"preprocessing": {"size": 56}}}}},
          {"embed_shard": 2 * SHARDS, "merge_embeddings": 2, "build_index": 1, "retrieve": 1,
-          "evaluate": 1, "figures": 1, **CONFIG_READERS}),
+          "evaluate": 1, "figures": 1, "diagnosis": 1, "probe": 1, "probe_r2": 1,
+          **CONFIG_READERS}),
+        # the bootstrap: every table with intervals, not the models or the retrieval
+        ({"stats": {"bootstrap": 200}},
+         {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, "r2": 1, "probe": 4,
+          "probe_r2": 1, "diagnosis": 1, **CONFIG_READERS}),
     ],
     ids=["train-hyperparameter", "retrieve-b", "predict", "h_ima-token", "figures",
-         "train-bookkeeping", "batch-sizes", "group-question", "encoder-preprocessing"],
+         "train-bookkeeping", "batch-sizes", "group-question", "encoder-preprocessing",
+         "bootstrap"],
 )
 def test_config_change_reruns_exactly_what_it_touches(demo, change, expected):
     (demo / "change.yaml").write_text(yaml.safe_dump(change))
@@ -261,7 +297,7 @@ def test_config_change_reruns_exactly_what_it_touches(demo, change, expected):
 
 
 RETRIEVAL = {"retrieve": 6, "retrieve_groups": 4, "evaluate": 1, "figures": 1,
-             **GROUP_EVALUATION, "all": 1}
+             "diagnosis": 1, **GROUP_EVALUATION, "all": 1}
 
 
 @pytest.fixture
@@ -421,6 +457,7 @@ def report(demo) -> Path:
 
 
 FIGURES = [("Training and prediction", None, "fig2_r2.png"),
+           ("Training and prediction", None, "fig2_probe.png"),
            ("Retrieval", "Paper (Fig. 3)", "fig3_retrievals.png"),
            ("Retrieval", "Paper (Fig. 4)", "fig4_percentiles.png"),
            ("Retrieval", "Beyond the paper: groups (Fig. 5)", "fig5_groups.png")]

@@ -12,11 +12,11 @@ the folds of scikit-learn's ``GroupKFold`` on the train patients (a patient's im
 fold: the CV GridSearchCV(Ridge, GroupKFold, "neg_mean_squared_error") does, tested equal).
 R² on the test images, with a bootstrap interval over test patients.
 
-How, at paper scale (282,564 x 3,584): the space is held once in float32 (4 GB); per fold the
-Gram matrix X^T X and X^T y come from sums over the fold's rows (the train part of a fold is
-the total minus the fold; rows without a value are subtracted), and one eigendecomposition
-per (fold, attribute) gives every α at once. Never a d x d inverse per α, never a copy of X
-per fold.
+How, at paper scale (282,564 x 3,584): the space is held once, as stored (float16, 2 GB), and
+read a block at a time in float64; per fold the Gram matrix X^T X and X^T y come from sums over
+the fold's rows (the train part of a fold is the total minus the fold; a target's rows without a
+value are subtracted), and one eigendecomposition per (fold, attribute) gives every α at once.
+Never a d x d inverse per α, never a copy of X per fold (``skinground.memory.probe_peak``).
 """
 
 from __future__ import annotations
