@@ -376,7 +376,8 @@ def _fabricated(tmp_path, attributes):
     test = [f"ISIC_2{i:06d}" for i in range(20)]
     values = rng.normal(10, 3, (50, len(attrs)))
     values[35, 0] = np.nan  # a missing test truth
-    manifest = pl.DataFrame({"isic_id": train + test, "patient_id": ["IP_1"] * 50,
+    patients = [f"IP_{i % 3}" for i in range(30)] + [f"IP_{3 + i % 5}" for i in range(20)]
+    manifest = pl.DataFrame({"isic_id": train + test, "patient_id": patients,
                              "target": [0] * 50,
                              **{a: values[:, k] for k, a in enumerate(attrs)}})
     manifest = manifest.with_columns(pl.col(a).fill_nan(None) for a in attrs)
@@ -404,6 +405,7 @@ def _fabricated(tmp_path, attributes):
     manifest.write_parquet(mpath)
     train_txt = tmp_path / "train.txt"
     train_txt.write_text("\n".join(train) + "\n")
+    (tmp_path / "test.txt").write_text("\n".join(test) + "\n")
     return paths, mpath, train_txt
 
 
@@ -411,16 +413,22 @@ def test_r2_script_writes_table_and_figure(tmp_path, attributes):
     preds, manifest, train_txt = _fabricated(tmp_path, attributes)
     out = tmp_path / "fig2"
     proc = run_script(
-        "r2", tmp_path, input={"predictions": preds[0], "manifest": manifest, "train": train_txt},
+        "r2", tmp_path, input={"predictions": preds[0], "manifest": manifest, "train": train_txt,
+                               "test": tmp_path / "test.txt"},
         output={"csv": out / "r2.csv", "markdown": out / "r2.md",
                 "groups_csv": out / "r2_groups.csv",
                 "fig_pdf": out / "fig2.pdf", "fig_png": out / "fig2.png"},
-        params={"attributes": attributes, "groups": {}})
+        params={"attributes": attributes, "groups": {},
+                "stats": {"bootstrap": 200, "confidence": 0.95, "alpha": 0.05, "seed": 0}})
     assert proc.returncode == 0, proc.log + proc.stderr
     assert (out / "r2_groups.csv").exists()  # no group questions asked: an empty table
-    table = pl.read_csv(out / "r2.csv")
-    assert table.columns == ["model", "attribute", "label", "n", "n_unparsable", "r2_parsed",
-                             "r2_filled"]
+    table = pl.read_csv(out / "r2.csv", infer_schema_length=None)
+    metrics_ = ["r2_parsed", "r2_filled", "spearman", "median_abs_error", "magnitude_share"]
+    assert table.columns == ["model", "attribute", "label", "n", "n_unparsable",
+                             *(f"{m}{s}" for m in metrics_ for s in ("", "_lo", "_hi"))]
+    for m in metrics_:  # each interval holds its estimate (5 test patients: never degenerate)
+        assert (table[f"{m}_lo"] <= table[m]).all() and (table[m] <= table[f"{m}_hi"]).all()
+    assert (table["r2_parsed_hi"] > table["r2_parsed_lo"]).all()
     assert table.height == len(attributes)  # Fig. 2: the tuned model's, as the paper's
     tuned = table.filter(pl.col("model") == "tuned")
     assert tuned["attribute"].to_list() == list(attributes)
@@ -429,7 +437,7 @@ def test_r2_script_writes_table_and_figure(tmp_path, attributes):
     assert tuned.row(3, named=True)["n_unparsable"] == 4
     assert (tuned["r2_filled"] > 0).all()
     md = (out / "r2.md").read_text()
-    assert "| model | attribute | label | n | n_unparsable | r2_parsed | r2_filled |" in md
+    assert "| model | attribute | label | n | n_unparsable | r2_parsed | r2_parsed_lo |" in md
     assert (out / "fig2.pdf").read_bytes()[:4] == b"%PDF"
     assert (out / "fig2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*.tmp"))
