@@ -19,6 +19,10 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/retrieve.smk"
 
 
+onstart:
+    missing_weights_stop()
+
+
 rule all:
     """Every figure and table of the study."""
     default_target: True

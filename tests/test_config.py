@@ -1,6 +1,7 @@
 """config.yaml and its schema: the paper's run validates, bad configs are stopped by name."""
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -159,3 +160,23 @@ def test_non_integers_finds_floats_where_the_schema_asks_for_whole_numbers(repo_
     bad = deep_merge(repo_config, {"embed": {"shards": 64.0}, "model": {"image_size": 112.0},
                                    "retrieve": {"rrf_k": 60.0}})  # rrf_k is a number
     assert non_integers(bad, schema) == ["model.image_size", "embed.shards"]
+
+
+def test_the_catalog_file_says_what_the_workflow_does():
+    """.snakemake-workflow-catalog.yml: the keys the catalog reads, its flags naming a
+    profile that exists, and what it claims (conda environments, a report) true of the
+    workflow."""
+    catalog = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
+    usage = catalog["usage"]
+    assert set(usage) == {"mandatory-flags", "software-stack-deployment", "report"}
+    flags = usage["mandatory-flags"]["flags"].split()
+    assert flags[0] == "--profile" and (REPO / flags[1] / "config.yaml").exists()
+    for key in ("data.metadata", "data.images", "model.base", "model.encoders"):
+        assert key in usage["mandatory-flags"]["desc"]
+    assert usage["software-stack-deployment"] == {"conda": True, "apptainer": False,
+                                                  "apptainer+conda": False}
+    rules = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    n_rules = len(re.findall(r"^\s*rule \w+:$", rules, flags=re.M))
+    assert len(re.findall(r"^\s+conda:$", rules, flags=re.M)) == n_rules > 20
+    assert usage["report"] is True
+    assert 'report: "workflow/report/workflow.rst"' in (REPO / "Snakefile").read_text()

@@ -50,24 +50,46 @@ def test_jobs_match_the_demo_dry_run(tmp_path):
     assert sum(expected.values()) == DEMO_JOBS
 
 
-def test_jobs_match_the_paper_dry_run(tmp_path):
-    """The paper's config (64 shards, no demo rules), its data and models stood in for by
-    empty files (a dry run reads none of them)."""
+def paper_without_weights(tmp_path: Path) -> Path:
+    """A workflow copy with the paper's config, SLICE-3D's files stood in for by empty files
+    (a plan reads none of them) and the weights' folders pointing where nothing is."""
     work = workflow_copy(tmp_path)
     data = tmp_path / "slice3d"
     data.mkdir()
     (data / "train-metadata.csv").touch()
     (data / "train-image.hdf5").touch()
-    for name in ("qwen", "monet"):
-        (tmp_path / name).mkdir()
     override = {"data": {"metadata": str(data / "train-metadata.csv"),
                          "images": str(data / "train-image.hdf5")},
-                "model": {"base": str(tmp_path / "qwen"),
-                          "encoders": {"monet": {"path": str(tmp_path / "monet")}}}}
+                "model": {"base": str(tmp_path / "models" / "qwen"),
+                          "encoders": {"monet": {"path": str(tmp_path / "models" / "monet")}}}}
     (work / "stand-ins.yaml").write_text(yaml.safe_dump(override))
+    return work
+
+
+def snakemake_in(work: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=work,
+                          capture_output=True, text=True, timeout=300)
+
+
+PAPER = ("--configfile", "config.yaml", "stand-ins.yaml")
+
+
+def missing(tmp_path: Path, out: str) -> dict[str, int]:
+    """How often each missing weights folder is named, with the command that fetches it."""
+    return {hub: out.count(f"hf download {hub} --local-dir {tmp_path / 'models' / name} ")
+            for hub, name in (("Qwen/Qwen2-VL-7B-Instruct", "qwen"), ("chanwkim/monet", "monet"))}
+
+
+def test_jobs_match_the_paper_dry_run(tmp_path):
+    """The paper's config (64 shards, no demo rules) with the SLURM profile, before the
+    weights are in place: the whole plan, and one warning per missing folder."""
+    work = paper_without_weights(tmp_path)
+    proc = snakemake_in(work, "-n", "--profile", "profiles/slurm", *PAPER)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert missing(tmp_path, out) == {"Qwen/Qwen2-VL-7B-Instruct": 1, "chanwkim/monet": 1}
     expected = plan.planned_jobs(config.load_config([REPO / "config.yaml"]))
-    assert dry_run(work, "--cores", "1", "--configfile", "config.yaml",
-                   "stand-ins.yaml") == expected
+    assert planned_jobs(out) == expected
     assert expected["embed_shard"] == 3 * 2 * 64
     # The paper's Fig. 2: the tuned model's answers only (predict.models: [tuned]).
     assert expected["predict_shard"] == 8 and expected["merge_predictions"] == 1
@@ -75,6 +97,38 @@ def test_jobs_match_the_paper_dry_run(tmp_path):
     assert expected["embed_groups"] == 2 * 64
     assert expected["merge_embeddings"] == 2 * (16 + 3 + 3)  # attributes + 3 image-only + groups
     assert sum(expected.values()) == PAPER_JOBS
+
+
+def test_the_plan_needs_no_weights_and_a_run_stops_before_any_job(tmp_path):
+    """Lint needs neither data nor weights; --dag and --summary plan without the weights; a
+    run that would load them stops before any job starts, naming each folder; a run that
+    loads none (the data's split) goes on."""
+    work = paper_without_weights(tmp_path)
+    # The catalog lints the default config alone, on a machine with nothing in place.
+    lint = snakemake_in(work, "--lint", "--configfile", "config.yaml")
+    assert lint.returncode == 0, (lint.stdout + lint.stderr)[-4000:]
+    dag = snakemake_in(work, "--dag", *PAPER)
+    assert dag.returncode == 0, dag.stderr[-4000:]
+    assert dag.stdout.startswith("digraph snakemake_dag {")  # the warnings stay off stdout
+    assert 'label = "train"' in dag.stdout
+    assert missing(tmp_path, dag.stderr) == {"Qwen/Qwen2-VL-7B-Instruct": 1,
+                                             "chanwkim/monet": 1}
+    summary = snakemake_in(work, "--summary", *PAPER)
+    assert summary.returncode == 0, summary.stderr[-4000:]
+    assert "results/paper/train/adapter" in summary.stdout
+    run = snakemake_in(work, "--cores", "1", *PAPER)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out[-4000:]
+    # both folders named with their commands: in the warnings, then in the stop
+    assert missing(tmp_path, out) == {"Qwen/Qwen2-VL-7B-Instruct": 2, "chanwkim/monet": 2}
+    assert "missing_weights_stop" in out
+    assert not (work / "results").exists()  # no job started, no log written
+    # A target that loads no weights runs: its first job reads the (empty) metadata file.
+    split = snakemake_in(work, "split", "--cores", "1", *PAPER)
+    out = split.stdout + split.stderr
+    assert split.returncode == 1 and "Error in rule manifest" in out, out[-4000:]
+    assert "missing_weights_stop" not in out
+    assert (work / "results" / "paper" / "logs" / "manifest.log").exists()
 
 
 def test_fewer_methods_fewer_jobs(repo_config):

@@ -149,6 +149,48 @@ def test_fig4_one_panel_per_attribute_one_box_per_method(tmp_path, labels):
                       "(d) Image Untuned", "(e) MONET", "(e) MedSigLIP", "random (50)"]
 
 
+def test_fig4_panels_are_the_figures_panels_one_file_each(tmp_path, labels, monkeypatch):
+    """The report's per-attribute files: each the same panel as Fig. 4's (boxes, notches,
+    ticks, colours), with its own legend; the folder written whole or not at all."""
+    table = evaluation(labels)
+    full = figures.fig4_percentiles(table, labels, None, tmp_path / "fig4.pdf",
+                                    tmp_path / "fig4.png", methods=LEGENDS,
+                                    intervals=summary(table))
+    folder = tmp_path / "fig4_attributes"
+    panels = figures.fig4_panels(table, labels, folder, methods=LEGENDS,
+                                 intervals=summary(table))
+    assert list(panels) == list(labels)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{a}.png" for a in labels)
+    for ax, (attribute, fig) in zip(full.axes, panels.items(), strict=True):
+        (one,) = fig.axes
+        assert one.get_title() == ax.get_title() == labels[attribute]
+        assert [b.get_gid() for b in boxes(one)] == [b.get_gid() for b in boxes(ax)]
+        for b, a in zip(boxes(one), boxes(ax), strict=True):
+            assert np.array_equal(b.get_path().vertices, a.get_path().vertices)  # notched
+            assert b.get_facecolor() == a.get_facecolor()
+        assert [t.get_text() for t in one.get_xticklabels()] == \
+            [t.get_text() for t in ax.get_xticklabels()]
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert legend == [t.get_text() for t in full.legends[0].get_texts()]
+        width, height = png_size(folder / f"{attribute}.png")
+        assert width > 250 and height > 250
+    # A failure after some panels leaves the folder as it was: no half-written set.
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    drawn, draw = [], figures.panel_boxplots
+
+    def failing(*args, **kwargs):
+        if len(drawn) == 3:
+            raise MemoryError("the fourth panel")
+        drawn.append(args[1])
+        return draw(*args, **kwargs)
+    monkeypatch.setattr(figures, "panel_boxplots", failing)
+    with pytest.raises(MemoryError):
+        figures.fig4_panels(table, labels, folder, methods=LEGENDS, intervals=summary(table))
+    assert len(drawn) == 3
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_fig4_without_monet_and_with_an_empty_box(tmp_path, labels):
     attrs = list(labels)[:10]
     table = evaluation(attrs, ("image_text", "hierarchical", "image_only", "image_untuned"))
@@ -307,6 +349,7 @@ def test_figures_script(tmp_path, labels, retrieval):
                "results": [tmp_path / "image.parquet", tmp_path / "text.parquet"],
                "manifest": tmp_path / "manifest.parquet", "images": root / "images.hdf5"},
         output={"fig4_pdf": out / "fig4.pdf", "fig4_png": out / "fig4.png",
+                "fig4_panels": out / "fig4_attributes",
                 "fig3_pdf": out / "fig3.pdf", "fig3_png": out / "fig3.png"})
     params = {"attributes": attributes, "k": K, "methods": LEGENDS, "confidence": 0.95,
               "figures": {"fig3_attribute": "tbp_lv_areaMM2", "fig3_queries": 3, "seed": 0}}
@@ -317,6 +360,8 @@ def test_figures_script(tmp_path, labels, retrieval):
     candidates = test[:6]
     expected = grids.pick_queries(candidates, 3, 0)
     assert f"fig. 3: queries {expected}" in proc.log and "fig. 4: 4 attribute" in proc.log
+    assert sorted(p.name for p in (out / "fig4_attributes").iterdir()) == \
+        sorted(f"{a}.png" for a in four)
     w4, h4 = png_size(out / "fig4.png")
     w3, h3 = png_size(out / "fig3.png")
     assert w4 > h4 and h3 > w3

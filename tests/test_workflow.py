@@ -19,7 +19,7 @@ import yaml
 from skinground import fidelity
 from skinground.config import load_config
 
-from conftest import copy_workflow, pids_with_argv, planned_jobs, run_group
+from conftest import REPO, copy_workflow, pids_with_argv, planned_jobs, run_group
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +58,8 @@ def test_every_figure_and_table(demo):
                  "fig5_groups"):
         for ext in ("pdf", "png"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
+    panels = sorted(p.name for p in (out / "figures" / "fig4_attributes").iterdir())
+    assert panels == sorted(f"{a}.png" for a in DEMO_ATTRIBUTES)
     for path in ("predict/r2.csv", "predict/r2.md", "evaluate/summary.csv",
                  "evaluate/summary.md", "train/loss.csv", "train/loss.png",
                  "train/adapter/adapter_config.json", "predict/probe_r2.csv",
@@ -450,22 +452,37 @@ def test_query_out_overwrites_nothing(demo, query_image, tmp_path, target):
 
 
 @pytest.fixture(scope="module")
-def report(demo) -> Path:
-    path = res(demo) / "report.html"
+def report(demo, tmp_path_factory) -> Path:
+    """The run's report as a colleague gets it: ``--report results/<run>/report.zip``,
+    unpacked elsewhere; its page."""
+    import zipfile
+
+    path = res(demo) / "report.zip"
     snakemake(demo, "--report", str(path))
-    return path
+    unpacked = tmp_path_factory.mktemp("report")
+    with zipfile.ZipFile(path) as z:
+        z.extractall(unpacked)
+    (page,) = unpacked.glob("*/report.html")
+    return page
 
 
-FIGURES = [("Training and prediction", None, "fig2_r2.png"),
-           ("Training and prediction", None, "fig2_probe.png"),
-           ("Retrieval", "Paper (Fig. 3)", "fig3_retrievals.png"),
-           ("Retrieval", "Paper (Fig. 4)", "fig4_percentiles.png"),
-           ("Retrieval", "Beyond the paper: groups (Fig. 5)", "fig5_groups.png")]
+DEMO_ATTRIBUTES = load_config([REPO / "config.yaml",
+                               REPO / "profiles/demo/demo-config.yaml"])["attributes"]
+#: Every figure of the report: (category, subcategory, its row's item label, attribute).
+FIGURES = [("Training and prediction", None, "Fig. 2", "all"),
+           ("Training and prediction", None, "Fig. 2, probe", "all"),
+           ("Retrieval", "Paper (Fig. 3)", "Fig. 3", "area"),
+           ("Retrieval", "Paper (Fig. 4)", "Fig. 4", "all"),
+           ("Retrieval", "Beyond the paper: groups (Fig. 5)", "Fig. 5",
+            "the groups of retrieve.groups"),
+           *(("Retrieval", "Paper (Fig. 4)", "Fig. 4, one attribute", spec["label"])
+             for spec in DEMO_ATTRIBUTES.values())]
 
 
-def test_report_renders_every_figure_in_chromium(report, tmp_path):
-    """Headless Chromium (Debian's) opens the Snakemake report, shows each figure and takes a
-    screenshot: the figure is a decoded PNG, the screenshot is not blank."""
+def test_report_zip_renders_every_figure_in_chromium(report, tmp_path):
+    """Headless Chromium (Debian's) opens the unpacked report zip, offline: every figure,
+    found by its labels (item, attribute, model, seed), is a decoded PNG; the whole figures'
+    screenshots are not blank."""
     import shutil
 
     from PIL import Image, ImageStat
@@ -480,22 +497,30 @@ def test_report_renders_every_figure_in_chromium(report, tmp_path):
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        for category, subcategory, name in FIGURES:
+        page.route("http*://**", lambda route: route.abort())  # offline: nothing fetched
+        for category, subcategory, item, attribute in FIGURES:
             page.goto(report.as_uri())
             page.wait_for_load_state("networkidle")
             assert "skinground" in page.inner_text("body")
             page.get_by_text(category, exact=True).first.click()
             if subcategory:
                 page.get_by_text(subcategory, exact=True).first.click()
-            row = page.locator("tr", has_text=name).first
+            header = [h.lower() for h in page.locator("th").all_inner_texts()]
+            assert header[:4] == ["item", "attribute", "model or method", "seed"], header
+            row = (page.locator("tr")
+                   .filter(has=page.get_by_role("cell", name=item, exact=True))
+                   .filter(has=page.get_by_role("cell", name=attribute, exact=True)))
+            assert row.count() == 1, (item, attribute)
             row.locator('a[iconname="eye"]').click()
             figure = page.locator('img[src^="data:image/png"]').first
             figure.wait_for(state="visible", timeout=20_000)
             width = figure.evaluate("img => img.complete ? img.naturalWidth : 0")
-            assert width > 500, (name, width)
-            shot = tmp_path / name
+            assert width > (250 if item.endswith("one attribute") else 500), (item, width)
+            if item.endswith("one attribute"):
+                continue
+            shot = tmp_path / f"{item}.png"
             page.screenshot(path=str(shot))
             gray = Image.open(shot).convert("L")
-            assert ImageStat.Stat(gray).stddev[0] > 20, name  # not a blank page
-            assert sum(gray.histogram()[:200]) > 0.03 * gray.width * gray.height, name
+            assert ImageStat.Stat(gray).stddev[0] > 20, item  # not a blank page
+            assert sum(gray.histogram()[:200]) > 0.03 * gray.width * gray.height, item
         browser.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -131,10 +132,22 @@ PIXELS = pixel_params(config["model"])
 BASE_HUB_REPO = "Qwen/Qwen2-VL-7B-Instruct"
 
 
+#: Weights that are not in place yet: key ("base" or an encoder's name) -> the message that
+#: says how to fetch them. A plan (lint, dry run, --dag, --summary, --report) goes on without
+#: them, with one warning; a real run that would load them stops before any job starts
+#: (``onstart`` in the Snakefile: ``missing_weights_stop``).
+MISSING_WEIGHTS = {}
+#: The rules whose jobs load weights: embed_shard loads its model's (an encoder's own, or the
+#: base model), the others the base model.
+MODEL_RULES = ("train", "predict_shard", "embed_shard", "embed_groups")
+
+
 def weights(key):
     """A local model folder as an input: config model.base (``key`` "base") or an encoder's
-    path (``key`` its name); when it is missing (and the demo does not build it), stop with
-    the folder's name and the command that fetches it."""
+    path (``key`` its name). When it is missing (and the demo does not build it) it is left
+    out of the job's inputs, so the plan can still be made, and recorded in
+    ``MISSING_WEIGHTS``: the first time, a warning names the folder and the command that
+    fetches it."""
     if key == "base":
         name, path, hub = "model.base", config["model"]["base"], BASE_HUB_REPO
     else:
@@ -142,11 +155,44 @@ def weights(key):
         name, path, hub = f"model.encoders.{key}.path", encoder["path"], encoder["hub"]
     if config["model"]["build_tiny"] or Path(path).exists():
         return path
-    raise WorkflowError(
-        f"{name}: the folder {path} does not exist. Fetch the weights once, on a node "
-        f"with internet access: hf download {hub} --local-dir {path}  (see the "
-        "README, 'Weights for the cluster')"
-    )
+    if key not in MISSING_WEIGHTS:
+        MISSING_WEIGHTS[key] = (
+            f"{name}: the folder {path} does not exist. Fetch the weights once, on a node "
+            f"with internet access: hf download {hub} --local-dir {path}  (see the "
+            "README, 'Weights for the cluster')"
+        )
+        logger.warning(
+            f"{MISSING_WEIGHTS[key]}. Planning goes on without them; a run that needs them "
+            "stops before any job starts."
+        )
+    return []
+
+
+def weights_path(key):
+    """The folder of ``weights(key)`` as a job's param, for a command line (a job's input
+    lacks it while it is missing): not a rerun trigger, the input is."""
+    path = config["model"]["base"] if key == "base" else ENCODERS[key]["path"]
+    return untracked(path)
+
+
+def loaded_weights(job):
+    """The keys of ``weights()`` a job loads (``MODEL_RULES``)."""
+    if job.rule.name not in MODEL_RULES:
+        return set()
+    model = job.wildcards.get("model")
+    return {model} if model in ENCODERS else {"base"}
+
+
+def missing_weights_stop():
+    """Stop a real run before any job starts when a job that will run loads weights that are
+    not in place (``MISSING_WEIGHTS``), with the message that says how to fetch them."""
+    if not MISSING_WEIGHTS:
+        return
+    needed = set()
+    for job in workflow.dag.needrun_jobs():
+        needed |= loaded_weights(job) & MISSING_WEIGHTS.keys()
+    if needed:
+        raise WorkflowError("\n".join(MISSING_WEIGHTS[k] for k in sorted(needed)))
 
 
 def res(template, **fields):
@@ -327,3 +373,45 @@ def group_method_titles():
 # ---- the probe (beyond the paper): every model with an image-level space in both splits
 
 PROBED_MODELS = plan.probed_models(config)
+
+
+# ---- the report (snakemake --report): every item carries the labels its tables show
+
+#: A run's seed, on every item drawn from the trained model (the demo's seeds are runs).
+TRAIN_SEED = config["train"]["seed"]
+ATTRIBUTE_LABELS = {column: spec["label"] for column, spec in config["attributes"].items()}
+
+
+def reported(
+    path,
+    caption,
+    category,
+    subcategory=None,
+    *,
+    item,
+    attribute="all",
+    model="—",
+    seed=None,
+    patterns=None,
+):
+    """``report()`` with the labels the report's tables show, in this order: the item
+    (figure or table), its attribute(s), its model or methods, and the seed it was drawn
+    with (left out where none applies: a label with two values, each on half of a table's
+    items, would become a toggle). ``caption``: the name of a file of workflow/report/;
+    ``attribute`` may be a function of the wildcards (a folder's ``patterns``)."""
+    labels = {"item": item, "attribute": attribute, "model or method": model}
+    if seed is not None:
+        labels["seed"] = str(seed)
+    return report(
+        path,
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory=subcategory,
+        labels=labels,
+        patterns=patterns or [],
+    )
+
+
+def attribute_label(wildcards):
+    """A report label: the attribute of a per-attribute file (its column's label)."""
+    return ATTRIBUTE_LABELS[wildcards.attribute]

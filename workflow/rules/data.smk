@@ -28,7 +28,7 @@ rule manifest:
         images=config["data"]["images"],
     output:
         manifest=res(out.MANIFEST),
-        report=report(res(out.DATA_REPORT), caption="../report/data_report.rst", category="Data"),
+        report=reported(res(out.DATA_REPORT), "data_report", "Data", item="Data report"),
     log:
         log("manifest"),
     benchmark:
@@ -69,7 +69,13 @@ rule split:
     output:
         train=res(out.SPLIT_IDS, split="train"),
         test=res(out.SPLIT_IDS, split="test"),
-        summary=report(res(out.SPLIT_SUMMARY), caption="../report/split.rst", category="Data"),
+        summary=reported(
+            res(out.SPLIT_SUMMARY),
+            "split",
+            "Data",
+            item="Patient split",
+            seed=config["split"]["seed"],
+        ),
     log:
         log("split"),
     benchmark:

@@ -157,17 +157,23 @@ rule probe_r2:
         r2=rules.r2.output.csv,
         probes=expand(res(out.PROBE), model=PROBED_MODELS),
     output:
-        csv=report(
+        csv=reported(
             res(out.PROBE_R2_CSV),
-            caption="../report/probe_r2.rst",
-            category="Training and prediction",
+            "probe_r2",
+            "Training and prediction",
+            item="Probe R² (table)",
+            model="ridge probe of each image-level space",
+            seed=TRAIN_SEED,
         ),
         markdown=res(out.PROBE_R2_MD),
         fig_pdf=figure("fig2_probe", "pdf"),
-        fig_png=report(
+        fig_png=reported(
             figure("fig2_probe", "png"),
-            caption="../report/fig2_probe.rst",
-            category="Training and prediction",
+            "fig2_probe",
+            "Training and prediction",
+            item="Fig. 2, probe",
+            model="ridge probe of each image-level space",
+            seed=TRAIN_SEED,
         ),
     log:
         log("probe_r2"),

@@ -36,8 +36,13 @@ rule train:
     output:
         adapter=directory(res(out.ADAPTER)),
         loss_csv=res(out.LOSS_CSV),
-        loss_plot=report(
-            res(out.LOSS_PLOT), caption="../report/loss.rst", category="Training and prediction"
+        loss_plot=reported(
+            res(out.LOSS_PLOT),
+            "loss",
+            "Training and prediction",
+            item="Training loss",
+            model="tuned",
+            seed=TRAIN_SEED,
         ),
         summary=res(out.TRAIN_SUMMARY),
     log:
@@ -51,13 +56,14 @@ rule train:
     params:
         code=code("train"),
         script=untracked(src("workflow/scripts/train.py")),
+        base=weights_path("base"),
         pixels=json.dumps(PIXELS),
         train=json.dumps(section("train")),
         # logging and checkpoint cadence, loader workers: they rerun nothing
         bookkeeping=untracked(json.dumps(bookkeeping("train", config["train"]))),
         checkpoints=res(out.CHECKPOINTS),
     shell:
-        "python {params.script:q} --base {input.base:q} --tuples {input.tuples:q}"
+        "python {params.script:q} --base {params.base:q} --tuples {input.tuples:q}"
         " --images {input.images:q} --pixels {params.pixels:q} --train {params.train:q}"
         " --bookkeeping {params.bookkeeping:q} --deepspeed {input.deepspeed:q}"
         " --checkpoints {params.checkpoints:q} --adapter {output.adapter:q}"
@@ -124,14 +130,24 @@ rule r2:
         train=rules.split.output.train,
         test=rules.split.output.test,
     output:
-        csv=report(res(out.R2_CSV), caption="../report/r2.rst", category="Training and prediction"),
+        csv=reported(
+            res(out.R2_CSV),
+            "r2",
+            "Training and prediction",
+            item="R² (table)",
+            model="tuned",
+            seed=TRAIN_SEED,
+        ),
         markdown=res(out.R2_MD),
         groups_csv=res(out.R2_GROUPS),
         fig_pdf=figure("fig2_r2", "pdf"),
-        fig_png=report(
+        fig_png=reported(
             figure("fig2_r2", "png"),
-            caption="../report/fig2.rst",
-            category="Training and prediction",
+            "fig2",
+            "Training and prediction",
+            item="Fig. 2",
+            model="tuned",
+            seed=TRAIN_SEED,
         ),
     log:
         log("r2"),
@@ -156,10 +172,12 @@ if "untuned" in PREDICT_MODELS:
             manifest=rules.manifest.output.manifest,
             train=rules.split.output.train,
         output:
-            csv=report(
+            csv=reported(
                 res(out.R2_UNTUNED_CSV),
-                caption="../report/r2_untuned.rst",
-                category="Training and prediction",
+                "r2_untuned",
+                "Training and prediction",
+                item="R², untuned (table)",
+                model="untuned",
             ),
             markdown=res(out.R2_UNTUNED_MD),
         log:

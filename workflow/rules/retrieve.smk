@@ -37,19 +37,25 @@ rule evaluate:
         test=rules.split.output.test,
     output:
         table=res(out.PERCENTILES),
-        csv=report(
+        csv=reported(
             res(out.SUMMARY_CSV),
-            caption="../report/summary.rst",
-            category="Retrieval",
-            subcategory="Paper (Fig. 4)",
+            "summary",
+            "Retrieval",
+            "Paper (Fig. 4)",
+            item="Fig. 4 (table)",
+            model="every method",
+            seed=TRAIN_SEED,
         ),
         markdown=res(out.SUMMARY_MD),
         tests=res(out.PAIRED_TESTS),
-        claims=report(
+        claims=reported(
             res(out.CLAIMS_CSV),
-            caption="../report/claims.rst",
-            category="Retrieval",
-            subcategory="Beyond the paper: statistics",
+            "claims",
+            "Retrieval",
+            "Beyond the paper: statistics",
+            item="The paper's claims, tested",
+            model="every method",
+            seed=TRAIN_SEED,
         ),
         claims_md=res(out.CLAIMS_MD),
     log:
@@ -77,11 +83,14 @@ rule diagnosis:
         train=rules.split.output.train,
         test=rules.split.output.test,
     output:
-        csv=report(
+        csv=reported(
             res(out.DIAGNOSIS_CSV),
-            caption="../report/diagnosis.rst",
-            category="Retrieval",
-            subcategory="Beyond the paper: statistics",
+            "diagnosis",
+            "Retrieval",
+            "Beyond the paper: statistics",
+            item="Diagnosis agreement",
+            model="every method",
+            seed=TRAIN_SEED,
         ),
         markdown=res(out.DIAGNOSIS_MD),
     log:
@@ -107,18 +116,36 @@ rule figures:
         images=config["data"]["images"],
     output:
         fig4_pdf=figure("fig4_percentiles", "pdf"),
-        fig4_png=report(
+        fig4_png=reported(
             figure("fig4_percentiles", "png"),
-            caption="../report/fig4.rst",
-            category="Retrieval",
-            subcategory="Paper (Fig. 4)",
+            "fig4",
+            "Retrieval",
+            "Paper (Fig. 4)",
+            item="Fig. 4",
+            model="every method",
+            seed=TRAIN_SEED,
+        ),
+        fig4_panels=reported(
+            directory(res(out.FIG4_PANELS)),
+            "fig4_panel",
+            "Retrieval",
+            "Paper (Fig. 4)",
+            item="Fig. 4, one attribute",
+            attribute=attribute_label,
+            model="every method",
+            seed=TRAIN_SEED,
+            patterns=["{attribute}.png"],
         ),
         fig3_pdf=figure("fig3_retrievals", "pdf"),
-        fig3_png=report(
+        fig3_png=reported(
             figure("fig3_retrievals", "png"),
-            caption="../report/fig3.rst",
-            category="Retrieval",
-            subcategory="Paper (Fig. 3)",
+            "fig3",
+            "Retrieval",
+            "Paper (Fig. 3)",
+            item="Fig. 3",
+            attribute=ATTRIBUTE_LABELS[config["figures"]["fig3_attribute"]],
+            model="(a) Image + Text and (c) Image",
+            seed=TRAIN_SEED,
         ),
     log:
         log("figures"),
@@ -173,19 +200,27 @@ if GROUPS:
             test=rules.split.output.test,
         output:
             table=res(out.GROUP_PERCENTILES),
-            csv=report(
+            csv=reported(
                 res(out.GROUP_SUMMARY_CSV),
-                caption="../report/groups_summary.rst",
-                category="Retrieval",
-                subcategory="Beyond the paper: groups (Fig. 5)",
+                "groups_summary",
+                "Retrieval",
+                "Beyond the paper: groups (Fig. 5)",
+                item="Fig. 5 (table)",
+                attribute="the groups of retrieve.groups",
+                model="every group method",
+                seed=TRAIN_SEED,
             ),
             markdown=res(out.GROUP_SUMMARY_MD),
             tests=res(out.GROUP_PAIRED_TESTS),
-            claims=report(
+            claims=reported(
                 res(out.GROUP_CLAIMS_CSV),
-                caption="../report/groups_claims.rst",
-                category="Retrieval",
-                subcategory="Beyond the paper: statistics",
+                "groups_claims",
+                "Retrieval",
+                "Beyond the paper: statistics",
+                item="The claims on groups, tested",
+                attribute="the groups of retrieve.groups",
+                model="every group method",
+                seed=TRAIN_SEED,
             ),
             claims_md=res(out.GROUP_CLAIMS_MD),
         log:
@@ -210,11 +245,15 @@ if GROUPS:
             summary=rules.evaluate_groups.output.csv,
         output:
             pdf=figure("fig5_groups", "pdf"),
-            png=report(
+            png=reported(
                 figure("fig5_groups", "png"),
-                caption="../report/fig5.rst",
-                category="Retrieval",
-                subcategory="Beyond the paper: groups (Fig. 5)",
+                "fig5",
+                "Retrieval",
+                "Beyond the paper: groups (Fig. 5)",
+                item="Fig. 5",
+                attribute="the groups of retrieve.groups",
+                model="every group method",
+                seed=TRAIN_SEED,
             ),
         log:
             log("figure_groups"),
@@ -247,7 +286,7 @@ rule cost:
             if not config["model"]["build_tiny"] and p.is_file()
         ],
     output:
-        csv=report(res(out.COST_CSV), caption="../report/cost.rst", category="Cost"),
+        csv=reported(res(out.COST_CSV), "cost", "Cost", item="Paper-scale cost", model="7B"),
         markdown=res(out.COST_MD),
     log:
         log("cost"),

@@ -1,5 +1,6 @@
 """Figs. 3 and 4: qualitative top-k grids (image-only vs image + text for one attribute) and
-the boxplots of the retrieved images' attribute-difference percentiles, per attribute x method.
+the boxplots of the retrieved images' attribute-difference percentiles, per attribute x method
+(the whole figure, and each attribute's panel alone for the report).
 
 Fig. 4 reads only the evaluation's method, attribute and percentile columns (lazily); Fig. 3
 draws its queries (``pick_queries``: deterministic in the seed) among the test images that
@@ -35,6 +36,11 @@ def main(snakemake) -> None:
                                    intervals=pl.read_csv(snakemake.input.summary),
                                    confidence=snakemake.params.confidence)
     log.info("fig. 4: %d attribute panels", len(fig.axes))
+    panels = figures.fig4_panels(evaluation, labels, out.fig4_panels,
+                                 methods=snakemake.params.methods,
+                                 intervals=pl.read_csv(snakemake.input.summary),
+                                 confidence=snakemake.params.confidence)
+    log.info("fig. 4, one attribute at a time: %d files", len(panels))
     results = pl.concat([pl.scan_parquet(f) for f in snakemake.input.results],
                         how="vertical_relaxed")
     candidates = grids.fig3_candidates(results, manifest, attribute, FIG3_METHODS, k)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import polars as pl
 import seaborn as sns
@@ -264,6 +265,46 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
     ``gid``). ``intervals``: the evaluation summary (method, attribute, median_lo,
     median_hi): each box's notch is its median's bootstrap interval (``confidence``).
     """
+    layout = _fig4_layout(table, labels, method_names, methods)
+    fig = panel_boxplots(layout.stats, [(a, labels.get(a, a)) for a in layout.attrs],
+                         layout.drawn, **layout.style,
+                         intervals=_intervals(intervals, "attribute"), confidence=confidence)
+    save_figure(fig, pdf_path, png_path, dpi=dpi)
+    return fig
+
+
+def fig4_panels(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, str],
+                folder: str | os.PathLike, *,
+                methods: Mapping[str, Sequence[str]] | None = None,
+                intervals: pl.DataFrame | None = None, confidence: float = 0.95,
+                dpi: int = 110) -> dict[str, Figure]:
+    """Fig. 4 one attribute at a time, for the report's per-attribute items:
+    ``folder``/<attribute>.png, each the attribute's panel of :func:`fig4_percentiles` (the
+    same boxes, ticks, colours and notches) with its own legend. The folder is written
+    atomically; returns attribute -> its Figure, in panel order."""
+    layout = _fig4_layout(table, labels, None, methods)
+    by_attribute = _intervals(intervals, "attribute")
+    panels = {}
+    with atomic_path(folder, directory=True) as tmp:
+        for a in layout.attrs:
+            fig = panel_boxplots(layout.stats.filter(pl.col("attribute") == a),
+                                 [(a, labels.get(a, a))], layout.drawn, **layout.style,
+                                 grid=(1, 1), intervals=by_attribute, confidence=confidence)
+            fig.savefig(tmp / f"{a}.png", dpi=dpi, bbox_inches="tight")
+            panels[a] = fig
+    return panels
+
+
+class _Fig4Layout(NamedTuple):
+    stats: pl.DataFrame
+    attrs: list[str]
+    drawn: list[str]
+    style: dict
+
+
+def _fig4_layout(table, labels, method_names, methods) -> _Fig4Layout:
+    """Fig. 4's boxes (``box_stats``), its panels in order, the methods drawn and their
+    ticks, colours, names and y label (``fig4_percentiles``' docstring)."""
     known = ({m: (q.letter, q.title) for m, q in QWEN_METHODS.items()} if methods is None
              else {m: tuple(v) for m, v in methods.items()})
     names = {m: title for m, (_, title) in known.items()} | dict(method_names or {})
@@ -279,12 +320,9 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
     palette = sns.color_palette("colorblind", n_colors=len(slot))
     tick = {m: f"({known[m][0]})" if m in known else m for m in drawn}
     color = {m: palette[slot[m] % len(palette)] for m in drawn}
-    fig = panel_boxplots(stats, [(a, labels.get(a, a)) for a in attrs], drawn, tick=tick,
-                         color=color, names=names, ylabel="Percentile of the attribute "
-                         "difference\n(lower is better)",
-                         intervals=_intervals(intervals, "attribute"), confidence=confidence)
-    save_figure(fig, pdf_path, png_path, dpi=dpi)
-    return fig
+    return _Fig4Layout(stats, attrs, drawn, {
+        "tick": tick, "color": color, "names": names,
+        "ylabel": "Percentile of the attribute difference\n(lower is better)"})
 
 
 def _intervals(summary: pl.DataFrame | None, key: str) -> dict | None:

@@ -80,6 +80,8 @@ DIAGNOSIS_MD = "evaluate/diagnosis.md"
 # ---- figures and cost
 # fig2_r2, fig2_probe, fig3_retrievals, fig4_percentiles, fig5_groups
 FIGURE = "figures/{name}.{ext}"
+# Fig. 4 one attribute at a time (the report's per-attribute items): <attribute>.png
+FIG4_PANELS = "figures/fig4_attributes"
 COST_CSV = "cost/stages.csv"
 COST_MD = "cost/cost.md"
 
