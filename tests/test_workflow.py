@@ -58,7 +58,7 @@ def test_every_figure_and_table(demo):
                  "fig5_groups"):
         for ext in ("pdf", "png"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
-    panels = sorted(p.name for p in (out / "figures" / "fig4_attributes").iterdir())
+    panels = sorted(p.name for p in (out / "figures" / "fig4_attributes").glob("*.png"))
     assert panels == sorted(f"{a}.png" for a in DEMO_ATTRIBUTES)
     for path in ("predict/r2.csv", "predict/r2.md", "evaluate/summary.csv",
                  "evaluate/summary.md", "train/loss.csv", "train/loss.png",
