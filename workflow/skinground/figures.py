@@ -85,16 +85,7 @@ def _fig2_panel(ax, table: pl.DataFrame, labels: Mapping[str, str], attrs: list[
     }
     sns.barplot(data=data, x="label", y="r2", hue="model", order=names, hue_order=hue_order,
                 palette="colorblind", errorbar=None, width=BAR_WIDTH, ax=ax)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylim(R2_FLOOR - 0.08, 1.1)
-    ax.set_yticks([-1, -0.5, 0, 0.5, 1])
-    ax.set_xlabel("")
-    ax.tick_params(axis="x", labelrotation=45)
-    for tick in ax.get_xticklabels():
-        tick.set_horizontalalignment("right")
-        tick.set_rotation_mode("anchor")
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
+    _r2_axis(ax)
 
     # Annotations at seaborn's dodged bar centres (explicit width, hue_order, order).
     xs = [_dodged(len(hue_order), hue_order.index(m), attrs.index(a)) for m, a, _ in rows]
@@ -124,6 +115,21 @@ def _fig2_panel(ax, table: pl.DataFrame, labels: Mapping[str, str], attrs: list[
         legend.set_title(None)
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return notes
+
+
+def _r2_axis(ax) -> None:
+    """Fig. 2's R² axis: the zero line, -1 to 1 (bars below -1 end there), the attribute
+    labels slanted under their bars, a light y grid."""
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylim(R2_FLOOR - 0.08, 1.1)
+    ax.set_yticks([-1, -0.5, 0, 0.5, 1])
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", labelrotation=45)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+        tick.set_rotation_mode("anchor")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
 
 
 def _errorbars(ax, xs, values, lows, highs) -> None:
@@ -170,18 +176,9 @@ def fig2_probe(table: pl.DataFrame, pdf_path: str | os.PathLike,
     xs = [_dodged(len(bars), bars.index(b), names.index(a))
           for a, b in zip(table["label"], table["bar"], strict=True)]
     _errorbars(ax, xs, table["r2"], table["r2_lo"], table["r2_hi"])
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylim(R2_FLOOR - 0.08, 1.1)
-    ax.set_yticks([-1, -0.5, 0, 0.5, 1])
-    ax.set_xlabel("")
+    _r2_axis(ax)
     ax.set_ylabel("Test R²")
     ax.set_title("Generated answers vs a ridge probe of each image-level space")
-    ax.tick_params(axis="x", labelrotation=45)
-    for tick in ax.get_xticklabels():
-        tick.set_horizontalalignment("right")
-        tick.set_rotation_mode("anchor")
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
     legend = ax.get_legend()
     if legend is not None:
         legend.set_title(None)

@@ -213,25 +213,16 @@ def build_tiny_clip(out_dir: str | os.PathLike, *, seed: int = 0, image_size: in
 
     Only the image processor is saved (no tokenizer): the workflow uses image features only.
     """
-    tower = dict(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                 num_attention_heads=heads)
     config = CLIPConfig(
-        text_config={**tower, "vocab_size": text_vocab, "max_position_embeddings": 77,
-                     "pad_token_id": 0, "bos_token_id": text_vocab - 2,
-                     "eos_token_id": text_vocab - 1},
-        vision_config={**tower, "image_size": image_size, "patch_size": patch_size},
+        **_towers(hidden, layers, heads, text_vocab, text_positions=77, image_size=image_size,
+                  patch_size=patch_size),
         projection_dim=projection_dim,
     )
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
     )
-    torch.manual_seed(seed)
-    model = CLIPModel(config).eval()
-    with atomic_path(out_dir, directory=True) as tmp:
-        model.save_pretrained(tmp)
-        image_processor.save_pretrained(tmp)
-    return Path(out_dir)
+    return _save_random(CLIPModel, config, image_processor, out_dir, seed)
 
 
 def build_tiny_siglip(out_dir: str | os.PathLike, *, seed: int = 0, image_size: int = 64,
@@ -243,20 +234,31 @@ def build_tiny_siglip(out_dir: str | os.PathLike, *, seed: int = 0, image_size: 
 
     Only the image processor is saved (no tokenizer): the workflow uses image features only.
     """
-    tower = dict(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                 num_attention_heads=heads)
-    config = SiglipConfig(
-        text_config={**tower, "vocab_size": text_vocab, "max_position_embeddings": 16,
-                     "pad_token_id": 0, "bos_token_id": text_vocab - 2,
-                     "eos_token_id": text_vocab - 1},
-        vision_config={**tower, "image_size": image_size, "patch_size": patch_size},
-    )
+    config = SiglipConfig(**_towers(hidden, layers, heads, text_vocab, text_positions=16,
+                                    image_size=image_size, patch_size=patch_size))
     image_processor = SiglipImageProcessorPil(
         size={"height": image_size, "width": image_size}, resample=2,  # bilinear
         image_mean=list(SIGLIP_MEAN), image_std=list(SIGLIP_STD),
     )
+    return _save_random(SiglipModel, config, image_processor, out_dir, seed)
+
+
+def _towers(hidden: int, layers: int, heads: int, text_vocab: int, *, text_positions: int,
+            image_size: int, patch_size: int) -> dict:
+    """A tiny dual encoder's text_config and vision_config (the same tower width and depth)."""
+    tower = dict(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                 num_attention_heads=heads)
+    return {"text_config": {**tower, "vocab_size": text_vocab,
+                            "max_position_embeddings": text_positions, "pad_token_id": 0,
+                            "bos_token_id": text_vocab - 2, "eos_token_id": text_vocab - 1},
+            "vision_config": {**tower, "image_size": image_size, "patch_size": patch_size}}
+
+
+def _save_random(model_class, config, image_processor, out_dir: str | os.PathLike,
+                 seed: int) -> Path:
+    """A random ``model_class(config)`` (seeded) and its image processor, saved atomically."""
     torch.manual_seed(seed)
-    model = SiglipModel(config).eval()
+    model = model_class(config).eval()
     with atomic_path(out_dir, directory=True) as tmp:
         model.save_pretrained(tmp)
         image_processor.save_pretrained(tmp)
