@@ -512,7 +512,8 @@ def test_report_zip_renders_every_figure_in_chromium(report, tmp_path):
                    .filter(has=page.get_by_role("cell", name=attribute, exact=True)))
             assert row.count() == 1, (item, attribute)
             row.locator('a[iconname="eye"]').click()
-            figure = page.locator('img[src^="data:image/png"]').first
+            # the zip keeps each figure as a file beside the page (the .html inlines it)
+            figure = page.locator('img[src$=".png"], img[src^="data:image/png"]').first
             figure.wait_for(state="visible", timeout=20_000)
             width = figure.evaluate("img => img.complete ? img.naturalWidth : 0")
             assert width > (250 if item.endswith("one attribute") else 500), (item, width)

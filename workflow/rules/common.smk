@@ -399,9 +399,17 @@ def reported(
     with (left out where none applies: a label with two values, each on half of a table's
     items, would become a toggle). ``caption``: the name of a file of workflow/report/;
     ``attribute`` may be a function of the wildcards (a folder's ``patterns``)."""
-    labels = {"item": item, "attribute": attribute, "model or method": model}
-    if seed is not None:
-        labels["seed"] = str(seed)
+    def labels_of(attribute):
+        labels = {"item": item, "attribute": attribute, "model or method": model}
+        if seed is not None:
+            labels["seed"] = str(seed)
+        return labels
+
+    # Snakemake takes the labels, or a function of the wildcards giving them all, as strings
+    if callable(attribute):
+        labels = lambda wildcards: labels_of(attribute(wildcards))
+    else:
+        labels = labels_of(attribute)
     return report(
         path,
         caption=f"../report/{caption}.rst",
