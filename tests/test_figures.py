@@ -161,6 +161,12 @@ def test_fig4_panels_are_the_figures_panels_one_file_each(tmp_path, labels, monk
                                  intervals=summary(table))
     assert list(panels) == list(labels)
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{a}.png" for a in labels)
+    # The figures script's path: the same files, from Fig. 4's own box statistics.
+    figures.fig4_percentiles(table, labels, None, tmp_path / "f.pdf", tmp_path / "f.png",
+                             methods=LEGENDS, intervals=summary(table),
+                             panels=tmp_path / "from_fig4")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "from_fig4").iterdir()} == \
+        {p.name: p.read_bytes() for p in folder.iterdir()}
     for ax, (attribute, fig) in zip(full.axes, panels.items(), strict=True):
         (one,) = fig.axes
         assert one.get_title() == ax.get_title() == labels[attribute]

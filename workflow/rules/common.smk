@@ -148,11 +148,7 @@ def weights(key):
     out of the job's inputs, so the plan can still be made, and recorded in
     ``MISSING_WEIGHTS``: the first time, a warning names the folder and the command that
     fetches it."""
-    if key == "base":
-        name, path, hub = "model.base", config["model"]["base"], BASE_HUB_REPO
-    else:
-        encoder = ENCODERS[key]
-        name, path, hub = f"model.encoders.{key}.path", encoder["path"], encoder["hub"]
+    name, path, hub = _weights_source(key)
     if config["model"]["build_tiny"] or Path(path).exists():
         return path
     if key not in MISSING_WEIGHTS:
@@ -171,8 +167,15 @@ def weights(key):
 def weights_path(key):
     """The folder of ``weights(key)`` as a job's param, for a command line (a job's input
     lacks it while it is missing): not a rerun trigger, the input is."""
-    path = config["model"]["base"] if key == "base" else ENCODERS[key]["path"]
-    return untracked(path)
+    return untracked(_weights_source(key)[1])
+
+
+def _weights_source(key):
+    """The config key, local folder and hub repository of ``weights(key)``."""
+    if key == "base":
+        return "model.base", config["model"]["base"], BASE_HUB_REPO
+    encoder = ENCODERS[key]
+    return f"model.encoders.{key}.path", encoder["path"], encoder["hub"]
 
 
 def loaded_weights(job):
@@ -399,6 +402,7 @@ def reported(
     with (left out where none applies: a label with two values, each on half of a table's
     items, would become a toggle). ``caption``: the name of a file of workflow/report/;
     ``attribute`` may be a function of the wildcards (a folder's ``patterns``)."""
+
     def labels_of(attribute):
         labels = {"item": item, "attribute": attribute, "model or method": model}
         if seed is not None:

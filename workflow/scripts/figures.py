@@ -34,13 +34,10 @@ def main(snakemake) -> None:
     fig = figures.fig4_percentiles(evaluation, labels, None, out.fig4_pdf, out.fig4_png,
                                    methods=snakemake.params.methods,
                                    intervals=pl.read_csv(snakemake.input.summary),
-                                   confidence=snakemake.params.confidence)
-    log.info("fig. 4: %d attribute panels", len(fig.axes))
-    panels = figures.fig4_panels(evaluation, labels, out.fig4_panels,
-                                 methods=snakemake.params.methods,
-                                 intervals=pl.read_csv(snakemake.input.summary),
-                                 confidence=snakemake.params.confidence)
-    log.info("fig. 4, one attribute at a time: %d files", len(panels))
+                                   confidence=snakemake.params.confidence,
+                                   panels=out.fig4_panels)
+    log.info("fig. 4: %d attribute panels, each also alone in %s", len(fig.axes),
+             out.fig4_panels)
     results = pl.concat([pl.scan_parquet(f) for f in snakemake.input.results],
                         how="vertical_relaxed")
     candidates = grids.fig3_candidates(results, manifest, attribute, FIG3_METHODS, k)

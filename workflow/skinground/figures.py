@@ -239,7 +239,7 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
                      png_path: str | os.PathLike, *,
                      methods: Mapping[str, Sequence[str]] | None = None,
                      intervals: pl.DataFrame | None = None, confidence: float = 0.95,
-                     dpi: int = 150) -> Figure:
+                     dpi: int = 150, panels: str | os.PathLike | None = None) -> Figure:
     """Fig. 4: one panel per attribute (title: its label), one box per method, y = percentile.
 
     ``table``: :func:`skinground.evaluate.evaluate`'s rows (method, attribute, percentile;
@@ -261,12 +261,17 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
     (``dpi``); returns the Figure (each box patch and median line has the method key as its
     ``gid``). ``intervals``: the evaluation summary (method, attribute, median_lo,
     median_hi): each box's notch is its median's bootstrap interval (``confidence``).
+    ``panels``: a folder to also write each attribute's panel alone into, from the same box
+    statistics (:func:`fig4_panels`).
     """
     layout = _fig4_layout(table, labels, method_names, methods)
+    by_attribute = _intervals(intervals, "attribute")
     fig = panel_boxplots(layout.stats, [(a, labels.get(a, a)) for a in layout.attrs],
-                         layout.drawn, **layout.style,
-                         intervals=_intervals(intervals, "attribute"), confidence=confidence)
+                         layout.drawn, **layout.style, intervals=by_attribute,
+                         confidence=confidence)
     save_figure(fig, pdf_path, png_path, dpi=dpi)
+    if panels is not None:
+        _write_panels(layout, labels, panels, by_attribute, confidence)
     return fig
 
 
@@ -279,8 +284,12 @@ def fig4_panels(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, str],
     ``folder``/<attribute>.png, each the attribute's panel of :func:`fig4_percentiles` (the
     same boxes, ticks, colours and notches) with its own legend. The folder is written
     atomically; returns attribute -> its Figure, in panel order."""
-    layout = _fig4_layout(table, labels, None, methods)
-    by_attribute = _intervals(intervals, "attribute")
+    return _write_panels(_fig4_layout(table, labels, None, methods), labels, folder,
+                         _intervals(intervals, "attribute"), confidence, dpi)
+
+
+def _write_panels(layout, labels, folder, by_attribute, confidence, dpi: int = 110):
+    """``fig4_panels``' files from Fig. 4's layout (``_fig4_layout``)."""
     panels = {}
     with atomic_path(folder, directory=True) as tmp:
         for a in layout.attrs:
