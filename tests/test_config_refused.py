@@ -83,14 +83,23 @@ def test_real_paths_are_fine_without_the_generators(work, tmp_path):
                                for name in ("monet", "medsiglip")}}}
     proc = dry_run(work, change)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
-    # an encoder's folder missing: its name, and the command that fetches it from its hub repo
+    # An encoder's folder missing: the plan goes on and warns with its name and the command
+    # that fetches it from its hub repo; a run stops on it before any job starts.
     (tmp_path / "medsiglip").rmdir()
+    named = f"model.encoders.medsiglip.path: the folder {tmp_path / 'medsiglip'} does not exist"
+    fetch = f"hf download google/medsiglip-448 --local-dir {tmp_path / 'medsiglip'}"
     proc = dry_run(work, change)
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert (f"model.encoders.medsiglip.path: the folder {tmp_path / 'medsiglip'} does not exist"
-            in out), out[-2000:]
-    assert f"hf download google/medsiglip-448 --local-dir {tmp_path / 'medsiglip'}" in out
+    assert proc.returncode == 0, out[-2000:]
+    assert named in out and fetch in out, out[-2000:]
+    assert "monet.path" not in out
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1",
+                           "--configfile", *DEMO, "change.yaml"],
+                          cwd=work, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "missing_weights_stop" in out, out[-2000:]
+    assert named in out and fetch in out
+    assert not (work / "results").exists()
 
 
 def test_the_demo_as_it_is_passes(work):
