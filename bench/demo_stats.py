@@ -5,8 +5,11 @@ seeds of ``bench/fidelity.py`` (model init, split, tuples, training). From each 
 outputs it records:
 
 - ``evaluate/claims.csv``: on how many attributes each of the paper's claims holds
-  significantly (Wilcoxon signed-rank per attribute, Holm-corrected);
+  significantly (Wilcoxon signed-rank per attribute, paired per test patient, Holm-corrected);
 - ``evaluate/groups_claims.csv``: the same for multi-attribute retrieval;
+- both again with every query its own pair (``stats.test_unit: query``), tested by this script
+  on the run's own percentile tables: how much treating a patient's queries as independent
+  moves the counts;
 - ``predict/probe_r2.csv``: each image-level space's ridge probe R² beside the generated
   answers' R², with intervals;
 - ``predict/r2.csv``: the robust metrics beside R² (Spearman's ρ, median absolute error, the
@@ -29,10 +32,12 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
+import yaml
 from demo_dag import copy_workflow
 from fidelity import run_demo, seed_overrides
 from timing import machine
 
+from skinground import group_criterion, significance
 from skinground import outputs as out
 from skinground.io import write_json
 from skinground.outputs import Results
@@ -50,13 +55,45 @@ TABLES = {
 }
 
 
+#: The claims tested again per query: the record's key -> (the run's claims table, its
+#: percentile table, the cells, the value, how the percentile table becomes the tested one).
+RETESTED = {
+    "claims_per_query": (out.CLAIMS_CSV, out.PERCENTILES, ["attribute"], "percentile", None),
+    "group_claims_per_query": (out.GROUP_CLAIMS_CSV, out.GROUP_PERCENTILES,
+                               ["group", "criterion"], "value", group_criterion.criteria_long),
+}
+
+
 def read_run(results: Path) -> dict:
-    """A finished run's statistics tables (absent ones: None)."""
+    """A finished run's statistics tables (absent ones: None), its tests' unit and number of
+    pairs, and its claims tested again with every query its own pair."""
     record = {}
     for template, key in TABLES.items():
         path = results / template
         record[key] = pl.read_csv(path).to_dicts() if path.is_file() else None
+    config = yaml.safe_load((results / out.RUN_CONFIG).read_text())
+    alpha = config["stats"]["alpha"]
+    record["test_unit"] = config["stats"]["test_unit"]
+    record["pairs"] = int(pl.read_csv(results / out.PAIRED_TESTS)["n"].max())
+    for key, (claims_csv, table, by, value, shape) in RETESTED.items():
+        record[key], pairs = per_query_claims(results, claims_csv, table, by, value, shape,
+                                              alpha)
+        record.setdefault("query_pairs", pairs)
     return record
+
+
+def per_query_claims(results: Path, claims_csv: str, table: str, by: list[str], value: str,
+                     shape, alpha: float) -> tuple[list[dict], int]:
+    """The run's claims (its claims table's rows) tested with every query its own pair on its
+    own percentile table: the claims' counts, and the most pairs of a cell."""
+    claims = [significance.Claim(*row["claim"].split(" vs "), row["kind"], row["statement"])
+              for row in pl.read_csv(results / claims_csv).iter_rows(named=True)]
+    frame = pl.read_parquet(results / table)
+    if shape is not None:
+        frame = shape(frame)
+    tests = significance.claim_tests(significance.per_query(frame, by, value), claims, by,
+                                     value, alpha)
+    return significance.claims_summary(tests, claims).to_dicts(), int(tests["n"].max())
 
 
 def run_seed(seed: int) -> dict:

@@ -415,25 +415,37 @@ def demo_stats_block() -> str:
     seeds = [f"seed {r['seed']}" for r in runs]
     head = "| " + " | ".join(seeds) + " |"
     rule = "---:|" * len(runs)
-    lines = ["**The paper's claims, tested** (per attribute: Wilcoxon signed-rank on the "
-             "per-query percentiles, Holm-corrected across the 16 attributes, α = 0.05; "
-             "`evaluate/claims.csv`). Cells: attributes where the claim holds significantly "
-             "/ attributes tested (significantly better, significantly worse):", "",
-             "| claim " + head, "|---|" + rule]
+    units = {r["test_unit"] for r in runs}
+    if units != {"patient"}:
+        raise SystemExit(f"demo_stats: runs paired per {', '.join(sorted(units))}; the README "
+                         "describes config.yaml's stats.test_unit: patient")
+    pairs = "/".join(str(r["pairs"]) for r in runs)
+    query_pairs = "/".join(str(r["query_pairs"]) for r in runs)
+    both = head + " " + " | ".join(f"{s}, per query" for s in seeds) + " |"
+    lines = ["**The paper's claims, tested** (per attribute: Wilcoxon signed-rank paired per "
+             f"test patient — the mean over a patient's queries, {pairs} patients — "
+             "Holm-corrected across the 16 attributes, α = 0.05; `evaluate/claims.csv`). "
+             "Cells: attributes where the claim holds significantly / attributes tested "
+             "(significantly better, significantly worse). The last columns: the same tests "
+             f"with every query its own pair ({query_pairs} queries, `stats.test_unit: "
+             "query`), which treat a patient's queries as independent:", "",
+             "| claim " + both, "|---|" + rule * 2]
 
     def claim_rows(key):
         out = []
         for i, claim in enumerate(runs[0][key]):
             cells = []
-            for r in runs:
-                c = r[key][i]
-                cells.append(f"{c['holds']}/{c['tested']} ({c['better']}, {c['worse']})")
+            for k in (key, f"{key}_per_query"):
+                for r in runs:
+                    c = r[k][i]
+                    cells.append(f"{c['holds']}/{c['tested']} ({c['better']}, {c['worse']})")
             out.append(f"| {claim['statement']} | " + " | ".join(cells) + " |")
         return out
 
     lines += claim_rows("claims")
     lines += ["", "Multi-attribute retrieval (Fig. 5; per group and criterion, Holm across "
-              "them; `evaluate/groups_claims.csv`):", "", "| claim " + head, "|---|" + rule]
+              "them; `evaluate/groups_claims.csv`):", "", "| claim " + both,
+              "|---|" + rule * 2]
     lines += claim_rows("group_claims")
 
     # probes beside the generated answers

@@ -87,6 +87,69 @@ def test_claims_are_tested_per_attribute_with_holm(cohort):
     assert summary.row(1, named=True)["holds"] == 2  # (c) beats (d) on both
 
 
+def test_patient_pairs_are_the_means_over_each_patients_queries(cohort):
+    """stats.test_unit: patient — one pair per test patient, the means over its queries on
+    which both methods have a value; scipy's test on those means, Holm as before."""
+    queries, _, manifest = cohort
+    table = evaluation(queries, np.random.default_rng(3))
+    # one query without image_only's value on a1: left out of its patient's means
+    table = table.with_columns(percentile=pl.when(
+        (pl.col("query_id") == "Q000") & (pl.col("method") == "image_only")
+        & (pl.col("attribute") == "a1")).then(None).otherwise(pl.col("percentile")))
+    claims = significance.paper_claims(["image_text", "image_only"], {})
+    per_query = significance.per_query(table, ["attribute"], "percentile")
+    patients = manifest.select("isic_id", "patient_id")
+    tests = significance.claim_tests(per_query, claims, ["attribute"], "percentile", 0.05,
+                                     patients=patients)
+    assert tests["n"].to_list() == [30, 30]  # patients, not queries
+    owner = dict(zip(manifest["isic_id"], manifest["patient_id"], strict=True))
+    raw = []
+    for attribute in ("a1", "a2"):
+        means = {}
+        for m in ("image_text", "image_only"):
+            cell = table.filter((pl.col("method") == m) & (pl.col("attribute") == attribute))
+            per_q = cell.group_by("query_id").agg(pl.col("percentile").mean())
+            means[m] = dict(zip(per_q["query_id"], per_q["percentile"], strict=True))
+        both = [q for q in queries if means["image_only"][q] is not None]
+        by_patient = {}
+        for q in both:
+            by_patient.setdefault(owner[q], []).append(
+                (means["image_text"][q], means["image_only"][q]))
+        x = [np.mean([a for a, _ in v]) for _, v in sorted(by_patient.items())]
+        y = [np.mean([b for _, b in v]) for _, v in sorted(by_patient.items())]
+        if attribute == "a1":  # P00's pair is its one remaining query, Q001
+            assert x[0] == means["image_text"]["Q001"] and y[0] == means["image_only"]["Q001"]
+        raw.append(scipy_stats.wilcoxon(x, y, alternative="less").pvalue)
+    assert tests["p_less"].to_list() == pytest.approx(raw, rel=1e-12)
+    assert tests["verdict"].to_list()[0] == "better"
+
+
+def test_a_patients_many_queries_are_one_pair(cohort):
+    """Three patients with 20 queries each, every query shifted the same way: per query the
+    shift is significant; per patient three pairs cannot be (the exact one-sided p of three
+    pairs is at least 1/8)."""
+    queries, _, _ = cohort
+    table = evaluation(queries, np.random.default_rng(4))
+    manifest = pl.DataFrame({"isic_id": queries,
+                             "patient_id": [f"P{i // 20}" for i in range(60)]})
+    claims = significance.paper_claims(["image_text", "image_only"], {})
+    per_query = significance.per_query(table, ["attribute"], "percentile")
+    by_query = significance.claim_tests(per_query, claims, ["attribute"], "percentile", 0.05)
+    by_patient = significance.claim_tests(per_query, claims, ["attribute"], "percentile", 0.05,
+                                          patients=manifest)
+    assert by_query["verdict"][0] == "better" and by_query["n"][0] == 60
+    assert by_patient["verdict"][0] == "n.s." and by_patient["n"][0] == 3
+    assert by_patient["p_less"][0] == pytest.approx(1 / 8)
+    with pytest.raises(KeyError, match="Q059"):
+        significance.claim_tests(per_query, claims, ["attribute"], "percentile", 0.05,
+                                 patients=manifest.head(59))
+    with pytest.raises(ValueError, match="stats.test_unit: 'image'"):
+        significance.tested_evaluation(table, table, ["attribute"], "percentile", claims,
+                                       significance.patient_bootstrap(manifest, queries, 100,
+                                                                      0),
+                                       manifest, confidence=0.9, alpha=0.05, unit="image")
+
+
 def test_a_no_worse_claim_holds_where_it_is_not_significantly_worse(cohort):
     queries, _, _ = cohort
     table = evaluation(queries, np.random.default_rng(2)).with_columns(

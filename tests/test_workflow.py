@@ -288,10 +288,13 @@ SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm²,
         ({"stats": {"bootstrap": 200}},
          {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, "r2": 1, "probe": 4,
           "probe_r2": 1, "diagnosis": 1, **CONFIG_READERS}),
+        # the tests' level and unit: the claims (the evaluations' outputs), no interval
+        ({"stats": {"alpha": 0.01, "test_unit": "query"}},
+         {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, **CONFIG_READERS}),
     ],
     ids=["train-hyperparameter", "retrieve-b", "predict", "h_ima-token", "figures",
          "train-bookkeeping", "batch-sizes", "group-question", "encoder-preprocessing",
-         "bootstrap"],
+         "bootstrap", "tests"],
 )
 def test_config_change_reruns_exactly_what_it_touches(demo, change, expected):
     (demo / "change.yaml").write_text(yaml.safe_dump(change))
@@ -464,6 +467,27 @@ def report(demo, tmp_path_factory) -> Path:
         z.extractall(unpacked)
     (page,) = unpacked.glob("*/report.html")
     return page
+
+
+def test_a_finished_run_reports_without_its_weights(demo, tmp_path):
+    """The weights gone since the run (a purged scratch): ``--report`` still packs the run's
+    figures and tables, and warns once per missing folder with the command that fetches it."""
+    import zipfile
+
+    gone = tmp_path / "purged"
+    change = {"model": {"build_tiny": False, "base": str(gone / "qwen"),
+                        "encoders": {name: {"path": str(gone / name)}
+                                     for name in ("monet", "medsiglip")}}}
+    (tmp_path / "gone.yaml").write_text(yaml.safe_dump(change))
+    path = tmp_path / "report.zip"
+    out = snakemake(demo, "--report", str(path), extra_config=str(tmp_path / "gone.yaml"))
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    assert any(n.endswith("report.html") for n in names)
+    assert sum(n.endswith(".png") for n in names) >= len(FIGURES), names
+    for name, hub in (("qwen", "Qwen/Qwen2-VL-7B-Instruct"), ("monet", "chanwkim/monet"),
+                      ("medsiglip", "google/medsiglip-448")):
+        assert out.count(f"hf download {hub} --local-dir {gone / name} ") == 1, out[-3000:]
 
 
 DEMO_ATTRIBUTES = load_config([REPO / "config.yaml",

@@ -358,9 +358,10 @@ if _known_columns:
         f"stats.diagnosis: {', '.join(_known_columns)} is not a column of SLICE-3D's "
         "train-metadata.csv"
     )
-# The bootstrap and the tests: what every table with intervals depends on (the diagnosis
-# columns only change the diagnosis table).
-STATS = {k: v for k, v in config["stats"].items() if k != "diagnosis"}
+# The bootstrap: what every table with intervals depends on; the tests' level and unit only
+# change the claims' tables (the evaluations), the diagnosis columns only the diagnosis table.
+BOOTSTRAP = {k: config["stats"][k] for k in ("bootstrap", "confidence", "seed")}
+TESTS = {**BOOTSTRAP, **{k: config["stats"][k] for k in ("alpha", "test_unit")}}
 
 
 def method_titles(names):

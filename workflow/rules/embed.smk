@@ -146,7 +146,7 @@ rule probe:
         code=code("probe"),
         attributes=ATTRIBUTES,
         probe=config["probe"],
-        stats=STATS,
+        stats=BOOTSTRAP,
     script:
         "../scripts/probe.py"
 

@@ -157,7 +157,7 @@ rule r2:
         code=code("r2"),
         attributes=config["attributes"],
         groups=PREDICTED_GROUPS,
-        stats=STATS,
+        stats=BOOTSTRAP,
     script:
         "../scripts/r2.py"
 

@@ -67,7 +67,7 @@ rule evaluate:
     params:
         code=code("evaluate"),
         attributes=ATTRIBUTES,
-        stats=STATS,
+        stats=TESTS,
         titles=method_titles(METHODS),
     script:
         "../scripts/evaluate.py"
@@ -100,7 +100,7 @@ rule diagnosis:
     params:
         code=code("diagnosis"),
         columns=config["stats"]["diagnosis"],
-        stats=STATS,
+        stats=BOOTSTRAP,
         methods=METHODS,
     script:
         "../scripts/diagnosis.py"
@@ -233,7 +233,7 @@ if GROUPS:
             code=code("evaluate_groups"),
             groups={g: spec["attributes"] for g, spec in GROUPS.items()},
             methods=config["retrieve"]["group_methods"],
-            stats=STATS,
+            stats=TESTS,
             titles=group_method_titles(),
         script:
             "../scripts/evaluate_groups.py"

@@ -27,9 +27,10 @@ def main(snakemake) -> None:
                                        snakemake.params.titles)
     tested = significance.tested_evaluation(
         table, evaluate.summarize(table), ["attribute"], "percentile", claims, boot, manifest,
-        confidence=st["confidence"], alpha=st["alpha"])
+        confidence=st["confidence"], alpha=st["alpha"], unit=st["test_unit"])
     write_evaluation(table, tested.summary, snakemake.output)
-    write_claims(tested, snakemake.output, alpha=st["alpha"], unit="attribute")
+    write_claims(tested, snakemake.output, alpha=st["alpha"], unit="attribute",
+                 paired=st["test_unit"])
 
 
 if __name__ == "__main__":

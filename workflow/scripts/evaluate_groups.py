@@ -32,9 +32,10 @@ def main(snakemake) -> None:
     long = group_criterion.criteria_long(table)
     tested = significance.tested_evaluation(
         long, group_criterion.summarize_groups(table), ["group", "criterion"], "value", claims,
-        boot, manifest, confidence=st["confidence"], alpha=st["alpha"])
+        boot, manifest, confidence=st["confidence"], alpha=st["alpha"], unit=st["test_unit"])
     write_evaluation(table, tested.summary, snakemake.output)
-    write_claims(tested, snakemake.output, alpha=st["alpha"], unit="group and criterion")
+    write_claims(tested, snakemake.output, alpha=st["alpha"], unit="group and criterion",
+                 paired=st["test_unit"])
 
 
 if __name__ == "__main__":

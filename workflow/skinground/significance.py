@@ -3,15 +3,17 @@
 - :func:`median_intervals`: a bootstrap interval (over test patients, ``skinground.stats``)
   for every median of a summary (Fig. 4's per method x attribute, Fig. 5's per group x method
   x criterion).
-- :func:`per_query`: one value per query and cell, the mean over its k retrieved images: the
-  paired unit of the tests.
+- :func:`per_query`: one value per query and cell, the mean over its k retrieved images.
 - :data:`paper_claims` / :func:`claim_tests`: the paper's statements about Fig. 4 as pairs of
-  methods, each tested per attribute (or group) with a Wilcoxon signed-rank test on the
-  per-query values, one-sided in each direction, Holm-corrected across the attributes;
-  :func:`claims_summary` counts on how many attributes each holds significantly.
+  methods, each tested per attribute (or group) with a Wilcoxon signed-rank test, one-sided in
+  each direction, Holm-corrected across the attributes; :func:`claims_summary` counts on how
+  many attributes each holds significantly.
 
-Caveat, written in the tables' notes: a patient's queries are not independent, and the
-Wilcoxon test treats them as if they were; the patient bootstrap intervals do not.
+The paired unit of the tests (``stats.test_unit``): the test *patient* (config.yaml), the
+mean over the patient's queries of each method's per-query value, so that the pairs are
+independent (the split drew patients, and a patient's lesions are alike), as the patient
+bootstrap's intervals are; or the *query*, every query its own pair (more pairs, but a
+patient's queries are correlated, so its p-values are too small).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import polars as pl
 
 from skinground import stats
 from skinground.attributes import ID_COLUMN, PATIENT_COLUMN
+
+#: The paired units ``stats.test_unit`` can name.
+TEST_UNITS = ("patient", "query")
 
 
 def patient_bootstrap(manifest: pl.DataFrame, test_ids: Sequence[str], replicates: int,
@@ -152,21 +157,46 @@ TEST_COLUMNS = {"claim": pl.String, "better": pl.String, "than": pl.String,
                 "p_greater_holm": pl.Float64, "verdict": pl.String}
 
 
+def paired(queries: pl.DataFrame, claim: Claim, by: Sequence[str], value: str,
+           patients: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The pairs of a claim's test per ``by`` cell: ``value`` (``better``'s) and
+    ``value_than``, for every query both methods have a finite value on; with ``patients``
+    (query_id -> patient_id), one pair per patient instead: the means over those queries of
+    the patient. Column ``pair``: the query's or the patient's id."""
+    keys = list(by)
+    than = f"{value}_than"
+    pairs = (queries.filter(pl.col("method") == claim.better).drop("method")
+             .join(queries.filter(pl.col("method") == claim.than).drop("method"),
+                   on=[*keys, "query_id"], suffix="_than")
+             .filter(pl.col(value).is_not_null() & pl.col(value).is_finite()
+                     & pl.col(than).is_not_null() & pl.col(than).is_finite()))
+    if patients is None:
+        return pairs.rename({"query_id": "pair"}).select(*keys, "pair", value, than)
+    joined = pairs.join(patients.rename({ID_COLUMN: "query_id", PATIENT_COLUMN: "pair"}),
+                        on="query_id", how="left")
+    missing = joined.filter(pl.col("pair").is_null())["query_id"]
+    if len(missing):
+        raise KeyError(f"image {missing[0]!r} is not in the manifest")
+    return (joined.group_by(*keys, "pair")
+            .agg(pl.col(value).mean(), pl.col(than).mean())
+            .select(*keys, "pair", value, than))
+
+
 def claim_tests(queries: pl.DataFrame, claims: Sequence[Claim], by: Sequence[str],
-                value: str, alpha: float) -> pl.DataFrame:
-    """Every claim on every ``by`` cell (an attribute; a group and criterion): the paired
-    per-query values of its two methods, a Wilcoxon signed-rank test that ``better`` is lower
-    (p_less) and one that it is higher (p_greater), each Holm-corrected across the claim's
-    cells. verdict: "better" / "worse" (Holm p below ``alpha``) or "n.s.".
-    ``queries``: :func:`per_query`'s frame. ``unit``: the cell's ``by`` values joined by "/"."""
+                value: str, alpha: float, *,
+                patients: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Every claim on every ``by`` cell (an attribute; a group and criterion): the pairs of
+    its two methods (:func:`paired`: per query, or per patient with ``patients``), a Wilcoxon
+    signed-rank test that ``better`` is lower (p_less) and one that it is higher (p_greater),
+    each Holm-corrected across the claim's cells. verdict: "better" / "worse" (Holm p below
+    ``alpha``) or "n.s.". ``queries``: :func:`per_query`'s frame. ``unit``: the cell's ``by``
+    values joined by "/"; ``n``: its pairs."""
     keys = list(by)
     rows = []
     for claim in claims:
-        pair = (queries.filter(pl.col("method") == claim.better).drop("method")
-                .join(queries.filter(pl.col("method") == claim.than).drop("method"),
-                      on=[*keys, "query_id"], suffix="_than"))
+        pair = paired(queries, claim, keys, value, patients)
         tests = []
-        for key, part in pair.sort([*keys, "query_id"]).group_by(keys, maintain_order=True):
+        for key, part in pair.sort([*keys, "pair"]).group_by(keys, maintain_order=True):
             x, y = part[value].to_numpy(), part[f"{value}_than"].to_numpy()
             less, greater = stats.wilcoxon(x, y, "less"), stats.wilcoxon(x, y, "greater")
             tests.append(("/".join(map(str, key)), less, greater.pvalue))
@@ -210,13 +240,17 @@ class Tested:
 
 
 def tested_evaluation(table: pl.DataFrame, summary: pl.DataFrame, by: Sequence[str],
-                    value: str, claims: Sequence[Claim], boot: stats.Bootstrap,
-                    manifest: pl.DataFrame, *, confidence: float,
-                    alpha: float) -> Tested:
+                      value: str, claims: Sequence[Claim], boot: stats.Bootstrap,
+                      manifest: pl.DataFrame, *, confidence: float, alpha: float,
+                      unit: str) -> Tested:
     """Intervals on ``summary``'s medians (cells ``by`` + method) and the claims' tests on
-    the per-query means of ``table[value]``."""
+    the per-query means of ``table[value]``, paired per ``unit`` (:data:`TEST_UNITS`)."""
+    if unit not in TEST_UNITS:
+        raise ValueError(f"stats.test_unit: {unit!r} is not one of {', '.join(TEST_UNITS)}")
     codes = patient_codes(boot, manifest, table["query_id"])
     with_ci = median_intervals(summary, table, [*by, "method"], value, boot, codes,
                                confidence)
-    tests = claim_tests(per_query(table, by, value), claims, by, value, alpha)
+    patients = manifest.select(ID_COLUMN, PATIENT_COLUMN) if unit == "patient" else None
+    tests = claim_tests(per_query(table, by, value), claims, by, value, alpha,
+                        patients=patients)
     return Tested(with_ci, tests, claims_summary(tests, claims))

@@ -47,22 +47,28 @@ def write_summary(summary: pl.DataFrame, csv_path, markdown_path, note: str = ""
 
 
 CLAIMS_NOTE = (
-    "The paper's claims, tested per {unit}: a Wilcoxon signed-rank test on the per-query "
-    "values (the mean over the k retrieved images; lower is better) of the two methods, "
-    "one-sided in each direction, Holm-corrected across the {unit}s at alpha = {alpha}. "
-    "holds: {unit}s where the first method is significantly better (a \"no_worse\" claim: "
-    "not significantly worse). better / worse / not_significant: the verdicts. A patient's "
-    "queries are not independent; the test treats them as if they were (the summary's "
-    "intervals resample patients).\n\n")
+    "The paper's claims, tested per {unit}: a Wilcoxon signed-rank test of the two methods' "
+    "values (a query's value: the mean over its k retrieved images; lower is better), "
+    "{paired}, one-sided in each direction, Holm-corrected across the {unit}s at alpha = "
+    "{alpha}. holds: {unit}s where the first method is significantly better (a \"no_worse\" "
+    "claim: not significantly worse). better / worse / not_significant: the verdicts.\n\n")
+
+#: How the note describes each ``stats.test_unit``.
+PAIRED = {
+    "patient": "paired per test patient (the mean over the patient's queries: independent "
+               "pairs, n = patients)",
+    "query": "paired per query (n = queries; a patient's queries are not independent, and the "
+             "test treats them as if they were, so its p-values are too small)",
+}
 
 
-def write_claims(tested, output, *, alpha: float, unit: str) -> None:
+def write_claims(tested, output, *, alpha: float, unit: str, paired: str) -> None:
     """The paired tests (``output.tests``, CSV) and the claims' counts (``output.claims``
     CSV and ``output.claims_md``), each atomically; ``tested``: ``significance.Tested``,
-    its cells called ``unit`` in the note."""
+    its cells called ``unit`` in the note, its pairs per ``paired`` (``stats.test_unit``)."""
     from skinground.io import atomic_path
 
     with atomic_path(output.tests) as tmp:
         tested.tests.write_csv(tmp)
     write_summary(tested.claims, output.claims, output.claims_md,
-                  CLAIMS_NOTE.format(unit=unit, alpha=alpha))
+                  CLAIMS_NOTE.format(unit=unit, alpha=alpha, paired=PAIRED[paired]))
