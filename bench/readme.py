@@ -492,11 +492,42 @@ def demo_stats_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def stats_scale_block() -> str:
+    """The statistics' time at paper scale (``bench/stats_scale.py``)."""
+    st = load("stats_scale")
+    if st is None:
+        return missing("stats_scale", "python bench/stats_scale.py")
+    ev, pr = st["evaluate"], st["probe"]
+    points = " · ".join(f"{p['train_rows']:,} x {p['targets']}: {p['seconds']:.0f} s"
+                        for p in pr["points"])
+    fit = pr["fit"]
+
+    def limit(minutes):
+        return f"{minutes:g} min" if minutes else "the site default"
+
+    return (
+        f"The statistics at paper scale (`python bench/stats_scale.py`, "
+        f"{st['machine']['cpu_count']} cores): **evaluate**'s bootstrap intervals "
+        f"({ev['replicates']} replicates over {ev['test_patients']} test patients) and the "
+        f"claims' tests (paired per {ev['test_unit']}) on one attribute's "
+        f"{ev['rows_per_attribute']:,} percentile rows ({ev['test_queries']:,} queries x "
+        f"{len(ev['methods'])} methods x k): {ev['seconds_per_attribute']:.0f} s, so "
+        f"{ev['paper_seconds'] / 60:.0f} min for the {ev['attributes']} attributes (the "
+        f"profile's runtime: {limit(ev['runtime_limit_minutes'])}). **probe** of one "
+        f"{pr['width']:,}-wide space ({pr['folds']} folds, {pr['alphas']} penalties; train "
+        f"rows x targets: {points}): t = {fit['a']:.0f} s + {fit['b_per_row'] * 1e3:.2f} ms "
+        f"per train row + {fit['c_per_target']:.0f} s per target (its "
+        f"{pr['folds'] + 1} eigendecompositions), so {pr['paper_seconds'] / 60:.0f} min at "
+        f"{pr['paper_train_rows']:,} x {pr['attributes']} (the profile's runtime: "
+        f"{limit(pr['runtime_limit_minutes'])}, per space: "
+        f"{', '.join(pr['probed_spaces'])}).\n")
+
+
 BLOCKS = {"demo_model": demo_model_block, "demo": demo_block, "protocol": protocol_block,
           "benchmarks": benchmarks_block, "groups": groups_block,
           "reliability": reliability_block, "bad_inputs": bad_inputs_block,
           "demo_stats": demo_stats_block,
-          "cost": cost_block, "scale": scale_block}
+          "cost": cost_block, "scale": scale_block, "stats_scale": stats_scale_block}
 
 
 def render(readme: str) -> str:
