@@ -131,6 +131,25 @@ def test_the_plan_needs_no_weights_and_a_run_stops_before_any_job(tmp_path):
     assert (work / "results" / "paper" / "logs" / "manifest.log").exists()
 
 
+def test_the_rules_that_load_weights_are_the_model_rules(tmp_path):
+    """plan.MODEL_RULES (what a run checks before it starts) is every rule with a job whose
+    inputs hold a weights folder, read off the paper's dry run with the weights in place."""
+    work = paper_without_weights(tmp_path)
+    folders = {str(tmp_path / "models" / name) for name in ("qwen", "monet")}
+    for folder in folders:
+        Path(folder).mkdir(parents=True)
+    proc = snakemake_in(work, "-n", *PAPER)  # a dry run prints every job's inputs
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    loading, rule = set(), None
+    for line in proc.stdout.splitlines():
+        if match := re.match(r"(?:local)?rule (\w+):$", line):
+            rule = match.group(1)
+        elif line.startswith("    input: ") and folders & set(line[11:].split(", ")):
+            loading.add(rule)
+    assert loading == set(plan.MODEL_RULES)
+    assert "hf download" not in proc.stdout + proc.stderr  # in place: no warning
+
+
 def test_fewer_methods_fewer_jobs(repo_config):
     fewer = config.deep_merge(repo_config, {"retrieve": {"methods": ["image_only", "monet"],
                                                          "group_methods": ["image_only"]}})

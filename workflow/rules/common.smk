@@ -137,9 +137,6 @@ BASE_HUB_REPO = "Qwen/Qwen2-VL-7B-Instruct"
 #: them, with one warning; a real run that would load them stops before any job starts
 #: (``onstart`` in the Snakefile: ``missing_weights_stop``).
 MISSING_WEIGHTS = {}
-#: The rules whose jobs load weights: embed_shard loads its model's (an encoder's own, or the
-#: base model), the others the base model.
-MODEL_RULES = ("train", "predict_shard", "embed_shard", "embed_groups")
 
 
 def weights(key):
@@ -179,8 +176,8 @@ def _weights_source(key):
 
 
 def loaded_weights(job):
-    """The keys of ``weights()`` a job loads (``MODEL_RULES``)."""
-    if job.rule.name not in MODEL_RULES:
+    """The keys of ``weights()`` a job loads (``plan.MODEL_RULES``)."""
+    if job.rule.name not in plan.MODEL_RULES:
         return set()
     model = job.wildcards.get("model")
     return {model} if model in ENCODERS else {"base"}

@@ -22,6 +22,12 @@ from skinground.outputs import IMAGE_SPACE
 QWEN_MODELS = ("tuned", "untuned")
 PREDICT_MODELS = QWEN_MODELS
 SPLITS = ("train", "test")
+#: The rules whose jobs load weights (a job's ``base`` or ``encoder`` input): embed_shard
+#: loads its model's (an encoder's own, or the base model), the others the base model. A run
+#: stops before any job starts when one of them would load weights not in place
+#: (common.smk's ``missing_weights_stop``); ``tests/test_cost.py`` checks the list against
+#: the DAG's inputs.
+MODEL_RULES = ("train", "predict_shard", "embed_shard", "embed_groups")
 
 
 @dataclass(frozen=True)
