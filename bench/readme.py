@@ -207,6 +207,15 @@ def benchmarks_block() -> str:
         rows.append(f"| percentile ranks, binary search vs brute force, N = {pc['n_train']:,} "
                     f"(`percentile.py`) | **{pc['ratio']:,.0f}×**, identical: "
                     f"{pc['identical']} | ≥ 1000× |")
+    sc = load("stats_scale")
+    if sc:
+        ev = sc["evaluate"]
+        rows.append(f"| bootstrap medians, bins of sorted items vs counting every item, "
+                    f"{ev['replicates']} replicates of one paper-size cell "
+                    f"({ev['median_cell_items']:,} values, {ev['test_patients']} patients; "
+                    f"`stats_scale.py`) | {ev['median_seconds']['binned']:.2f} s vs "
+                    f"{ev['median_seconds']['plain']:.1f} s: **{ev['median_speedup']:.0f}×**, "
+                    f"identical: {ev['median_identical']} | identical |")
     ft = load("faiss_topk")
     if ft:
         rows.append(f"| FAISS IndexFlatIP vs numpy top-k, {ft['n']:,} × {ft['d']} "

@@ -7,6 +7,8 @@ and benchmarks share; not production code (no rule imports this file).
   :func:`skinground.predict.generate_answers` (image-once).
 - :func:`brute_force_percentile_ranks`: the O(N)-per-item count of the percentile, the
   reference of :class:`skinground.evaluate.PercentileRanker`.
+- :func:`cumsum_bootstrap_median`: every replicate's median by the cumulative counts of
+  every sorted item, the reference of :func:`skinground.stats.bootstrap_median` (bins).
 - :func:`image_token_count`, :func:`write_space`, :func:`paper_shaped_cohort`: what a test or
   a benchmark builds its inputs with.
 
@@ -158,6 +160,28 @@ def brute_force_percentile_ranks(train_values, query_values, retrieved_values) -
             less_or_equal = (diffs[None, :] <= d[:, None]).sum(axis=1)
             o2[i, cols] = _percent(less, less_or_equal, v.size)
     return o2.reshape(r.shape)
+
+
+def cumsum_bootstrap_median(boot, codes, values) -> np.ndarray:
+    """The median of every replicate of ``boot`` (``skinground.stats.Bootstrap``) by the
+    cumulative counts of all n sorted items per replicate, O(B n): the middle positions of
+    the repeated, sorted items found item by item (NaN where a replicate drew none)."""
+    from skinground.stats import _values
+
+    codes, values = _values(codes, values)
+    order = np.argsort(values, kind="stable")
+    v, g = values[order], codes[order]
+    out = np.full(boot.replicates, np.nan)
+    if v.size == 0:
+        return out
+    for block in boot.blocks(v.size):
+        cum = np.cumsum(boot.counts[block][:, g], axis=1, dtype=np.int64)
+        total = cum[:, -1]
+        i_lo = (cum <= ((total - 1) // 2)[:, None]).sum(axis=1)
+        i_hi = (cum <= (total // 2)[:, None]).sum(axis=1)
+        med = (v[np.minimum(i_lo, v.size - 1)] + v[np.minimum(i_hi, v.size - 1)]) / 2
+        out[block] = np.where(total > 0, med, np.nan)
+    return out
 
 
 def image_token_count(processor: ImageOnlyQwen2VLProcessor, height: int, width: int) -> int:

@@ -9,7 +9,9 @@ what they added, on paper-shaped inputs, through the workflow's own functions:
   SLICE-3D-shaped cohort (``reference.paper_shaped_cohort``: 240 test patients, ~118,495
   test queries), k = ``retrieve.k``, config.yaml's methods — its medians' bootstrap intervals
   (``stats.bootstrap`` replicates over the test patients) and the claims' Wilcoxon tests
-  (``stats.test_unit``). Each attribute is its own cells, so the rule's time is 16 times one
+  (``stats.test_unit``); and one cell's median replicates by the binned
+  ``stats.bootstrap_median`` beside the plain count of every item, side by side (the speedup,
+  and that they are identical). Each attribute is its own cells, so the rule's time is 16 times one
   attribute's (the table's reading and the percentiles themselves: ``bench/scale.py``).
 - **probe** (``probe.fit_probes`` + ``probe.probe_rows``, as ``workflow/scripts/probe.py``):
   random float16 spaces of width 3,584 (Qwen2-VL-7B's h_im), targets with 1% missing values,
@@ -36,16 +38,15 @@ import numpy as np
 import polars as pl
 from timing import machine
 
-from skinground import evaluate, probe, significance
+from skinground import evaluate, probe, significance, stats
 from skinground.attributes import ID_COLUMN, PATIENT_COLUMN
 from skinground.config import load_config, load_profile, runtime_limits
 from skinground.io import write_json
 from skinground.memory import PAPER_TEST, PAPER_TRAIN
 from skinground.plan import probed_models
 from skinground.split import split_patients
-from skinground.stats import Bootstrap
 
-from reference import paper_shaped_cohort
+from reference import cumsum_bootstrap_median, paper_shaped_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 3584  # Qwen2-VL-7B's hidden size: h_im and h_im,a
@@ -91,11 +92,32 @@ def time_evaluate(config: dict) -> dict:
         confidence=st["confidence"], alpha=st["alpha"], unit=st["test_unit"])
     seconds = time.perf_counter() - start
     attributes = len(config["attributes"])
-    return {"test_queries": len(test), "test_patients": len(boot.patients),
+    return {**median_ratio(table, boot, manifest, methods[0]),
+            "test_queries": len(test), "test_patients": len(boot.patients),
             "rows_per_attribute": table.height, "methods": methods,
             "claims_tested": tested.claims.height, "replicates": st["bootstrap"],
             "test_unit": st["test_unit"], "seconds_per_attribute": round(seconds, 2),
             "attributes": attributes, "paper_seconds": round(seconds * attributes, 1)}
+
+
+def median_ratio(table: pl.DataFrame, boot: stats.Bootstrap, manifest: pl.DataFrame,
+                 method: str) -> dict:
+    """One cell's bootstrap median (a method's rows of the attribute), the binned
+    ``stats.bootstrap_median`` beside the plain count of every item
+    (``reference.cumsum_bootstrap_median``), side by side: seconds and equality."""
+    cell = table.filter(pl.col("method") == method)
+    codes = significance.patient_codes(boot, manifest, cell["query_id"])
+    values = cell["percentile"].to_numpy()
+    seconds, results = {}, {}
+    for name, fn in (("binned", stats.bootstrap_median), ("plain", cumsum_bootstrap_median)):
+        start = time.perf_counter()
+        results[name] = fn(boot, codes, values)
+        seconds[name] = time.perf_counter() - start
+    return {"median_cell_items": int(np.isfinite(values).sum()),
+            "median_seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "median_speedup": round(seconds["plain"] / seconds["binned"], 1),
+            "median_identical": bool(np.array_equal(results["binned"], results["plain"],
+                                                    equal_nan=True))}
 
 
 def time_probe(n: int, targets: int, folds: int, alphas: list[float], config: dict,
@@ -114,7 +136,7 @@ def time_probe(n: int, targets: int, folds: int, alphas: list[float], config: di
     st = config["stats"]
     start = time.perf_counter()
     fits = probe.fit_probes(x, y, patients, alphas, folds)
-    boot = Bootstrap.draw(test_patients, st["bootstrap"], st["seed"])
+    boot = stats.Bootstrap.draw(test_patients, st["bootstrap"], st["seed"])
     probe.probe_rows("tuned", [f"a{t}" for t in range(targets)], fits, test_x, test_y,
                      boot.codes(test_patients), boot, st["confidence"],
                      {f"a{t}": n for t in range(targets)})

@@ -59,6 +59,41 @@ def test_median_equals_the_median_of_the_resample(sample, monkeypatch):
     monkeypatch.setattr(stats, "BLOCK_CELLS", 7)  # many replicate blocks: the same
     assert np.array_equal(stats.bootstrap_median(boot, codes, x), np.array(brute),
                           equal_nan=True)
+    for size in (1, 2, 5, 7):  # bins of a few items, the last one short: the same
+        monkeypatch.setattr(stats, "MEDIAN_BIN", size)
+        assert np.array_equal(stats.bootstrap_median(boot, codes, x), np.array(brute),
+                              equal_nan=True), size
+
+
+@pytest.mark.parametrize(("patients", "items", "bin_size", "cells"), [
+    (40, 20_000, 512, 1 << 22),  # the default bins
+    (40, 20_000, 64, 1 << 22),
+    (300, 5_003, 512, 1_000),  # many patients: bins grow to keep patients x bins small
+])
+def test_the_binned_median_equals_counting_every_item(monkeypatch, patients, items,
+                                                      bin_size, cells):
+    """The fast median (bins of sorted items) against the plain one that counts every item
+    (bench/reference.py), on many ties, heavy-tailed patients and a replicate without
+    items: the same values, bit for bit."""
+    from reference import cumsum_bootstrap_median
+
+    rng = np.random.default_rng(items)
+    owner = rng.zipf(1.6, items) % patients
+    x = np.round(rng.normal(50, 20, items))  # whole numbers: many ties
+    x[rng.random(items) < 0.01] = np.nan
+    names = [f"P{i:03d}" for i in owner]
+    boot = stats.Bootstrap.draw(names, replicates=400, seed=1)
+    counts = boot.counts.copy()
+    present = np.unique(boot.codes(names))
+    counts[0] = 0
+    counts[0, np.setdiff1d(np.arange(len(boot.patients)), present)[:1]] = 1  # drew none
+    boot = stats.Bootstrap(boot.patients, counts)
+    codes = boot.codes(names)
+    monkeypatch.setattr(stats, "MEDIAN_BIN", bin_size)
+    monkeypatch.setattr(stats, "MEDIAN_CELLS", cells)
+    fast = stats.bootstrap_median(boot, codes, x)
+    assert np.array_equal(fast, cumsum_bootstrap_median(boot, codes, x), equal_nan=True)
+    assert np.isnan(fast[0]) and np.isfinite(fast[1:]).all()
 
 
 def test_a_replicate_without_items_is_nan_and_left_out_of_the_interval():
