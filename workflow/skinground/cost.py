@@ -187,7 +187,7 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
             seconds = batches * (_pass_seconds(f_prefill, a, a.infer_mfu, spec) + decode)
             flops = batches * (f_prefill + new_tokens[model] * f_step)
             naive = name != "image-once"
-            row(f"predict {model}, {name} ({new_tokens[model]} new tokens)",
+            row(f"predict {model}, {name} ({new_tokens[model]:.3g} new tokens)",
                 "-" if naive else "predict_shard", 1 if naive else n_shards, flops, seconds,
                 "assumed MFU, decode bandwidth-bound", gpus_per_job=gpus.get("predict_shard", 1),
                 in_dag=not naive, naive=naive)
