@@ -441,12 +441,14 @@ def demo_stats_block() -> str:
              "| claim " + both, "|---|" + rule * 2]
 
     def claim_rows(key):
+        """One row per claim of the first run, each run's cells found by the claim's name
+        (runs recorded before the claims' order was fixed list them in other orders)."""
         out = []
-        for i, claim in enumerate(runs[0][key]):
+        for claim in runs[0][key]:
             cells = []
             for k in (key, f"{key}_per_query"):
                 for r in runs:
-                    c = r[k][i]
+                    (c,) = [x for x in r[k] if x["claim"] == claim["claim"]]
                     cells.append(f"{c['holds']}/{c['tested']} ({c['better']}, {c['worse']})")
             out.append(f"| {claim['statement']} | " + " | ".join(cells) + " |")
         return out

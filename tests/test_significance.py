@@ -165,6 +165,17 @@ def test_a_no_worse_claim_holds_where_it_is_not_significantly_worse(cohort):
     assert (row["worse"], row["holds"]) == (1, row["tested"] - 1)
 
 
+def test_claims_come_in_the_configs_order():
+    """A table's unique methods come in any order; the claims follow the config's."""
+    order = ["image_text", "image_only", "image_untuned", "monet", "medsiglip"]
+    for present in (order, order[::-1], ["medsiglip", "image_only", "monet", "extra"]):
+        methods = significance.in_order(pl.Series(present), order)
+        assert methods == [m for m in order if m in present] + (
+            ["extra"] if "extra" in present else [])
+    shuffled = significance.paper_claims(significance.in_order(order[::-1], order), {})
+    assert [c.name for c in shuffled] == [c.name for c in significance.paper_claims(order, {})]
+
+
 def test_group_claims_and_encoders():
     claims = significance.paper_claims(
         ["image_text", "image_only", "image_untuned", "monet", "medsiglip"], {})

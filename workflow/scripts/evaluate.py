@@ -23,8 +23,8 @@ def main(snakemake) -> None:
     st = snakemake.params.stats
     boot = significance.patient_bootstrap(manifest, read_lines(snakemake.input.test),
                                           st["bootstrap"], st["seed"])
-    claims = significance.paper_claims(table["method"].unique().to_list(),
-                                       snakemake.params.titles)
+    titles = snakemake.params.titles
+    claims = significance.paper_claims(significance.in_order(table["method"], titles), titles)
     tested = significance.tested_evaluation(
         table, evaluate.summarize(table), ["attribute"], "percentile", claims, boot, manifest,
         confidence=st["confidence"], alpha=st["alpha"], unit=st["test_unit"])

@@ -27,8 +27,8 @@ def main(snakemake) -> None:
     st = snakemake.params.stats
     boot = significance.patient_bootstrap(manifest, read_lines(snakemake.input.test),
                                           st["bootstrap"], st["seed"])
-    claims = significance.group_claims(table["method"].unique().to_list(),
-                                       snakemake.params.titles)
+    titles = snakemake.params.titles
+    claims = significance.group_claims(significance.in_order(table["method"], titles), titles)
     long = group_criterion.criteria_long(table)
     tested = significance.tested_evaluation(
         long, group_criterion.summarize_groups(table), ["group", "criterion"], "value", claims,

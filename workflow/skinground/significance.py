@@ -103,6 +103,14 @@ class Claim:
 QWEN_METHODS = ("image_text", "hierarchical", "image_only", "image_untuned")
 
 
+def in_order(present: Iterable[str], order: Iterable[str]) -> list[str]:
+    """The ``present`` methods in ``order`` (the config's: the titles' keys), any others
+    after them by name: so that a run's claims come in the same order every time (a table's
+    unique values do not)."""
+    present, order = set(present), list(order)
+    return [m for m in order if m in present] + sorted(present - set(order))
+
+
 def paper_claims(methods: Iterable[str], titles: Mapping[str, str]) -> list[Claim]:
     """The paper's claims about Fig. 4 among ``methods`` (a claim needs both of its methods):
     (a) beats (c); (b) is no worse than (a); (c) beats (d); (c) beats each encoder (e); each
