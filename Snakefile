@@ -28,6 +28,7 @@ rule all:
     default_target: True
     input:
         rules.run_config.output,
+        rules.versions.output,
         rules.split.output,
         rules.tuples.output,
         rules.r2.output,

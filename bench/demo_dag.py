@@ -30,10 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def copy_workflow(dest: Path) -> None:
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(REPO / name, dest / name)
-    for name in ("workflow", "profiles", "envs"):
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    """The whole checkout as a commit holds it (git's tracked and not-ignored files, times
+    kept; tests/conftest.py's ``copy_workflow`` for the tests), without results/."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=REPO, capture_output=True, check=True)
+    for name in {n.decode() for n in listed.stdout.split(b"\0") if n}:
+        if (REPO / name).is_file():  # a deleted file is still "cached"
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
 
 
 def rule_seconds(benchmarks: Path) -> dict[str, dict]:

@@ -328,12 +328,14 @@ def bad_inputs_block() -> str:
 
 def cost_block() -> str:
     sys.path.insert(0, str(REPO / "workflow"))
-    from skinground import calibration, cost, cost_report
+    from skinground import calibration, cost, cost_report, outputs
     from skinground.config import load_config
 
+    # what the workflow's cost rule reads: the measurements promoted to resources/measured/
     config = load_config([REPO / "config.yaml"])
-    a = calibration.apply_file(cost.Assumptions(), RESULTS / "gpu.json", required=False)
-    a = calibration.apply_tokens(a, RESULTS / "tokens.json", required=False)
+    a = calibration.apply_file(cost.Assumptions(), REPO / outputs.GPU_MEASUREMENT,
+                               required=False)
+    a = calibration.apply_tokens(a, REPO / outputs.TOKEN_MEASUREMENT, required=False)
     result = cost.estimate_with_profiles(config, a,
                                          REPO / "profiles" / "default" / "config.yaml",
                                          REPO / "profiles" / "slurm" / "config.yaml")

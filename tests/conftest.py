@@ -132,15 +132,40 @@ def planned_jobs(output: str) -> dict[str, int]:
     return jobs
 
 
+def tracked_files(root: Path = REPO) -> list[str]:
+    """The checkout's files as a commit of it would hold them (``git ls-files``: tracked, and
+    untracked but not ignored), relative to ``root``: never results/, .venv/ or caches."""
+    proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                          cwd=root, capture_output=True, check=True)
+    names = sorted({n.decode() for n in proc.stdout.split(b"\0") if n})
+    return [n for n in names if (root / n).is_file()]  # a deleted file is still "cached"
+
+
 def copy_workflow(dest: Path) -> Path:
-    """A copy of the workflow (Snakefile, config, rules, scripts, library, profiles, envs)
-    without results/, for tests that run Snakemake without touching the checkout."""
+    """A copy of the whole checkout (:func:`tracked_files`, modification times kept), without
+    results/, for tests that run Snakemake without touching the checkout: what a user's clone
+    holds, never a hand-picked part of it."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(REPO / name, dest / name)
-    for name in ("workflow", "profiles", "envs"):
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in tracked_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
     return dest
+
+
+#: A checkout where the README's demo command has finished (.ci/run sets it to the clean
+#: clone it ran the command in): the workflow tests copy its run instead of running their own.
+DEMO_RUN = "SKINGROUND_DEMO_RUN"
+
+
+def copy_finished_run(source: Path, dest: Path, run: str) -> None:
+    """``source``'s finished run ``results/<run>/`` and Snakemake's record of it
+    (``.snakemake/metadata``: params, code, inputs of every output) into ``dest``, a copy of
+    the workflow, modification times kept: as if the run had been made there."""
+    results = source / "results" / run
+    if not (results / "config.yaml").is_file():
+        raise FileNotFoundError(f"{DEMO_RUN}={source}: {results} holds no finished run")
+    shutil.copytree(results, dest / "results" / run, symlinks=True)
+    shutil.copytree(source / ".snakemake" / "metadata", dest / ".snakemake" / "metadata")
 
 
 def pids_with_argv(match) -> list[int]:

@@ -16,18 +16,19 @@ import yaml
 from skinground import calibration, config, cost, flops, models, plan
 from skinground.demo import tiny
 
-from conftest import REPO, copy_workflow, planned_jobs
+from conftest import REPO, copy_workflow, planned_jobs, run_script
 
 DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.yaml"]
 # 64 embed shards x 2 splits x (tuned, untuned, MONET) = 384, + 64 x 2 group-question shards;
 # 8 predict shards (the tuned model only); 2 splits x (16 attributes + 3 image-only + 3 group
 # spaces) = 44 merged, 22 indexes; 5 + 4 retrieval jobs; 13 single jobs (data, training,
 # merges, R², evaluations, figures, cost, all); the statistics: labels, diagnosis, a probe
-# of each image-level space (tuned, untuned, MONET) and their table.
-PAPER_JOBS = 614
+# of each image-level space (tuned, untuned, MONET) and their table; the run's package
+# versions.
+PAPER_JOBS = 615
 # The demo's second encoder (MedSigLIP's tiny stand-in) adds 2 embed shards, 2 merged spaces,
 # an index, a retrieval job and a probe.
-DEMO_JOBS = 115
+DEMO_JOBS = 116
 
 
 def workflow_copy(tmp_path: Path) -> Path:
@@ -148,6 +149,92 @@ def test_the_rules_that_load_weights_are_the_model_rules(tmp_path):
             loading.add(rule)
     assert loading == set(plan.MODEL_RULES)
     assert "hf download" not in proc.stdout + proc.stderr  # in place: no warning
+
+
+def job_inputs(out: str) -> dict[str, set[str]]:
+    """Rule -> every input path of its jobs, read off a dry run's job listing."""
+    inputs: dict[str, set[str]] = {}
+    rule = None
+    for line in out.splitlines():
+        if match := re.match(r"(?:local)?rule (\w+):$", line):
+            rule = match.group(1)
+        elif line.startswith("    input: ") and rule:
+            inputs.setdefault(rule, set()).update(line[11:].split(", "))
+    return inputs
+
+
+@pytest.mark.parametrize("measured", ["committed", "with-gpu"])
+def test_no_rule_reads_bench(tmp_path, measured):
+    """Every job's inputs in the demo's and the paper's whole DAGs lie outside bench/ (whose
+    records a bench rerun rewrites); the cost job reads what was measured from
+    resources/measured/, the GPU check's MFUs too once one is promoted there."""
+    work = paper_without_weights(tmp_path)
+    if measured == "with-gpu":
+        fake_gpu_json(work / "resources" / "measured" / "gpu.json")
+    for args in (("--profile", "profiles/demo"), PAPER):
+        proc = snakemake_in(work, "-n", "--forceall", *args)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        inputs = job_inputs(proc.stdout)
+        assert len(inputs) > 20, proc.stdout[-2000:]
+        read = sorted(p for paths in inputs.values() for p in paths
+                      if Path(p).parts[:1] == ("bench",))
+        assert not read, f"jobs read bench/: {read}"
+        expected = {"resources/measured/tokens.json"}
+        if measured == "with-gpu":
+            expected.add("resources/measured/gpu.json")
+        assert {p for p in inputs["cost"] if p.startswith("resources/")} == expected
+    for path in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]:
+        assert "bench/" not in path.read_text(encoding="utf-8"), path
+
+
+def test_the_cost_rule_reads_its_optional_inputs(tmp_path):
+    """The cost script as its rule runs it, with the measured token counts and a promoted GPU
+    check given as Snakemake gives an optional input (a list of one path: the README's first
+    command crashed on it): both are applied, and without them the assumed values stay."""
+    demo = config.load_config(DEMO_CONFIGS)
+    params = {"config": demo, "code": ""}
+    profiles = {"profile": REPO / "profiles/default/config.yaml",
+                "site": REPO / "profiles/slurm/config.yaml"}
+    gpu = fake_gpu_json(tmp_path / "gpu.json")
+    for given in ({"tokens": [REPO / "resources/measured/tokens.json"], "gpu": [gpu]},
+                  {"tokens": [], "gpu": []}):
+        out = {"csv": tmp_path / "stages.csv", "markdown": tmp_path / "cost.md"}
+        proc = run_script("cost", tmp_path, input={**profiles, **given}, output=out,
+                          params=params)
+        assert proc.returncode == 0, proc.log[-3000:]
+        text = out["markdown"].read_text()
+        if given["gpu"]:
+            assert "Token counts measured" in text and "MFU measured on NVIDIA H200" in text
+        else:
+            assert "Token counts assumed" in text and "MFU assumed" in text
+
+
+def test_promote_checks_a_record_and_copies_it(tmp_path):
+    """bench/promote.py: the one step from a bench's record to the workflow's measured
+    inputs. A usable record is copied byte for byte; a --tiny GPU check or a record without
+    token counts is refused in one line, and the workflow's copy stays as it was."""
+    bench, root = tmp_path / "bench", tmp_path / "checkout"
+    bench.mkdir()
+    fake_gpu_json(bench / "gpu.json")
+    (bench / "tokens.json").write_text(json.dumps({"prefix_text_tokens": 16}))
+
+    def promote(name):
+        return subprocess.run([sys.executable, str(REPO / "bench" / "promote.py"), name,
+                               "--bench", str(bench), "--root", str(root)],
+                              capture_output=True, text=True, timeout=120)
+
+    proc = promote("gpu")
+    assert proc.returncode == 0, proc.stderr
+    target = root / "resources" / "measured" / "gpu.json"
+    assert target.read_bytes() == (bench / "gpu.json").read_bytes()
+    fake_gpu_json(bench / "gpu.json", tiny=True)
+    proc = promote("gpu")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"{bench / 'gpu.json'}: the cost model would not use it" in proc.stderr
+    assert json.loads(target.read_text())["tiny"] is False  # unchanged
+    proc = promote("tokens")
+    assert proc.returncode == 1 and "no token counts" in proc.stderr
+    assert not (root / "resources" / "measured" / "tokens.json").exists()
 
 
 def test_fewer_methods_fewer_jobs(repo_config):

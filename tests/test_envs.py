@@ -1,5 +1,6 @@
 """The conda environments of the rules (envs/*.yaml, used with `--sdm conda`) agree with
-pyproject.toml and with what the rules' scripts import."""
+pyproject.toml, with the pins of constraints.txt and with what the rules' scripts import; the
+pins cover what is installed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from skinground import versions
+
 from conftest import REPO
 
 ENVS = {"CPU_ENV": REPO / "envs/cpu.yaml", "GPU_ENV": REPO / "envs/gpu.yaml"}
@@ -22,12 +25,14 @@ WORKFLOW = REPO / "workflow"
 
 # pyproject (pip) name -> its name in envs/gpu.yaml (conda-forge, or pip under `pip:`) where
 # they differ: the cluster gets the CUDA builds.
-GPU_NAME = {"torch": "pytorch-gpu", "faiss-cpu": "faiss-gpu"}
-# pyproject (pip) name -> its conda-forge name in envs/cpu.yaml where they differ.
-CPU_NAME = {"torch": "pytorch", "faiss-cpu": "faiss-cpu"}
+GPU_NAME = {"torch": "pytorch-gpu", "faiss-cpu": "faiss-gpu-cu12"}
+# pyproject (pip) name -> its name in envs/cpu.yaml where they differ.
+CPU_NAME = {"torch": "pytorch"}
 # pyproject dependencies that no rule environment needs: Snakemake runs on the submit host
 # (or in the job, from the host's installation) and only the rule's command runs in its env.
 DRIVER_ONLY = {
+    # A script: job unpickles the Snakemake object with the host's snakemake (the preamble
+    # appends its path to sys.path): a second copy in the env could only disagree with it.
     "snakemake": "runs the workflow; not imported by any rule script",
     "jsonschema": "config validation in the Snakefile (snakemake.utils.validate)",
 }
@@ -53,7 +58,9 @@ IMPORT_TO_DIST = {
     "snakemake": "snakemake",
     "scipy": "scipy",
     "sklearn": "scikit-learn",
+    "packaging": "packaging",
 }
+PINS = versions.read_pins(REPO / versions.CONSTRAINTS)
 
 
 def env_file(path: Path) -> dict:
@@ -179,13 +186,56 @@ def test_every_rule_declares_an_env():
 
 
 def test_gpu_env_has_every_runtime_dependency():
+    """Every runtime dependency, at the pin of constraints.txt (torch, unpinned there: at
+    pyproject's range), inside pyproject's range."""
     gpu = parse_env(ENVS["GPU_ENV"])
     for dist, spec in pyproject_deps().items():
         if dist in DRIVER_ONLY:
             continue
         name = canonicalize_name(GPU_NAME.get(dist, dist))
         assert name in gpu, f"pyproject dependency {dist} is not in envs/gpu.yaml (as {name})"
-        assert gpu[name] == spec, f"{dist}: pyproject {spec} but envs/gpu.yaml {gpu[name]}"
+        expected = spec if dist in versions.UNPINNED else SpecifierSet(f"=={PINS[dist]}")
+        assert gpu[name] == expected, f"{dist}: envs/gpu.yaml {gpu[name]}, not {expected}"
+        assert dist in versions.UNPINNED or PINS[dist] in spec, (dist, PINS[dist], spec)
+
+
+@pytest.mark.parametrize("var", sorted(ENVS))
+def test_env_pins_are_the_constraints(var):
+    """Every library of a rule environment is pinned (==) at constraints.txt's version: the
+    versions that shape the numbers (transformers, peft, deepspeed, accelerate, faiss,
+    polars) are the ones CI passed with, under `--sdm conda` too."""
+    names = CPU_NAME if var == "CPU_ENV" else GPU_NAME
+    conda_name = {canonicalize_name(v): canonicalize_name(k) for k, v in names.items()}
+    for name, spec in parse_env(ENVS[var]).items():
+        if name in ("python", "pip"):
+            continue
+        dist = conda_name.get(name, name)
+        if dist in versions.UNPINNED:
+            continue
+        assert spec == SpecifierSet(f"=={PINS[dist]}"), (
+            f"{ENVS[var].name}: {name} {spec}, but constraints.txt pins {dist}=={PINS[dist]}")
+
+
+def test_the_pins_cover_the_installed_set():
+    """constraints.txt pins every package `pip install -e '.[test]'` brings (torch aside), at
+    the version installed here, and nothing else: CI installs with it, so a package without a
+    pin, a pin that is not honoured or a stale pin fails here."""
+    installed = versions.closure(versions.PROJECT, ("test",))
+    unpinned = sorted(set(installed) - set(PINS))
+    assert not unpinned, f"installed without a pin in constraints.txt: {unpinned}"
+    differ = {n: (v, PINS[n]) for n, v in installed.items() if PINS[n] != v}
+    assert not differ, f"installed version != constraints.txt's (installed, pin): {differ}"
+    stale = sorted(set(PINS) - set(installed))
+    assert not stale, f"constraints.txt pins what the install does not bring: {stale}"
+
+
+def test_read_pins_refuses_a_line_that_is_no_pin(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("# header\nnumpy==2.4.6\n\npolars>=1\n")
+    with pytest.raises(ValueError, match=r"c.txt:4: not a 'name==version' pin: 'polars>=1'"):
+        versions.read_pins(path)
+    path.write_text("# header\nNumPy==2.4.6  # a comment\nscikit_learn==1.9.1\n")
+    assert versions.read_pins(path) == {"numpy": "2.4.6", "scikit-learn": "1.9.1"}
 
 
 def test_envs_have_no_package_pyproject_lacks():
@@ -225,3 +275,20 @@ def test_rule_env_has_what_its_script_imports(rule):
         name = canonicalize_name(names.get(dist, dist))
         assert name in env, (f"rule {rule} ({script}.py) imports {top}, which "
                              f"{ENVS[var].relative_to(REPO)} lacks (as {name})")
+
+
+def test_the_runs_versions_and_their_state():
+    """What the versions rule records: the project's runtime closure with torch (and its
+    build) in it, and each package's state against the pins."""
+    run = versions.installed()
+    assert {"transformers", "peft", "deepspeed", "accelerate", "faiss-cpu", "polars",
+            "torch", "numpy"} <= set(run)
+    assert "pytest" not in run and "skinground" not in run  # no test extras, not itself
+    from importlib.metadata import version
+
+    assert run["transformers"] == version("transformers") and run["torch"] == version("torch")
+    assert "torch" not in versions.closure(versions.PROJECT, ("test",))  # the pins' set
+    rows = versions.table({"numpy": "2.4.6", "polars": "9.9", "torch": "2.13.0+cpu"},
+                          {"numpy": "2.4.6", "polars": "2.1.0"})
+    assert [(r["package"], r["pin"], r["state"]) for r in rows] == [
+        ("numpy", "2.4.6", "pinned"), ("polars", "2.1.0", "differs"), ("torch", "", "unpinned")]

@@ -56,19 +56,19 @@ def test_answers_split_into_digits(tok):
 
 
 def test_the_cost_model_uses_the_measured_token_counts(tok, repo_config):
-    """bench/results/tokens.json is what this tokenizer gives config.yaml's questions, and the
-    cost model takes its counts from it."""
+    """resources/measured/tokens.json (promoted from bench/results/tokens.json) is what this
+    tokenizer gives config.yaml's questions, and the cost model takes its counts from it."""
     import json
 
     from transformers import Qwen2VLImageProcessorPil
 
-    from skinground import cost, cost_report
+    from skinground import cost, cost_report, outputs
     from skinground import prefix as P
     from skinground.models import ImageOnlyQwen2VLProcessor
 
     from conftest import REPO
 
-    measured = json.loads((REPO / "bench" / "results" / "tokens.json").read_text())
+    measured = json.loads((REPO / outputs.TOKEN_MEASUREMENT).read_text())
     processor = ImageOnlyQwen2VLProcessor(Qwen2VLImageProcessorPil(), tok,
                                           chat_template=tok.chat_template)
     questions = {a: spec["question"] for a, spec in repo_config["attributes"].items()}

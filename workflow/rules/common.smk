@@ -72,6 +72,7 @@ from skinground.config import (  # PyYAML
     tracked_config,
 )
 from skinground.deps import code_hash  # standard library only
+from skinground import versions  # packaging (Snakemake's own dependency)
 
 # JSON Schema counts 2.0 as an integer; the rules would fail on it much later.
 with open(SRC / "workflow" / "schemas" / "config.schema.yaml") as _f:
@@ -117,6 +118,13 @@ def src(path):
     """A file of this checkout, relative to the working directory when it is inside it, so
     that a finished run moved or copied elsewhere with its checkout keeps the same inputs."""
     return os.path.relpath(SRC / path)
+
+
+def optional(path):
+    """A file of this checkout as an optional input: ``[src(path)]`` where it exists, else
+    ``[]`` (its appearing or going reruns the job). A script reads it with
+    ``skinground.script.optional_input``, never as a path: Snakemake hands it over as a list."""
+    return [src(path)] if (SRC / path).is_file() else []
 
 
 # Absolute: conda: resolves a relative path against the rule file (and Snakemake records an

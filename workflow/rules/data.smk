@@ -112,6 +112,27 @@ rule tuples:
         "../scripts/tuples.py"
 
 
+rule versions:
+    """The Python packages the run computes with (``skinground.versions``: the project's
+    dependencies, torch included), each beside its pin in constraints.txt, and the interpreter,
+    beside the run's config; the report shows them. A changed version reruns this rule alone."""
+    input:
+        constraints=src(versions.CONSTRAINTS),
+    output:
+        reported(res(out.VERSIONS), "versions", "Run", item="Package versions"),
+    log:
+        log("versions"),
+    localrule: True
+    conda:
+        CPU_ENV
+    params:
+        code=code("versions"),
+        packages=versions.installed(),
+        environment=versions.environment(),
+    script:
+        "../scripts/versions.py"
+
+
 rule run_config:
     """The run's resolved config less its bookkeeping keys (what the results depend on), for
     ``skinground query``: any change of it rewrites the file, and no other rule reads it."""

@@ -276,8 +276,10 @@ rule cost:
     input:
         profile=src("profiles/default/config.yaml"),
         site=src("profiles/slurm/config.yaml"),
-        # the prompt and answer token counts measured with the 7B's tokenizer
-        tokens=[p for p in [src(out.TOKEN_MEASUREMENT)] if Path(p).exists()],
+        # what was measured (resources/measured/): the prompt and answer token counts under
+        # the 7B's tokenizer, the MFUs of the GPU check
+        tokens=optional(out.TOKEN_MEASUREMENT),
+        gpu=optional(out.GPU_MEASUREMENT),
         # the encoders' architectures, where their folders are here (skinground.flops; the
         # demo's tiny stand-ins are costed as their hub models)
         encoders=[

@@ -1,7 +1,6 @@
 """The paper-scale cost of the run's config (skinground.cost), as a CSV of the stages and the
-Markdown table ``python -m skinground.cost`` prints."""
-
-from pathlib import Path
+Markdown table ``python -m skinground.cost`` prints, with the measured token counts and GPU
+MFUs of resources/measured/ where the checkout has them."""
 
 import polars as pl
 
@@ -11,8 +10,8 @@ from skinground.io import atomic_path, write_text
 
 def main(snakemake) -> None:
     a = cost.Assumptions()
-    if snakemake.input.get("tokens"):
-        a = calibration.apply_tokens(a, Path(snakemake.input.tokens), required=True)
+    a = calibration.apply_tokens(a, script.optional_input(snakemake, "tokens"), required=True)
+    a = calibration.apply_file(a, script.optional_input(snakemake, "gpu"), required=True)
     result = cost.estimate_with_profiles(snakemake.params.config, a, snakemake.input.profile,
                                          snakemake.input.site)
     stages = pl.DataFrame(result["stages"]).select(

@@ -1,8 +1,10 @@
 """What was measured, as the cost model's inputs: the MFUs ``bench/gpu_check.py`` measured on a
-GPU (``outputs.GPU_MEASUREMENT``: the measured throughput at the H200's peak, applied at the
+GPU (``outputs.GPU_MEASUREMENT``: the measured throughput at the GPU's peak, applied at the
 A6000's, same FLOP convention; a ``--tiny`` or CPU result, or a failed part, is not used), and
 the prompt and answer token counts under the 7B's real tokenizer (``bench/tokens.py``,
-``outputs.TOKEN_MEASUREMENT``)."""
+``outputs.TOKEN_MEASUREMENT``). The workflow reads them from ``resources/measured/``; a bench's
+record reaches there only through ``bench/promote.py``, which refuses one :func:`unusable`
+names a reason for."""
 
 from __future__ import annotations
 
@@ -48,9 +50,28 @@ def apply_measurements(a, gpu: Mapping[str, Any] | None):
 
 
 
-def _read(path: Path, *, required: bool, what: str) -> dict | None:
+def unusable(name: str, record: Mapping[str, Any]) -> str | None:
+    """Why the cost model would not use a measurement (``name``: a key of
+    ``outputs.MEASUREMENTS``), or None when it would: what ``bench/promote.py`` checks."""
+    if name == "gpu":
+        from skinground.cost import Assumptions
+
+        measured = apply_measurements(Assumptions(), record).measured
+        return None if measured.get("used") else measured.get("why", "not used")
+    if name == "tokens":
+        try:
+            [float(record[key]) for key in TOKEN_FIELDS]
+        except (KeyError, TypeError, ValueError) as err:
+            return f"no token counts ({err!r})"
+        return None
+    raise ValueError(f"unknown measurement {name!r}")
+
+
+def _read(path: Path | None, *, required: bool, what: str) -> dict | None:
     """A measurement's JSON, or None with a warning (a missing file: only when
-    ``required``) that the assumed ``what`` stays."""
+    ``required``) that the assumed ``what`` stays; no ``path``: None, silently."""
+    if path is None:
+        return None
     if not path.is_file():
         if required:
             print(f"warning: {path} not found; using the assumed {what}", file=sys.stderr)
@@ -63,9 +84,9 @@ def _read(path: Path, *, required: bool, what: str) -> dict | None:
         return None
 
 
-def apply_file(a, path: Path, *, required: bool):
-    """``apply_measurements`` with the JSON at ``path``; a missing (``required``: warned) or
-    unreadable file leaves the assumed MFUs, with a warning."""
+def apply_file(a, path: Path | None, *, required: bool):
+    """``apply_measurements`` with the JSON at ``path``; no path, a missing (``required``:
+    warned) or an unreadable file leaves the assumed MFUs, with a warning."""
     gpu = _read(path, required=required, what="MFU")
     if gpu is None:
         return a
@@ -80,9 +101,10 @@ TOKEN_FIELDS = {"prefix_text_tokens": "prefix_text_tokens", "suffix_tokens": "su
                 "answer_tokens": "answer_tokens"}
 
 
-def apply_tokens(a, path: Path, *, required: bool):
+def apply_tokens(a, path: Path | None, *, required: bool):
     """The token counts measured by ``bench/tokens.py`` (``path``) replace the assumed ones;
-    a missing (``required``: warned) or unreadable file leaves them, with a warning."""
+    no path, a missing (``required``: warned) or an unreadable file leaves them, with a
+    warning."""
     tokens = _read(path, required=required, what="token counts")
     if tokens is None:
         return a

@@ -253,6 +253,7 @@ def rule_peaks(w: Workload, spec: QwenSpec = QWEN2VL_7B) -> dict[str, Peak]:
         "tuples": Peak(BASE_TABLE + w.train_images * TUPLES_ROW,
                        terms="train images x TUPLES_ROW"),
         "run_config": Peak(BASE_TABLE),
+        "versions": Peak(BASE_TABLE),
         "cost": Peak(BASE_TABLE),
         # Each rank loads the bf16 weights on the host before moving them to its GPU; on
         # the GPU: weights, LoRA states (fp32 + Adam), a batch's activations and logits.

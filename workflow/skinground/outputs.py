@@ -85,9 +85,17 @@ FIG4_PANELS = "figures/fig4_attributes"
 COST_CSV = "cost/stages.csv"
 COST_MD = "cost/cost.md"
 
-# ---- the measurements committed with the repository (bench/), read by the cost model
-GPU_MEASUREMENT = "bench/results/gpu.json"  # bench/gpu_check.sh on an H200
-TOKEN_MEASUREMENT = "bench/results/tokens.json"  # bench/tokens.py, the 7B's tokenizer
+# ---- what was measured, as the workflow's inputs (the cost model's), under the checkout:
+# the benches write their records in bench/results/, and `python bench/promote.py NAME` copies
+# one here (checked first); no rule reads bench/.
+MEASURED = "resources/measured/{name}.json"
+#: bench/results/<name>.json, promoted: name -> what made it
+MEASUREMENTS = {"gpu": "bash bench/gpu_check.sh (on a GPU)",
+                "tokens": "python bench/tokens.py (the 7B's tokenizer)"}
+GPU_MEASUREMENT = MEASURED.format(name="gpu")
+TOKEN_MEASUREMENT = MEASURED.format(name="tokens")
+#: The package versions a run was made with, beside its config (``skinground.versions``).
+VERSIONS = "versions.csv"
 
 # ---- per job: what it printed, and Snakemake's benchmark of it
 LOG = "logs/{job}.log"

@@ -251,7 +251,7 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
     if config["model"].get("build_tiny"):
         jobs["build_models"] = 1
     models = predict_models(config)
-    jobs.update(run_config=1, manifest=1, split=1, tuples=1, train=1,
+    jobs.update(run_config=1, versions=1, manifest=1, split=1, tuples=1, train=1,
                 predict_shard=len(models) * int(config["predict"]["shards"]),
                 merge_predictions=len(models), r2=1)
     if "untuned" in models:

@@ -75,6 +75,18 @@ def run(main: Callable, snakemake) -> None:
             sys.exit(1)
 
 
+def optional_input(snakemake, name: str) -> Path | None:
+    """The one file of a rule's optional named input (``optional()`` in common.smk: a list of
+    zero or one path), or None. Snakemake hands a named input given as a list to the script as
+    a list even with one item, so no script reads such an input as a path itself."""
+    files = snakemake.input.get(name) or []
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    if len(files) > 1:
+        raise ValueError(f"input {name!r}: one optional file expected, got {list(files)}")
+    return Path(files[0]) if files else None
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident memory so far: the kernel's high-water mark of its
     address space (``VmHWM``, exact, reset by ``exec``). Not ``getrusage``'s ``ru_maxrss``:
