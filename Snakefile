@@ -24,19 +24,9 @@ onstart:
 
 
 rule all:
-    """Every figure and table of the study."""
+    """Every figure and table of the study, and last the run's config (written once they are
+    all made: what ``skinground query`` reads)."""
     default_target: True
     input:
         rules.run_config.output,
-        rules.versions.output,
-        rules.split.output,
-        rules.tuples.output,
-        rules.r2.output,
-        rules.probe_r2.output if PROBED_MODELS else [],
-        rules.r2_untuned.output if "untuned" in PREDICT_MODELS else [],
-        rules.evaluate.output,
-        rules.diagnosis.output if config["stats"]["diagnosis"] else [],
-        rules.figures.output,
-        rules.cost.output,
-        rules.evaluate_groups.output if GROUPS else [],
-        rules.figure_groups.output if GROUPS else [],
+        study_outputs(),

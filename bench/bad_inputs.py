@@ -95,16 +95,16 @@ def damaged_metadata(data: bytes, case: dict) -> bytes:
     return data
 
 
-def _png(size: int) -> bytes:
+def _png(size: int, height: int | None = None) -> bytes:
     buf = io.BytesIO()
-    Image.new("L", (size, size)).save(buf, format="PNG", optimize=True)
+    Image.new("L", (size, height or size)).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
 
 
 #: ``image: [id, what]``: the bytes stored for the id instead of its JPEG (None: removed).
 IMAGE_BYTES = {"truncated-jpeg": lambda: b"\xff\xd8\xff\xe0" + b"\0" * 40,
                "png-bomb": lambda: _png(20_000), "text": lambda: b"hello, world\n",
-               "missing": lambda: None}
+               "sliver": lambda: _png(250, 1), "missing": lambda: None}
 
 
 def damage_store(h5: Path, case: dict) -> None:

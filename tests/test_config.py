@@ -180,3 +180,24 @@ def test_the_catalog_file_says_what_the_workflow_does():
     assert len(re.findall(r"^\s+conda:$", rules, flags=re.M)) == n_rules > 20
     assert usage["report"] is True
     assert 'report: "workflow/report/workflow.rst"' in (REPO / "Snakefile").read_text()
+
+
+@pytest.mark.parametrize("overlays", [
+    [{"retrieve": {"groups": {"a": {"x": 1}}, "k": 5}}, {"retrieve": {"groups": {}}}],
+    [{"retrieve": {"groups": {"a": {"x": 1}, "b": {}}, "k": 5}}, {"retrieve": {"groups": {}}},
+     {"retrieve": {"groups": {"c": {"x": 2}}}}],
+    [{"a": {"b": {"c": 1}, "d": 2}}, {"a": {}}, {"a": {"b": {}}}, {"a": {"e": 3}}],
+    [{"a": {"b": {"c": 1}}}, {"a": {"b": {"d": 2}}}],  # nothing emptied: Snakemake's merge
+])
+def test_an_empty_map_empties_its_section_as_the_loader_merges(overlays):
+    """Snakemake's merge of config files drops an empty map; empty_sections puts it back, so
+    the Snakefile's config is what config.load_config's merge gives (one meaning of {})."""
+    import functools
+
+    from skinground import config
+
+    snakemakes = {}
+    for overlay in overlays:
+        update_config(snakemakes, copy.deepcopy(overlay))
+    expected = functools.reduce(config.deep_merge, overlays, {})
+    assert config.empty_sections(snakemakes, overlays) == expected

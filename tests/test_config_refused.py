@@ -8,13 +8,14 @@ is not an attribute, min_pixels above max_pixels."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from conftest import copy_workflow
+from conftest import copy_workflow, planned_jobs
 
 DEMO = ["config.yaml", "profiles/demo/demo-config.yaml"]
 
@@ -59,12 +60,62 @@ def test_a_generator_pointed_outside_its_run_is_refused(work, change, named):
     ({"retrieve": {"methods": ["image_only", "dermlip"]}},
      "retrieve.methods: dermlip is neither a Qwen2-VL method (image_text, hierarchical, "
      "image_only, image_untuned) nor an encoder of model.encoders (monet, medsiglip)"),
+    # refused here, not by the job that would trip on it hours later
+    ({"retrieve": {"methods": ["image_only", "monet"]}},
+     "retrieve.methods lacks image_text: Fig. 3 sets image-only against image + text"),
+    ({"retrieve": {"group_methods": []}},
+     "retrieve.group_methods is empty, but retrieve.groups names size, colour, contrast"),
+    ({"train": {"seed": 4294967296}},
+     "config train.seed: 4294967296 is greater than the maximum of 4294967295"),
+    ({"stats": {"seed": -1}}, "config stats.seed: -1 is less than the minimum of 0"),
+    ({"run": "adv\n"}, "run: 'adv\\n' is not a plain name"),
+    # an empty map in an overlay empties the section; attributes may not be empty
+    ({"attributes": {}}, "config attributes: {} should be non-empty"),
 ])
 def test_a_value_the_rules_would_trip_on_is_refused(work, change, named):
     proc = dry_run(work, change)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and named in out, out[-2000:]
     assert not (work / "results").exists()
+
+
+def test_an_empty_map_in_an_overlay_empties_its_section(work):
+    """`retrieve.groups: {}` in an overlay means no groups (Snakemake's merge dropped it, and
+    the run kept config.yaml's three), in a config file as in --config."""
+    jobs = planned_jobs((dry_run(work, {"retrieve": {"groups": {}}})).stdout)
+    assert jobs and not {"embed_groups", "retrieve_groups", "evaluate_groups"} & set(jobs)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1",
+                           "--configfile", *DEMO, "--config", "retrieve={'groups': {}}"],
+                          cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "embed_groups" not in planned_jobs(proc.stdout)
+    # a later overlay that names groups again wins over an earlier empty one
+    (work / "again.yaml").write_text(yaml.safe_dump(
+        {"retrieve": {"groups": {"size": {"attributes": ["tbp_lv_areaMM2", "tbp_lv_perimeterMM"],
+                                          "question": "How large and how long around?"}}}}))
+    (work / "change.yaml").write_text(yaml.safe_dump({"retrieve": {"groups": {}}}))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1",
+                           "--configfile", *DEMO, "change.yaml", "again.yaml"],
+                          cwd=work, capture_output=True, text=True, timeout=300)
+    assert planned_jobs(proc.stdout)["merge_embeddings"] == planned_jobs(
+        dry_run(work, {}).stdout)["merge_embeddings"] - 2 * 2  # 1 group of 3, per split
+    assert not (work / "results").exists()
+
+
+def test_k_above_the_train_set_is_refused_once_the_split_exists(work, tmp_path):
+    """retrieve.k over the split's train images: refused at planning once the split exists
+    (the retrieve job refuses it too, for a split made in the same run)."""
+    split = work / "results" / "demo" / "split"
+    split.mkdir(parents=True)
+    try:
+        (split / "train.txt").write_text("".join(f"ISIC_{i:07d}\n" for i in range(7)))
+        proc = dry_run(work, {"retrieve": {"k": 8, "b": 8}})
+        assert proc.returncode != 0
+        assert ("retrieve.k = 8 is more than the 7 train images of results/demo/split/"
+                "train.txt" in proc.stdout + proc.stderr)
+        assert dry_run(work, {"retrieve": {"k": 7, "b": 8}}).returncode == 0
+    finally:
+        shutil.rmtree(work / "results")
 
 
 def test_real_paths_are_fine_without_the_generators(work, tmp_path):

@@ -176,6 +176,47 @@ def test_empty_patient_is_named(tmp_path):
         read_metadata(csv_path, ATTRS)
 
 
+@pytest.mark.parametrize("spelled", ["nan", "NaN", " NA ", "None", "null"])
+@pytest.mark.parametrize("column", ["patient_id", "isic_id"])
+def test_an_id_spelled_as_missing_is_refused(tmp_path, column, spelled):
+    """``patient_id = nan`` on rows of several patients would make them one patient, whose
+    images could then land in both splits: refused, naming the line."""
+    rows = make_rows(6, 6)
+    rows[2][column] = spelled
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    with pytest.raises(DataError, match=rf"{column} spelled as a missing value \(line 4: "):
+        read_metadata(csv_path, ATTRS)
+
+
+@pytest.mark.parametrize("column", ["tbp_lv_areaMM2", "tbp_lv_perimeterMM",
+                                    "clin_size_long_diam_mm"])
+def test_a_negative_size_is_refused(tmp_path, column):
+    rows = make_rows(6, 2)
+    rows[4][column] = "-3.5"
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    with pytest.raises(DataError, match=rf"negative value in column {column}, a length or "
+                                        r"area: line 6: -3.5"):
+        read_metadata(csv_path, ATTRS)
+    rows[4][column] = "3.5"
+    rows[4]["tbp_lv_deltaB"] = "-3.5"  # a contrast may be negative
+    csv_path, _ = write_slice3d(tmp_path / "ok", rows, images={})
+    assert read_metadata(csv_path, ATTRS)[0]["tbp_lv_deltaB"][4] == -3.5
+
+
+def test_an_attribute_without_any_value_is_refused(tmp_path):
+    """Empty, NaN or a zero read as missing on every row: nothing to train or evaluate on
+    (the probe failed on it hours later)."""
+    rows = make_rows(6, 2)
+    for i, row in enumerate(rows):
+        row["tbp_lv_stdLExt"] = ("", "NaN", "0")[i % 3]
+    csv_path, _ = write_slice3d(tmp_path, rows, images={})
+    with pytest.raises(DataError, match=r"no value at all in column\(s\) tbp_lv_stdLExt"):
+        read_metadata(csv_path, ATTRS, zero_is_missing=["tbp_lv_stdLExt"])
+    rows[0]["tbp_lv_stdLExt"] = "1.5"
+    csv_path, _ = write_slice3d(tmp_path / "one", rows, images={})
+    assert read_metadata(csv_path, ATTRS, zero_is_missing=["tbp_lv_stdLExt"])[0].height == 6
+
+
 def test_missing_values_policy_and_counts(tmp_path):
     rows = make_rows(10, 2)
     rows[0]["tbp_lv_areaMM2"] = ""

@@ -39,6 +39,15 @@ def test_an_image_just_over_the_limit_is_refused_and_one_under_is_not():
     assert decode_image(png(Image.new("L", (64, 64))), "small").size == (64, 64)
 
 
+def test_an_aspect_ratio_the_processor_refuses_is_named(tmp_path):
+    """A 250 x 1 image passed the manifest and failed in embed_shard, naming no image: it is
+    refused where it is read, named (Qwen2-VL's processor refuses above 200:1)."""
+    with pytest.raises(DataError, match=r"ISIC_1: 250 x 1 pixels, an aspect ratio the model's "
+                                        r"processor refuses \(above 200:1\)"):
+        decode_image(png(Image.new("RGB", (250, 1))), "ISIC_1")
+    assert decode_image(png(Image.new("RGB", (1, 200))), "ok").size == (1, 200)
+
+
 def test_exif_orientation_is_applied(caplog):
     img = Image.new("RGB", (40, 20), "black")
     img.paste((255, 0, 0), (0, 0, 20, 20))  # red on the left
@@ -81,3 +90,29 @@ def test_the_store_refuses_a_bomb_naming_the_id(tmp_path):
     with open_images(folder) as store, pytest.raises(DataError,
                                                      match="image ISIC_0000001: 20000 x 20000"):
         store.read("ISIC_0000001")
+
+
+def test_a_float_image_in_0_1_is_scaled_not_black(tmp_path):
+    """A float TIFF with values in [0, 1] decoded as all black; it is scaled to 8 bits."""
+    import numpy as np
+
+    ramp = np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    path = tmp_path / "float.tif"
+    Image.fromarray(ramp, mode="F").save(path)
+    rgb = np.asarray(decode_image(path, "float.tif"))
+    assert rgb.min() == 0 and rgb.max() == 255
+    assert abs(int(rgb[32, 0, 0]) - round(255 * ramp[32, 0])) <= 1
+
+
+def test_a_fifo_is_refused_before_it_is_read(tmp_path):
+    """A FIFO given as the query image hung forever (open waits for a writer)."""
+    import os
+
+    from skinground.errors import InputError
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="pipe.jpg: not a regular file"):
+        read_image(fifo)
+    with pytest.raises(InputError, match=f"{tmp_path}: not a regular file"):
+        read_image(tmp_path)

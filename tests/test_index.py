@@ -91,3 +91,27 @@ def test_device_choice():
     if not gpu_available():  # faiss-cpu or no visible GPU: asking for one is an error
         with pytest.raises(RuntimeError, match="GPU"):
             build_index(db, gpu=True)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
+def test_a_damaged_index_is_named_in_one_line(tmp_path, damage):
+    """A truncated index gave a FAISS RuntimeError dump in the query and in retrieve."""
+    import numpy as np
+
+    from skinground.errors import InputError
+    from skinground.index import build_index, load_index, save_index
+
+    path = tmp_path / "im.faiss"
+    save_index(build_index(np.ones((10, 8), np.float32)), path)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not an index" * 10)
+    else:
+        path.unlink()
+    with pytest.raises(InputError) as err:
+        load_index(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a readable FAISS index (") and "\n" not in message
+    assert message.endswith("delete it and rerun the workflow to rebuild it")

@@ -178,6 +178,21 @@ def test_dispatch_names_the_unknown_kind(job_dir):
         methods.group_method_hits("mean", job, GROUPS, k=K)
 
 
+def test_k_above_the_database_is_refused_by_name(job_dir):
+    """retrieve.k = b = 1500 on 1,165 train images failed with FAISS's ValueError; now the
+    job names the key and the count, for a method and a group method alike."""
+    from skinground.errors import InputError
+
+    root, _ = job_dir
+    job = open_job(root, *method_spaces("hierarchical", ATTRS))
+    message = rf"retrieve.k = {N + 1} is more than the {N} train images of the database"
+    with pytest.raises(InputError, match=message):
+        methods.method_hits("hierarchical", job, ATTRS, k=N + 1, b=N + 1)
+    with pytest.raises(InputError, match=message):
+        methods.group_method_hits("composed", job, GROUPS, k=N + 1)
+    assert next(methods.method_hits("image", job, ATTRS, k=N))[1].idx.shape[1] == N
+
+
 def test_results_are_written_attribute_by_attribute(job_dir, tmp_path):
     root, _ = job_dir
     job = open_job(root, ATTRS, ATTRS)

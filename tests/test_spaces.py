@@ -57,6 +57,30 @@ def test_merge_streams_the_shards_into_one_space(tmp_path):
         space.take(np.array([53]))
 
 
+def test_a_space_carries_its_shards_record(tmp_path):
+    """What made the embeddings (skinground.provenance) travels shard -> merged space; shards
+    made otherwise (another pixel budget, another adapter) are not merged into one space."""
+    from skinground.spaces import member_shape
+    from skinground.spaces import read_record as space_record
+
+    made = {"pixels": {"image_size": 112}, "h_ima_token": "question", "adapter": {"code": "a"}}
+    write_shard(tmp_path / "a.npz", ids(3), {"im": np.zeros((3, 4))}, made)
+    write_shard(tmp_path / "b.npz", ids(2, 3), {"im": np.ones((2, 4))}, made)
+    merge_space([tmp_path / "a.npz", tmp_path / "b.npz"], "im", tmp_path / "m.npz")
+    assert space_record(tmp_path / "m.npz") == made == space_record(tmp_path / "a.npz")
+    assert Space(tmp_path / "m.npz").shape == (5, 4)
+    with pytest.raises(ShardError, match=r"has no embedding space 'x' \(it has im\)"):
+        member_shape(tmp_path / "a.npz", "x")
+    other = {**made, "adapter": {"code": "b"}}
+    write_shard(tmp_path / "c.npz", ids(2, 3), {"im": np.ones((2, 4))}, other)
+    with pytest.raises(ShardError, match=r"c.npz was made otherwise than .*a.npz "
+                                         r"\(adapter.code\): rerun its embedding jobs"):
+        merge_space([tmp_path / "a.npz", tmp_path / "c.npz"], "im", tmp_path / "n.npz")
+    assert not (tmp_path / "n.npz").exists()
+    write_shard(tmp_path / "none.npz", ids(1), {"im": np.zeros((1, 4))})  # an encoder's
+    assert space_record(tmp_path / "none.npz") is None
+
+
 def test_merge_and_open_name_the_bad_file(tmp_path):
     write_shard(tmp_path / "a.npz", ids(3), {"im": np.zeros((3, 4))})
     write_shard(tmp_path / "b.npz", ids(3, 3), {"im": np.zeros((3, 5))})

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 import torch
 
-from skinground import checkpoints, layout, lora, models, train
+from skinground import checkpoints, layout, lora, models, provenance, train
 from skinground.data import DataError
 from skinground.demo import tiny
 from skinground.models import ModelLoadError
@@ -199,6 +199,81 @@ def test_checkpoints_of_another_run_are_dropped(tmp_path):
     assert not list(tmp_path.glob("checkpoint-*"))
 
 
+def _checkpoint(root: Path, step: int, max_steps: int = 10) -> Path:
+    path = root / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step,
+                                                         "max_steps": max_steps}))
+    return path
+
+
+FP = {"code": "c0de", "processes": 1, "train": {"learning_rate": 1e-3}}
+
+
+def test_a_finished_runs_checkpoints_are_never_resumed(tmp_path, caplog):
+    """Marked finished (its adapter written), or holding the run's last step (killed between
+    the adapter and the mark): the rerun trains from the start, and nothing is left to
+    resume later."""
+    assert checkpoints.prepare_checkpoints(tmp_path, FP) is None
+    _checkpoint(tmp_path, 4)
+    _checkpoint(tmp_path, 8)
+    checkpoints.mark_finished(tmp_path, 10)
+    assert checkpoints.prepare_checkpoints(tmp_path, FP) is None
+    assert not list(tmp_path.glob("checkpoint-*"))
+    assert not (tmp_path / checkpoints.FINISHED_FILE).exists()
+    _checkpoint(tmp_path, 5)
+    _checkpoint(tmp_path, 10)  # the last step, no mark
+    assert checkpoints.prepare_checkpoints(tmp_path, FP) is None
+    assert not list(tmp_path.glob("checkpoint-*"))
+    _checkpoint(tmp_path, 5)  # an interrupted run of the same inputs: resumed
+    assert checkpoints.prepare_checkpoints(tmp_path, FP) == tmp_path / "checkpoint-5"
+
+
+def test_a_changed_process_count_starts_over_once(tmp_path, caplog):
+    """A 2-process run's checkpoints met by 1 process (a smaller node, an edited profile): one
+    warning naming both counts, the checkpoints set aside, training from the start; the next
+    start finds nothing to trip over (DeepSpeed's 'DP world size of 2' error never loops)."""
+    import logging
+
+    checkpoints.prepare_checkpoints(tmp_path, dict(FP, processes=2))
+    _checkpoint(tmp_path, 4)
+    with caplog.at_level(logging.WARNING, logger="skinground.checkpoints"):
+        assert checkpoints.prepare_checkpoints(tmp_path, FP) is None
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "made by 2 process(es), this run has 1" in warning
+    assert not list(tmp_path.glob("checkpoint-*"))
+    caplog.clear()
+    _checkpoint(tmp_path, 2)  # this run's own, interrupted: resumed, no warning
+    assert checkpoints.prepare_checkpoints(tmp_path, FP) == tmp_path / "checkpoint-2"
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="skinground.checkpoints"):
+        checkpoints.prepare_checkpoints(tmp_path, dict(FP, code="edited"))
+    assert "another run's (code)" in caplog.records[0].getMessage()
+
+
+def test_the_fingerprint_is_content_not_paths(tmp_path, base, data, model_cfg, repo_config):
+    """The same base, tuples and images elsewhere (a moved run folder) give the same
+    fingerprint; a changed byte of any of them, or another process count, another."""
+    cfg = train_config(repo_config)
+
+    def fingerprint(root: Path, **kw) -> dict:
+        args = dict(code="c", base=root / "base", tuples=root / "tuples.parquet",
+                    images=root / "train-image.hdf5", model_cfg=model_cfg, train_cfg=cfg,
+                    deepspeed_cfg={"zero_optimization": {"stage": 2}}, processes=1)
+        return checkpoints.run_fingerprint(**{**args, **kw})
+
+    for root in (tmp_path / "a", tmp_path / "moved" / "b"):
+        shutil.copytree(base, root / "base")
+        shutil.copy2(data["tuples"], root / "tuples.parquet")
+        shutil.copy2(data["images"], root / "train-image.hdf5")
+    a, b = fingerprint(tmp_path / "a"), fingerprint(tmp_path / "moved" / "b")
+    assert a == b and str(tmp_path) not in json.dumps(a)
+    assert fingerprint(tmp_path / "a", processes=2) != a
+    with open(tmp_path / "a" / "base" / "config.json", "a") as f:
+        f.write(" ")
+    assert provenance.differing(a, fingerprint(tmp_path / "a")) == ["content_sha256.base"]
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -259,6 +334,11 @@ def test_training_writes_adapter_loss_log_and_plot(trained):
     assert (tmp / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {
         p.name for p in (tmp / "adapter").iterdir()}
+    # the adapter says what made it: its checkpoints' fingerprint, no path in it
+    record = provenance.read_record(tmp / "adapter")
+    assert record == json.loads((tmp / "ckpt" / checkpoints.FINGERPRINT_FILE).read_text())
+    assert record["train"]["layout"] == cfg["layout"] and record["processes"] == 1
+    assert str(tmp) not in json.dumps(record)
     assert not list(tmp.glob(".*.tmp"))  # atomic writes left nothing behind
     assert {p.name for p in (tmp / "ckpt").glob("checkpoint-*")} == {"checkpoint-2",
                                                                     "checkpoint-4"}
@@ -284,9 +364,11 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(trained, base, data, m
                                                          repo_config, tmp_path):
     done, _, cfg = trained
     full = read_csv(done / "loss.csv")
-    # The same run, killed after checkpoint-2 was written: no checkpoint-4, no outputs.
+    # The same run, killed after checkpoint-2 was written: no checkpoint-4, no outputs, not
+    # marked finished.
     shutil.copytree(done / "ckpt", tmp_path / "ckpt")
     shutil.rmtree(tmp_path / "ckpt" / "checkpoint-4")
+    (tmp_path / "ckpt" / checkpoints.FINISHED_FILE).unlink()
     proc = run_script(tmp_path, base, data, model_cfg, cfg)
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "checkpoint-2 (step 2)" in proc.stderr
@@ -300,6 +382,50 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(trained, base, data, m
     assert [int(r["step"]) for r in resumed] == [1, 2, 3, 4]
     for a, b in zip(resumed, full, strict=True):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4)
+
+
+def test_a_rerun_of_a_finished_run_recomputes_the_same_adapter(trained, base, data, model_cfg,
+                                                              tmp_path):
+    """The training run again over a finished run's folders (a ``--forcerun train``, or a
+    rerun after its inputs were regenerated byte for byte): it trains from the start, never
+    one step past the end, and gives the same adapter bytes (CPU training is deterministic)."""
+    done, _, cfg = trained
+    for name in ("ckpt", "adapter"):
+        shutil.copytree(done / name, tmp_path / name)
+    proc = run_script(tmp_path, base, data, model_cfg, cfg)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "resuming from" not in proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["resumed_from_step"], summary["steps"]) == (0, 4)
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (tmp_path / "adapter" / name).read_bytes() == (done / "adapter" / name).read_bytes()
+
+
+def test_a_code_change_reaches_an_interrupted_runs_resume(trained, base, data, model_cfg,
+                                                         tmp_path):
+    """An interrupted run's checkpoints, and then the training code changed: the rerun of the
+    changed code trains from the start (its checkpoints name the old code), so the change
+    reaches the adapter; the unchanged code resumes."""
+    done, _, cfg = trained
+    copy = tmp_path / "checkout"
+    shutil.copytree(REPO / "workflow", copy / "workflow",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    lib = copy / "workflow" / "skinground" / "layout.py"
+    lib.write_text(lib.read_text() + "\nCHANGED = True\n")
+    for changed in (True, False):
+        out = tmp_path / ("changed" if changed else "same")
+        shutil.copytree(done / "ckpt", out / "ckpt")
+        shutil.rmtree(out / "ckpt" / "checkpoint-4")
+        (out / "ckpt" / checkpoints.FINISHED_FILE).unlink()
+        cmd, env = script_command(out, base, data, model_cfg, cfg)
+        if changed:
+            cmd[1] = str(copy / "workflow" / "scripts" / "train.py")
+            env["PYTHONPATH"] = str(copy / "workflow")
+        proc = run_group(cmd, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-5000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["resumed_from_step"] == (0 if changed else 2), changed
+        assert ("another run's (code)" in proc.stderr) is changed
 
 
 def test_script_rejects_bad_deepspeed_config_before_launching(tmp_path, base, data, model_cfg,
@@ -340,6 +466,23 @@ def test_attach_adapter_errors_name_the_path(trained, base, tmp_path):
     (odd / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match=f"adapter {odd} does not fit"):
         lora.attach_adapter(models.load_mllm(base)[0], odd)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_a_damaged_adapter_is_named_in_one_line(trained, base, tmp_path, damage):
+    """A truncated adapter_model.safetensors raised SafetensorError through the query and the
+    tuned jobs; it is a one-line error naming the file and the fix."""
+    done, _, _ = trained
+    cut = tmp_path / "adapter"
+    shutil.copytree(done / "adapter", cut)
+    weights = cut / "adapter_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-100] if damage == "truncated" else b"\xff" * 8 + data[8:])
+    with pytest.raises(ModelLoadError) as err:
+        lora.attach_adapter(models.load_mllm(base)[0], cut)
+    message = str(err.value)
+    assert message.startswith(f"{weights}: damaged (") and "\n" not in message
+    assert message.endswith(f"delete {cut} and rerun the workflow to retrain it")
 
 
 def test_attach_adapter_rejects_an_adapter_for_another_base(trained, tmp_path):

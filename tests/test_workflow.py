@@ -271,6 +271,50 @@ def test_training_is_bit_reproducible(demo, tmp_path):
     assert adapters[0] == adapters[1]
 
 
+def test_a_rerun_of_train_recomputes(demo, tmp_path):
+    """Snakemake's reruns of ``train`` on a finished run (a short run of the demo recipe, in a
+    copy of the finished demo): ``--forcerun train`` gives the same adapter bytes, trained from
+    the start; a kill -9 of the whole run once the adapter is written, then the user's same
+    command, gives them again; and a changed training module reaches the adapter."""
+    work = tmp_path / "run"
+    shutil.copytree(demo, work, symlinks=True)
+    (work / "short.yaml").write_text(yaml.safe_dump(
+        {"train": {"max_steps": 12, "save_steps": 5, "logging_steps": 4}}))
+    adapter = res(work) / "train" / "adapter" / "adapter_model.safetensors"
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "train",
+           "--configfile", "config.yaml", "profiles/demo/demo-config.yaml", "short.yaml"]
+
+    def train(*args: str) -> tuple[bytes, dict]:
+        proc = run_group([*cmd, *args], cwd=work, timeout=900)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        return adapter.read_bytes(), json.loads((res(work) / "train/summary.json").read_text())
+
+    first, summary = train()  # the changed max_steps reruns it
+    assert (summary["steps"], summary["resumed_from_step"]) == (12, 0)
+    again, summary = train("--forcerun", "train")
+    assert again == first and (summary["steps"], summary["resumed_from_step"]) == (12, 0)
+
+    before = adapter.stat().st_mtime_ns
+    proc = subprocess.Popen([*cmd, "--forcerun", "train"], cwd=work, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _until(lambda: adapter.exists() and adapter.stat().st_mtime_ns != before,
+               "the rerun's adapter", timeout=600)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    subprocess.run([*cmd, "--unlock"], cwd=work, capture_output=True, check=True)
+    after_kill, summary = train()
+    assert after_kill == first and summary["steps"] == 12
+
+    lib = work / "workflow" / "skinground" / "train.py"
+    lib.write_text(lib.read_text().replace(
+        'learning_rate=float(train_cfg["learning_rate"]),',
+        'learning_rate=2 * float(train_cfg["learning_rate"]),', 1))
+    changed, summary = train()
+    assert changed != first and summary["resumed_from_step"] == 0
+
+
 def test_nothing_changed_nothing_to_do(demo):
     assert planned_jobs(snakemake(demo, "-n")) == {}
 
@@ -278,6 +322,7 @@ def test_nothing_changed_nothing_to_do(demo):
 GROUPS = 3  # config.yaml: retrieve.groups
 TUNED_SPACES = 1 + ATTRIBUTES + GROUPS
 CONFIG_READERS = {"run_config": 1, "cost": 1, "all": 1}  # every config change reruns these
+FINISH = {"run_config": 1, "all": 1}  # written last: every rerun rewrites the run's config
 GROUP_EVALUATION = {"evaluate_groups": 1, "figure_groups": 1}
 DOWNSTREAM_OF_TRAINING = {
     "train": 1, "predict_shard": 1, "merge_predictions": 1, "r2": 1,  # tuned x 1 shard
@@ -307,7 +352,7 @@ SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm²,
           if r not in ("train", "predict_shard", "merge_predictions", "r2")}),
         ({"figures": {"fig3_queries": 3}}, {"figures": 1, **CONFIG_READERS}),
         ({"train": {"logging_steps": 7, "save_steps": 3, "dataloader_workers": 1}}, {}),
-        ({"predict": {"batch_images": 3}, "embed": {"batch_images": 5}}, {"cost": 1, "all": 1}),
+        ({"predict": {"batch_images": 3}, "embed": {"batch_images": 5}}, {"cost": 1, **FINISH}),
         ({"retrieve": {"groups": {"size": {"question": SIZE_QUESTION}}}},
          {"embed_groups": 2 * SHARDS, "merge_embeddings": 2 * GROUPS, "build_index": GROUPS,
           "retrieve_groups": 2, **GROUP_EVALUATION, **CONFIG_READERS}),
@@ -334,7 +379,7 @@ def test_config_change_reruns_exactly_what_it_touches(demo, change, expected):
 
 
 RETRIEVAL = {"retrieve": 6, "retrieve_groups": 4, "evaluate": 1, "figures": 1,
-             "diagnosis": 1, **GROUP_EVALUATION, "all": 1}
+             "diagnosis": 1, **GROUP_EVALUATION, **FINISH}
 
 
 @pytest.fixture
@@ -367,10 +412,9 @@ def test_comment_docstring_and_touch_rerun_nothing(demo, edit):
 @pytest.mark.parametrize(
     ("module", "expected"),
     [
-        ("evaluate", {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, "all": 1}),
+        ("evaluate", {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, **FINISH}),
         ("retrieve", RETRIEVAL),
-        ("layout", {r: n for r, n in DOWNSTREAM_OF_TRAINING.items()
-                    if r not in ("run_config", "cost")}),
+        ("layout", {r: n for r, n in DOWNSTREAM_OF_TRAINING.items() if r != "cost"}),
     ],
 )
 def test_code_change_reruns_the_rules_that_import_it(demo, edit, module, expected):
@@ -417,14 +461,17 @@ def test_query_equals_the_stored_hierarchical_results(demo, query_image, tmp_pat
     skinground = Path(sys.executable).parent / "skinground"  # the console entry point
     proc = subprocess.run([str(skinground), "query", str(image), "--run", "demo",
                            "--attribute", "tbp_lv_areaMM2", "--attribute", "B inside",
-                           "--group", "size", "--json", "--out", str(grid)],
+                           "--group", "size", "--group", "colour", "--group", "size",
+                           "--json", "--out", str(grid)],
                           cwd=demo, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (questions,) = [q["questions"] for q in json.loads(proc.stdout)["queries"]]
-    assert [q["name"] for q in questions] == ["tbp_lv_areaMM2", "tbp_lv_B", "size"]
+    # every group asked is answered, each once (a repeated --group answered only the last)
+    assert [q["name"] for q in questions] == ["tbp_lv_areaMM2", "tbp_lv_B", "size", "colour"]
     for q, rel, attribute in zip(questions, ("retrieve/hierarchical.parquet",) * 2
-                                 + ("retrieve/groups/composed_hierarchical.parquet",),
-                                 ("tbp_lv_areaMM2", "tbp_lv_B", "group_size"), strict=True):
+                                 + ("retrieve/groups/composed_hierarchical.parquet",) * 2,
+                                 ("tbp_lv_areaMM2", "tbp_lv_B", "group_size", "group_colour"),
+                                 strict=True):
         assert [h["isic_id"] for h in q["hits"]] == stored_hits(demo, rel, test_id, attribute)
         assert len(q["hits"]) == 5 and all(-1 <= h["cosine"] <= 1 for h in q["hits"])
     size = questions[2]
@@ -465,6 +512,60 @@ def test_query_errors_are_one_line_and_write_nothing(demo, query_image, tmp_path
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not grid.exists()
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    # the run's config ahead of its model (hand-edited, or written by older code before the
+    # model was retrained): the model's own record wins, and the query says so
+    ("config", "config.yaml is not the config {adapter} was trained with (they differ in "
+               "pixels.image_size)"),
+    # an index left from another training (train rerun, the index not yet rebuilt)
+    ("adapter", "was made from another training than {adapter} (they differ in "
+                "train.learning_rate)"),
+    ("index", "index/tuned/im.faiss: no record of what made it"),
+])
+def test_query_answers_only_for_the_model_it_has(demo, query_image, damage, message):
+    """The query reads the pixel budget the model was trained with from the adapter's record,
+    the h_im,a token from its index's, and refuses in one line, naming the keys, where the
+    run's config, its adapter and its index were not made together."""
+    _, image = query_image
+    out = res(demo)
+    adapter = out / "train" / "adapter"
+    path = {"config": out / "config.yaml", "adapter": adapter / "made_by.json",
+            "index": out / "index" / "tuned" / "im.faiss.made_by.json"}[damage]
+    original = path.read_text()
+    try:
+        if damage == "config":
+            config = yaml.safe_load(original)
+            config["model"]["image_size"] = 56
+            path.write_text(yaml.safe_dump(config))
+        elif damage == "adapter":
+            record = json.loads(original)
+            record["train"]["learning_rate"] *= 2
+            path.write_text(json.dumps(record))
+        else:
+            path.unlink()
+        proc = command(demo, "query", str(image), "--run", "demo")
+    finally:
+        path.write_text(original)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert message.format(adapter=adapter) in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_query_refuses_misuse_before_any_model_work(demo, query_image, tmp_path):
+    """A FIFO as the image hung forever; --out into a folder it cannot write failed with a
+    PermissionError traceback after all the model work. Both are one-line errors now, before
+    the model is loaded."""
+    _, image = query_image
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    proc = command(demo, "query", str(fifo), "--run", "demo")
+    assert proc.returncode == 1 and f"{fifo}: not a regular file" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = command(demo, "query", str(image), "--run", "demo", "--out", "/proc/grid.png")
+    assert proc.returncode == 1 and "--out /proc/grid.png: cannot write in /proc" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("target", ["existing", "the-image"])

@@ -11,7 +11,40 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+SRC = Path(workflow.basedir)
+LIB_ROOT = str(SRC / "workflow")
+sys.path.insert(0, LIB_ROOT)
+# Scripts import the library from this checkout, so no install step is needed where a rule
+# runs (a cluster node, a conda environment): their processes inherit this.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (LIB_ROOT, os.environ.get("PYTHONPATH")) if p)
+)
+from skinground import outputs as out  # standard library only
+from skinground import plan  # standard library only
+from skinground.config import empty_sections, schema_error  # PyYAML, jsonschema
+
+
+def _overlays():
+    """The config sources in Snakemake's merge order: the Snakefile's configfile, then the
+    --configfile files (a profile's too), then --config."""
+    given = [Path(f).resolve() for f in workflow.overwrite_configfiles]
+    own = [Path(f).resolve() for f in workflow.configfiles]
+    files = [f for f in own if f not in given] + given
+    return [
+        *(yaml.safe_load(f.read_text(encoding="utf-8")) or {} for f in files),
+        workflow.config_settings.config or {},
+    ]
+
+
+# An empty map in a config file or --config empties its section (Snakemake's merge would
+# drop it silently): `retrieve.groups: {}` means no groups; the schema refuses an empty
+# `attributes`.
+empty_sections(config, _overlays())
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError:
+    # one line naming the key, not the schema's dump (Snakemake's error holds only its text)
+    raise WorkflowError(schema_error(config, SRC / "workflow/schemas/config.schema.yaml"))
 
 # What the schema cannot say: values that must agree with each other.
 if config["figures"]["fig3_attribute"] not in config["attributes"]:
@@ -39,8 +72,19 @@ if (
         f"model.min_pixels ({_model['min_pixels']}) is above model.max_pixels "
         f"({_model['max_pixels']})"
     )
+if not out.RUN_NAME.fullmatch(config["run"]):  # the schema's "$" lets a final newline in
+    raise WorkflowError(
+        f"run: {config['run']!r} is not a plain name (letters, digits, _ and -): it names the "
+        "folder results/<run>/"
+    )
 if config["retrieve"]["k"] > config["retrieve"]["b"]:
     raise WorkflowError("retrieve.k must not exceed retrieve.b")
+if config["retrieve"]["groups"] and not config["retrieve"]["group_methods"]:
+    raise WorkflowError(
+        "retrieve.group_methods is empty, but retrieve.groups names "
+        f"{', '.join(config['retrieve']['groups'])}: list a method, or write `groups: {{}}` "
+        "for no multi-attribute retrieval"
+    )
 for _name, _group in config["retrieve"]["groups"].items():
     _known_attributes(f"retrieve.groups.{_name}", _group["attributes"])
 if (
@@ -53,16 +97,6 @@ if (
     )
 
 
-SRC = Path(workflow.basedir)
-LIB_ROOT = str(SRC / "workflow")
-sys.path.insert(0, LIB_ROOT)
-# Scripts import the library from this checkout, so no install step is needed where a rule
-# runs (a cluster node, a conda environment): their processes inherit this.
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(p for p in (LIB_ROOT, os.environ.get("PYTHONPATH")) if p)
-)
-from skinground import outputs as out  # standard library only
-from skinground import plan  # standard library only
 from skinground.attributes import GROUP_TAG, METADATA_COLUMNS  # standard library only
 from skinground.config import (  # PyYAML
     bookkeeping,
@@ -107,6 +141,12 @@ if _unknown:
         f"retrieve.methods: {', '.join(_unknown)} is neither a Qwen2-VL method "
         f"({', '.join(plan.QWEN_METHODS)}) nor an encoder of model.encoders "
         f"({', '.join(ENCODERS) or 'none'})"
+    )
+_fig3_missing = [m for m in plan.FIG3_METHODS if m not in config["retrieve"]["methods"]]
+if _fig3_missing:
+    raise WorkflowError(
+        f"retrieve.methods lacks {', '.join(_fig3_missing)}: Fig. 3 sets image-only against "
+        f"image + text retrieval ({', '.join(plan.FIG3_METHODS)}); add them"
     )
 if config["model"]["build_tiny"]:
     _owned("model.base (model.build_tiny)", config["model"]["base"])
@@ -206,6 +246,24 @@ def missing_weights_stop():
 def res(template, **fields):
     """A path under results/<run>/ (``skinground.outputs``), with ``fields`` filled in."""
     return f"{RESULTS}/{out.fill(template, **fields)}"
+
+
+def _check_k_against_the_split():
+    """Once the split exists, k hits per query need as many train images (the job checks
+    it too, for a split made in the same run)."""
+    path = Path(res(out.SPLIT_IDS, split="train"))
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        n = sum(1 for line in f if line.strip())
+    if config["retrieve"]["k"] > n:
+        raise WorkflowError(
+            f"retrieve.k = {config['retrieve']['k']} is more than the {n} train images of "
+            f"{path}: lower retrieve.k"
+        )
+
+
+_check_k_against_the_split()
 
 
 def figure(name, ext):
@@ -382,6 +440,29 @@ def group_method_titles():
 # ---- the probe (beyond the paper): every model with an image-level space in both splits
 
 PROBED_MODELS = plan.probed_models(config)
+
+
+# ---- what a run makes: every figure and table (rule all's and run_config's inputs)
+
+
+def study_outputs(wildcards=None):
+    """Every figure and table of the study, as the config plans them; called when the DAG is
+    built, after every rule is defined."""
+    outputs = [
+        rules.versions.output,
+        rules.split.output,
+        rules.tuples.output,
+        rules.r2.output,
+        rules.probe_r2.output if PROBED_MODELS else [],
+        rules.r2_untuned.output if "untuned" in PREDICT_MODELS else [],
+        rules.evaluate.output,
+        rules.diagnosis.output if config["stats"]["diagnosis"] else [],
+        rules.figures.output,
+        rules.cost.output,
+        rules.evaluate_groups.output if GROUPS else [],
+        rules.figure_groups.output if GROUPS else [],
+    ]
+    return [path for files in outputs for path in files]
 
 
 # ---- the report (snakemake --report): every item carries the labels its tables show

@@ -135,7 +135,10 @@ rule versions:
 
 rule run_config:
     """The run's resolved config less its bookkeeping keys (what the results depend on), for
-    ``skinground query``: any change of it rewrites the file, and no other rule reads it."""
+    ``skinground query``: written when the run has made every figure and table (its inputs),
+    so it never describes a model the run does not have yet; no other rule reads it."""
+    input:
+        study_outputs,
     output:
         res(out.RUN_CONFIG),
     log:

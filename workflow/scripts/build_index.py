@@ -5,13 +5,15 @@ Built on the CPU (a normalised float32 copy: no GPU work). Peak host memory: the
 8.5 GB at paper scale (skinground.memory).
 """
 
-from skinground import script
+from skinground import provenance, script
 from skinground.index import build_index, save_index
-from skinground.spaces import Space
+from skinground.spaces import Space, read_record
 
 
 def main(snakemake) -> None:
+    """The index, and beside it the record of its space (what made the embeddings)."""
     save_index(build_index(Space(snakemake.input.train), gpu=False), snakemake.output[0])
+    provenance.write_record(snakemake.output[0], {"space": read_record(snakemake.input.train)})
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from skinground import script
+from skinground import provenance, script
 from skinground.data import open_images
 from skinground.io import read_lines
 from skinground.outputs import IMAGE_SPACE
@@ -57,7 +57,10 @@ def main(snakemake) -> None:
     with open_images(snakemake.input.images) as store:
         encoder = snakemake.params.get("encoder_format")
         spaces = (encoder_space if encoder else qwen_spaces)(snakemake, ids, store)
-    write_shard(snakemake.output[0], ids, spaces)
+    record = None if encoder else provenance.embedding_record(
+        snakemake.params.preprocessing, snakemake.params.h_ima_token,
+        snakemake.input.get("adapter"))
+    write_shard(snakemake.output[0], ids, spaces, record)
 
 
 if __name__ == "__main__":

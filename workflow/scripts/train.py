@@ -84,11 +84,12 @@ def launch(a) -> int:
 def work(a) -> None:
     from skinground import train
     from skinground.checkpoints import die_with_parent
+    from skinground.deps import code_hash
     from skinground.io import write_json
 
     die_with_parent()  # torchrun's agent: if it is killed, so is this worker
     summary = train.train(
-        base=a.base, tuples=a.tuples, images=a.images, model_cfg=a.pixels,
+        code=code_hash(__file__), base=a.base, tuples=a.tuples, images=a.images, model_cfg=a.pixels,
         train_cfg={**a.train, **a.bookkeeping},
         deepspeed_config=a.deepspeed, checkpoint_dir=a.checkpoints, adapter_dir=a.adapter,
         loss_csv=a.loss_csv, loss_plot=a.loss_plot,

@@ -58,6 +58,16 @@ PAPER_ATTRIBUTES: tuple[str, ...] = (
 
 assert set(PAPER_ATTRIBUTES) <= set(NUMERIC_COLUMNS) <= set(METADATA_COLUMNS)
 
+#: Lengths and areas, and their ratio: never below 0 (a negative one is a broken export).
+NON_NEGATIVE: frozenset[str] = frozenset({
+    "tbp_lv_areaMM2", "tbp_lv_minorAxisMM", "clin_size_long_diam_mm", "tbp_lv_perimeterMM",
+    "tbp_lv_area_perim_ratio",
+})
+#: Cells that stand for a missing id: pandas' and R's spellings of "no value" (an id spelled
+#: so would join unrelated images into one patient, whose images could then land in both
+#: splits).
+MISSING_ID_SPELLINGS: frozenset[str] = frozenset({"nan", "na", "n/a", "none", "null", "<na>"})
+
 
 def format_answer(value: float, decimals: int) -> str:
     """y_a(I): the attribute value as text with a fixed number of decimals ("1.23")."""

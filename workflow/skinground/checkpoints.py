@@ -1,10 +1,16 @@
 """Resumable training: which checkpoints an interrupted ``train`` job may resume from.
 
-A checkpoint folder belongs to one run: ``run.json`` holds the run's fingerprint (the training
-config less bookkeeping keys, the pixel budget, the DeepSpeed config, the tuples' content and
-the base model). A rerun with the same fingerprint resumes from the last complete
-``checkpoint-<step>`` (complete = its ``trainer_state.json``, written last, exists); any other
-run's checkpoints are removed and training starts over.
+Training is a function of its inputs: a rerun recomputes, unless it resumes an *interrupted*
+run of the very same inputs. A checkpoint folder belongs to one run: ``run.json`` holds the
+run's fingerprint (:func:`run_fingerprint`: the training code's hash, the training config less
+bookkeeping keys, the pixel budget, the DeepSpeed config, the content of the tuples, the images
+and the base model, and the number of processes; no path, so a moved run folder is the same
+run). A rerun with the same fingerprint resumes from the last complete ``checkpoint-<step>``
+(complete = its ``trainer_state.json``, written last, exists). Never resumed, and removed:
+another run's checkpoints (one warning names what changed; for a changed process count, both
+counts), and a finished run's (``finished.json``, written once the adapter is, or a checkpoint
+at the run's last step: a rerun of a finished run trains from the start, so a forced rerun
+gives the same adapter).
 """
 
 from __future__ import annotations
@@ -24,14 +30,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from skinground.config import PIXEL_KEYS, tracked
+from skinground.config import pixel_record, tracked
 from skinground.errors import InputError
 from skinground.io import write_json
+from skinground.provenance import differing
 
 log = logging.getLogger(__name__)
 
 #: In the checkpoint directory: what the checkpoints belong to (see ``run_fingerprint``).
 FINGERPRINT_FILE = "run.json"
+#: In the checkpoint directory: the run finished (its adapter is written); nothing resumes it.
+FINISHED_FILE = "finished.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 #: flock's errors where the file system has no locks (NFS without lockd, Lustre noflock).
 UNLOCKABLE = (errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOLCK)
@@ -92,26 +101,39 @@ def die_with_parent() -> None:
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def run_fingerprint(*, base: str | os.PathLike, tuples: str | os.PathLike,
-                    model_cfg: Mapping, train_cfg: Mapping, deepspeed_cfg: Mapping) -> dict:
-    """What a checkpoint must match to be resumed: the training config (less bookkeeping
-    keys), the pixel budget, the DeepSpeed config, the tuples' content and the base model."""
-    base = Path(base)
-    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in base.glob("*.safetensors"))
+def content_digest(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes; of a folder, of every file's relative name and bytes
+    (sorted): the same content anywhere gives the same digest."""
+    path = Path(path)
+    if path.is_file():
+        return _file_digest(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(path).as_posix()}\0{_file_digest(p)}\0".encode())
+    return h.hexdigest()
+
+
+def run_fingerprint(*, code: str, base: str | os.PathLike, tuples: str | os.PathLike,
+                    images: str | os.PathLike, model_cfg: Mapping, train_cfg: Mapping,
+                    deepspeed_cfg: Mapping, processes: int) -> dict:
+    """What a checkpoint must match to be resumed: the training code's hash
+    (``deps.code_hash``), the training config (less bookkeeping keys), the pixel budget, the
+    DeepSpeed config, the content of the tuples, the images and the base model, and the
+    number of processes (a ZeRO checkpoint is cut per data-parallel rank). No path: a run
+    folder moved elsewhere is the same run."""
     return {
+        "code": code,
+        "processes": int(processes),
         "train": tracked("train", train_cfg),
-        "pixels": {k: model_cfg.get(k) for k in PIXEL_KEYS},
+        "pixels": pixel_record(model_cfg),
         "deepspeed": dict(deepspeed_cfg),
-        "tuples_sha256": _file_digest(Path(tuples)),
-        "base": {"path": str(base.resolve()),
-                 "config_sha256": _file_digest(base / "config.json"),
-                 "weights": [list(w) for w in weights]},
+        "content_sha256": {"tuples": content_digest(tuples), "images": content_digest(images),
+                           "base": content_digest(base)},
     }
 
 
@@ -129,27 +151,66 @@ def complete_checkpoints(checkpoint_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _state(checkpoint: Path) -> dict:
+    try:
+        return json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def is_final(checkpoint: Path) -> bool:
+    """A checkpoint at its run's last step (``trainer_state.json``: global_step >= max_steps):
+    the state of a finished run, which a resume would train past."""
+    state = _state(checkpoint)
+    return bool(state.get("max_steps")) and state.get("global_step", 0) >= state["max_steps"]
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
 def prepare_checkpoints(checkpoint_dir: str | os.PathLike, fingerprint: dict) -> Path | None:
-    """The checkpoint to resume from, or None. Checkpoints of another run (no or another
-    fingerprint) are removed; the fingerprint of this run is written."""
+    """The checkpoint to resume from, or None (train from the start). Removed first, so that
+    nothing can resume them later: another run's checkpoints (a warning names the changed
+    keys; a changed process count, both counts), and a finished run's (``FINISHED_FILE``, or a
+    checkpoint at the run's last step). The fingerprint of this run is written."""
     root = Path(checkpoint_dir)
     root.mkdir(parents=True, exist_ok=True)
     fp_file = root / FINGERPRINT_FILE
-    old = None
-    if fp_file.is_file():
-        try:
-            old = json.loads(fp_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            old = None
+    old = _read_json(fp_file)
     # json round trip: compare like with like (tuples become lists).
-    same = old == json.loads(json.dumps(fingerprint))
-    stale = [p for p in root.iterdir() if _CHECKPOINT_RE.match(p.name)]
-    if not same and stale:
-        log.warning("%s: %d checkpoint(s) from another run (config, tuples or base model "
-                    "changed); removing them and starting over", root, len(stale))
-        for p in stale:
+    new = json.loads(json.dumps(fingerprint))
+    found = [p for p in root.iterdir() if _CHECKPOINT_RE.match(p.name)]
+    why = None
+    if found and old != new:
+        changed = differing(old or {}, new)
+        if changed == ["processes"]:
+            why = (f"made by {old['processes']} process(es), this run has "
+                   f"{new['processes']}: a ZeRO checkpoint is cut per rank")
+        else:
+            why = f"another run's ({', '.join(changed) or 'no record of what made them'})"
+        log.warning("%s: %d checkpoint(s) %s; setting them aside (removed) and training from "
+                    "the start", root, len(found), why)
+    elif found and ((root / FINISHED_FILE).exists()
+                    or any(is_final(p) for p in complete_checkpoints(root))):
+        why = "finished"
+        log.info("%s: the checkpoints of a finished run are never resumed: a rerun recomputes; "
+                 "removing them and training from the start", root)
+    if why:
+        for p in found:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
-    if not same:
+    (root / FINISHED_FILE).unlink(missing_ok=True)
+    if old != new:
         write_json(fp_file, fingerprint)
     done = complete_checkpoints(root)
     return done[-1] if done else None
+
+
+def mark_finished(checkpoint_dir: str | os.PathLike, step: int) -> None:
+    """The run is over (its adapter written): its checkpoints will never be resumed."""
+    write_json(Path(checkpoint_dir) / FINISHED_FILE, {"step": int(step)})

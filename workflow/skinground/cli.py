@@ -1,7 +1,7 @@
 """``skinground``: the command a user of a finished run reaches for.
 
     skinground query IMAGE [IMAGE ...] [--run demo|paper|NAME] [--attribute COL ...]
-                     [--group NAME] [-k 5] [--b 200] [--out grid.png] [--json]
+                     [--group NAME ...] [-k 5] [--b 200] [--out grid.png] [--json]
 
 Run from the workflow's folder. ``query`` embeds each image with the run's tuned model and
 retrieves its top-k train images hierarchically on the fly (top b by h_im from the run's
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -34,7 +35,8 @@ def arguments(argv=None) -> argparse.Namespace:
     q.add_argument("--run", help="the run to query: its config key run (default: config.yaml's)")
     q.add_argument("--attribute", action="append", default=[],
                    help="attribute column or label (repeatable)")
-    q.add_argument("--group", help="a group of retrieve.groups")
+    q.add_argument("--group", action="append", default=[],
+                   help="a group of retrieve.groups (repeatable)")
     q.add_argument("-k", type=int, default=None, help="hits per question (default: retrieve.k)")
     q.add_argument("--b", type=int, default=None,
                    help="first-stage candidates (default: retrieve.b)")
@@ -111,8 +113,14 @@ def check_out(out: Path | None, images: list[Path]) -> None:
         raise InputError(f"--out {out}: is a query image")
     if out.exists():
         raise InputError(f"--out {out}: exists; the grid overwrites nothing (remove it first)")
-    if not out.resolve().parent.is_dir():
-        raise InputError(f"--out {out}: no folder {out.resolve().parent}")
+    folder = out.resolve().parent
+    if not folder.is_dir():
+        raise InputError(f"--out {out}: no folder {folder}")
+    try:  # writable: tried, not guessed from the mode bits (root, ACLs, read-only mounts)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{out.name}.", suffix=".tmp"):
+            pass
+    except OSError as err:
+        raise InputError(f"--out {out}: cannot write in {folder} ({err.strerror})") from None
 
 
 def query(a: argparse.Namespace) -> None:

@@ -39,6 +39,13 @@ def pixel_params(model: Mapping[str, Any]) -> dict:
     return {k: model.get(k) for k in PIXEL_KEYS[1:]}
 
 
+def pixel_record(model: Mapping[str, Any]) -> dict:
+    """:func:`pixel_params` with every key of :data:`PIXEL_KEYS` (None where not in effect):
+    how records compare pixel budgets (``checkpoints``, ``provenance``, ``query``)."""
+    budget = pixel_params(model)
+    return {k: budget.get(k) for k in PIXEL_KEYS}
+
+
 def non_integers(value: Any, schema: Mapping[str, Any], *, root: Mapping | None = None,
                  key: str = "") -> list[str]:
     """The dotted keys of ``value`` whose schema asks for an integer but that hold a float
@@ -81,18 +88,84 @@ def tracked_config(config: Mapping[str, Any]) -> dict:
 
 
 def deep_merge(base: dict, over: Mapping) -> dict:
-    """``over`` merged into a copy of ``base`` key by key (Snakemake's --configfile merge)."""
+    """``over`` merged into a copy of ``base`` key by key (Snakemake's --configfile merge),
+    except that an empty map in ``over`` empties the section (``retrieve.groups: {}`` means no
+    groups); Snakemake's own merge drops it, which :func:`emptied_sections` undoes."""
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+        if isinstance(value, Mapping) and value and isinstance(out.get(key), Mapping):
             out[key] = deep_merge(dict(out[key]), value)
         else:
             out[key] = value
     return out
 
 
+def _empty_paths(tree: Mapping, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            found += _empty_paths(value, (*prefix, key)) if value else [(*prefix, key)]
+    return found
+
+
+def _at(tree: Mapping, path: tuple[str, ...]):
+    """``tree``'s value at ``path``, or None where it sets nothing there."""
+    for key in path:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def emptied_sections(overlays: Sequence[Mapping]) -> dict[tuple[str, ...], Any]:
+    """Key path -> its value, for every section an empty map empties over config overlays
+    merged in order: what the overlays after the last empty map set under it, merged into
+    ``{}`` (Snakemake's merge would have kept what came before the empty map)."""
+    last: dict[tuple[str, ...], int] = {}
+    for i, overlay in enumerate(overlays):
+        for path in _empty_paths(overlay):
+            last[path] = i
+    sections = {}
+    for path, i in last.items():
+        if any(path[:n] in last for n in range(1, len(path))):
+            continue  # an emptied section's value (below) holds what is set under it
+        value: Any = {}
+        for overlay in overlays[i + 1:]:
+            later = _at(overlay, path)
+            if later is not None:
+                value = deep_merge(value, later) if isinstance(later, Mapping) else later
+        sections[path] = value
+    return sections
+
+
+def empty_sections(config: dict, overlays: Sequence[Mapping]) -> dict:
+    """``config`` (Snakemake's merge of ``overlays``) with every section an overlay emptied
+    (:func:`emptied_sections`) set as :func:`deep_merge` would have merged it, in place; the
+    schema then says whether empty is allowed (``attributes``: refused, ``minProperties``)."""
+    for path, value in emptied_sections(overlays).items():
+        node = config
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return config
+
+
+def schema_error(config: Mapping, schema_path: str | Path) -> str:
+    """The schema's most relevant complaint about ``config`` as one line naming the key,
+    e.g. ``config attributes: {} should be non-empty`` (jsonschema's ``best_match``)."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.validators.validator_for(schema)(schema).iter_errors(config))
+    if error is None:
+        return "config: does not match the schema"
+    key = ".".join(str(k) for k in error.absolute_path) or "(top level)"
+    return f"config {key}: {error.message}"
+
+
 def load_config(paths: Sequence[str | Path]) -> dict:
-    """The config files merged in order."""
+    """The config files merged in order (an empty map empties its section)."""
     config: dict = {}
     for path in paths:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}

@@ -26,7 +26,13 @@ import numpy as np
 import polars as pl
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from skinground.attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
+from skinground.attributes import (
+    ID_COLUMN,
+    MISSING_ID_SPELLINGS,
+    NON_NEGATIVE,
+    PATIENT_COLUMN,
+    TARGET_COLUMN,
+)
 from skinground.errors import InputError
 from skinground.progress import iter_progress
 
@@ -162,9 +168,15 @@ def read_metadata(
     ).with_row_index("_line", offset=2)  # line 1 is the header
 
     for col in (ID_COLUMN, PATIENT_COLUMN):
-        empty = raw.filter(pl.col(col).is_null() | (pl.col(col).str.strip_chars() == ""))
+        text = pl.col(col).str.strip_chars()
+        empty = raw.filter(pl.col(col).is_null() | (text == ""))
         if empty.height:
             raise DataError(f"{path}: empty {col} on line(s) {_preview(empty['_line'].to_list())}")
+        missing = raw.filter(text.str.to_lowercase().is_in(list(MISSING_ID_SPELLINGS)))
+        if missing.height:
+            examples = [f"line {ln}: {v!r}" for ln, v in missing.select("_line", col).iter_rows()]
+            raise DataError(f"{path}: {col} spelled as a missing value ({_preview(examples)}): "
+                            f"those rows would become one {col}; give each its real id")
 
     # Ids are compared as they are used: trimmed (" ISIC_1 " is ISIC_1, the same image).
     raw = raw.with_columns(pl.col(ID_COLUMN).str.strip_chars(),
@@ -191,6 +203,12 @@ def read_metadata(
                         for ln, v in raw.filter(pl.col("_line").is_in(infinite["_line"].to_list()))
                         .select("_line", col).iter_rows()]
             raise DataError(f"{path}: infinite value in column {col}: {_preview(examples)}")
+    for col in sorted(NON_NEGATIVE & set(attributes)):  # a length or area is never negative
+        negative = frame.filter(pl.col(col) < 0)
+        if negative.height:
+            examples = [f"line {ln}: {v:g}" for ln, v in negative.select("_line", col).iter_rows()]
+            raise DataError(f"{path}: negative value in column {col}, a length or area: "
+                            f"{_preview(examples)}")
     target = pl.col(TARGET_COLUMN)
     bad_target = frame.filter(target.is_null() | ~target.is_in([0.0, 1.0]))
     if bad_target.height:
@@ -216,6 +234,11 @@ def read_metadata(
         pl.col(TARGET_COLUMN).cast(pl.Int8),
         *attributes,
     )
+    empty = [c for c in attributes if frame[c].null_count() == frame.height]
+    if empty and frame.height:
+        raise DataError(f"{path}: no value at all in column(s) {', '.join(empty)} (empty, NaN "
+                        "or a zero read as missing on every row): nothing to train or evaluate "
+                        "on; drop them from attributes, or fix the export")
     report["patients"] = frame[PATIENT_COLUMN].n_unique()
     report["malignant"] = int(frame[TARGET_COLUMN].sum())
     for col, m in report["missing"].items():
@@ -252,6 +275,9 @@ def read_labels(csv_path: str | Path, columns: Sequence[str],
 #: phone photo 12-50 MP. A larger file is refused from its header, before decoding (a 48 kB
 #: PNG can decode to gigabytes).
 MAX_IMAGE_PIXELS = 64_000_000
+#: Qwen2-VL's processor refuses an image whose sides differ by more than this factor
+#: (transformers' ``smart_resize``): refused when the image is read, named, not in a model job.
+MAX_ASPECT_RATIO = 200
 # PIL's own limit (a warning at 89 MP, an error at 179 MP, raised while opening, with no name)
 # is replaced by this one, checked in decode_image from the header with the image named.
 Image.MAX_IMAGE_PIXELS = None
@@ -260,12 +286,20 @@ _EXIF_ORIENTATION = 0x0112
 
 def _to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
     """8-bit RGB as the image means it, and what was converted: the EXIF orientation
-    applied, 16-bit samples scaled to 8 bits (not clipped), transparency composited over
-    white (not dropped with the colour it hid)."""
+    applied, 16-bit samples scaled to 8 bits (not clipped), float samples scaled from [0, 1]
+    (the convention; a larger maximum is read as 8- or 16-bit values), transparency
+    composited over white (not dropped with the colour it hid)."""
     notes = []
     if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
         img = ImageOps.exif_transpose(img)
         notes.append("EXIF orientation applied")
+    if img.mode == "F":  # float samples: [0, 1] by convention, else 8- or 16-bit ranges
+        samples = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0)
+        top = float(samples.max(initial=0.0))
+        scale = 255.0 if top <= 1.0 else (1.0 if top <= 255.0 else 255.0 / 65535.0)
+        img = Image.fromarray(np.clip(np.rint(samples * scale), 0, 255).astype(np.uint8),
+                              mode="L")
+        notes.append(f"float samples scaled to 8 bits (x {scale:g})")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         samples = np.asarray(img).astype(np.int64)
         img = Image.fromarray((np.clip(samples, 0, 65535) >> 8).astype(np.uint8), mode="L")
@@ -292,6 +326,9 @@ def decode_image(data: bytes | str | os.PathLike, name: str) -> Image.Image:
             if width * height > MAX_IMAGE_PIXELS:
                 raise DataError(f"{name}: {width} x {height} pixels, more than the "
                                 f"{MAX_IMAGE_PIXELS:,} an image may have")
+            if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
+                raise DataError(f"{name}: {width} x {height} pixels, an aspect ratio the "
+                                f"model's processor refuses (above {MAX_ASPECT_RATIO}:1)")
             img.load()
             rgb, notes = _to_rgb(img)
     except DataError:

@@ -24,6 +24,7 @@ import os
 import faiss
 import numpy as np
 
+from skinground.errors import InputError
 from skinground.io import atomic_path
 from skinground.spaces import as_rows, block_rows, blocks
 
@@ -136,5 +137,13 @@ def save_index(index: faiss.Index, path: str | os.PathLike) -> None:
 
 
 def load_index(path: str | os.PathLike, *, gpu: bool | None = None) -> faiss.Index:
-    """Read an index written by :func:`save_index`; to the GPU(s) as in :func:`build_index`."""
-    return to_device(faiss.read_index(str(path)), gpu=gpu)
+    """Read an index written by :func:`save_index`; to the GPU(s) as in :func:`build_index`.
+    A missing, cut or damaged file raises ``InputError`` in one line naming it and the fix."""
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as err:  # FAISS's C++ exception, a multi-line dump
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if ln.startswith("Error")), lines[0] if lines else "")
+        raise InputError(f"{path}: not a readable FAISS index ({reason[:160]}); delete it and "
+                         "rerun the workflow to rebuild it") from None
+    return to_device(index, gpu=gpu)

@@ -78,6 +78,16 @@ def attach_lora(model: torch.nn.Module, lora_cfg: Mapping[str, Any]) -> PeftMode
         raise LoraConfigError(f"train.lora: {err}") from err
 
 
+def _safetensors_size(path: Path) -> int:
+    """The size a safetensors file must have: 8 bytes of header length, the header, and the
+    end of the last tensor's bytes."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return 8 + n + max(ends, default=0)
+
+
 def attach_adapter(model: torch.nn.Module, adapter_dir: str | os.PathLike, *,
                    merge: bool = True) -> torch.nn.Module:
     """Load the adapter saved in ``adapter_dir`` onto the base ``model`` (in eval mode).
@@ -103,6 +113,17 @@ def attach_adapter(model: torch.nn.Module, adapter_dir: str | os.PathLike, *,
         found = ", ".join(sorted(p.name for p in root.glob("adapter_model.*"))) or "none"
         raise ModelLoadError(f"no adapter_model.safetensors in {root} (found: {found}); "
                              "adapters are read as safetensors only, never as pickles")
+    weights = root / "adapter_model.safetensors"
+    try:  # its header, and its size against it: a cut or damaged file is named here
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+        if weights.stat().st_size != _safetensors_size(weights):
+            raise ValueError("the file's size is not its header's")
+    except Exception as err:  # SafetensorError is not a public class of every release
+        raise ModelLoadError(f"{weights}: damaged ({str(err).splitlines()[0][:120]}); delete "
+                             f"{root} and rerun the workflow to retrain it") from None
     try:
         config = PeftConfig.from_pretrained(str(root), local_files_only=True)
         config.inference_mode = True

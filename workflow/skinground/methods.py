@@ -24,6 +24,7 @@ from pathlib import Path
 import faiss
 import polars as pl
 
+from skinground.errors import InputError
 from skinground.index import load_index, search
 from skinground.io import atomic_path, glob_escape
 from skinground.outputs import IMAGE_SPACE
@@ -65,6 +66,12 @@ class JobSpaces:
         self.db_ids = _aligned_ids(self.train_paths.values())
         self.query_ids = _aligned_ids(self.test_paths.values())
         check_disjoint(self.query_ids, self.db_ids)
+
+    def check_k(self, k: int) -> None:
+        """``retrieve.k`` hits per query need at least ``k`` train images in the database."""
+        if k > len(self.db_ids):
+            raise InputError(f"retrieve.k = {k} is more than the {len(self.db_ids)} train "
+                             "images of the database: lower retrieve.k")
 
     def index(self, space: str) -> faiss.Index:
         return load_index(self.index_paths[space])
@@ -125,6 +132,7 @@ def method_hits(search_kind: str, job: JobSpaces, attributes: Sequence[str], *, 
     TopK)``, attribute None for an image-only method (its one list serves them all)."""
     if search_kind not in SEARCHES:
         raise ValueError(f"unknown search {search_kind!r}; known: {', '.join(SEARCHES)}")
+    job.check_k(k)
     return SEARCHES[search_kind](job, attributes, k=k, b=b)
 
 
@@ -179,6 +187,7 @@ def group_method_hits(search_kind: str, job: JobSpaces, groups: Mapping[str, Seq
     if search_kind not in GROUP_SEARCHES:
         raise ValueError(f"unknown group search {search_kind!r}; known: "
                          f"{', '.join(GROUP_SEARCHES)}")
+    job.check_k(k)
     return GROUP_SEARCHES[search_kind](job, groups, k=k, b=b, rrf_k=rrf_k)
 
 

@@ -23,6 +23,7 @@ import yaml
 from PIL import Image
 
 from skinground import outputs as out
+from skinground import provenance
 from skinground.data import decode_image
 from skinground.embed import prefix_shared_embeddings
 from skinground.errors import InputError
@@ -115,12 +116,13 @@ class Run:
         self.config = yaml.safe_load((self.results / out.RUN_CONFIG).read_text(encoding="utf-8"))
         self.attributes = self.config["attributes"]
         self.groups = self.config["retrieve"]["groups"]
-        # where the run read h_im,a (a run from before the choice existed: the prompt's end)
-        self.h_ima_token = self.config["embed"].get("h_ima_token", "prompt_end")
+        # where the run read h_im,a: its index's record says (``load``)
+        self.h_ima_token = self.config["embed"]["h_ima_token"]
 
-    def asked(self, attributes: Sequence[str], group: str | None) -> list[Asked]:
-        """The questions for ``attributes`` (columns or labels) and ``group``; an unknown name
-        raises ``InputError`` listing the valid ones. Nothing asked: ``figures.fig3_attribute``."""
+    def asked(self, attributes: Sequence[str], groups: Sequence[str]) -> list[Asked]:
+        """The questions for ``attributes`` (columns or labels) and ``groups``, each asked
+        once; an unknown name raises ``InputError`` listing the valid ones. Nothing asked:
+        ``figures.fig3_attribute``."""
         by_label = {spec["label"]: col for col, spec in self.attributes.items()}
         out = []
         for a in attributes:
@@ -128,8 +130,9 @@ class Run:
             if col is None:
                 raise InputError(f"unknown attribute {a!r}; valid: {', '.join(self.attributes)}")
             spec = self.attributes[col]
-            out.append(Asked(col, spec["question"], [col], [spec["decimals"]]))
-        if group is not None:
+            if all(x.name != col for x in out):
+                out.append(Asked(col, spec["question"], [col], [spec["decimals"]]))
+        for group in dict.fromkeys(groups):
             if group not in self.groups:
                 raise InputError(f"unknown group {group!r}; valid: "
                                  f"{', '.join(self.groups) or '(none configured)'}")
@@ -148,10 +151,48 @@ class Run:
 
         return len(read_ids(self.results.space("tuned", "train", out.IMAGE_SPACE)))
 
+    def made_together(self) -> tuple[dict, dict]:
+        """The records of the adapter and of the h_im index (``skinground.provenance``),
+        checked to belong together and to this run's config: the pixel budget the model was
+        trained with, and the embeddings' (pixels, h_im,a token). Raises ``ProvenanceError``
+        naming the files and the keys that differ (a config changed and not yet run through,
+        an index left from another training)."""
+        from skinground.config import pixel_record, tracked
+
+        adapter = self.results / out.ADAPTER
+        index = self.results.index("tuned", out.IMAGE_SPACE)
+        made = provenance.read_record(adapter)
+        if made is None:
+            raise provenance.ProvenanceError(
+                f"{adapter}: no record of what made it ({provenance.RECORD}; trained before "
+                "skinground kept one): rerun the workflow to retrain it")
+        space = (provenance.read_record(index) or {}).get("space")
+        if space is None:
+            raise provenance.ProvenanceError(
+                f"{index}: no record of what made it: rerun the workflow to rebuild it")
+        stale = provenance.differing(space["adapter"], made)
+        if stale:
+            raise provenance.ProvenanceError(
+                f"{index} was made from another training than {adapter} (they differ in "
+                f"{', '.join(stale)}): finish the run (snakemake ...) before querying it")
+        if space["pixels"] != made["pixels"]:
+            keys = provenance.differing(space["pixels"], made["pixels"], "model.")
+            raise provenance.ProvenanceError(
+                f"{index} embedded images under another pixel budget than {adapter} was "
+                f"trained with ({', '.join(keys)}): finish the run before querying it")
+        config = {"train": tracked("train", self.config["train"]),
+                  "pixels": pixel_record(self.config["model"])}
+        ahead = provenance.differing({"train": made["train"], "pixels": made["pixels"]}, config)
+        if ahead:
+            raise provenance.ProvenanceError(
+                f"{self.results / out.RUN_CONFIG} is not the config {adapter} was trained with "
+                f"(they differ in {', '.join(ahead)}): finish the run before querying it")
+        return made, space
+
     def load(self):
-        """The tuned model and processor, the h_im index, the train ids, the manifest and the
+        """The tuned model and processor (under the pixel budget it was trained with, from
+        its record), the h_im index of the train images and their ids, the manifest and the
         image store (opened once, for every query image)."""
-        from skinground.config import PIXEL_KEYS
         from skinground.data import open_images
         from skinground.index import load_index
         from skinground.models import load_qwen
@@ -160,10 +201,10 @@ class Run:
             p = Path(p)
             return p if p.is_absolute() else self.root / p
 
-        model_cfg = self.config["model"]
+        made, space = self.made_together()
+        self.h_ima_token = space["h_ima_token"]
         self.model, self.processor = load_qwen(
-            path(model_cfg["base"]), {k: model_cfg[k] for k in PIXEL_KEYS},
-            self.results / out.ADAPTER)
+            path(self.config["model"]["base"]), made["pixels"], self.results / out.ADAPTER)
         self.im_index = load_index(self.results.index("tuned", out.IMAGE_SPACE))
         with np.load(self.results.space("tuned", "train", out.IMAGE_SPACE)) as f:
             self.train_ids = f["ids"].tolist()
@@ -174,8 +215,12 @@ class Run:
 
 def read_image(path: str | Path) -> Image.Image:
     """An RGB image from a file, as the run's images are decoded (``data.decode_image``:
-    EXIF orientation, 16-bit and transparency converted, a pixel limit); ``InputError``
-    naming the file when it is not one."""
+    EXIF orientation, 16-bit, float and transparency converted, a pixel limit); ``InputError``
+    naming the file when it is not one. A path that is not a regular file (a FIFO, a device,
+    a folder) is refused before it is opened: reading a FIFO would wait forever."""
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise InputError(f"{path}: not a regular file")
     return decode_image(path, str(path))
 
 

@@ -39,13 +39,19 @@ def shard_ids(ids: Sequence[str], n_shards: int, shard: int) -> list[str]:
 
 
 def write_shard(path: str | os.PathLike, ids: Sequence[str],
-                spaces: Mapping[str, np.ndarray]) -> None:
-    """Write ``ids`` and the float16 array of each space (rows aligned with ``ids``)."""
+                spaces: Mapping[str, np.ndarray], record: Mapping | None = None) -> None:
+    """Write ``ids``, the float16 array of each space (rows aligned with ``ids``) and the
+    record of what made them (``skinground.provenance``; None: none applies)."""
+    from skinground import provenance
+
     for name, arr in spaces.items():
         if arr.shape[0] != len(ids):
             raise ValueError(f"space {name}: {arr.shape[0]} rows for {len(ids)} ids")
+        if name in ("ids", provenance.NPZ_MEMBER):
+            raise ValueError(f"{name!r} is not a space's name")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, ids=np.array(list(ids), dtype=str),
+                 **{provenance.NPZ_MEMBER: np.array(provenance.encode(record))},
                  **{name: np.asarray(arr, dtype=np.float16) for name, arr in spaces.items()})
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy
 
+from skinground import provenance
 from skinground.io import atomic_path
 from skinground.shards import ShardError
 
@@ -59,6 +60,22 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> dict:
             "shape": tuple(int(s) for s in shape)}
 
 
+#: The members of a shard or space that are not embedding spaces.
+_NOT_SPACES = ("ids.npy", f"{provenance.NPZ_MEMBER}.npy")
+
+
+def read_record(path: str | os.PathLike) -> dict | None:
+    """The record of what made a shard or merged space (``skinground.provenance``); None
+    where it holds none."""
+    try:
+        with np.load(path) as f:
+            if provenance.NPZ_MEMBER not in f.files:
+                return None
+            return provenance.decode(str(f[provenance.NPZ_MEMBER]))
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ShardError(f"{path}: not a readable embedding file ({err})") from err
+
+
 def _members(path: Path) -> dict[str, zipfile.ZipInfo]:
     try:
         with zipfile.ZipFile(path) as zf:
@@ -73,7 +90,7 @@ def member_shape(path: str | os.PathLike, name: str) -> tuple[tuple[int, ...], n
     members = _members(path)
     if f"{name}.npy" not in members:
         raise ShardError(f"{path} has no embedding space {name!r} (it has "
-                         f"{', '.join(m[:-4] for m in members if m != 'ids.npy')})")
+                         f"{', '.join(m[:-4] for m in members if m not in _NOT_SPACES)})")
     with zipfile.ZipFile(path) as zf, zf.open(f"{name}.npy") as f:
         shape, _, dtype = _read_npy_header(f)
     return shape, dtype
@@ -194,6 +211,12 @@ def merge_space(paths: Sequence[str | os.PathLike], space: str,
     """
     ids: list[str] = []
     shapes = []
+    records = [read_record(p) for p in paths]
+    for p, record in zip(paths, records, strict=True):
+        if record != records[0]:
+            raise ShardError(f"{p} was made otherwise than {paths[0]} "
+                             f"({', '.join(provenance.differing(records[0], record))}): rerun "
+                             "its embedding jobs")
     for p in paths:
         shape, _ = member_shape(p, space)
         with np.load(p) as shard:
@@ -212,6 +235,8 @@ def merge_space(paths: Sequence[str | os.PathLike], space: str,
                                                   allowZip64=True) as zf:
         with zf.open("ids.npy", "w", force_zip64=True) as f:
             npy.write_array(f, np.array(ids, dtype=str))
+        with zf.open(f"{provenance.NPZ_MEMBER}.npy", "w") as f:
+            npy.write_array(f, np.array(provenance.encode(records[0] if records else None)))
         with zf.open("vectors.npy", "w", force_zip64=True) as f:
             npy.write_array_header_2_0(f, _npy_header(shape, STORED))
             for p in paths:

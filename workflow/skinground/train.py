@@ -21,7 +21,13 @@ from pathlib import Path
 
 import torch
 
-from skinground.checkpoints import complete_checkpoints, prepare_checkpoints, run_fingerprint
+from skinground import provenance
+from skinground.checkpoints import (
+    complete_checkpoints,
+    mark_finished,
+    prepare_checkpoints,
+    run_fingerprint,
+)
 from skinground.errors import InputError
 from skinground.io import atomic_path
 from skinground.layout import (
@@ -287,16 +293,19 @@ def no_shm_comm_on_cpu(world: int) -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | os.PathLike,
-          model_cfg: Mapping, train_cfg: Mapping, deepspeed_config: str | os.PathLike,
-          checkpoint_dir: str | os.PathLike, adapter_dir: str | os.PathLike,
-          loss_csv: str | os.PathLike, loss_plot: str | os.PathLike,
-          cache_images: bool | None = None) -> dict:
+def train(*, code: str, base: str | os.PathLike, tuples: str | os.PathLike,
+          images: str | os.PathLike, model_cfg: Mapping, train_cfg: Mapping,
+          deepspeed_config: str | os.PathLike, checkpoint_dir: str | os.PathLike,
+          adapter_dir: str | os.PathLike, loss_csv: str | os.PathLike,
+          loss_plot: str | os.PathLike, cache_images: bool | None = None) -> dict:
     """LoRA-tune the Qwen2-VL at ``base`` on the tuples; write the adapter and the loss log.
 
     Run in every process of a ``torchrun`` launch. Returns the summary (same on every rank;
-    only rank 0 writes ``adapter_dir``, ``loss_csv`` and ``loss_plot``). ``cache_images``:
-    keep decoded images in memory (None: when there are at most ``AUTO_CACHE_MAX_IMAGES``).
+    only rank 0 writes ``adapter_dir``, ``loss_csv`` and ``loss_plot``). ``code``: the
+    training code's hash (``deps.code_hash`` of the entry point), part of the checkpoints'
+    fingerprint. ``cache_images``: keep decoded images in memory (None: when there are at
+    most ``AUTO_CACHE_MAX_IMAGES``). A finished run's checkpoints are marked finished, so a
+    rerun trains from the start (``skinground.checkpoints``).
     """
     from transformers import set_seed
 
@@ -324,11 +333,16 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
              args.per_device_train_batch_size, args.gradient_accumulation_steps,
              "bf16" if bf16 else "fp32", threads)
 
-    fingerprint = run_fingerprint(base=base, tuples=tuples, model_cfg=model_cfg,
-                                  train_cfg=train_cfg, deepspeed_cfg=ds_config)
     with args.main_process_first(local=False, desc="checkpoint check"):
-        resume = prepare_checkpoints(checkpoint_dir, fingerprint) if is_main_process() \
-            else (complete_checkpoints(checkpoint_dir) or [None])[-1]
+        if is_main_process():  # the others then find what it left
+            t = time.perf_counter()
+            fingerprint = run_fingerprint(
+                code=code, base=base, tuples=tuples, images=images, model_cfg=model_cfg,
+                train_cfg=train_cfg, deepspeed_cfg=ds_config, processes=world)
+            log.info("fingerprint of the inputs in %.1f s", time.perf_counter() - t)
+            resume = prepare_checkpoints(checkpoint_dir, fingerprint)
+        else:
+            resume = (complete_checkpoints(checkpoint_dir) or [None])[-1]
 
     model, processor = load_qwen(base, model_cfg, device="cpu",
                                  dtype=torch.bfloat16 if bf16 else torch.float32)
@@ -385,6 +399,8 @@ def train(*, base: str | os.PathLike, tuples: str | os.PathLike, images: str | o
     if is_main_process():
         with atomic_path(adapter_dir, directory=True) as tmp:
             trainer.model.save_pretrained(tmp)
+            provenance.write_record(tmp, fingerprint)  # what made it, for its readers
+        mark_finished(checkpoint_dir, state.global_step)
         write_loss_csv(loss_csv, rows)
         plot_loss(loss_plot, rows, title=f"LoRA fine-tuning ({state.global_step} steps)")
         log.info("adapter written to %s; loss %s -> %s over %d steps (%.1f steps/s)",
