@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,14 @@ def damaged_metadata(data: bytes, case: dict) -> bytes:
     if "header" in case:
         old, new = case["header"]
         lines[0] = lines[0].replace(old.encode(), new.encode(), 1)
+    if "column" in case:  # every record's cell of one column
+        column, value = case["column"]
+        at = lines[0].split(b",").index(column.encode())
+        for n in range(1, len(lines)):
+            if lines[n]:
+                cells = lines[n].split(b",")
+                cells[at] = value.encode()
+                lines[n] = b",".join(cells)
     if "cell" in case:
         n, column, value = case["cell"]
         cells = lines[n - 1].split(b",")
@@ -104,7 +113,8 @@ def _png(size: int, height: int | None = None) -> bytes:
 #: ``image: [id, what]``: the bytes stored for the id instead of its JPEG (None: removed).
 IMAGE_BYTES = {"truncated-jpeg": lambda: b"\xff\xd8\xff\xe0" + b"\0" * 40,
                "png-bomb": lambda: _png(20_000), "text": lambda: b"hello, world\n",
-               "sliver": lambda: _png(250, 1), "missing": lambda: None}
+               "sliver": lambda: _png(250, 1), "tall-sliver": lambda: _png(1, 250),
+               "missing": lambda: None}
 
 
 def damage_store(h5: Path, case: dict) -> None:
@@ -209,7 +219,9 @@ def main(argv=None) -> dict:
         test_id = sorted((demo / out.fill(out.SPLIT_IDS, split="test")).read_text().split())[0]
         files = {"IMAGE": Path(tmp) / f"{test_id}.jpg", "TEXT": Path(tmp) / "notes.jpg",
                  "BOMB": Path(tmp) / "bomb.png", "MISSING": Path(tmp) / "nowhere.jpg",
-                 "OUT": Path(tmp) / "grid.png"}
+                 "OUT": Path(tmp) / "grid.png", "FIFO": Path(tmp) / "pipe.jpg",
+                 "FOLDER": Path(tmp)}
+        os.mkfifo(files["FIFO"])
         with h5py.File(demo / "synthetic/train-image.hdf5") as h5:
             files["IMAGE"].write_bytes(h5[test_id][()].tobytes())
         files["PNG"] = Path(tmp) / f"{test_id}.png"

@@ -184,7 +184,7 @@ def test_an_id_spelled_as_missing_is_refused(tmp_path, column, spelled):
     rows = make_rows(6, 6)
     rows[2][column] = spelled
     csv_path, _ = write_slice3d(tmp_path, rows, images={})
-    with pytest.raises(DataError, match=rf"{column} spelled as a missing value \(line 4: "):
+    with pytest.raises(DataError, match=rf"{column} spelled as a missing value: line 4: "):
         read_metadata(csv_path, ATTRS)
 
 

@@ -175,8 +175,8 @@ def read_metadata(
         missing = raw.filter(text.str.to_lowercase().is_in(list(MISSING_ID_SPELLINGS)))
         if missing.height:
             examples = [f"line {ln}: {v!r}" for ln, v in missing.select("_line", col).iter_rows()]
-            raise DataError(f"{path}: {col} spelled as a missing value ({_preview(examples)}): "
-                            f"those rows would become one {col}; give each its real id")
+            raise DataError(f"{path}: {col} spelled as a missing value: {_preview(examples)}; "
+                            f"those rows would become one {col}: give each its real id")
 
     # Ids are compared as they are used: trimmed (" ISIC_1 " is ISIC_1, the same image).
     raw = raw.with_columns(pl.col(ID_COLUMN).str.strip_chars(),

@@ -26,7 +26,7 @@ import numpy as np
 
 from skinground.errors import InputError
 from skinground.io import atomic_path
-from skinground.spaces import as_rows, block_rows, blocks
+from skinground.spaces import REBUILD, as_rows, block_rows, blocks
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,6 @@ def load_index(path: str | os.PathLike, *, gpu: bool | None = None) -> faiss.Ind
     except RuntimeError as err:  # FAISS's C++ exception, a multi-line dump
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         reason = next((ln for ln in lines if ln.startswith("Error")), lines[0] if lines else "")
-        raise InputError(f"{path}: not a readable FAISS index ({reason[:160]}); delete it and "
-                         "rerun the workflow to rebuild it") from None
+        raise InputError(f"{path}: not a readable FAISS index ({reason[:160]}); "
+                         f"{REBUILD}") from None
     return to_device(index, gpu=gpu)

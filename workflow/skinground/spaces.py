@@ -60,6 +60,8 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> dict:
             "shape": tuple(int(s) for s in shape)}
 
 
+#: What to do about a damaged space or shard.
+REBUILD = "delete it and rerun the workflow to rebuild it"
 #: The members of a shard or space that are not embedding spaces.
 _NOT_SPACES = ("ids.npy", f"{provenance.NPZ_MEMBER}.npy")
 
@@ -73,7 +75,7 @@ def read_record(path: str | os.PathLike) -> dict | None:
                 return None
             return provenance.decode(str(f[provenance.NPZ_MEMBER]))
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise ShardError(f"{path}: not a readable embedding file ({err})") from err
+        raise ShardError(f"{path}: not a readable embedding file ({err}); {REBUILD}") from err
 
 
 def _members(path: Path) -> dict[str, zipfile.ZipInfo]:
@@ -81,7 +83,7 @@ def _members(path: Path) -> dict[str, zipfile.ZipInfo]:
         with zipfile.ZipFile(path) as zf:
             return {info.filename: info for info in zf.infolist()}
     except (OSError, zipfile.BadZipFile) as err:
-        raise ShardError(f"{path}: not a readable embedding file ({err})") from err
+        raise ShardError(f"{path}: not a readable embedding file ({err}); {REBUILD}") from err
 
 
 def member_shape(path: str | os.PathLike, name: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -255,4 +257,4 @@ def read_ids(path: str | os.PathLike) -> list[str]:
         with np.load(path) as f:
             return f["ids"].tolist()
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise ShardError(f"{path}: not a readable embedding file ({err})") from err
+        raise ShardError(f"{path}: not a readable embedding file ({err}); {REBUILD}") from err
