@@ -60,7 +60,7 @@ def unusable(name: str, record: Mapping[str, Any]) -> str | None:
         return None if measured.get("used") else measured.get("why", "not used")
     if name == "tokens":
         try:
-            [float(record[key]) for key in TOKEN_FIELDS]
+            token_counts(record)
         except (KeyError, TypeError, ValueError) as err:
             return f"no token counts ({err!r})"
         return None
@@ -101,6 +101,12 @@ TOKEN_FIELDS = {"prefix_text_tokens": "prefix_text_tokens", "suffix_tokens": "su
                 "answer_tokens": "answer_tokens"}
 
 
+def token_counts(record: Mapping[str, Any]) -> dict[str, float]:
+    """The Assumptions fields a tokens.json sets; ``KeyError``/``TypeError``/``ValueError``
+    where it holds no such counts."""
+    return {field: float(record[key]) for key, field in TOKEN_FIELDS.items()}
+
+
 def apply_tokens(a, path: Path | None, *, required: bool):
     """The token counts measured by ``bench/tokens.py`` (``path``) replace the assumed ones;
     no path, a missing (``required``: warned) or an unreadable file leaves them, with a
@@ -109,7 +115,7 @@ def apply_tokens(a, path: Path | None, *, required: bool):
     if tokens is None:
         return a
     try:
-        new = {field: float(tokens[key]) for key, field in TOKEN_FIELDS.items()}
+        new = token_counts(tokens)
     except (KeyError, TypeError, ValueError) as err:
         print(f"warning: {path} holds no token counts ({err}); using the assumed ones",
               file=sys.stderr)
