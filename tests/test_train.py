@@ -19,6 +19,7 @@ import torch
 from skinground import checkpoints, layout, lora, models, provenance, train
 from skinground.data import DataError
 from skinground.demo import tiny
+from skinground.errors import InputError
 from skinground.models import ModelLoadError
 
 from conftest import (
@@ -180,11 +181,24 @@ def test_deepspeed_config_checks(tmp_path):
         train.load_deepspeed_config(stage3)
 
 
-def test_global_batch_must_divide():
-    assert train.gradient_accumulation(16, 4, 4) == 1
-    assert train.gradient_accumulation(16, 4, 2) == 2
-    with pytest.raises(train.TrainError, match="train.global_batch"):
-        train.gradient_accumulation(16, 4, 3)
+def test_the_global_batch_holds_on_any_process_count():
+    """per_device_batch is a process's most; the global batch is what trains. The demo's
+    (128, per_device_batch 128) raised TrainError on 2 or 4 GPUs."""
+    from skinground.batch import train_batch
+
+    assert [train_batch(16, 4, n) for n in (1, 2, 4)] == [(4, 4), (4, 2), (4, 1)]  # the paper
+    assert [train_batch(128, 128, n) for n in (1, 2, 4, 8)] == [(128, 1), (64, 1), (32, 1),
+                                                                (16, 1)]  # the demo
+    assert train_batch(16, 3, 1) == (2, 8)  # the largest divisor under the most
+    assert train_batch(12, 8, 2) == (6, 1)
+    for global_batch, most, n in [(16, 4, 3), (128, 128, 3), (4, 4, 8)]:
+        with pytest.raises(InputError, match=rf"^train.global_batch \({global_batch}\) must "
+                                             rf"be a multiple of the training processes "
+                                             rf"\(GPUs: {n}\)$"):
+            train_batch(global_batch, most, n)
+    for global_batch, most, n in [(16, 4, 1), (128, 128, 4), (24, 5, 2), (7, 100, 7)]:
+        per_device, accumulation = train_batch(global_batch, most, n)
+        assert per_device <= most and per_device * accumulation * n == global_batch
 
 
 def test_checkpoints_of_another_run_are_dropped(tmp_path):
@@ -587,3 +601,150 @@ def test_a_corrupt_image_stops_training_naming_it(tmp_path, base, repo_config, m
     assert proc.returncode != 0
     assert "image ISIC_0000004: not a readable image" in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------- several processes
+
+#: Test-only: Accelerate picks gloo on the CPU as it picks nccl on CUDA (its sitecustomize).
+EMULATE_CUDA = REPO / "tests" / "emulate_cuda"
+
+
+def launch_ranks(tmp: Path, base: Path, data: dict, model_cfg: dict, train_cfg: dict,
+                 processes: int) -> subprocess.CompletedProcess:
+    """The train script under torchrun with ``processes`` training processes, as on a node
+    with that many GPUs (the CUDA path emulated on CPU, tests/emulate_cuda); each rank's
+    batches recorded in ``tmp/batches.rank<R>``."""
+    cmd, env = script_command(tmp, base, data, model_cfg, train_cfg)
+    cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                str(processes), str(SCRIPT)]
+    env["PYTHONPATH"] = os.pathsep.join([str(EMULATE_CUDA), env["PYTHONPATH"]])
+    env["SKINGROUND_TEST_BATCHES"] = str(tmp / "batches")
+    proc = run_group(cmd, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "built successfully" not in proc.stderr  # no DeepSpeed op compiled
+    return proc
+
+
+def rank_batches(tmp: Path, rank: int) -> list[list[tuple[str, str]]]:
+    """The batches rank ``rank`` collated, in order: lists of (isic_id, question)."""
+    path = tmp / f"batches.rank{rank}"
+    return [[tuple(t) for t in json.loads(line)] for line in path.read_text().splitlines()]
+
+
+def interrupted(done: Path, to: Path, last: int) -> Path:
+    """``done``'s checkpoints as an interrupted run would have left them: without its last
+    checkpoint (step ``last``) and the finished mark."""
+    shutil.copytree(done / "ckpt", to / "ckpt")
+    shutil.rmtree(to / "ckpt" / f"checkpoint-{last}")
+    (to / "ckpt" / checkpoints.FINISHED_FILE).unlink()
+    return to
+
+
+EPOCH_STEPS = 3  # 24 tuples, 8 a step
+
+
+@pytest.fixture(scope="module", params=layout.LAYOUTS)
+def ranks(request, tmp_path_factory, base, data, model_cfg, repo_config):
+    """One epoch (3 steps of 8 tuples; a checkpoint at step 2) on 2 processes of 4 tuples,
+    and on 1 process of 4 tuples with gradient accumulation 2. Returns (folder, config)."""
+    cfg = train_config(repo_config, layout=request.param, global_batch=8, per_device_batch=4,
+                       max_steps=EPOCH_STEPS, save_steps=2)
+    root = tmp_path_factory.mktemp(f"ranks_{request.param}")
+    for n in (1, 2):
+        launch_ranks(root / f"p{n}", base, data, model_cfg, cfg, n)
+    return root, cfg
+
+
+@pytest.mark.slow
+def test_two_processes_train_distinct_tuples_that_make_the_epoch(ranks, data):
+    root, cfg = ranks
+    for n, accumulation in ((1, 2), (2, 1)):
+        summary = json.loads((root / f"p{n}" / "summary.json").read_text())
+        assert (summary["processes"], summary["per_device_batch"],
+                summary["gradient_accumulation"], summary["global_batch"]) == (
+                    n, 4, accumulation, 8)
+    r0, r1 = (rank_batches(root / "p2", r)[:EPOCH_STEPS] for r in (0, 1))
+    assert [len(b) for b in r0 + r1] == [4] * 2 * EPOCH_STEPS
+    seen0, seen1 = ({t for b in r for t in b} for r in (r0, r1))
+    assert not seen0 & seen1  # no tuple on both ranks
+    tuples = pl.read_parquet(data["tuples"])
+    assert seen0 | seen1 == set(zip(tuples["isic_id"], tuples["question"], strict=True))
+    # Step s of the 2 ranks is the 2 micro-batches of step s of 1 process, rank by rank.
+    one = rank_batches(root / "p1", 0)[:2 * EPOCH_STEPS]
+    assert one[0::2] == r0 and one[1::2] == r1
+    if cfg["layout"] == "per_image":  # a batch's tuples come image by image
+        assert all(len({t[0] for t in b}) == 2 for b in r0 + r1)
+
+
+@pytest.mark.slow
+def test_two_processes_learn_as_one_with_gradient_accumulation(ranks):
+    """The same losses to the last bit; the gradient norms to the order of a sum over ranks
+    (the all-reduce adds the ranks' gradients in another order than accumulation does)."""
+    root, _ = ranks
+    one, two = (read_csv(root / f"p{n}" / "loss.csv") for n in (1, 2))
+    assert [r["step"] for r in two] == [str(s) for s in range(1, EPOCH_STEPS + 1)]
+    assert [r["loss"] for r in two] == [r["loss"] for r in one]
+    for a, b in zip(one, two, strict=True):
+        assert float(b["grad_norm"]) == pytest.approx(float(a["grad_norm"]), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_resume_to_the_same_adapter(ranks, base, data, model_cfg, tmp_path):
+    root, cfg = ranks
+    again = interrupted(root / "p2", tmp_path / "again", EPOCH_STEPS)
+    proc = launch_ranks(again, base, data, model_cfg, cfg, 2)
+    assert "checkpoint-2 (step 2)" in proc.stderr
+    summary = json.loads((again / "summary.json").read_text())
+    assert (summary["resumed_from_step"], summary["steps"]) == (2, EPOCH_STEPS)
+    assert read_csv(again / "loss.csv") == read_csv(root / "p2" / "loss.csv")
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (again / "adapter" / name).read_bytes() == (root / "p2" / "adapter" /
+                                                            name).read_bytes()
+
+
+@pytest.mark.slow
+def test_a_changed_process_count_trains_from_the_start(ranks, base, data, model_cfg, tmp_path):
+    """An interrupted run's checkpoints and another process count (a profile's gpu edited, a
+    smaller node): DeepSpeed failed on every retry ("used a DP world size of 2 but the current
+    world size is 1"). The checkpoints are set aside with one warning naming both counts, and
+    the run is the fresh run of the new count."""
+    root, cfg = ranks
+    for before, after in ((2, 1), (1, 2)):
+        out = interrupted(root / f"p{before}", tmp_path / f"{before}to{after}", EPOCH_STEPS)
+        proc = launch_ranks(out, base, data, model_cfg, cfg, after)
+        warning = (f"made by {before} process(es), this run has {after}: a ZeRO checkpoint is "
+                   "cut per rank; setting them aside")
+        assert proc.stderr.count(warning) == 1, proc.stderr[-3000:]
+        assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 0
+        for name in ("adapter_model.safetensors", "adapter_config.json"):
+            assert (out / "adapter" / name).read_bytes() == (root / f"p{after}" / "adapter" /
+                                                              name).read_bytes()
+
+
+@pytest.mark.slow
+def test_the_demo_config_trains_its_global_batch_on_one_and_two_processes(
+        tmp_path, base, model_cfg, repo_config):
+    """The demo's train section (per_image, global_batch = per_device_batch = 128) raised
+    TrainError on a node with several GPUs; it trains the same 128 tuples a step on 1 process
+    (128 at once) and on 2 (64 each)."""
+    import yaml
+
+    from skinground.config import deep_merge
+
+    demo = yaml.safe_load((REPO / "profiles" / "demo" / "demo-config.yaml").read_text())
+    cfg = dict(deep_merge(repo_config, demo)["train"], max_steps=1, save_steps=1,
+               logging_steps=1, precision="fp32")
+    assert (cfg["global_batch"], cfg["per_device_batch"]) == (128, 128)
+    data = write_train_tuples(tmp_path, 64)  # 128 tuples: one step
+    runs = {n: tmp_path / f"p{n}" for n in (1, 2)}
+    for n, out in runs.items():
+        launch_ranks(out, base, data, model_cfg, cfg, n)
+        summary = json.loads((out / "summary.json").read_text())
+        assert (summary["global_batch"], summary["per_device_batch"],
+                summary["gradient_accumulation"], summary["steps"]) == (128, 128 // n, 1, 1)
+    first = rank_batches(runs[1], 0)[0]
+    halves = [rank_batches(runs[2], r)[0] for r in (0, 1)]
+    assert len(first) == 128 and [len(h) for h in halves] == [64, 64]
+    assert set(halves[0]) | set(halves[1]) == set(first) and not set(halves[0]) & set(halves[1])
+    losses = [float(read_csv(out / "loss.csv")[0]["loss"]) for out in runs.values()]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)

@@ -429,6 +429,44 @@ def test_a_finished_run_moved_elsewhere_reruns_nothing(demo, tmp_path):
     assert planned_jobs(snakemake(moved, "-n")) == {}
 
 
+def test_a_regenerated_identical_file_reruns_nothing_after_it(demo, tmp_path):
+    """split/test.txt deleted and made again, the same bytes: the jobs after it replanned by
+    its new modification time (78 of them, training among them). Snakemake compares the
+    checksums it recorded of a job's small inputs, so nothing is left to do."""
+    moved = tmp_path / "copy"
+    shutil.copytree(demo, moved, symlinks=True)
+    test = res(moved) / "split" / "test.txt"
+    before = test.read_bytes()
+    test.unlink()
+    snakemake(moved, str(test.relative_to(moved)))
+    assert test.read_bytes() == before
+    assert planned_jobs(snakemake(moved, "-n")) == {}
+
+
+def test_a_read_only_run_folder_stops_the_run_before_any_job(demo, tmp_path):
+    """A folder of the run that cannot be written in, its files writable (a colleague's run, a
+    share gone read-only): a rerun gave a Snakemake traceback when it removed a job's old
+    output. It stops before any job starts, in one line naming the folder, and changes
+    nothing. (chattr +i: root, which runs CI, writes in any folder chmod locks.)"""
+    moved = tmp_path / "copy"
+    shutil.copytree(demo, moved, symlinks=True)
+    split = res(moved) / "split"
+    before = {p.name: p.read_bytes() for p in split.iterdir()}
+    subprocess.run(["chattr", "+i", str(split)], check=True)
+    try:
+        assert not os.access(split, os.W_OK)
+        proc = run_group([sys.executable, "-m", "snakemake", "--profile", "profiles/demo",
+                          "--forcerun", "split"], cwd=moved, timeout=600)
+    finally:
+        subprocess.run(["chattr", "-i", str(split)], check=True)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert (f"{split.relative_to(moved)}: this folder is not writable, and rule split writes in "
+            "it; make it writable") in output, output[-3000:]
+    assert "Traceback" not in output and "Finished job" not in output
+    assert {p.name: p.read_bytes() for p in split.iterdir()} == before
+
+
 # --------------------------------------------------------------------------- skinground query
 
 
@@ -550,6 +588,24 @@ def test_query_answers_only_for_the_model_it_has(demo, query_image, damage, mess
         path.write_text(original)
     assert proc.returncode == 1, proc.stdout[-2000:]
     assert message.format(adapter=adapter) in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_damaged_table_is_named_with_its_fix(demo, query_image):
+    """A cut manifest.parquet gave polars' ComputeError traceback in the query (and in every
+    job that reads it); it is one line naming the file and the fix."""
+    _, image = query_image
+    manifest = res(demo) / "data" / "manifest.parquet"
+    original, stat = manifest.read_bytes(), manifest.stat()
+    try:
+        manifest.write_bytes(original[: len(original) // 2])
+        proc = command(demo, "query", str(image), "--run", "demo")
+    finally:
+        manifest.write_bytes(original)
+        os.utime(manifest, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert proc.returncode == 1
+    assert f"{manifest.relative_to(demo)}: not a readable parquet file (" in proc.stderr
+    assert "delete it and rerun the workflow to remake it" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 

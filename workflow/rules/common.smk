@@ -22,6 +22,8 @@ os.environ.update(
 from skinground import outputs as out  # standard library only
 from skinground import plan  # standard library only
 from skinground.config import empty_sections, schema_error  # PyYAML, jsonschema
+from skinground.batch import train_batch  # standard library only
+from skinground.io import unwritable_folders  # standard library only
 
 
 def _overlays():
@@ -243,6 +245,20 @@ def missing_weights_stop():
         raise WorkflowError("\n".join(MISSING_WEIGHTS[k] for k in sorted(needed)))
 
 
+def unwritable_stop():
+    """Stop a real run before any job starts when a job that will run writes in a folder this
+    user cannot write in (a read-only run folder with writable files in it gave a Snakemake
+    traceback when it removed a job's old output): one line naming the folder and a job."""
+    for job in workflow.dag.needrun_jobs():
+        blocked = unwritable_folders([*job.output, *job.log])
+        if blocked:
+            raise WorkflowError(
+                f"{blocked[0]}: this folder is not writable, and rule {job.rule.name} writes "
+                f"in it; make it writable (chmod u+w {blocked[0]}) or name another run "
+                "(config key run)"
+            )
+
+
 def res(template, **fields):
     """A path under results/<run>/ (``skinground.outputs``), with ``fields`` filled in."""
     return f"{RESULTS}/{out.fill(template, **fields)}"
@@ -264,6 +280,21 @@ def _check_k_against_the_split():
 
 
 _check_k_against_the_split()
+
+
+def _check_the_global_batch_against_the_gpus():
+    """The train job's GPUs (a profile's set-resources) each train an equal share of the
+    global batch (``batch.train_batch``); the job would stop at its start otherwise."""
+    gpu = (workflow.resource_settings.overwrite_resources.get("train") or {}).get("gpu")
+    gpu = getattr(gpu, "value", gpu)
+    if isinstance(gpu, int) and gpu > 0:
+        try:
+            train_batch(config["train"]["global_batch"], config["train"]["per_device_batch"], gpu)
+        except ValueError as err:
+            raise WorkflowError(f"{err}: the train job's resources.gpu") from None
+
+
+_check_the_global_batch_against_the_gpus()
 
 
 def figure(name, ext):

@@ -5,7 +5,7 @@ import polars as pl
 
 from skinground import diagnosis, script, significance
 from skinground.io import read_lines
-from skinground.tables import write_summary
+from skinground.tables import read_parquet, write_summary
 
 NOTE = ("The share of retrieved images (top k) whose label agrees with the query's, per "
         "method; attribute-specific methods pool their k images of every attribute. random: "
@@ -15,11 +15,11 @@ NOTE = ("The share of retrieved images (top k) whose label agrees with the query
 
 def main(snakemake) -> None:
     st = snakemake.params.stats
-    manifest = pl.read_parquet(snakemake.input.manifest)
+    manifest = read_parquet(snakemake.input.manifest)
     boot = significance.patient_bootstrap(manifest, read_lines(snakemake.input.test),
                                           st["bootstrap"], st["seed"])
-    results = pl.concat([pl.read_parquet(p) for p in snakemake.input.results])
-    table = diagnosis.agreement(results, pl.read_parquet(snakemake.input.labels), manifest,
+    results = pl.concat([read_parquet(p) for p in snakemake.input.results])
+    table = diagnosis.agreement(results, read_parquet(snakemake.input.labels), manifest,
                                 read_lines(snakemake.input.train), snakemake.params.columns,
                                 boot, st["confidence"], snakemake.params.methods)
     write_summary(table, snakemake.output.csv, snakemake.output.markdown, NOTE)

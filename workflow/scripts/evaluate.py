@@ -8,14 +8,14 @@ import polars as pl
 
 from skinground import evaluate, script, significance
 from skinground.io import read_lines
-from skinground.tables import write_claims, write_evaluation
+from skinground.tables import read_parquet, write_claims, write_evaluation
 
 log = logging.getLogger("skinground")
 
 
 def main(snakemake) -> None:
-    results = pl.concat([pl.read_parquet(path) for path in snakemake.input.results])
-    manifest = pl.read_parquet(snakemake.input.manifest)
+    results = pl.concat([read_parquet(path) for path in snakemake.input.results])
+    manifest = read_parquet(snakemake.input.manifest)
     table = evaluate.evaluate(results, manifest, read_lines(snakemake.input.train),
                               snakemake.params.attributes)
     log.info("%d percentile rows; %d excluded", table.height,

@@ -8,17 +8,17 @@ import polars as pl
 
 from skinground import group_criterion, script, significance
 from skinground.io import read_lines
-from skinground.tables import write_claims, write_evaluation
+from skinground.tables import read_parquet, write_claims, write_evaluation
 
 log = logging.getLogger("skinground")
 
 
 def main(snakemake) -> None:
     methods = snakemake.params.methods
-    results = pl.concat([pl.read_parquet(p) for p in snakemake.input.results])
+    results = pl.concat([read_parquet(p) for p in snakemake.input.results])
     results = results.filter(pl.col("method").is_in(methods))
     train = read_lines(snakemake.input.train)
-    manifest = pl.read_parquet(snakemake.input.manifest)
+    manifest = read_parquet(snakemake.input.manifest)
     k = int(results["rank"].max())
     results = pl.concat([results, group_criterion.random_hits(results["query_id"], train, k)])
     table = group_criterion.evaluate_groups(results, manifest, train, snakemake.params.groups)

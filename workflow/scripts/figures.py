@@ -14,6 +14,7 @@ from skinground import figures, grids, script
 from skinground.data import open_images
 from skinground.errors import InputError
 from skinground.plan import FIG3_METHODS
+from skinground.tables import read_parquet
 
 log = logging.getLogger("skinground")
 
@@ -23,7 +24,7 @@ def main(snakemake) -> None:
                            snakemake.params.k)
     labels = {col: a["label"] for col, a in attributes.items()}
     attribute = spec["fig3_attribute"]
-    manifest = pl.read_parquet(snakemake.input.manifest)
+    manifest = read_parquet(snakemake.input.manifest)
     if attribute not in manifest.columns:
         raise InputError(f"fig. 3 attribute {attribute!r} is not a column of "
                          f"{snakemake.input.manifest}")

@@ -1,16 +1,16 @@
 """The images' diagnosis labels (config stats.diagnosis) from SLICE-3D's metadata, for the
 diagnosis-agreement table."""
 
-import polars as pl
 
 from skinground import script
 from skinground.attributes import ID_COLUMN
 from skinground.data import read_labels
 from skinground.io import atomic_path
+from skinground.tables import read_parquet
 
 
 def main(snakemake) -> None:
-    ids = pl.read_parquet(snakemake.input.manifest, columns=[ID_COLUMN])[ID_COLUMN]
+    ids = read_parquet(snakemake.input.manifest, columns=[ID_COLUMN])[ID_COLUMN]
     labels = read_labels(snakemake.input.metadata, snakemake.params.columns, ids.to_list())
     with atomic_path(snakemake.output[0]) as tmp:
         labels.write_parquet(tmp)

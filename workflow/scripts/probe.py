@@ -11,13 +11,14 @@ from skinground import probe, script, significance
 from skinground.attributes import ID_COLUMN, PATIENT_COLUMN
 from skinground.io import atomic_path
 from skinground.spaces import Space
+from skinground.tables import read_parquet
 
 log = logging.getLogger("skinground")
 
 
 def main(snakemake) -> None:
     attributes = snakemake.params.attributes
-    manifest = pl.read_parquet(snakemake.input.manifest)
+    manifest = read_parquet(snakemake.input.manifest)
     train, test = Space(snakemake.input.train), Space(snakemake.input.test)
 
     def of(ids):

@@ -5,10 +5,11 @@ import polars as pl
 from skinground import script, split
 from skinground.attributes import ID_COLUMN
 from skinground.io import write_json, write_lines
+from skinground.tables import read_parquet
 
 
 def main(snakemake) -> None:
-    assigned = split.split_patients(pl.read_parquet(snakemake.input.manifest),
+    assigned = split.split_patients(read_parquet(snakemake.input.manifest),
                                     **snakemake.params.split)
     for name in ("train", "test"):
         write_lines(snakemake.output[name],

@@ -59,11 +59,12 @@ def launch(a) -> int:
     from torch.distributed.run import run as torchrun
 
     from skinground import train
+    from skinground.batch import train_batch
     from skinground.checkpoints import lock_checkpoints
 
     nproc = n_processes(a.gpus)
     train.load_deepspeed_config(a.deepspeed)
-    train.gradient_accumulation(a.train["global_batch"], a.train["per_device_batch"], nproc)
+    train_batch(a.train["global_batch"], a.train["per_device_batch"], nproc)
     lock = lock_checkpoints(a.checkpoints)  # held as long as this process lives
     args = ["--standalone", "--nproc_per_node", str(nproc), os.path.abspath(__file__),
             *sys.argv[1:]]

@@ -7,11 +7,12 @@ import polars as pl
 from skinground import groups, script, tuples
 from skinground.attributes import ID_COLUMN
 from skinground.io import atomic_path, read_lines, write_json
+from skinground.tables import read_parquet
 
 
 def main(snakemake) -> None:
     attributes, cfg = snakemake.params.attributes, snakemake.params.tuples
-    manifest = pl.read_parquet(snakemake.input.manifest)
+    manifest = read_parquet(snakemake.input.manifest)
     train = manifest.filter(pl.col(ID_COLUMN).is_in(read_lines(snakemake.input.train)))
     rows = tuples.sample_tuples(train, attributes, w=cfg["W"], seed=cfg["seed"])
     rows = groups.add_group_tuples(rows, train, snakemake.params.groups, attributes,

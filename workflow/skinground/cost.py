@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from skinground import memory
+from skinground.batch import train_batch
 from skinground.config import gpus_per_job, load_profile, runtime_limits
 from skinground.flops import (
     A6000_BANDWIDTH,
@@ -147,7 +148,9 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
     t_tokens = prompt + a.answer_tokens
     s_tokens = a.suffix_tokens + a.answer_tokens
     f_per_tuple = 3 * forward_flops(spec, tokens=t_tokens, image_tokens=m, lm_tokens=t_tokens)
-    per_batch = int(config["train"]["per_device_batch"])
+    g_train = gpus.get("train", a.gpus) or a.gpus
+    per_batch = train_batch(int(config["train"]["global_batch"]),
+                            int(config["train"]["per_device_batch"]), g_train)[0]
     w_per_image = n_attr if w == "all" else int(w)
     images_per_batch = min(per_batch, (per_batch + w_per_image - 1) / w_per_image)
     f_per_image = 3 * (images_per_batch / per_batch
@@ -155,7 +158,6 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
                        + forward_flops(spec, tokens=s_tokens, image_tokens=0,
                                        lm_tokens=s_tokens))
     layout = config["train"]["layout"]
-    g_train = gpus.get("train", a.gpus) or a.gpus
     train_basis = "measured" if "train_mfu" in a.measured else "assumed"
     for name, f_tuple in (("per_image", f_per_image), ("per_tuple", f_per_tuple)):
         f_train = f_tuple * tuples * epochs

@@ -122,5 +122,19 @@ def write_lines(path: str | os.PathLike, lines: list[str]) -> None:
     write_text(path, "".join(f"{line}\n" for line in lines))
 
 
+def unwritable_folders(paths) -> list[Path]:
+    """The folders, among those that writing ``paths`` needs, that this user cannot write in:
+    for each path, the nearest existing folder above it (a new file or folder is made there,
+    an old one replaced there). Sorted, each once."""
+    blocked = set()
+    for path in map(Path, paths):
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            blocked.add(folder)
+    return sorted(blocked)
+
+
 def read_lines(path: str | os.PathLike) -> list[str]:
     return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line]

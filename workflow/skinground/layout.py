@@ -23,16 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 from PIL import Image
+from transformers import modeling_utils
 
 from skinground import prefix as P
 from skinground.attributes import ID_COLUMN
 from skinground.data import DataError, ImageStore, open_images
 from skinground.errors import InputError
 from skinground.models import EOS_TOKEN, chat_prompt
+from skinground.tables import read_parquet
 
+#: Newer transformers (5.25; not 5.17) take a boolean mask as ``logits_to_keep``
+#: (``modeling_utils.slice_logits_to_keep``); before, every position's logits, then the mask.
+MASKED_LOGITS = hasattr(modeling_utils, "slice_logits_to_keep")
 TUPLE_COLUMNS = (ID_COLUMN, "attribute", "question", "answer")
 IGNORE_INDEX = -100
 LAYOUTS = ("per_tuple", "per_image")
@@ -65,10 +69,7 @@ class TupleDataset(torch.utils.data.Dataset):
         path = Path(tuples_parquet)
         if not path.is_file():
             raise TrainError(f"tuples file not found: {path}")
-        try:
-            frame = pl.read_parquet(path)
-        except (OSError, pl.exceptions.PolarsError) as err:
-            raise TrainError(f"{path}: not a readable parquet file: {err}") from err
+        frame = read_parquet(path)
         missing = [c for c in TUPLE_COLUMNS if c not in frame.columns]
         if missing:
             raise TrainError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -329,9 +330,9 @@ def image_once_loss(model, inputs: Mapping[str, torch.Tensor], *,
         out = model(input_ids=inputs["suffix_ids"][part, :width],
                     attention_mask=torch.cat([prefix["attention_mask"][rows[part]], mask], 1),
                     position_ids=P.suffix_positions(next_position[rows[part]], width),
-                    use_cache=True, logits_to_keep=predicts,
+                    use_cache=True, logits_to_keep=predicts if MASKED_LOGITS else 0,
                     **{P.cache_kwarg(backbone): part_cache})
-        logits.append(out.logits)
+        logits.append(out.logits if MASKED_LOGITS else out.logits[predicts])
         labels.append(targets[part, :width][predicts])
     return core.loss_function(logits=torch.cat(logits, dim=-2), labels=None,
                               shift_labels=torch.cat(labels),

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from skinground.batch import train_batch
 from skinground.flops import QWEN2VL_7B, QwenSpec, encoder_specs, param_counts
 from skinground.plan import group_method as plan_group_method
 from skinground.plan import method as plan_method
@@ -94,6 +95,7 @@ class Workload:
     methods: tuple[str, ...] = ()
     group_methods: tuple[str, ...] = ()
     W: int = 5
+    #: tuples per training process and forward pass on ``train_gpus`` GPUs (batch.train_batch)
     per_device_batch: int = 4
     train_gpus: int = 4
     #: the probe's cross-validation folds and the models it probes (their image spaces)
@@ -119,7 +121,9 @@ class Workload:
                    methods=tuple(config["retrieve"]["methods"]),
                    group_methods=tuple(retrieval_jobs(config)),
                    W=len(attrs) if w == "all" else int(w),
-                   per_device_batch=int(config["train"]["per_device_batch"]),
+                   per_device_batch=train_batch(int(config["train"]["global_batch"]),
+                                                int(config["train"]["per_device_batch"]),
+                                                sizes.get("train_gpus", cls.train_gpus))[0],
                    probe_folds=int(config["probe"]["folds"]),
                    probed=tuple(probed_models(config)),
                    encoder_widths={name: spec.embedding for name, spec

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from skinground.attributes import GROUP_TAG, ID_COLUMN
+from skinground.tables import read_parquet
 
 #: Trailing special tokens a decoded answer may still carry.
 _TRAILING_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -237,9 +238,9 @@ def read_answers(predictions, manifest, train_ids_file, attributes: Mapping[str,
     attribute's train mean (``train_ids_file``: the train split's ids)."""
     from skinground.io import read_lines
 
-    manifest = pl.read_parquet(manifest)
+    manifest = read_parquet(manifest)
     means = train_means(manifest, read_lines(train_ids_file), list(attributes))
-    return pl.read_parquet(predictions), manifest, means
+    return read_parquet(predictions), manifest, means
 
 
 # ---------------------------------------------------------------- intervals, robust metrics

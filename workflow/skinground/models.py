@@ -22,11 +22,12 @@ from typing import Any
 import torch
 from PIL import Image
 from transformers import (
-    AutoImageProcessor,
+    CLIPImageProcessorPil,
     CLIPModel,
     PreTrainedModel,
     Qwen2VLForConditionalGeneration,
     Qwen2VLProcessor,
+    SiglipImageProcessorPil,
     SiglipModel,
 )
 from transformers.image_utils import SizeDict, make_flat_list_of_images
@@ -74,10 +75,10 @@ SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 
 MLLM_MODEL_TYPE = "qwen2_vl"
 #: The image encoders' formats (config ``model.encoders.<name>.format``): transformers' model
-#: class and the ``model_type`` its folder's config.json must name.
-ENCODER_FORMATS: dict[str, tuple[type[PreTrainedModel], str]] = {
-    "clip": (CLIPModel, "clip"),
-    "siglip": (SiglipModel, "siglip"),
+#: class, the ``model_type`` its folder's config.json must name, and its PIL image processor.
+ENCODER_FORMATS: dict[str, tuple[type[PreTrainedModel], str, type]] = {
+    "clip": (CLIPModel, "clip", CLIPImageProcessorPil),
+    "siglip": (SiglipModel, "siglip", SiglipImageProcessorPil),
 }
 #: The resampling filters a preprocessing may name.
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -236,13 +237,13 @@ def load_encoder(path: str | os.PathLike, fmt: str, *, preprocessing: Mapping | 
     if fmt not in ENCODER_FORMATS:
         raise ModelLoadError(f"unknown encoder format {fmt!r} (known: "
                              f"{', '.join(ENCODER_FORMATS)})")
-    model_class, model_type = ENCODER_FORMATS[fmt]
+    model_class, model_type, processor_class = ENCODER_FORMATS[fmt]
     root = _check_model_dir(path, model_type)
     try:
         # the PIL processor always: the torchvision one needs torchvision and resizes
         # differently, so the same config would give other features where it is installed
-        image_processor = AutoImageProcessor.from_pretrained(root, local_files_only=True,
-                                                             backend="pil")
+        # (named: transformers 5.17's AutoImageProcessor needs torchvision whatever the backend)
+        image_processor = processor_class.from_pretrained(root, local_files_only=True)
         model = model_class.from_pretrained(root, dtype=dtype, local_files_only=True)
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise ModelLoadError(f"could not load {model_class.__name__} from {root}: {err}") from err

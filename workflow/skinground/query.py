@@ -30,6 +30,7 @@ from skinground.errors import InputError
 from skinground.metrics import parse_group_answer, parse_number
 from skinground.outputs import Results
 from skinground.retrieve import CandidateFn, TopK, hierarchical
+from skinground.tables import read_parquet
 
 
 def as_stored(vectors) -> np.ndarray:
@@ -208,7 +209,7 @@ class Run:
         self.im_index = load_index(self.results.index("tuned", out.IMAGE_SPACE))
         with np.load(self.results.space("tuned", "train", out.IMAGE_SPACE)) as f:
             self.train_ids = f["ids"].tolist()
-        self.manifest = pl.read_parquet(self.results / out.MANIFEST)
+        self.manifest = read_parquet(self.results / out.MANIFEST)
         self.store = open_images(path(self.config["data"]["images"]))
         return self
 

@@ -21,6 +21,7 @@ import polars as pl
 from skinground.attributes import ID_COLUMN
 from skinground.errors import InputError
 from skinground.io import atomic_path
+from skinground.tables import read_parquet
 
 PREDICTION_SCHEMA = {ID_COLUMN: pl.String, "attribute": pl.String, "answer": pl.String,
                      "value": pl.Float64}
@@ -61,9 +62,9 @@ def merge_predictions(paths: Sequence[str | os.PathLike]) -> pl.DataFrame:
     parts, seen = [], set()
     for path in paths:
         try:
-            frame = pl.read_parquet(path)
-        except (OSError, pl.exceptions.PolarsError) as err:
-            raise ShardError(f"{path}: not a readable predictions shard: {err}") from err
+            frame = read_parquet(path)
+        except InputError as err:
+            raise ShardError(f"not a readable predictions shard: {err}") from None
         missing = [c for c in ("model", *PREDICTION_SCHEMA) if c not in frame.columns]
         if missing:
             raise ShardError(f"{path}: not a predictions shard (no column {missing[0]})")

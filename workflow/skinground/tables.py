@@ -4,8 +4,30 @@ README's generated tables)."""
 from __future__ import annotations
 
 import math
+import os
 
 import polars as pl
+
+from skinground.errors import InputError
+
+#: What to do about a damaged table.
+REMAKE = "delete it and rerun the workflow to remake it"
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pl.DataFrame:
+    """The table at ``path`` (only ``columns``, if given). A missing, cut or damaged file
+    raises ``InputError`` in one line naming it and the fix, not polars' error."""
+    try:
+        return pl.read_parquet(path, columns=columns)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, pl.exceptions.PolarsError) as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        reason = lines[0] if lines else type(err).__name__
+        if isinstance(err, pl.exceptions.ColumnNotFoundError):
+            raise InputError(f"{path}: {reason}") from None
+        raise InputError(f"{path}: not a readable parquet file ({reason[:160]}); "
+                         f"{REMAKE}") from None
 
 
 def markdown_table(table: pl.DataFrame, *, digits: int = 3, null: str = "-") -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from skinground import provenance
+from skinground.batch import train_batch
 from skinground.checkpoints import (
     complete_checkpoints,
     mark_finished,
@@ -67,16 +68,6 @@ def load_deepspeed_config(path: str | os.PathLike) -> dict:
         raise TrainError(f"DeepSpeed config {p}: zero_optimization.stage must be 2 (ZeRO-2), "
                          f"got {stage!r}")
     return config
-
-
-def gradient_accumulation(global_batch: int, per_device_batch: int, world_size: int) -> int:
-    """``global_batch / (per_device_batch x world_size)``; it must divide exactly."""
-    per_step = per_device_batch * world_size
-    if global_batch < per_step or global_batch % per_step:
-        raise TrainError(
-            f"train.global_batch ({global_batch}) must be a multiple of train.per_device_batch "
-            f"({per_device_batch}) x processes ({world_size}) = {per_step}")
-    return global_batch // per_step
 
 
 def world_size() -> int:
@@ -148,8 +139,8 @@ def training_arguments(train_cfg: Mapping, *, checkpoint_dir: str | os.PathLike,
     """HF ``TrainingArguments`` from the ``train`` config section."""
     from transformers import TrainingArguments
 
-    accumulation = gradient_accumulation(int(train_cfg["global_batch"]),
-                                         int(train_cfg["per_device_batch"]), world)
+    per_device, accumulation = train_batch(int(train_cfg["global_batch"]),
+                                           int(train_cfg["per_device_batch"]), world)
     warmup = float(train_cfg.get("warmup_ratio", 0.0))
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
@@ -160,7 +151,7 @@ def training_arguments(train_cfg: Mapping, *, checkpoint_dir: str | os.PathLike,
         weight_decay=float(train_cfg["weight_decay"]),
         num_train_epochs=float(train_cfg["epochs"]),
         max_steps=int(train_cfg["max_steps"]),
-        per_device_train_batch_size=int(train_cfg["per_device_batch"]),
+        per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
         bf16=bf16,
         fp16=False,
@@ -177,7 +168,6 @@ def training_arguments(train_cfg: Mapping, *, checkpoint_dir: str | os.PathLike,
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
         report_to="none",
-        activation_checkpointing=False,  # formerly gradient_checkpointing
         disable_tqdm=True,
         save_only_model=False,
     )
@@ -389,6 +379,7 @@ def train(*, code: str, base: str | os.PathLike, tuples: str | os.PathLike,
         "images": n_images,
         "layout": layout,
         "processes": world,
+        "per_device_batch": args.per_device_train_batch_size,
         "gradient_accumulation": args.gradient_accumulation_steps,
         "global_batch": int(train_cfg["global_batch"]),
         "precision": "bf16" if bf16 else "fp32",
