@@ -191,9 +191,9 @@ class Run:
         return made, space
 
     def load(self):
-        """The tuned model and processor (under the pixel budget it was trained with, from
-        its record), the h_im index of the train images and their ids, the manifest and the
-        image store (opened once, for every query image)."""
+        """The manifest, the train images' ids and h_im index, the image store (opened once,
+        for every query image), and last the tuned model and processor (under the pixel
+        budget it was trained with, from its record)."""
         from skinground.data import open_images
         from skinground.index import load_index
         from skinground.models import load_qwen
@@ -204,13 +204,14 @@ class Run:
 
         made, space = self.made_together()
         self.h_ima_token = space["h_ima_token"]
-        self.model, self.processor = load_qwen(
-            path(self.config["model"]["base"]), made["pixels"], self.results / out.ADAPTER)
-        self.im_index = load_index(self.results.index("tuned", out.IMAGE_SPACE))
+        # The run's files first, the model last: a damaged one is named before any model work.
+        self.manifest = read_parquet(self.results / out.MANIFEST)
         with np.load(self.results.space("tuned", "train", out.IMAGE_SPACE)) as f:
             self.train_ids = f["ids"].tolist()
-        self.manifest = read_parquet(self.results / out.MANIFEST)
+        self.im_index = load_index(self.results.index("tuned", out.IMAGE_SPACE))
         self.store = open_images(path(self.config["data"]["images"]))
+        self.model, self.processor = load_qwen(
+            path(self.config["model"]["base"]), made["pixels"], self.results / out.ADAPTER)
         return self
 
 
