@@ -12,8 +12,8 @@ For each case three things are checked:
 - ``results/`` holds the same bytes before and after (logs and benchmarks aside: nothing
   half-written, nothing overwritten), and a query's ``--out`` file is untouched.
 
-The cases are ``bench/bad_inputs.yaml``. Writes ``bench/results/bad_inputs.json``; the
-README's "Reliability" block is generated from it (``python bench/readme.py``).
+The cases are ``bench/bad_inputs.yaml``. Writes ``bench/results/bad_inputs.json``;
+docs/reliability.md's block is generated from it (``python bench/readme.py``).
 
     python bench/bad_inputs.py [--only NAME ...]
 """
@@ -35,13 +35,14 @@ import h5py
 import kill_resume
 import numpy as np
 import yaml
-from demo_dag import copy_workflow
 from PIL import Image
-from timing import machine
 
-from skinground import outputs as out
-from skinground.io import write_json
-from skinground.outputs import Results
+from skinground.core import outputs as out
+from skinground.core.io import write_json
+from skinground.core.outputs import Results
+
+from demo_dag import copy_workflow
+from timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["config.yaml", "profiles/demo/demo-config.yaml", "small.yaml"]

@@ -22,9 +22,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from skinground import outputs as out
-from skinground.io import write_json
-from skinground.outputs import Results
+from skinground.core import outputs as out
+from skinground.core.io import write_json
+from skinground.core.outputs import Results
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ outputs it records:
 - ``evaluate/summary.csv``: the medians with their intervals, every method (the encoders
   included).
 
-Writes ``bench/results/demo_stats.json``; the README's "Statistics" block is generated from it
+Writes ``bench/results/demo_stats.json``; docs/statistics.md's block is generated from it
 (``python bench/readme.py``).
 
     python bench/demo_stats.py [--seeds 0 1]
@@ -32,16 +32,17 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
-import yaml
+
+from skinground.core import outputs as out
+from skinground.core.config import load
+from skinground.core.io import write_json
+from skinground.core.outputs import Results
+from skinground.core.tables import read_parquet
+from skinground.evaluation import group_criterion, significance
+
 from demo_dag import copy_workflow
 from fidelity import run_demo, seed_overrides
 from timing import machine
-
-from skinground import group_criterion, significance
-from skinground import outputs as out
-from skinground.io import write_json
-from skinground.outputs import Results
-from skinground.tables import read_parquet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ def read_run(results: Path) -> dict:
     for template, key in TABLES.items():
         path = results / template
         record[key] = pl.read_csv(path).to_dicts() if path.is_file() else None
-    config = yaml.safe_load((results / out.RUN_CONFIG).read_text())
+    config = load([results / out.RUN_CONFIG])
     alpha = config["stats"]["alpha"]
     record["test_unit"] = config["stats"]["test_unit"]
     record["pairs"] = int(pl.read_csv(results / out.PAIRED_TESTS)["n"].max())

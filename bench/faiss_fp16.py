@@ -10,7 +10,7 @@ counts the queries whose top-k (set, and order) differs from the float32 index's
 
     python bench/faiss_fp16.py [--train 100000] [--queries 2000] [--run results/demo]
 
-Writes ``bench/results/faiss_fp16.json``. The index stays float32 (``skinground.index``):
+Writes ``bench/results/faiss_fp16.json``. The index stays float32 (``skinground.retrieval.index``):
 one space of the paper's run is 4.05 GB, which fits a 48 GB A6000 with room to spare, so the
 float16 index would buy nothing that is needed, and this measures what it would cost.
 """
@@ -23,11 +23,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from timing import machine
 
-from skinground.index import normalize
-from skinground.io import write_json
-from skinground.spaces import Space
+from skinground.core.io import write_json
+from skinground.retrieval.index import normalize
+from skinground.retrieval.spaces import Space
+
+from timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 

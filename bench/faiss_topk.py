@@ -18,10 +18,11 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from timing import best_of, machine
 
-from skinground.index import build_index, gpu_available, normalize, search
-from skinground.io import write_json
+from skinground.core.io import write_json
+from skinground.retrieval.index import build_index, gpu_available, normalize, search
+
+from timing import best_of, machine
 
 REPO = Path(__file__).resolve().parents[1]
 

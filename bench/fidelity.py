@@ -8,7 +8,7 @@ the tuned model's test R², and the counts of ``skinground.fidelity`` over the 1
 
 Targets (issue: the demo shows the paper's finding): c_beats_d >= 12, a_beats_c >= 10,
 r2_positive >= 12, r2_half >= 6, on every seed. Writes ``bench/results/fidelity.json``; the
-README's "What the demo shows" is generated from it (``python bench/readme.py``).
+README's demo table and docs/demo.md are generated from it (``python bench/readme.py``).
 
     python bench/fidelity.py [--seeds 0 1]
 """
@@ -25,14 +25,16 @@ from pathlib import Path
 
 import polars as pl
 import yaml
-from demo_dag import copy_workflow
-from timing import machine
 
-from skinground import fidelity
-from skinground import outputs as out
-from skinground.fidelity import TARGETS
-from skinground.io import write_json
-from skinground.outputs import Results
+from skinground.core import outputs as out
+from skinground.core.config import load
+from skinground.core.io import write_json
+from skinground.core.outputs import Results
+
+import demo_targets
+from demo_dag import copy_workflow
+from demo_targets import TARGETS
+from timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +52,7 @@ def read_groups(results: Path) -> list[dict] | None:
 
 def read_run(results: Path) -> dict:
     """One run's medians, R², counts (skinground.fidelity) and group table."""
-    return {**fidelity.read_run(results), "groups": read_groups(results)}
+    return {**demo_targets.read_run(results), "groups": read_groups(results)}
 
 
 def run_demo(work: Path, overrides: dict, what: str) -> float:
@@ -72,7 +74,7 @@ def run_record(work: Path, seed: int, wall: float) -> dict:
     run = Results.of_run("demo", work)
     record = read_run(run.root)
     train = json.loads((run / out.TRAIN_SUMMARY).read_text())
-    config = yaml.safe_load((run / out.RUN_CONFIG).read_text())
+    config = load([run / out.RUN_CONFIG])
     record.update(seed=seed, wall_seconds=round(wall, 1),
                   group_share=config["tuples"]["group_share"],
                   train={k: train.get(k) for k in ("layout", "steps", "seconds",
@@ -83,7 +85,7 @@ def run_record(work: Path, seed: int, wall: float) -> dict:
 
 def run_seed(seed: int, overrides: dict | None = None) -> dict:
     """One whole demo run with ``seed`` (and ``overrides`` merged over the demo config)."""
-    from skinground.config import deep_merge
+    from skinground.core.config import deep_merge
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

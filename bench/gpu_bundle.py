@@ -62,7 +62,7 @@ CARRIED = {
     "pydantic-core": "pydantic's requirement",
     "annotated-types": "pydantic's requirement",
     "typing-inspection": "pydantic's requirement",
-    "polars": "imported on the check's path (skinground.layout -> skinground.tables; "
+    "polars": "imported on the check's path (skinground.model.batches -> skinground.core.tables; "
               "bench/reference.py)",
     "polars-runtime-32": "polars' compiled engine (the bulk of the bundle)",
 }
@@ -73,7 +73,7 @@ LEFT_OUT = {
                  "runtime and cuBLAS wheels (hundreds of MiB) where the image's torch has "
                  "CUDA 13: the FAISS GPU vs CPU top-k phase is not run",
     "snakemake": "the workflow's runner, not the check's",
-    "jsonschema": "config validation (skinground.config); the check reads config.yaml "
+    "jsonschema": "config validation (skinground.core.config); the check reads config.yaml "
                   "with yaml alone",
 }
 

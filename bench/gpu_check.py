@@ -20,7 +20,7 @@ out-of-memory error in one is recorded in the result and the other still runs):
    ratio of the two layouts. ``ranks`` holds each rank's own tuples/s and tokens/s, ``total``
    their sum; ``batch`` checks the global batch: every step the N ranks together trained
    exactly ``train.global_batch`` distinct tuples, each in micro-batches of the per-device
-   batch ``batch.train_batch`` gives for N processes, as many as its gradient accumulation
+   batch ``global_batch.train_batch`` gives for N processes, as many as its gradient accumulation
    (config.yaml's 16: 4 x 4 on one GPU, 4 x 1 on four). Embedding and prediction run on one GPU
    whatever N (the workflow runs them one job per GPU).
 2. embed: ``embed.prefix_shared_embeddings`` vs ``reference.naive_embeddings`` over ``--images``
@@ -28,14 +28,14 @@ out-of-memory error in one is recorded in the result and the other still runs):
 3. predict: image-once greedy generation (``predict.image_once_tokens``) vs one ``generate``
    per batch of the same (image, question) rows: seconds, ratio, MFU, identical rows.
 
-Each phase's peak GPU memory stands beside the memory model's (``skinground.memory``: the
+Each phase's peak GPU memory stands beside the memory model's (``skinground.cost.memory``: the
 train, embed_shard and predict_shard rules at the phase's shape and batch). ``phases`` sums
 each up (passed, MFU, peak vs model, exactness checks), ``failed`` names each phase that did
 not pass and why, ``ok`` is true when none failed; ``versions`` and (``--bundle``, from
 ``gpu_check.sh --offline``) ``bundle`` say which packages ran.
 
 MFU = model FLOPs / time / ``--peak-tflops`` (H200 bf16 dense 989; training: / ``--gpus``
-times it, its GPUs' mean MFU). Model FLOPs are ``skinground.cost``'s: 2 x parameters a token
+times it, its GPUs' mean MFU). Model FLOPs are the cost model's: 2 x parameters a token
 passes through per token forward (vision blocks per patch, decoder per token, LM head where
 logits are computed), 3x that for training (the 6·N·tokens convention); the cost model
 applies the same convention at A6000 scale.
@@ -62,7 +62,7 @@ import time
 import traceback
 from pathlib import Path
 
-from skinground.flops import H200_PEAK
+from skinground.cost.flops import H200_PEAK
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -218,8 +218,9 @@ def build(args, config: dict, torch):
     config.yaml's pixel budget. ``spec`` is the ``flops.QwenSpec`` its FLOPs are counted with."""
     from transformers import Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    from skinground import flops, models
+    from skinground.cost import flops
     from skinground.demo import tiny
+    from skinground.model import loading
 
     questions = questions_of(config)
     corpus = [f"{q} {v}" for q in questions for v in ("12.34", "0.57", "-1.25", "250.10")]
@@ -245,9 +246,9 @@ def build(args, config: dict, torch):
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=dims["patch_size"], merge_size=dims["spatial_merge"], temporal_patch_size=2,
         min_pixels=mn, max_pixels=mx)
-    processor = models.ImageOnlyQwen2VLProcessor(image_processor, tokenizer,
-                                                 chat_template=models.QWEN2VL_CHAT_TEMPLATE)
-    models.configure_pixels(processor, min_pixels=mn, max_pixels=mx)
+    processor = loading.ImageOnlyQwen2VLProcessor(image_processor, tokenizer,
+                                                 chat_template=loading.QWEN2VL_CHAT_TEMPLATE)
+    loading.configure_pixels(processor, min_pixels=mn, max_pixels=mx)
     spec = flops.QwenSpec(
         text_hidden=dims["text_hidden"], intermediate=dims["intermediate"],
         layers=dims["layers"], heads=dims["heads"], kv_heads=dims["kv_heads"],
@@ -276,11 +277,11 @@ def memory(torch) -> dict:
 
 
 def memory_model(rule: str, config: dict, spec, measured: dict, **sizes) -> dict:
-    """The memory model's GPU peak (``skinground.memory.rule_peaks``: bf16 weights) of the
+    """The memory model's GPU peak (``skinground.cost.memory.rule_peaks``: bf16 weights) of the
     workflow rule a phase stands for, at the phase's model shape and batch (``sizes``: fields
     of ``memory.Workload``), beside the phase's measured peak where there is one (a GPU). A
     model that cannot be evaluated is an ``error`` here, never the phase's failure."""
-    from skinground import memory as M
+    from skinground.cost import memory as M
 
     try:
         work = dataclasses.replace(M.Workload.from_config(config), **sizes)
@@ -299,7 +300,7 @@ def prompt_tokens(processor, model, images, questions) -> tuple[list[int], list[
     """For the FLOP counts: per image its prefix's tokens and image tokens, per question its
     suffix's tokens (the cut of ``prefix.split_template``, the one extraction and generation
     share)."""
-    from skinground import prefix as P
+    from skinground.model import prefix as P
 
     prefix, suffixes = P.split_template(processor, questions)
     tok = processor.tokenizer
@@ -316,7 +317,7 @@ def prompt_tokens(processor, model, images, questions) -> tuple[list[int], list[
 
 
 class Tuples(list):
-    """Training items (dicts) that also give their ids, as ``layout.TupleDataset`` does (the
+    """Training items (dicts) that also give their ids, as ``batches.TupleDataset`` does (the
     per-image sampler groups by them)."""
 
     @property
@@ -366,10 +367,11 @@ def phase_train(args, config: dict) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from skinground import flops
-    from skinground import train as T
-    from skinground.layout import collator as layout_collator
-    from skinground.lora import attach_lora
+    from skinground.core.sections import bookkeeping, tracked
+    from skinground.cost import flops
+    from skinground.model import train as T
+    from skinground.model.batches import collator as layout_collator
+    from skinground.model.lora import attach_lora
 
     world, rank = T.world_size(), int(os.environ.get("RANK", "0"))
     if torch.cuda.is_available() and torch.cuda.device_count() < world:
@@ -384,7 +386,8 @@ def phase_train(args, config: dict) -> dict:
     result: dict = {"rank": rank, "processes": world, "precision": train_cfg["precision"],
                     "layout": args.layout, "warmup_steps": args.warmup_steps}
     with tempfile.TemporaryDirectory(prefix="gpu_check_train.") as tmp:
-        targs = T.training_arguments(train_cfg, checkpoint_dir=tmp,
+        targs = T.training_arguments(tracked("train", train_cfg),
+                                     bookkeeping("train", train_cfg), checkpoint_dir=tmp,
                                      deepspeed_config=REPO / config["train"]["deepspeed"],
                                      world=world, bf16=bf16)
         result["device"] = device_info(torch)
@@ -482,7 +485,7 @@ def combine_train(parts: list[dict], *, global_batch: int, per_device_cap: int,
     own step times) are in ``ranks``. ``batch`` checks the global batch: every step the ranks
     together trained exactly ``global_batch`` tuples, each rank in micro-batches of
     ``train_batch``'s per-device batch, as many as its accumulation, no tuple twice."""
-    from skinground.batch import train_batch
+    from skinground.model.global_batch import train_batch
 
     n, first = len(parts), parts[0]
     steps = min(len(p["step_records"]) for p in parts)
@@ -577,7 +580,8 @@ def combine_train(parts: list[dict], *, global_batch: int, per_device_cap: int,
 def phase_embed(args, config: dict) -> dict:
     import torch
 
-    from skinground import embed, flops
+    from skinground.cost import flops
+    from skinground.model import embed
 
     from reference import naive_embeddings
 
@@ -589,6 +593,7 @@ def phase_embed(args, config: dict) -> dict:
     result["build_seconds"] = time.perf_counter() - t0
     result["parameters"] = parameters
     questions = questions_of(config)
+    token = config["embed"]["h_ima_token"]  # where h_im,a is read, both ways
     images = tiles(args.images, args.seed)
     sizes = args.batch_images or (
         [int(config["embed"]["batch_images"])]
@@ -621,8 +626,8 @@ def phase_embed(args, config: dict) -> dict:
 
     # Warm-up: allocator, kernels, tokenizer caches.
     embed.prefix_shared_embeddings(model, processor, images[:sizes[0]], questions,
-                                   batch_images=sizes[0])
-    naive_embeddings(model, processor, images[:1], questions)
+                                   batch_images=sizes[0], token=token)
+    naive_embeddings(model, processor, images[:1], questions, token=token)
     sync(torch)
 
     shared_runs, reference = {}, None
@@ -631,7 +636,7 @@ def phase_embed(args, config: dict) -> dict:
             sync(torch)
             t = time.perf_counter()
             out = embed.prefix_shared_embeddings(model, processor, images, questions,
-                                                 batch_images=bi)
+                                                 batch_images=bi, token=token)
             sync(torch)
             dt = time.perf_counter() - t
             fl = sum(f_shared(k) for k in range(len(images)))
@@ -650,7 +655,7 @@ def phase_embed(args, config: dict) -> dict:
     t = time.perf_counter()
     try:
         for im in images:
-            e_im, e_ima = naive_embeddings(model, processor, [im], questions)
+            e_im, e_ima = naive_embeddings(model, processor, [im], questions, token=token)
             n_im.append(e_im)
             n_ima.append(e_ima)
             done += 1
@@ -702,8 +707,8 @@ def phase_predict(args, config: dict) -> dict:
     step per further token a row generated (its stop token included)."""
     import torch
 
-    from skinground import flops
-    from skinground.predict import image_once_tokens
+    from skinground.cost import flops
+    from skinground.model.predict import image_once_tokens
 
     from reference import generate_batch
 
@@ -959,8 +964,8 @@ def main(argv=None) -> int:
         return rc
 
     started = time.perf_counter()
-    from skinground.batch import train_batch
-    from skinground.errors import InputError
+    from skinground.core.errors import InputError
+    from skinground.model.global_batch import train_batch
 
     global_batch = int(config["train"]["global_batch"])
     per_device_cap = int(config["train"]["per_device_batch"])
@@ -1023,7 +1028,7 @@ def main(argv=None) -> int:
     result["ok"] = not result["failed"]
     result["seconds"] = time.perf_counter() - started
 
-    from skinground.io import write_json
+    from skinground.core.io import write_json
 
     write_json(args.out, result)
     for line in summary_lines(result):

@@ -16,7 +16,7 @@
 #       tests/test_gpu_bundle.py runs.
 #
 # --gpus N (passed through to gpu_check.py): the training phases on N GPUs, N ranks under
-# torchrun, config.yaml's global batch split over them (skinground.batch.train_batch), each
+# torchrun, config.yaml's global batch split over them (model.global_batch.train_batch), each
 # rank's throughput and the MFU against N GPUs' peak. The default is 1 whatever the node has:
 # one GPU without communication, as every earlier gpu.json measured, the same on any node.
 # The paper trained on 4: --gpus 4 on a node with 4 measures that, communication included.

@@ -17,10 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
+from skinground.core.io import write_json
+
 from fidelity import run_seed
 from timing import machine
-
-from skinground.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 

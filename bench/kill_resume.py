@@ -33,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from skinground.core.io import write_json
+from skinground.core.outputs import Results
+
 from demo_dag import copy_workflow
 from timing import machine
-
-from skinground.io import write_json
-from skinground.outputs import Results
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = [sys.executable, "-m", "snakemake", "--profile", "profiles/demo"]

@@ -17,12 +17,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from timing import best_of, machine
 
-from skinground.evaluate import PercentileRanker, percentile_ranks
-from skinground.io import write_json
+from skinground.core.io import write_json
+from skinground.evaluation.percentile import PercentileRanker, percentile_ranks
 
 from reference import brute_force_percentile_ranks
+from timing import best_of, machine
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,14 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from timing import machine
 
-from skinground import models
-from skinground import outputs as out
-from skinground.config import load_config
+from skinground.core import outputs as out
+from skinground.core.config import load
+from skinground.core.io import write_json
 from skinground.demo import tiny
 from skinground.demo.lesions import render_tile
-from skinground.io import write_json
+from skinground.model import loading
+
+from timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.yaml"]
@@ -44,7 +45,7 @@ GOAL = 5.0
 
 
 class Tiles:
-    """An image store over rendered tiles (``read(id)`` as ``data.open_images`` gives)."""
+    """An image store over rendered tiles (``read(id)`` as ``images.open_images`` gives)."""
 
     def __init__(self, n: int, seed: int, lo: int, hi: int):
         rng = np.random.default_rng(seed)
@@ -56,7 +57,7 @@ class Tiles:
 
 
 def main(argv=None) -> dict:
-    from skinground.predict import generate_answers
+    from skinground.model.predict import generate_answers
 
     from reference import generate_per_question
 
@@ -76,17 +77,17 @@ def main(argv=None) -> dict:
                                                  else "predict.json")
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = load_config(args.configs)
+    config = load(args.configs)
     attributes, cfg = config["attributes"], config["predict"]
     if args.run:  # the run's own tuned model and test images
-        from skinground.data import open_images
+        from skinground.data.images import open_images
 
-        run_config = load_config([args.run / out.RUN_CONFIG])
+        run_config = load([args.run / out.RUN_CONFIG])
         attributes, cfg = run_config["attributes"], run_config["predict"]
         store = open_images(run_config["data"]["images"])
         ids = sorted((args.run / out.fill(out.SPLIT_IDS, split="test")).read_text().split()
                      )[: args.images]
-        model, processor = models.load_qwen(run_config["model"]["base"], run_config["model"],
+        model, processor = loading.load_qwen(run_config["model"]["base"], run_config["model"],
                                             adapter=args.run / out.ADAPTER)
     else:
         store = Tiles(args.images, args.seed, config["synthetic"]["min_px"],
@@ -96,7 +97,7 @@ def main(argv=None) -> dict:
             base = tiny.build_tiny_qwen2vl(Path(tmp) / "qwen2vl",
                                            corpus=tiny.demo_corpus(attributes),
                                            **config["model"]["tiny"])
-            model, processor = models.load_qwen(base, config["model"])
+            model, processor = loading.load_qwen(base, config["model"])
     rows = int(cfg["batch_images"]) * len(attributes)  # the same rows per batch both ways
     questions = {a: spec["question"] for a, spec in attributes.items()}
     ways = {

@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-import yaml
 from PIL import Image
-from timing import machine
 
-from skinground import embed, models
+from skinground.core.config import load
+from skinground.core.io import write_json
 from skinground.demo import tiny
 from skinground.demo.lesions import render_tile
 from skinground.demo.synthetic import tile_size
-from skinground.io import write_json
+from skinground.model import embed, loading
 
 from reference import naive_embeddings
+from timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,8 +75,9 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    config = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+    config = load([args.config])
     questions = [a["question"] for a in config["attributes"].values()]
+    token = config["embed"]["h_ima_token"]  # where h_im,a is read, both ways
     dims = dict(config["model"]["tiny"])
     images = tiles(args.images, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,19 +88,19 @@ def main(argv=None) -> dict:
                       "max_pixels": config["model"]["max_pixels"]}
         else:
             pixels = {"image_size": dims["image_size"]}
-        model, processor = models.load_mllm(model_dir, **pixels)
+        model, processor = loading.load_mllm(model_dir, **pixels)
 
     def naive():
-        return naive_embeddings(model, processor, images, questions)
+        return naive_embeddings(model, processor, images, questions, token=token)
 
     def shared():
         return embed.prefix_shared_embeddings(model, processor, images, questions,
-                                              batch_images=args.batch_images)
+                                              batch_images=args.batch_images, token=token)
 
     # Warm-up (allocator, kernels, tokenizer caches).
-    naive_embeddings(model, processor, images[:2], questions)
+    naive_embeddings(model, processor, images[:2], questions, token=token)
     embed.prefix_shared_embeddings(model, processor, images[:2], questions,
-                                   batch_images=args.batch_images)
+                                   batch_images=args.batch_images, token=token)
     t_naive, (n_im, n_ima) = timed(naive, args.repeats)
     t_shared, (s_im, s_ima) = timed(shared, args.repeats)
     diff_im = float((n_im - s_im).abs().max())

@@ -17,8 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-from skinground import calibration, outputs
-from skinground.io import write_text
+from skinground.core import outputs
+from skinground.core.io import write_text
+from skinground.cost import calibration
+
+#: What makes each measurement the workflow reads (``outputs.MEASURED``): name -> command.
+MADE_BY = {"gpu": "bash bench/gpu_check.sh (on a GPU)",
+           "tokens": "python bench/tokens.py (the 7B's tokenizer)"}
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +33,7 @@ def promote(name: str, *, bench: Path, root: Path) -> Path:
     returns the written path. Raises ``ValueError`` naming the file and the reason."""
     source = bench / f"{name}.json"
     if not source.is_file():
-        raise ValueError(f"{source}: not found; make it with {outputs.MEASUREMENTS[name]}")
+        raise ValueError(f"{source}: not found; make it with {MADE_BY[name]}")
     text = source.read_text(encoding="utf-8")
     try:
         record = json.loads(text)
@@ -44,7 +49,7 @@ def promote(name: str, *, bench: Path, root: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("names", nargs="+", choices=sorted(outputs.MEASUREMENTS))
+    p.add_argument("names", nargs="+", choices=sorted(MADE_BY))
     p.add_argument("--bench", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--root", type=Path, default=REPO, help="the checkout to update")
     args = p.parse_args(argv)

@@ -12,7 +12,7 @@ folder (so Snakemake reruns only what each change touches):
 
 Each variant's fidelity counts (``skinground.fidelity``: (c) > (d), (a) > (c), R² > 0,
 R² >= 0.5 over the 16 attributes), medians and R² go to ``bench/results/protocol.json``; the
-README's "Reproducing the paper" table of them is generated from it. The plain demo runs
+docs/reproducing.md's table of them is generated from it. The plain demo runs
 are ``bench/fidelity.py``'s runs, so they also rewrite ``bench/results/fidelity.json``.
 
     python bench/protocol.py [--seeds 0 1]
@@ -28,12 +28,12 @@ import json
 import tempfile
 from pathlib import Path
 
+from skinground.core.config import deep_merge, load
+from skinground.core.io import write_json
+
 from demo_dag import copy_workflow
 from fidelity import fidelity_result, run_demo, run_record, seed_overrides
 from timing import machine
-
-from skinground.config import deep_merge, load_config
-from skinground.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 #: The variants, each applied on top of the demo config (and its seed), in this order.
@@ -83,7 +83,7 @@ def write_fidelity(runs: list[dict], path: Path) -> None:
     ('-': nowhere). Runs recorded before run_record gave the group share get the demo's."""
     if str(path) == "-":
         return
-    share = load_config([REPO / "config.yaml", REPO / "profiles/demo/demo-config.yaml"]
+    share = load([REPO / "config.yaml", REPO / "profiles/demo/demo-config.yaml"]
                         )["tuples"]["group_share"]
     plain = [{"group_share": share, **{k: v for k, v in r.items()
                                        if k not in ("variant", "change")}}

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from skinground.demo.tiny import QWEN2_SPLIT_REGEX, build_tiny_qwen2vl
-from skinground.models import EOS_TOKEN, PAD_TOKEN, QWEN2VL_CHAT_TEMPLATE, SPECIAL_TOKENS
+from skinground.model.loading import EOS_TOKEN, PAD_TOKEN, QWEN2VL_CHAT_TEMPLATE, SPECIAL_TOKENS
 
 #: Qwen2's BPE: 151,643 ranks, then the special tokens; the 7B's embedding has 151,936 rows.
 QWEN2_RANKS = 151_643

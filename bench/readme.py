@@ -1,22 +1,29 @@
-"""The README's measured sections, regenerated from ``bench/results/*.json`` and the cost model.
+"""The measured sections of README.md and docs/*.md, regenerated from ``bench/results/*.json``
+and the cost model.
 
-Each generated block sits between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in
-README.md and is never edited by hand:
+Each generated block sits between ``<!-- generated: NAME ... -->`` and ``<!-- end: NAME -->``
+in whichever page holds it (README.md or a page of docs/; each block in exactly one) and is
+never edited by hand:
 
+- ``demo_summary``: the demo's means and counts, two seeds (``bench/fidelity.py``);
 - ``demo_model``: the demo's tiny Qwen2-VL, built as its ``build_models`` rule builds it;
-- ``demo``: what the demo shows (``bench/fidelity.py``: two seeds, five methods, R²);
+- ``demo``: what the demo shows, per attribute (``bench/fidelity.py``: two seeds, five
+  methods, R²);
 - ``protocol``: the paper's h_im,a token and sampler on the demo (``bench/protocol.py``);
+- ``layout_effect``: the paper's sampler against the image-once layout, from the same runs;
 - ``benchmarks``: the speed benchmarks (``bench/*.py``);
 - ``groups``: multi-attribute retrieval (``bench/groups.py``);
 - ``reliability``: killed runs and their reruns (``bench/kill_resume.py``);
 - ``bad_inputs``: damaged inputs through the real commands (``bench/bad_inputs.py``);
 - ``demo_stats``: claims, probes, robust R² and diagnosis agreement on the demo
   (``bench/demo_stats.py``);
-- ``cost``: ``python -m skinground.cost config.yaml`` (with ``bench/results/gpu.json`` when
-  it holds a GPU measurement).
+- ``cost``: ``python -m skinground.cost config.yaml`` (with ``resources/measured/gpu.json``
+  when it holds a GPU measurement);
+- ``scale``, ``stats_scale``: paper scale rehearsed (``bench/scale.py``,
+  ``bench/stats_scale.py``).
 
-    python bench/readme.py            # rewrite the blocks
-    python bench/readme.py --check    # exit 1 if README.md is not what the results give
+    python bench/readme.py            # rewrite the blocks, each in its page
+    python bench/readme.py --check    # exit 1 if a page is not what the results give
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-#: The columns of the demo table: the Qwen2-VL methods by letter (skinground.fidelity's keys);
+#: The columns of the demo table: the Qwen2-VL methods by letter (bench/demo_targets.py's keys);
 #: "e" is MONET in records made before the encoders were a list (now keyed by name).
 LETTERS = {"a": "(a) image+text", "b": "(b) hierarchical", "c": "(c) image",
            "d": "(d) untuned", "e": "(e) MONET"}
@@ -54,7 +61,7 @@ def demo_model_block() -> str:
 
     from transformers import Qwen2VLForConditionalGeneration
 
-    from skinground.config import load_config
+    from skinground.core.config import load as load_config
     from skinground.demo import tiny
 
     config = load_config([REPO / "config.yaml", REPO / "profiles/demo/demo-config.yaml"])
@@ -71,15 +78,49 @@ def demo_model_block() -> str:
             "trained in full come on top), built locally by its `build_models` rule.\n")
 
 
+def demo_methods(first: dict) -> dict[str, str]:
+    """The demo table's methods, key -> column title: (a)-(d), then each image encoder (e)
+    of the runs, in their order."""
+    keys = [*"abcd", *(k for k in first["medians"] if k not in "abcd")]
+    return {k: LETTERS.get(k) or first.get("titles", {}).get(k, k) for k in keys}
+
+
+def demo_summary_block() -> str:
+    """The front page's demo table: per seed, each method's mean over the attributes of its
+    median percentile, and the counts the targets are set on (``demo`` has them per
+    attribute)."""
+    fid = load("fidelity")
+    if fid is None:
+        return missing("fidelity", "python bench/fidelity.py")
+    runs = fid["runs"]
+    titles = demo_methods(runs[0])
+    n = len(runs[0]["labels"])
+    t = fid["targets"]
+    lines = [f"Each method's mean over the {n} attributes of the median percentile of the "
+             "retrieved images' attribute difference (random ≈ 50, lower is better; top 5 per "
+             f"test query), and on how many of the {n} attributes each count holds (R²: the "
+             "tuned model's answers):", "",
+             "| seed | " + " | ".join(titles.values()) + " | " + " | ".join(COUNT_TITLES)
+             + " |", "|---|" + "---:|" * (len(titles) + len(COUNTS)),
+             "| target |" + " |" * len(titles) + " "
+             + " | ".join(f"≥ {t[k]}" for k in COUNTS) + " |"]
+    for r in runs:
+        means = [sum(r["medians"][k].values()) / len(r["medians"][k]) for k in titles]
+        lines.append(f"| {r['seed']} | " + " | ".join(f"{m:.1f}" for m in means) + " | "
+                     + " | ".join(f"{r['counts'][k]}/{n}" for k in COUNTS) + " |")
+    lines += ["", f"Targets {'met on every seed' if fid['met'] else 'NOT all met'} "
+              "(`python bench/fidelity.py`; 2 CPU cores)."]
+    return "\n".join(lines) + "\n"
+
+
 def demo_block() -> str:
     fid = load("fidelity")
     if fid is None:
         return missing("fidelity", "python bench/fidelity.py")
     runs = fid["runs"]
     first = runs[0]
-    # (a)-(d), then each image encoder (e) of the runs, in their order
-    keys = [*"abcd", *(k for k in first["medians"] if k not in "abcd")]
-    titles = {k: LETTERS.get(k) or first.get("titles", {}).get(k, k) for k in keys}
+    titles = demo_methods(first)
+    keys = list(titles)
     seeds = " · ".join(f"seed {r['seed']}" for r in runs)
     lines = [f"Median percentile of the retrieved images' attribute difference (random ≈ 50, "
              f"lower is better; top 5 per test query) and the tuned model's test R² "
@@ -107,7 +148,7 @@ def demo_block() -> str:
     lines += ["", f"Targets {'met on every seed' if fid['met'] else 'NOT all met'} "
               "(`python bench/fidelity.py`, or `bench/protocol.py`'s plain runs; 2 CPU cores, "
               "times as measured, the machine possibly shared: the whole DAG alone is "
-              "`bench/demo_dag.py`'s, under Benchmarks)."]
+              "`bench/demo_dag.py`'s, in [the benchmarks](cost-and-scale.md#benchmarks))."]
     return "\n".join(lines) + "\n"
 
 
@@ -115,6 +156,47 @@ COUNTS = ("c_beats_d", "a_beats_c", "r2_positive", "r2_half")
 COUNT_TITLES = ("(c) beats (d)", "(a) beats (c)", "R² > 0", "R² ≥ 0.5")
 VARIANT_TITLES = {"demo": ("prompt_end", "per_image"), "question": ("**question**", "per_image"),
                   "per_tuple": ("prompt_end", "**per_tuple**")}
+
+
+#: The paper's choices that bench/protocol.py measures on the demo, as its verdicts name them.
+PROTOCOL_VARIANTS = {"question": "The paper's h_im,a token (the question's last token)",
+                     "per_tuple": "The paper's sampler (shuffled tuples, at equal tuples seen)"}
+
+
+def protocol_comparison(res: dict) -> tuple[str | None, dict[str, str]]:
+    """The seed-to-seed spread of the plain demo's counts, and per measured variant its
+    counts against the demo's, seed by seed, with whether they move beyond that spread
+    (``None, {}`` with fewer than two plain seeds)."""
+    by = {(r["variant"], r["seed"]): r for r in res["runs"]}
+    seeds = sorted({r["seed"] for r in res["runs"]})
+    plain = [by[("demo", s)] for s in seeds if ("demo", s) in by]
+    spread_of = "these runs"
+    if len(plain) < 2 and load("fidelity"):  # the plain demo's seeds, from fidelity.json
+        plain = load("fidelity")["runs"]
+        spread_of = (f"`bench/results/fidelity.json`, seeds "
+                     f"{' and '.join(str(r['seed']) for r in plain)}")
+    if len(plain) < 2:
+        return None, {}
+    spread = {k: max(r["counts"][k] for r in plain) - min(r["counts"][k] for r in plain)
+              for k in COUNTS}
+    spread_line = (f"- Seed-to-seed spread of the demo's own counts ({spread_of}): "
+                   + ", ".join(f"{t} {spread[k]}" for k, t in zip(COUNTS, COUNT_TITLES,
+                                                                 strict=True)) + ".")
+    verdicts = {}
+    for variant, what in PROTOCOL_VARIANTS.items():
+        diffs = {k: [by[(variant, s)]["counts"][k] - by[("demo", s)]["counts"][k]
+                     for s in seeds if (variant, s) in by and ("demo", s) in by]
+                 for k in COUNTS}
+        if not all(diffs.values()):
+            continue
+        beyond = [t for k, t in zip(COUNTS, COUNT_TITLES, strict=True)
+                  if max(abs(d) for d in diffs[k]) > max(spread[k], 1)]
+        change = ", ".join(f"{t} {'/'.join(f'{d:+d}' for d in diffs[k])}"
+                           for k, t in zip(COUNTS, COUNT_TITLES, strict=True))
+        verdict = ("within the seed-to-seed spread" if not beyond
+                   else f"beyond the seed-to-seed spread for {', '.join(beyond)}")
+        verdicts[variant] = f"- {what} against the demo's, per seed: {change}: {verdict}."
+    return spread_line, verdicts
 
 
 def protocol_block() -> str:
@@ -138,35 +220,9 @@ def protocol_block() -> str:
             lines.append(f"| {token} | {layout} | {seed} | "
                          + " | ".join(f"{c[k]}/16" for k in COUNTS)
                          + f" | {mean_r2:.2f} | {tr['steps']} steps, {tr['seconds']:.0f} s |")
-    plain = [by[("demo", s)] for s in seeds if ("demo", s) in by]
-    spread_of = "these runs"
-    if len(plain) < 2 and load("fidelity"):  # the plain demo's seeds, from fidelity.json
-        plain = load("fidelity")["runs"]
-        spread_of = (f"`bench/results/fidelity.json`, seeds "
-                     f"{' and '.join(str(r['seed']) for r in plain)}")
-    if len(plain) >= 2:
-        lines.append("")
-        spread = {k: max(r["counts"][k] for r in plain) - min(r["counts"][k] for r in plain)
-                  for k in COUNTS}
-        lines.append(f"- Seed-to-seed spread of the demo's own counts ({spread_of}): "
-                     + ", ".join(f"{t} {spread[k]}" for k, t in zip(COUNTS, COUNT_TITLES,
-                                                                   strict=True)) + ".")
-        for variant, what in (("question", "The paper's h_im,a token (the question's last "
-                                           "token)"),
-                              ("per_tuple", "The paper's sampler (shuffled tuples, at equal "
-                                            "tuples seen)")):
-            diffs = {k: [by[(variant, s)]["counts"][k] - by[("demo", s)]["counts"][k]
-                         for s in seeds if (variant, s) in by and ("demo", s) in by]
-                     for k in COUNTS}
-            if not all(diffs.values()):
-                continue
-            beyond = [t for k, t in zip(COUNTS, COUNT_TITLES, strict=True)
-                      if max(abs(d) for d in diffs[k]) > max(spread[k], 1)]
-            change = ", ".join(f"{t} {'/'.join(f'{d:+d}' for d in diffs[k])}"
-                               for k, t in zip(COUNTS, COUNT_TITLES, strict=True))
-            verdict = ("within the seed-to-seed spread" if not beyond
-                       else f"beyond the seed-to-seed spread for {', '.join(beyond)}")
-            lines.append(f"- {what} against the demo's, per seed: {change}: {verdict}.")
+    spread_line, verdicts = protocol_comparison(res)
+    if spread_line:
+        lines += ["", spread_line, *verdicts.values()]
     if len(seeds) < 2:
         lines += ["", f"The variants measured on seed {', '.join(map(str, seeds))} only so far; "
                   "a second seed: `python bench/protocol.py --seeds 1 --out B.json "
@@ -174,6 +230,20 @@ def protocol_block() -> str:
     lines += ["", "`python bench/protocol.py` (2 CPU cores; each variant in the same folder as "
               "the plain demo run, so only what the change touches reruns)."]
     return "\n".join(lines) + "\n"
+
+
+def layout_effect_block() -> str:
+    """The image-once training layout's effect on the demo: the paper's shuffled
+    one-sequence-per-tuple batches against it, at the same steps and tuples per step
+    (``bench/protocol.py``'s per_tuple runs)."""
+    res = load("protocol")
+    if res is None:
+        return missing("protocol", "python bench/protocol.py")
+    spread_line, verdicts = protocol_comparison(res)
+    if "per_tuple" not in verdicts:
+        return ("*Not measured yet: `python bench/protocol.py` runs the paper's sampler on the "
+                "demo's seeds beside the plain demo.*\n")
+    return f"{spread_line}\n{verdicts['per_tuple']}\n"
 
 
 def benchmarks_block() -> str:
@@ -328,19 +398,20 @@ def bad_inputs_block() -> str:
 
 def cost_block() -> str:
     sys.path.insert(0, str(REPO / "workflow"))
-    from skinground import calibration, cost, cost_report, outputs
-    from skinground.config import load_config
+    from skinground.core import outputs
+    from skinground.core.config import load as load_config
+    from skinground.cost import calibration, estimate, report
 
     # what the workflow's cost rule reads: the measurements promoted to resources/measured/
     config = load_config([REPO / "config.yaml"])
-    a = calibration.apply_file(cost.Assumptions(), REPO / outputs.GPU_MEASUREMENT,
+    a = calibration.apply_file(estimate.Assumptions(), REPO / outputs.GPU_MEASUREMENT,
                                required=False)
     a = calibration.apply_tokens(a, REPO / outputs.TOKEN_MEASUREMENT, required=False)
-    result = cost.estimate_with_profiles(config, a,
+    result = estimate.estimate_with_profiles(config, a,
                                          REPO / "profiles" / "default" / "config.yaml",
                                          REPO / "profiles" / "slurm" / "config.yaml")
     return ("Generated by `python -m skinground.cost config.yaml`:\n\n"
-            + cost_report.format_table(result) + "\n")
+            + report.format_table(result) + "\n")
 
 
 def _mib(x: float) -> str:
@@ -352,8 +423,8 @@ def scale_block() -> str:
     if sc is None:
         return missing("scale", "python bench/scale.py")
     sys.path.insert(0, str(REPO / "workflow"))
-    from skinground import memory
-    from skinground.config import load_profile
+    from skinground.core.config import load_profile
+    from skinground.cost import memory
 
     profile = load_profile(REPO / "profiles" / "default" / "config.yaml")
     site = load_profile(REPO / "profiles" / "slurm" / "config.yaml")
@@ -370,7 +441,7 @@ def scale_block() -> str:
              "cohort (all 16 attributes).", "",
              "Each job's exact peak (its address space's high-water mark, from its log); the "
              "largest job of each rule (retrieval: per method) at each size; the memory "
-             "model (`skinground.memory`) at the largest measured size and at the paper's "
+             "model (`skinground.cost.memory`) at the largest measured size and at the paper's "
              "282,564 x 118,495 (16 attributes), the straight line through the measurements "
              "extrapolated there, and the profile's `mem_mb`:", "",
              "| rule | measured peaks | model at the largest | paper scale: model · fit "
@@ -536,36 +607,83 @@ def stats_scale_block() -> str:
         f"{', '.join(pr['probed_spaces'])}).\n")
 
 
-BLOCKS = {"demo_model": demo_model_block, "demo": demo_block, "protocol": protocol_block,
+BLOCKS = {"demo_summary": demo_summary_block, "demo_model": demo_model_block,
+          "demo": demo_block, "protocol": protocol_block, "layout_effect": layout_effect_block,
           "benchmarks": benchmarks_block, "groups": groups_block,
           "reliability": reliability_block, "bad_inputs": bad_inputs_block,
           "demo_stats": demo_stats_block,
           "cost": cost_block, "scale": scale_block, "stats_scale": stats_scale_block}
 
+#: A block's opening marker; the rest of its line says where it comes from.
+OPENING = re.compile(r"<!-- generated: (\S+) ")
 
-def render(readme: str) -> str:
-    for name, make in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- generated: {name} .*?-->\n)(.*?)(<!-- end: {name} -->)",
-                             re.S)
-        if not pattern.search(readme):
-            raise SystemExit(f"README.md has no block '{name}'")
-        readme = pattern.sub(lambda m, make=make: m.group(1) + make() + m.group(3), readme)
-    return readme
+
+def pages() -> list[Path]:
+    """The pages that may hold generated blocks: README.md and every page of docs/."""
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def locate(texts: dict[Path, str]) -> dict[str, Path]:
+    """Each block's page. Refuses, naming it, a block no page holds, one that two places
+    hold, and a marker no function here makes."""
+    where: dict[str, Path] = {}
+    for path, text in texts.items():
+        for name in OPENING.findall(text):
+            if name not in BLOCKS:
+                raise SystemExit(f"{path.relative_to(REPO)}: a generated block '{name}' that "
+                                 f"bench/readme.py does not make (it makes: {', '.join(BLOCKS)})")
+            if name in where:
+                raise SystemExit(f"the generated block '{name}' is in "
+                                 f"{where[name].relative_to(REPO)} and again in "
+                                 f"{path.relative_to(REPO)}: keep one")
+            where[name] = path
+    absent = [name for name in BLOCKS if name not in where]
+    if absent:
+        raise SystemExit(f"no page holds the generated block(s) {', '.join(absent)} "
+                         "(README.md or docs/*.md: <!-- generated: NAME ... --> ... "
+                         "<!-- end: NAME -->)")
+    return where
+
+
+def render(text: str, names, path: Path = REPO / "README.md") -> str:
+    """``text`` with the blocks ``names`` regenerated between their markers."""
+    for name in names:
+        pattern = re.compile(rf"(<!-- generated: {re.escape(name)} .*?-->\n)(.*?)"
+                             rf"(<!-- end: {re.escape(name)} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"{path.relative_to(REPO)}: the block '{name}' has no "
+                             f"<!-- end: {name} --> after its opening")
+        made = BLOCKS[name]()
+        text = pattern.sub(lambda m, made=made: m.group(1) + made + m.group(3), text)
+    return text
+
+
+def render_pages() -> dict[Path, tuple[str, str]]:
+    """Every page that holds a block: its text now, and as the results make it."""
+    texts = {path: path.read_text(encoding="utf-8") for path in pages()}
+    where = locate(texts)
+    out = {}
+    for path, text in texts.items():
+        names = [name for name in BLOCKS if where[name] == path]
+        if names:
+            out[path] = (text, render(text, names, path))
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 on a difference")
     a = ap.parse_args(argv)
-    path = REPO / "README.md"
-    current = path.read_text(encoding="utf-8")
-    new = render(current)
-    if a.check:
-        if new != current:
-            print("README.md is out of date: run python bench/readme.py", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(new, encoding="utf-8")
+    stale = []
+    for path, (current, new) in render_pages().items():
+        if new == current:
+            continue
+        stale.append(str(path.relative_to(REPO)))
+        if not a.check:
+            path.write_text(new, encoding="utf-8")
+    if a.check and stale:
+        print(f"out of date: {', '.join(stale)}: run python bench/readme.py", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,13 +2,13 @@
 and benchmarks share; not production code (no rule imports this file).
 
 - :func:`naive_embeddings`: h_im and h_im,a by one full forward per (image, question), the
-  reference of :func:`skinground.embed.prefix_shared_embeddings`.
+  reference of :func:`skinground.model.embed.prefix_shared_embeddings`.
 - :func:`generate_per_question`: one ``generate`` per (image, question), the reference of
-  :func:`skinground.predict.generate_answers` (image-once).
+  :func:`skinground.model.predict.generate_answers` (image-once).
 - :func:`brute_force_percentile_ranks`: the O(N)-per-item count of the percentile, the
-  reference of :class:`skinground.evaluate.PercentileRanker`.
+  reference of :class:`skinground.evaluation.percentile.PercentileRanker`.
 - :func:`cumsum_bootstrap_median`: every replicate's median by the cumulative counts of
-  every sorted item, the reference of :func:`skinground.stats.bootstrap_median` (bins).
+  every sorted item, the reference of :func:`skinground.evaluation.stats.bootstrap_median` (bins).
 - :func:`image_token_count`, :func:`write_space`, :func:`paper_shaped_cohort`: what a test or
   a benchmark builds its inputs with.
 
@@ -27,8 +27,9 @@ import polars as pl
 import torch
 from PIL import Image
 
-from skinground import prefix as P
-from skinground.attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
+from skinground.core.io import atomic_path
+from skinground.core.progress import Progress
+from skinground.data.attributes import ID_COLUMN, PATIENT_COLUMN, TARGET_COLUMN
 from skinground.demo.synthetic import (
     SLICE3D_IMAGES,
     SLICE3D_MALIGNANT,
@@ -37,13 +38,12 @@ from skinground.demo.synthetic import (
     _images_per_patient,
     _malignant_images,
 )
-from skinground.embed import _hidden_size
-from skinground.evaluate import _pair, _percent, _require_members, _train_values
-from skinground.io import atomic_path
-from skinground.models import ImageOnlyQwen2VLProcessor, chat_prompt
-from skinground.predict import answers_frame, stop_ids
-from skinground.progress import Progress
-from skinground.spaces import STORED
+from skinground.evaluation.percentile import _pair, _percent, _require_members, _train_values
+from skinground.model import prefix as P
+from skinground.model.embed import _hidden_size
+from skinground.model.loading import ImageOnlyQwen2VLProcessor, chat_prompt
+from skinground.model.predict import answers_frame, stop_ids
+from skinground.retrieval.spaces import STORED
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +163,10 @@ def brute_force_percentile_ranks(train_values, query_values, retrieved_values) -
 
 
 def cumsum_bootstrap_median(boot, codes, values) -> np.ndarray:
-    """The median of every replicate of ``boot`` (``skinground.stats.Bootstrap``) by the
+    """The median of every replicate of ``boot`` (``skinground.evaluation.stats.Bootstrap``) by the
     cumulative counts of all n sorted items per replicate, O(B n): the middle positions of
     the repeated, sorted items found item by item (NaN where a replicate drew none)."""
-    from skinground.stats import _values
+    from skinground.evaluation.stats import _values
 
     codes, values = _values(codes, values)
     order = np.argsort(values, kind="stable")

@@ -23,13 +23,13 @@ per space and scales with them.
 Per rule: the largest peak of its jobs (each job's own high-water mark, ``VmHWM``, logged by
 ``script.run``; Snakemake's sampled ``max_rss`` is recorded beside it) and the wall time of its
 slowest job, then a least-squares line ``peak = a + b x`` over the sizes, with ``x`` what the
-rule's memory grows with (``skinground.memory``), evaluated at the paper's ``x``. The memory
+rule's memory grows with (``skinground.cost.memory``), evaluated at the paper's ``x``. The memory
 model's own prediction is written beside each measurement.
 
     python bench/scale.py [--sizes 25000 50000 100000] [--data-sizes 100000 200000 401059]
 
-Writes ``bench/results/scale.json``; ``python bench/readme.py`` regenerates the README's
-paper-scale section from it.
+Writes ``bench/results/scale.json``; ``python bench/readme.py`` regenerates the paper-scale
+section of docs/cost-and-scale.md from it.
 """
 
 from __future__ import annotations
@@ -54,30 +54,33 @@ import h5py
 import numpy as np
 import polars as pl
 import yaml
-from demo_dag import copy_workflow
 from PIL import Image
-from timing import machine
 
-from skinground import memory, outputs
-from skinground.attributes import ID_COLUMN, METADATA_COLUMNS, PAPER_ATTRIBUTES
-from skinground.demo.synthetic import SLICE3D_IMAGES, SLICE3D_PATIENTS
-from skinground.flops import encoder_specs
-from skinground.io import read_lines, write_json
-from skinground.memory import (
+from skinground.core import outputs
+from skinground.core.config import load
+from skinground.core.io import read_lines, write_json
+from skinground.core.outputs import IMAGE_SPACE, Results
+from skinground.core.plan import embed_models, group_space
+from skinground.cost import memory
+from skinground.cost.flops import encoder_specs
+from skinground.cost.memory import (
     GPU_BYTES,
     PAPER_TEST,
     PAPER_TRAIN,
     MiB,
     Workload,
-    driver,
+    evaluation_rows,
+    group_rows,
     profile_mem_mb,
     rule_peaks,
 )
-from skinground.outputs import IMAGE_SPACE, Results
-from skinground.plan import embed_models, group_space
-from skinground.shards import shard_ids, write_shard
+from skinground.data.attributes import ID_COLUMN, METADATA_COLUMNS, PAPER_ATTRIBUTES
+from skinground.data.shards import shard_ids, write_shard
+from skinground.demo.synthetic import SLICE3D_IMAGES, SLICE3D_PATIENTS
 
+from demo_dag import copy_workflow
 from reference import paper_shaped_cohort
+from timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 QWEN_WIDTH = 3584
@@ -88,6 +91,20 @@ PEAK = re.compile(r"peak memory \(max RSS\): ([\d.]+) MiB")
 
 
 # --------------------------------------------------------------------------- inputs
+
+
+def driver(rule: str, w: Workload) -> float:
+    """What a measured rule's memory grows with (the fit's x)."""
+    base = rule.split(":")[0]
+    if base in ("manifest", "split"):
+        return w.images
+    if base == "tuples":
+        return w.train_images
+    if base in ("evaluate", "figures"):
+        return evaluation_rows(w)
+    if base in ("evaluate_groups", "figure_groups"):
+        return group_rows(w)
+    return w.train_images
 
 
 def tiny_jpeg() -> bytes:
@@ -433,7 +450,7 @@ def main(argv=None) -> None:
     p.add_argument("--note", action="append", default=[],
                    help="a remark on how the measurement was made (repeatable; kept in --out)")
     args = p.parse_args(argv)
-    repo_config = yaml.safe_load((REPO / "config.yaml").read_text())
+    repo_config = load([REPO / "config.yaml"])
     if args.recheck:
         bench = json.loads(args.out.read_text())
         bench["rules"] = check(bench["data"], bench["retrieval"], bench["attributes"],

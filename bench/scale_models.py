@@ -20,14 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from demo_dag import copy_workflow
 from scale import PEAK, bench_config, snakemake, write_dataset
-from timing import machine
 
-from skinground import memory
+from skinground.core.config import load
+from skinground.core.io import write_json
+from skinground.cost import memory
+from skinground.cost.flops import QwenSpec, param_counts
 from skinground.demo import tiny
-from skinground.flops import QwenSpec, param_counts
-from skinground.io import write_json
+
+from demo_dag import copy_workflow
+from timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 32_768
@@ -51,9 +53,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--images", type=int, default=120)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale_models.json")
     a = ap.parse_args(argv)
-    import yaml
-
-    repo_config = yaml.safe_load((REPO / "config.yaml").read_text())
+    repo_config = load([REPO / "config.yaml"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
                 print(f"{rule} {params / 1e6:.0f} M parameters: {peak:.0f} MiB measured, "
                       f"{model:.0f} MiB model", flush=True)
             print(f"size {k}: {wall:.0f} s", flush=True)
-    result = {"benchmark": "model rules' host peak vs skinground.memory, three model sizes "
+    result = {"benchmark": "model rules' host peak vs skinground.cost.memory, three model sizes "
                            "(fp32, CPU)", "vocab_rows": VOCAB, "jobs": rows,
               "machine": machine(),
               "command": "python bench/scale_models.py " + " ".join(

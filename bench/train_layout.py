@@ -26,17 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from timing import machine
 
-from skinground import layout, models
-from skinground.attributes import format_answer
-from skinground.config import load_config
+from skinground.core.config import load
+from skinground.core.io import write_json
+from skinground.data.answers import format_answer
+from skinground.data.tuples import resolve_w
 from skinground.demo import tiny
 from skinground.demo.lesions import render_tile
 from skinground.demo.measure import measure
-from skinground.io import write_json
-from skinground.lora import attach_lora
-from skinground.tuples import resolve_w
+from skinground.model import batches, loading
+from skinground.model.lora import attach_lora
+
+from timing import machine
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.yaml"]
@@ -65,18 +66,18 @@ def tuples(config: dict, n_tuples: int, seed: int) -> list[dict]:
 
 def loss_fn(name: str):
     if name == "per_image":
-        return lambda model, batch: layout.image_once_loss(model, batch)
+        return lambda model, batch: batches.image_once_loss(model, batch)
     return lambda model, batch: model(**batch).loss
 
 
-def run(model, processor, name: str, batches: list[list[dict]], lr: float) -> dict:
-    """Optimizer steps over ``batches`` (the first ``warmup`` untimed)."""
-    collate = layout.collator(name, processor)
+def run(model, processor, name: str, steps: list[list[dict]], lr: float) -> dict:
+    """Optimizer steps over ``steps`` (the first ``warmup`` untimed)."""
+    collate = batches.collator(name, processor)
     compute = loss_fn(name)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     seconds = collate_seconds = 0.0
-    for items in batches:
+    for items in steps:
         t0 = time.perf_counter()
         batch = collate(items)
         t1 = time.perf_counter()
@@ -87,16 +88,16 @@ def run(model, processor, name: str, batches: list[list[dict]], lr: float) -> di
         t2 = time.perf_counter()
         seconds += t2 - t0
         collate_seconds += t1 - t0
-    n = sum(len(b) for b in batches)
+    n = sum(len(b) for b in steps)
     return {"seconds": seconds, "collate_seconds": collate_seconds, "tuples": n,
             "tuples_per_s": n / seconds}
 
 
 def first_batch_agreement(model, processor, items: list[dict]) -> dict:
     out = {}
-    for name in layout.LAYOUTS:
+    for name in batches.LAYOUTS:
         model.zero_grad(set_to_none=True)
-        loss = loss_fn(name)(model, layout.collator(name, processor)(items))
+        loss = loss_fn(name)(model, batches.collator(name, processor)(items))
         loss.backward()
         out[name] = (loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
                                    if p.requires_grad})
@@ -118,31 +119,31 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = load_config(args.configs)
+    config = load(args.configs)
     train_cfg, model_cfg = config["train"], config["model"]
     batch = int(train_cfg["per_device_batch"])
     items = tuples(config, (args.warmup + args.steps) * batch, args.seed)
-    batches = [items[i:i + batch] for i in range(0, len(items), batch)]
+    steps = [items[i:i + batch] for i in range(0, len(items), batch)]
     questions = [a["question"] for a in config["attributes"].values()]
 
     with tempfile.TemporaryDirectory() as tmp:
         base = tiny.build_tiny_qwen2vl(Path(tmp) / "qwen2vl", corpus=questions,
                                          **model_cfg["tiny"])
-        model, processor = models.load_mllm(
+        model, processor = loading.load_mllm(
             base, image_size=model_cfg.get("image_size"), min_pixels=model_cfg.get("min_pixels"),
             max_pixels=model_cfg.get("max_pixels"))
     torch.manual_seed(args.seed)
     model.config.use_cache = False
     model = attach_lora(model, train_cfg["lora"]).train()
-    agreement = first_batch_agreement(model, processor, batches[0])
+    agreement = first_batch_agreement(model, processor, steps[0])
 
     best: dict[str, dict] = {}
     for _ in range(args.repeats):  # alternate, so both see the same machine load
         for name in ("per_tuple", "per_image"):
             replica = copy.deepcopy(model)
-            run(replica, processor, name, batches[: args.warmup],
+            run(replica, processor, name, steps[: args.warmup],
                 float(train_cfg["learning_rate"]))
-            r = run(replica, processor, name, batches[args.warmup:],
+            r = run(replica, processor, name, steps[args.warmup:],
                     float(train_cfg["learning_rate"]))
             if name not in best or r["tuples_per_s"] > best[name]["tuples_per_s"]:
                 best[name] = r
@@ -153,7 +154,7 @@ def main(argv=None) -> dict:
                     for p in args.configs],
         "per_device_batch_tuples": batch, "W": config["tuples"]["W"],
         "images_per_batch": float(np.mean([len({it["isic_id"] for it in b})
-                                           for b in batches[args.warmup:]])),
+                                           for b in steps[args.warmup:]])),
         "timed_steps": args.steps, "repeats": args.repeats,
         "per_tuple": best["per_tuple"], "per_image": best["per_image"],
         "ratio": ratio, "goal": GOAL, "met": ratio >= GOAL,

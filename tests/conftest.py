@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from skinground.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
+from skinground.data.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parents[1]
 #: Set by .ci/run: there every tool a test needs is installed, so a skip is a failure.
@@ -200,7 +200,7 @@ def build_train_base(root: Path) -> Path:
 def write_train_tuples(root: Path, n_images: int, questions_per_image: int = 2) -> dict:
     """An HDF5 image store (tiles of 40 + 17 k px) and a tuples parquet: image k asks the
     first ``questions_per_image`` questions, with answers of 4-6 characters."""
-    from skinground.layout import TUPLE_COLUMNS
+    from skinground.model.batches import TUPLE_COLUMNS
 
     ids = [f"ISIC_{i:07d}" for i in range(n_images)]
     with h5py.File(root / "train-image.hdf5", "w") as h5:

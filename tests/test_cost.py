@@ -1,4 +1,4 @@
-"""The paper-scale cost model (skinground.cost): its job counts against real Snakemake dry
+"""The paper-scale cost model (skinground.cost.estimate): its job counts against real Snakemake dry
 runs, its parameter and image-token counts against transformers, and how its estimate scales."""
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import pytest
 import torch
 import yaml
 
-from skinground import calibration, config, cost, flops, models, plan
+from skinground.core import config, plan
+from skinground.cost import calibration, estimate, flops
 from skinground.demo import tiny
+from skinground.model import loading
 
 from conftest import REPO, copy_workflow, planned_jobs, run_script
 
@@ -46,7 +48,7 @@ def dry_run(work: Path, *args: str) -> dict[str, int]:
 
 def test_jobs_match_the_demo_dry_run(tmp_path):
     work = workflow_copy(tmp_path)
-    expected = plan.planned_jobs(config.load_config(DEMO_CONFIGS))
+    expected = plan.planned_jobs(config.load(DEMO_CONFIGS))
     assert dry_run(work, "--profile", "profiles/demo") == expected
     assert sum(expected.values()) == DEMO_JOBS
 
@@ -89,7 +91,7 @@ def test_jobs_match_the_paper_dry_run(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert missing(tmp_path, out) == {"Qwen/Qwen2-VL-7B-Instruct": 1, "chanwkim/monet": 1}
-    expected = plan.planned_jobs(config.load_config([REPO / "config.yaml"]))
+    expected = plan.planned_jobs(config.load([REPO / "config.yaml"]))
     assert planned_jobs(out) == expected
     assert expected["embed_shard"] == 3 * 2 * 64
     # The paper's Fig. 2: the tuned model's answers only (predict.models: [tuned]).
@@ -191,7 +193,7 @@ def test_the_cost_rule_reads_its_optional_inputs(tmp_path):
     """The cost script as its rule runs it, with the measured token counts and a promoted GPU
     check given as Snakemake gives an optional input (a list of one path: the README's first
     command crashed on it): both are applied, and without them the assumed values stay."""
-    demo = config.load_config(DEMO_CONFIGS)
+    demo = config.load(DEMO_CONFIGS)
     params = {"config": demo, "code": ""}
     profiles = {"profile": REPO / "profiles/default/config.yaml",
                 "site": REPO / "profiles/slurm/config.yaml"}
@@ -283,7 +285,7 @@ def test_two_encoders_two_sets_of_jobs(repo_config):
 
 
 def test_each_encoder_costs_its_own_architecture(repo_config):
-    result = cost.estimate(with_medsiglip(repo_config), cost.Assumptions())
+    result = estimate.estimate(with_medsiglip(repo_config), estimate.Assumptions())
     images = flops.PAPER_TRAIN_IMAGES + flops.PAPER_TEST_IMAGES
     monet = _stage(result, "embed MONET (CLIP ViT-L/14)")
     medsiglip = _stage(result, "embed MedSigLIP (SigLIP So400m/14, 448 px)")
@@ -294,7 +296,7 @@ def test_each_encoder_costs_its_own_architecture(repo_config):
     assert 4 < medsiglip["gpu_hours"] / monet["gpu_hours"] < 6
     # its searches are 1,152 wide, MONET's 768
     retrieve = _stage(result, "retrieve")
-    base = _stage(cost.estimate(repo_config, cost.Assumptions()), "retrieve")
+    base = _stage(estimate.estimate(repo_config, estimate.Assumptions()), "retrieve")
     extra = 2 * flops.PAPER_TEST_IMAGES * flops.PAPER_TRAIN_IMAGES * 1152 / 1e15
     assert retrieve["pflop"] - base["pflop"] == pytest.approx(extra)
     assert retrieve["jobs"] == base["jobs"] + 1
@@ -351,7 +353,7 @@ def test_encoder_shapes_match_transformers(spec):
 
 
 def _hf_config(spec: flops.QwenSpec, mrope):
-    ids = {tok: i for i, tok in enumerate(models.SPECIAL_TOKENS)}
+    ids = {tok: i for i, tok in enumerate(loading.SPECIAL_TOKENS)}
     return tiny.qwen2vl_config(
         ids, spec.vocab_size, text_hidden=spec.text_hidden, intermediate=spec.intermediate,
         layers=spec.layers, heads=spec.heads, kv_heads=spec.kv_heads, mrope_section=mrope,
@@ -402,12 +404,12 @@ def test_image_tokens_match_the_processor(px):
 
 
 def test_paper_workload(repo_config):
-    result = cost.estimate(repo_config, cost.Assumptions())
+    result = estimate.estimate(repo_config, estimate.Assumptions())
     wl = result["workload"]
     assert wl["tuples"] == flops.PAPER_TUPLES  # 282,564 train images x W=5
     assert wl["image_tokens"] == 25
     assert result["total_jobs"] == PAPER_JOBS
-    spread = cost.estimate(repo_config, cost.Assumptions(tile_sigma=0.35))
+    spread = estimate.estimate(repo_config, estimate.Assumptions(tile_sigma=0.35))
     assert spread["workload"]["image_tokens"] > 25  # tokens grow with the square of the side
 
 
@@ -416,8 +418,8 @@ def _stage(result, prefix):
 
 
 def test_gpu_hours_scale_linearly_with_tuples(repo_config):
-    one = cost.estimate(repo_config, cost.Assumptions(tuples=1_000_000))
-    two = cost.estimate(repo_config, cost.Assumptions(tuples=2_000_000))
+    one = estimate.estimate(repo_config, estimate.Assumptions(tuples=1_000_000))
+    two = estimate.estimate(repo_config, estimate.Assumptions(tuples=2_000_000))
     assert _stage(two, "train")["gpu_hours"] == pytest.approx(
         2 * _stage(one, "train")["gpu_hours"], rel=1e-12)
     assert _stage(two, "train")["pflop"] == pytest.approx(2 * _stage(one, "train")["pflop"])
@@ -428,7 +430,7 @@ def test_gpu_hours_scale_linearly_with_tuples(repo_config):
 
 
 def test_prefix_shared_embedding_far_below_naive(repo_config):
-    result = cost.estimate(repo_config, cost.Assumptions())
+    result = estimate.estimate(repo_config, estimate.Assumptions())
     shared = _stage(result, "embed tuned, prefix-shared")
     naive = _stage(result, "(embed tuned, naive")
     assert naive["gpu_hours"] > 4 * shared["gpu_hours"]
@@ -448,7 +450,7 @@ def test_the_study_costs_a_third_of_the_naive_layout(repo_config):
     assert repo_config["train"]["layout"] == "per_tuple"  # the paper's sampler
     profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
     fast = config.deep_merge(repo_config, {"train": {"layout": "per_image"}})
-    result = cost.estimate(fast, cost.Assumptions(), gpus=config.gpus_per_job(profile),
+    result = estimate.estimate(fast, estimate.Assumptions(), gpus=config.gpus_per_job(profile),
                            runtimes=config.runtime_limits(profile))
     naive, total = result["naive_total"], result["total"]
     assert total["gpu_hours"] <= naive["gpu_hours"] / 3
@@ -468,8 +470,9 @@ def test_the_study_costs_a_third_of_the_naive_layout(repo_config):
     assert all(r["in_naive"] for r in naive_predict)
     assert sum(r["gpu_hours"] for r in once) < 0.5 * sum(r["gpu_hours"] for r in naive_predict)
     # The per-tuple layout (config.yaml's) makes the DAG's training the naive one.
-    paper = cost.estimate(repo_config, cost.Assumptions(), gpus=config.gpus_per_job(profile),
-                          runtimes=config.runtime_limits(profile))
+    paper = estimate.estimate(repo_config, estimate.Assumptions(),
+                              gpus=config.gpus_per_job(profile),
+                              runtimes=config.runtime_limits(profile))
     assert paper["total"]["gpu_hours"] > total["gpu_hours"]
     assert not [r["stage"] for r in paper["stages"] if r["in_dag"] and r["over_runtime_limit"]]
 
@@ -486,14 +489,15 @@ def fake_gpu_json(path: Path, *, tiny=False, train_mfu=0.2, shared_mfu=0.25, nai
 
 def test_measured_mfu_replaces_the_assumed_one(repo_config, tmp_path):
     gpu = json.loads(fake_gpu_json(tmp_path / "gpu.json").read_text())
-    assumed = cost.estimate(repo_config, cost.Assumptions())
-    result = cost.estimate(repo_config, calibration.apply_measurements(cost.Assumptions(), gpu))
+    assumed = estimate.estimate(repo_config, estimate.Assumptions())
+    result = estimate.estimate(
+        repo_config, calibration.apply_measurements(estimate.Assumptions(), gpu))
     assert result["measured"]["used"]
     assert _stage(result, "train")["gpu_hours"] == pytest.approx(
         _stage(assumed, "train")["gpu_hours"] * 0.35 / 0.2)
     assert "measured" in _stage(result, "train")["basis"]
     tiny = json.loads(fake_gpu_json(tmp_path / "tiny.json", tiny=True).read_text())
-    ignored = calibration.apply_measurements(cost.Assumptions(), tiny)
+    ignored = calibration.apply_measurements(estimate.Assumptions(), tiny)
     assert not ignored.measured["used"] and ignored.train_mfu == 0.35
 
 
@@ -550,8 +554,9 @@ def test_jobs_over_the_profile_runtime_are_flagged(repo_config):
     profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
     limits = config.runtime_limits(profile)
     assert limits["train"] > 0
-    result = cost.estimate(repo_config, cost.Assumptions(), gpus=config.gpus_per_job(profile),
-                           runtimes={**limits, "train": 60.0})
+    result = estimate.estimate(repo_config, estimate.Assumptions(),
+                               gpus=config.gpus_per_job(profile),
+                               runtimes={**limits, "train": 60.0})
     train = _stage(result, "train")
     assert train["gpus_per_job"] == profile["set-resources"]["train"]["gpu"]
     assert train["runtime_limit_hours"] == 1.0 and train["over_runtime_limit"]

@@ -5,8 +5,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from skinground.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
-from skinground.data import DataError, build_manifest, open_images, read_metadata
+from skinground.data.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
+from skinground.data.images import open_images
+from skinground.data.manifest import build_manifest
+from skinground.data.metadata import DataError, read_metadata
 
 from conftest import make_rows, run_script, write_slice3d
 
@@ -253,7 +255,7 @@ def test_manifest_script_fails_cleanly_and_writes_nothing(tmp_path):
 
 
 def test_labels_are_read_as_text_for_the_given_ids(tmp_path):
-    from skinground.data import DataError, read_labels
+    from skinground.data.metadata import DataError, read_labels
 
     csv = tmp_path / "meta.csv"
     csv.write_text("isic_id,target,iddx_1\n ISIC_2 ,0,Benign\nISIC_1,1, Malignant\n"

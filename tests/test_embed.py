@@ -1,4 +1,4 @@
-"""skinground.embed: prefix-shared h_im / h_im,a equal the naive one-forward-per-pair reference."""
+"""model.embed: prefix-shared h_im / h_im,a equal the naive one-forward-per-pair reference."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from skinground import embed, models
-from skinground import prefix as P
-from skinground.data import open_images
+from skinground.data.images import open_images
 from skinground.demo import tiny
+from skinground.model import embed, loading
+from skinground.model import prefix as P
 
 from reference import naive_embeddings
 
@@ -42,13 +42,13 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def native(model_dir):
     """Native resolution within a pixel budget: tiles of different sizes stay different."""
-    return models.load_mllm(model_dir, **BUDGET)
+    return loading.load_mllm(model_dir, **BUDGET)
 
 
 @pytest.fixture(scope="module")
 def fixed(model_dir):
     """The saved fixed 112 px square (16 image tokens per image)."""
-    return models.load_mllm(model_dir)
+    return loading.load_mllm(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_inputs_really_differ(native, images):
 def test_prefix_shared_matches_naive_native_sizes(native, images, reference):
     model, processor = native
     h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS,
-                                                 batch_images=len(images))
+                                                 batch_images=len(images), token="question")
     d = model.config.text_config.hidden_size
     assert h_im.shape == (3, d) and h_ima.shape == (3, 3, d)
     assert h_im.dtype == h_ima.dtype == torch.float32 and h_im.device.type == "cpu"
@@ -96,7 +96,7 @@ def test_prefix_shared_matches_naive_fixed_size(fixed, images):
     model, processor = fixed
     ref_im, ref_ima = naive_embeddings(model, processor, images, QUESTIONS)
     h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS,
-                                                 batch_images=3)
+                                                 batch_images=3, token="question")
     assert max_diff(h_im, ref_im) < TOL
     assert max_diff(h_ima, ref_ima) < TOL
 
@@ -105,7 +105,8 @@ def test_batch_size_does_not_change_result(native, images, reference):
     model, processor = native
     for batch_images in (1, 2):
         h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS,
-                                                     batch_images=batch_images)
+                                                     batch_images=batch_images,
+                                                     token="question")
         assert max_diff(h_im, reference[0]) < TOL
         assert max_diff(h_ima, reference[1]) < TOL
 
@@ -116,7 +117,7 @@ def test_h_im_is_mean_over_image_tokens(native, images, reference):
     assert prefix.endswith("<|vision_end|>") and "<|image_pad|>" in prefix
     merge = model.config.vision_config.spatial_merge_size
     for k, image in enumerate(images):
-        batch = P.encode(processor, [image], [models.chat_prompt(processor, QUESTIONS[0])])
+        batch = P.encode(processor, [image], [loading.chat_prompt(processor, QUESTIONS[0])])
         ids = batch["input_ids"][0]
         is_image = ids == model.config.image_token_id
         assert int(is_image.sum()) == int(batch["image_grid_thw"][0].prod()) // merge**2
@@ -132,7 +133,8 @@ def test_h_im_is_mean_over_image_tokens(native, images, reference):
 
 def test_no_questions_gives_h_im_only(native, images, reference):
     model, processor = native
-    h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, [], batch_images=2)
+    h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, [], batch_images=2,
+                                                 token=None)
     assert h_ima.shape == (3, 0, model.config.text_config.hidden_size)
     assert max_diff(h_im, reference[0]) < TOL
 
@@ -141,8 +143,8 @@ def test_split_template_suffixes(native):
     _, processor = native
     prefix, suffixes = P.split_template(processor, QUESTIONS)
     for q, s in zip(QUESTIONS, suffixes, strict=True):
-        assert prefix + s == models.chat_prompt(processor, q)
-        assert s == f"{q}<|im_end|>\n{models.ASSISTANT_HEADER}"
+        assert prefix + s == loading.chat_prompt(processor, q)
+        assert s == f"{q}<|im_end|>\n{loading.ASSISTANT_HEADER}"
 
 
 def test_extract_aligned_float16(native, tmp_path, caplog):
@@ -153,11 +155,12 @@ def test_extract_aligned_float16(native, tmp_path, caplog):
     for k, (i, size) in enumerate(zip(ids, (239, 61, 131, 97), strict=True)):
         rgb(size, 10 + k).save(folder / f"{i}.jpg", quality=90)
     order = [ids[2], ids[0], ids[3], ids[1]]
-    with open_images(folder) as store, caplog.at_level(logging.INFO, logger="skinground.embed"):
+    with (open_images(folder) as store,
+          caplog.at_level(logging.INFO, logger="skinground.model.embed")):
         out_ids, h_im, h_ima = embed.extract(model, processor, store, order, QUESTIONS,
-                                             batch_images=3)
+                                             batch_images=3, token="question")
         _, h_im1, h_ima1 = embed.extract(model, processor, store, order, QUESTIONS,
-                                         batch_images=1, progress=False)
+                                         batch_images=1, token="question", progress=False)
         decoded = [store.read(i) for i in order]
     d = model.config.text_config.hidden_size
     assert out_ids == order
@@ -175,7 +178,8 @@ def test_extract_aligned_float16(native, tmp_path, caplog):
 def test_bad_batch_size(native, images):
     model, processor = native
     with pytest.raises(ValueError, match="batch_images"):
-        embed.prefix_shared_embeddings(model, processor, images, QUESTIONS, batch_images=0)
+        embed.prefix_shared_embeddings(model, processor, images, QUESTIONS, batch_images=0,
+                                       token="question")
 
 
 def test_a_shard_is_byte_identical_under_other_threads_and_load(tmp_path, model_dir):
@@ -240,7 +244,8 @@ def test_the_question_token_is_the_last_of_the_question(native, images):
         assert len(row) - 1 - a == 5  # <|im_end|> \n <|im_start|> assistant \n
     assert (P.h_ima_positions(tok, s_ids, s_mask, "prompt_end")
             == torch.tensor([len(r) - 1 for r in ids])).all()
-    q = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS, batch_images=3)[1]
+    q = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS, batch_images=3,
+                                       token="question")[1]
     e = embed.prefix_shared_embeddings(model, processor, images, QUESTIONS, batch_images=3,
                                        token="prompt_end")[1]
     assert max_diff(q, e) > 1e-3

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from skinground import versions
+from skinground.core import versions
 
 from conftest import REPO
 

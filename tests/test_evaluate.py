@@ -4,7 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from skinground.evaluate import (
+from skinground.core.tables import markdown_table
+from skinground.evaluation.percentile import (
     EVAL_COLUMNS,
     SUMMARY_COLUMNS,
     PercentileRanker,
@@ -12,8 +13,7 @@ from skinground.evaluate import (
     percentile_ranks,
     summarize,
 )
-from skinground.retrieve import OverlapError
-from skinground.tables import markdown_table
+from skinground.retrieval.search import OverlapError
 
 from reference import brute_force_percentile_ranks
 

@@ -1,4 +1,4 @@
-"""Figs. 3 and 4 (skinground.figures, workflow/scripts/figures.py) on fabricated tables, a tiny
+"""Figs. 3 and 4 (evaluation.figures and .boxplots, scripts/figures.py) on fabricated tables, a tiny
 HDF5 store of JPEG tiles and a manifest: the panels, boxes and labels drawn, the files."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from matplotlib import cbook
 from matplotlib.patches import PathPatch
 from PIL import Image
 
-from skinground import figures, grids
-from skinground.data import open_images
-from skinground.plan import FIG3_METHODS
-from skinground.plan import methods as plan_methods
+from skinground.core.plan import FIG3_METHODS
+from skinground.core.plan import methods as plan_methods
+from skinground.data.images import open_images
+from skinground.evaluation import boxplots, grids
 
 from conftest import jpeg_bytes, run_script
 
@@ -75,13 +75,13 @@ def assert_written(directory, *names):
 
 def test_box_stats_match_matplotlib():
     table = evaluation(["x", "y"], ("image_text", "monet"))
-    stats = figures.box_stats(table)
+    stats = boxplots.box_stats(table)
     assert stats.height == 4
     for row in stats.iter_rows(named=True):
         values = (table.filter((pl.col("method") == row["method"])
                                & (pl.col("attribute") == row["attribute"]))
                   ["percentile"].drop_nulls().to_numpy())
-        ref = cbook.boxplot_stats(values, whis=figures.WHIS)[0]
+        ref = cbook.boxplot_stats(values, whis=boxplots.WHIS)[0]
         assert row["n"] == values.size
         for ours, theirs in (("q1", "q1"), ("med", "med"), ("q3", "q3"),
                              ("whislo", "whislo"), ("whishi", "whishi"), ("mean", "mean")):
@@ -98,9 +98,9 @@ def summary(table: pl.DataFrame) -> pl.DataFrame:
 def test_fig4_notches_are_the_medians_intervals(tmp_path, labels):
     attrs = list(labels)[:2]
     table = evaluation(attrs)
-    plain = figures.fig4_percentiles(table, labels, None, tmp_path / "a.pdf", tmp_path / "a.png",
+    plain = boxplots.fig4_percentiles(table, labels, None, tmp_path / "a.pdf", tmp_path / "a.png",
                                      methods=LEGENDS)
-    notched = figures.fig4_percentiles(table, labels, None, tmp_path / "b.pdf",
+    notched = boxplots.fig4_percentiles(table, labels, None, tmp_path / "b.pdf",
                                        tmp_path / "b.png", methods=LEGENDS,
                                        intervals=summary(table), confidence=0.9)
     med = summary(table).filter(pl.col("attribute") == attrs[0])
@@ -117,14 +117,14 @@ def test_fig4_notches_are_the_medians_intervals(tmp_path, labels):
 
 def test_fig4_one_panel_per_attribute_one_box_per_method(tmp_path, labels):
     table = evaluation(labels)
-    fig = figures.fig4_percentiles(table, labels, None, tmp_path / "fig4.pdf",
+    fig = boxplots.fig4_percentiles(table, labels, None, tmp_path / "fig4.pdf",
                                    tmp_path / "fig4.png", methods=LEGENDS)
     assert_written(tmp_path, "fig4.pdf", "fig4.png")
     width, height = png_size(tmp_path / "fig4.png")
     assert 1300 < width < 1700 and 0.8 < height / width < 1.0  # 4 x 4 panels at 150 dpi
     assert len(fig.axes) == len(labels) == 16
     assert [ax.get_title() for ax in fig.axes] == list(labels.values())
-    stats = figures.box_stats(table)
+    stats = boxplots.box_stats(table)
     ax0 = fig.axes[0]
     assert [t.get_text() for t in ax0.get_xticklabels()] == ["(a)", "(b)", "(c)", "(d)", "(e)",
                                                              "(e)"]
@@ -153,16 +153,16 @@ def test_fig4_panels_are_the_figures_panels_one_file_each(tmp_path, labels, monk
     """The report's per-attribute files: each the same panel as Fig. 4's (boxes, notches,
     ticks, colours), with its own legend; the folder written whole or not at all."""
     table = evaluation(labels)
-    full = figures.fig4_percentiles(table, labels, None, tmp_path / "fig4.pdf",
+    full = boxplots.fig4_percentiles(table, labels, None, tmp_path / "fig4.pdf",
                                     tmp_path / "fig4.png", methods=LEGENDS,
                                     intervals=summary(table))
     folder = tmp_path / "fig4_attributes"
-    panels = figures.fig4_panels(table, labels, folder, methods=LEGENDS,
+    panels = boxplots.fig4_panels(table, labels, folder, methods=LEGENDS,
                                  intervals=summary(table))
     assert list(panels) == list(labels)
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{a}.png" for a in labels)
     # The figures script's path: the same files, from Fig. 4's own box statistics.
-    figures.fig4_percentiles(table, labels, None, tmp_path / "f.pdf", tmp_path / "f.png",
+    boxplots.fig4_percentiles(table, labels, None, tmp_path / "f.pdf", tmp_path / "f.png",
                              methods=LEGENDS, intervals=summary(table),
                              panels=tmp_path / "from_fig4")
     assert {p.name: p.read_bytes() for p in (tmp_path / "from_fig4").iterdir()} == \
@@ -182,16 +182,16 @@ def test_fig4_panels_are_the_figures_panels_one_file_each(tmp_path, labels, monk
         assert width > 250 and height > 250
     # A failure after some panels leaves the folder as it was: no half-written set.
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    drawn, draw = [], figures.panel_boxplots
+    drawn, draw = [], boxplots.panel_boxplots
 
     def failing(*args, **kwargs):
         if len(drawn) == 3:
             raise MemoryError("the fourth panel")
         drawn.append(args[1])
         return draw(*args, **kwargs)
-    monkeypatch.setattr(figures, "panel_boxplots", failing)
+    monkeypatch.setattr(boxplots, "panel_boxplots", failing)
     with pytest.raises(MemoryError):
-        figures.fig4_panels(table, labels, folder, methods=LEGENDS, intervals=summary(table))
+        boxplots.fig4_panels(table, labels, folder, methods=LEGENDS, intervals=summary(table))
     assert len(drawn) == 3
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
@@ -205,7 +205,7 @@ def test_fig4_without_monet_and_with_an_empty_box(tmp_path, labels):
         percentile=pl.when((pl.col("attribute") == attrs[2])
                            & (pl.col("method") == "hierarchical"))
         .then(None).otherwise(pl.col("percentile")))
-    fig = figures.fig4_percentiles(table.lazy(), labels, {"image_only": "Image (tuned)"},
+    fig = boxplots.fig4_percentiles(table.lazy(), labels, {"image_only": "Image (tuned)"},
                                    tmp_path / "f.pdf", tmp_path / "f.png")
     assert_written(tmp_path, "f.pdf", "f.png")
     assert len(fig.axes) == 10  # a 3 x 4 grid, the two empty cells removed
@@ -220,11 +220,11 @@ def test_fig4_without_monet_and_with_an_empty_box(tmp_path, labels):
 
 
 def test_fig4_keeps_the_paper_letter_and_colour_of_each_method(tmp_path, labels):
-    full = figures.fig4_percentiles(evaluation(list(labels)[:2]), labels, None,
+    full = boxplots.fig4_percentiles(evaluation(list(labels)[:2]), labels, None,
                                     tmp_path / "all.pdf", tmp_path / "all.png", methods=LEGENDS)
     colour = {p.get_gid(): tuple(p.get_facecolor()) for p in boxes(full.axes[0])}
     table = evaluation(list(labels)[:2], ("image_text", "medsiglip"))
-    fig = figures.fig4_percentiles(table, labels, None, tmp_path / "f.pdf", tmp_path / "f.png",
+    fig = boxplots.fig4_percentiles(table, labels, None, tmp_path / "f.pdf", tmp_path / "f.png",
                                    methods=LEGENDS)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["(a)", "(e)"]
     assert {p.get_gid(): tuple(p.get_facecolor()) for p in boxes(fig.axes[0])} == {
@@ -233,7 +233,7 @@ def test_fig4_keeps_the_paper_letter_and_colour_of_each_method(tmp_path, labels)
     assert legend == ["(a) Image + Text", "(e) MedSigLIP", "random (50)"]
     # a method the run does not define: after them, its name as its tick
     other = evaluation(list(labels)[:2], ("image_text", "monet"))
-    fig = figures.fig4_percentiles(other, labels, None, tmp_path / "o.pdf", tmp_path / "o.png")
+    fig = boxplots.fig4_percentiles(other, labels, None, tmp_path / "o.pdf", tmp_path / "o.png")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["(a)", "monet"]
 
 

@@ -77,11 +77,11 @@ def test_verify_names_a_partial_copy_another_python_and_a_stale_tree(tmp_path):
     assert manifest["total_mib"] < 1 and set(manifest["left_out"]) == set(B.LEFT_OUT)
 
     stale = json.loads((folder / B.MANIFEST).read_text())
-    stale["skinground_files"]["skinground/io.py"] = "0" * 64
-    stale["skinground_files"].pop("skinground/models.py")
+    stale["skinground_files"]["skinground/core/io.py"] = "0" * 64
+    stale["skinground_files"].pop("skinground/model/loading.py")
     B.write_json(folder / B.MANIFEST, stale)
-    with pytest.raises(SystemExit, match=r"2 file\(s\) differ: skinground/io.py, "
-                                         r"skinground/models.py\): rebuild"):
+    with pytest.raises(SystemExit, match=r"2 file\(s\) differ: skinground/core/io.py, "
+                                         r"skinground/model/loading.py\): rebuild"):
         B.verify(folder)
 
     B.write_json(folder / B.MANIFEST, manifest | {"python": "3.9"})

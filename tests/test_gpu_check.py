@@ -12,7 +12,7 @@ import time
 import gpu_check as G
 import pytest
 
-from skinground.batch import train_batch
+from skinground.model.global_batch import train_batch
 
 from conftest import REPO, run_group
 

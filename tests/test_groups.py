@@ -12,15 +12,17 @@ import polars as pl
 import pytest
 import yaml
 from PIL import Image
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-from skinground import embed, groups, models, plan
+from skinground.core import plan
+from skinground.core.config import ConfigError, check
+from skinground.data import answers, groups
+from skinground.data.answers import parse_group_answer
 from skinground.demo import tiny
-from skinground.evaluate import evaluate
-from skinground.group_criterion import evaluate_groups, summarize_groups
-from skinground.metrics import group_r2, parse_group_answer
-from skinground.retrieve import fused_top_k, fused_vectors, reciprocal_rank_fusion
+from skinground.evaluation.group_criterion import evaluate_groups, summarize_groups
+from skinground.evaluation.metrics import group_r2
+from skinground.evaluation.percentile import evaluate
+from skinground.model import embed, loading
+from skinground.retrieval.search import fused_top_k, fused_vectors, reciprocal_rank_fusion
 
 from conftest import REPO, copy_workflow
 from reference import naive_embeddings
@@ -40,13 +42,13 @@ def test_composed_embeddings_equal_a_full_forward(tmp_path, group_config):
     """h_im,G from the prefix-shared pass equals one full forward of [image, Q(G)] (1e-5)."""
     questions = [g["question"] for g in group_config.values()]
     base = tiny.build_tiny_qwen2vl(tmp_path / "q", corpus=questions, image_size=112)
-    model, processor = models.load_mllm(base, min_pixels=56 * 56, max_pixels=224 * 224)
+    model, processor = loading.load_mllm(base, min_pixels=56 * 56, max_pixels=224 * 224)
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (s, s, 3), dtype=np.uint8))
               for s in (61, 131, 239)]
     ref_im, ref = naive_embeddings(model, processor, images, questions)
     h_im, shared = embed.prefix_shared_embeddings(model, processor, images, questions,
-                                                  batch_images=2)
+                                                  batch_images=2, token="question")
     assert shared.shape == (3, len(questions), model.config.text_config.hidden_size)
     assert (shared - ref).abs().max() < 1e-5
     assert (h_im - ref_im).abs().max() < 1e-5
@@ -57,7 +59,7 @@ def test_composed_embeddings_equal_a_full_forward(tmp_path, group_config):
 
 
 def test_group_answer_round_trip():
-    text = groups.group_answer([12.345, -0.5, 250.0], [2, 1, 0])
+    text = answers.group_answer([12.345, -0.5, 250.0], [2, 1, 0])
     assert text == "12.35; -0.5; 250"
     assert parse_group_answer(text, 3) == [12.35, -0.5, 250.0]
     assert parse_group_answer("1.5; x", 3) == [1.5, None, None]
@@ -65,7 +67,7 @@ def test_group_answer_round_trip():
 
 
 def _train_and_tuples(attributes, n=40, seed=0):
-    from skinground.tuples import sample_tuples
+    from skinground.data.tuples import sample_tuples
 
     rng = np.random.default_rng(seed)
     cols = {a: rng.uniform(1, 30, n) for a in attributes}
@@ -80,18 +82,18 @@ def test_group_tuples_replace_a_share_and_keep_the_count(repo_config, group_conf
     train, base = _train_and_tuples(attributes)
     out = groups.add_group_tuples(base, train, group_config, attributes, share=0.25, seed=1)
     assert out.height == base.height and out.columns == base.columns
-    tagged = out.filter(pl.col("attribute").str.starts_with(groups.GROUP_TAG))
+    tagged = out.filter(pl.col("attribute").str.starts_with(groups.GROUP_ATTRIBUTE_PREFIX))
     assert 0.2 * base.height <= tagged.height <= 0.25 * base.height
     values = {r["isic_id"]: r for r in train.iter_rows(named=True)}
     for row in tagged.iter_rows(named=True):
-        g = row["attribute"].removeprefix(groups.GROUP_TAG)
+        g = row["attribute"].removeprefix(groups.GROUP_ATTRIBUTE_PREFIX)
         members = group_config[g]["attributes"]
         assert row["question"] == group_config[g]["question"]
         expected = [round(values[row["isic_id"]][a], attributes[a]["decimals"]) for a in members]
         assert parse_group_answer(row["answer"], len(members)) == pytest.approx(expected)
     assert not tagged.filter((pl.col("isic_id") == "ISIC_0000003")
                              & (pl.col("attribute") == "group:colour")).height
-    kept = out.filter(~pl.col("attribute").str.starts_with(groups.GROUP_TAG))
+    kept = out.filter(~pl.col("attribute").str.starts_with(groups.GROUP_ATTRIBUTE_PREFIX))
     assert kept.join(base, on=list(base.columns), how="anti").height == 0  # untouched rows
     again = groups.add_group_tuples(base, train, group_config, attributes, share=0.25, seed=1)
     assert again.equals(out)
@@ -105,11 +107,11 @@ def test_group_answers_give_r2_per_member_attribute(repo_config, group_config):
     ids = [f"ISIC_{i:07d}" for i in range(12)]
     rng = np.random.default_rng(2)
     truth = pl.DataFrame({"isic_id": ids, **{a: rng.uniform(1, 30, 12) for a in members}})
-    answers = [groups.group_answer([r[a] + 0.1 for a in members], [2, 2, 2])
-               for r in truth.iter_rows(named=True)]
-    answers[0] = "no numbers here"
+    texts = [answers.group_answer([r[a] + 0.1 for a in members], [2, 2, 2])
+             for r in truth.iter_rows(named=True)]
+    texts[0] = "no numbers here"
     predictions = pl.DataFrame({"model": "tuned", "isic_id": ids, "attribute": "group:size",
-                                "answer": answers, "value": None},
+                                "answer": texts, "value": None},
                                schema_overrides={"value": pl.Float64})
     means = {a: 15.0 for a in attributes}
     table = group_r2(predictions, truth, means, {"size": group_config["size"]})
@@ -202,8 +204,8 @@ def test_plan_counts_group_jobs(repo_config):
 def test_schema_rejects_bad_groups(repo_config, bad):
     cfg = copy.deepcopy(repo_config)
     cfg["retrieve"]["groups"]["bad"] = bad
-    with pytest.raises(WorkflowError):
-        validate(cfg, SCHEMA)
+    with pytest.raises(ConfigError, match="retrieve.groups.bad"):
+        check(cfg)
 
 
 def test_a_group_of_unconfigured_attributes_stops_the_workflow(tmp_path):

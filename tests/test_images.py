@@ -1,4 +1,4 @@
-"""Images as the run decodes them (``data.decode_image``: the store and ``skinground query``):
+"""Images as the run decodes them (``images.decode_image``: the store and ``skinground query``):
 a decompression bomb or an oversized image is refused from its header, naming it; EXIF
 orientation, 16-bit samples and transparency are converted as the image means them."""
 
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinground.data import MAX_IMAGE_PIXELS, DataError, decode_image, open_images
-from skinground.query import read_image
+from skinground.data.images import MAX_IMAGE_PIXELS, decode_image, open_images
+from skinground.data.metadata import DataError
+from skinground.retrieval.query import read_image
 
 
 def png(img: Image.Image, **kwargs) -> bytes:
@@ -55,7 +56,7 @@ def test_exif_orientation_is_applied(caplog):
     exif[0x0112] = 6  # stored rotated: display turned 90 degrees clockwise
     buf = io.BytesIO()
     img.save(buf, format="JPEG", exif=exif, quality=95)
-    with caplog.at_level(logging.INFO, logger="skinground.data"):
+    with caplog.at_level(logging.INFO, logger="skinground.data.images"):
         out = decode_image(buf.getvalue(), "phone.jpg")
     assert out.size == (20, 40)
     top, bottom = np.asarray(out)[5, 10], np.asarray(out)[35, 10]
@@ -66,7 +67,7 @@ def test_exif_orientation_is_applied(caplog):
 def test_16_bit_samples_are_scaled_not_clipped(caplog):
     ramp = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)  # 0 .. 65535
     data = png(Image.fromarray(ramp))  # mode I;16
-    with caplog.at_level(logging.INFO, logger="skinground.data"):
+    with caplog.at_level(logging.INFO, logger="skinground.data.images"):
         out = np.asarray(decode_image(data, "scan.png"))
     assert out.shape == (16, 16, 3)
     np.testing.assert_array_equal(out[..., 0].reshape(-1), np.arange(256))  # not all 255
@@ -76,7 +77,7 @@ def test_16_bit_samples_are_scaled_not_clipped(caplog):
 def test_transparency_is_composited_over_white(caplog):
     img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # transparent red: should not show
     img.paste((0, 0, 255, 255), (0, 0, 4, 8))  # opaque blue on the left
-    with caplog.at_level(logging.INFO, logger="skinground.data"):
+    with caplog.at_level(logging.INFO, logger="skinground.data.images"):
         out = np.asarray(decode_image(png(img), "cutout.png"))
     assert out[4, 1].tolist() == [0, 0, 255] and out[4, 6].tolist() == [255, 255, 255]
     assert "transparency composited over white" in caplog.text
@@ -108,7 +109,7 @@ def test_a_fifo_is_refused_before_it_is_read(tmp_path):
     """A FIFO given as the query image hung forever (open waits for a writer)."""
     import os
 
-    from skinground.errors import InputError
+    from skinground.core.errors import InputError
 
     fifo = tmp_path / "pipe.jpg"
     os.mkfifo(fifo)

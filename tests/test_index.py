@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from skinground.index import (
+from skinground.retrieval.index import (
     build_index,
     gpu_available,
     load_index,
@@ -98,8 +98,8 @@ def test_a_damaged_index_is_named_in_one_line(tmp_path, damage):
     """A truncated index gave a FAISS RuntimeError dump in the query and in retrieve."""
     import numpy as np
 
-    from skinground.errors import InputError
-    from skinground.index import build_index, load_index, save_index
+    from skinground.core.errors import InputError
+    from skinground.retrieval.index import build_index, load_index, save_index
 
     path = tmp_path / "im.faiss"
     save_index(build_index(np.ones((10, 8), np.float32)), path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from skinground.io import atomic_path, write_text
+from skinground.core.io import atomic_path, write_text
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
@@ -40,7 +40,7 @@ def test_figures_are_byte_identical_across_saves(tmp_path):
 
     from matplotlib.figure import Figure
 
-    from skinground.figures import save_figure
+    from skinground.evaluation.figures import save_figure
 
     fig = Figure()
     fig.subplots().plot([1, 2, 3])
@@ -59,7 +59,7 @@ def test_outputs_get_the_users_umask_files_and_folders(tmp_path):
 
     code = ("import os, sys; os.umask(0o027)\n"
             "from pathlib import Path\n"
-            "from skinground.io import atomic_path, write_text\n"
+            "from skinground.core.io import atomic_path, write_text\n"
             "root = Path(sys.argv[1])\n"
             "write_text(root / 'a.txt', 'x')\n"
             "with atomic_path(root / 'adapter', directory=True) as d:\n"
@@ -72,7 +72,7 @@ def test_outputs_get_the_users_umask_files_and_folders(tmp_path):
 def test_reading_the_umask_does_not_change_it():
     import os
 
-    from skinground import io
+    from skinground.core import io
 
     before = os.umask(0o022)
     os.umask(before)
@@ -104,7 +104,7 @@ def test_unwritable_folders_are_the_nearest_existing_ones_above(tmp_path, monkey
     folder is yet to be made, writable; each such folder once."""
     import os
 
-    from skinground.io import unwritable_folders
+    from skinground.core.io import unwritable_folders
 
     locked = tmp_path / "run" / "train"
     (locked / "adapter").mkdir(parents=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from skinground import layout, lora, models
-from skinground import prefix as P
+from skinground.model import batches, loading, lora
+from skinground.model import prefix as P
 
 from conftest import build_train_base, write_train_tuples
 
@@ -31,7 +31,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
 def lora_model(base: Path, repo_config: dict, pixels: dict, seed: int = 0):
     """The base with a LoRA adapter whose B matrices are random (a fresh adapter has B = 0,
     which leaves the A gradients 0), and every saved module trainable."""
-    model, processor = models.load_mllm(base, **pixels)
+    model, processor = loading.load_mllm(base, **pixels)
     cfg = copy.deepcopy(repo_config["train"]["lora"])
     cfg.update(r=4, alpha=8, dropout=0.0,
                modules_to_save=["lm_head", "embed_tokens", "visual.merger"])
@@ -54,7 +54,7 @@ def loss_and_grads(model, loss):
 
 def n_answer_tokens(labels: torch.Tensor) -> torch.Tensor:
     """What the Trainer counts as num_items_in_batch: labels[..., 1:] != -100."""
-    return (labels[..., 1:] != layout.IGNORE_INDEX).sum()
+    return (labels[..., 1:] != batches.IGNORE_INDEX).sum()
 
 
 @pytest.mark.parametrize("passes", [1, 2], ids=["one-suffix-pass", "two-by-length"])
@@ -64,14 +64,14 @@ def test_per_image_loss_and_every_gradient_equal_per_tuple(base, data, repo_conf
     # Native resolution: the tiles give 2 to 16 image tokens, so the prefixes are padded.
     pixels = {"min_pixels": 784, "max_pixels": 12544}
     model, processor = lora_model(base, repo_config, pixels)
-    ds = layout.TupleDataset(data["tuples"], data["images"])
+    ds = batches.TupleDataset(data["tuples"], data["images"])
     # Interleaved images (the collator groups them) and one image with a single tuple.
     order = [0, 4, 8, 1, 3, 5, 7, 11, 12, 2, 6]
     items = [ds[i] for i in order]
     assert len({it["isic_id"] for it in items}) == 5
 
-    per_tuple = layout.PerTupleCollator(processor)(items)
-    per_image = layout.ImageOnceCollator(processor)(items)
+    per_tuple = batches.PerTupleCollator(processor)(items)
+    per_image = batches.ImageOnceCollator(processor)(items)
     assert len(set(per_image["image_grid_thw"].prod(1).tolist())) > 1
     n_items = n_answer_tokens(per_tuple["labels"])
     assert n_answer_tokens(per_image["labels"]) == n_items
@@ -81,7 +81,7 @@ def test_per_image_loss_and_every_gradient_equal_per_tuple(base, data, repo_conf
     assert len(P.length_buckets(per_image["suffix_mask"].sum(1))) == passes
 
     loss_t, grads_t = loss_and_grads(model, model(**per_tuple, **kwargs).loss)
-    loss_i, grads_i = loss_and_grads(model, layout.image_once_loss(model, per_image, **kwargs))
+    loss_i, grads_i = loss_and_grads(model, batches.image_once_loss(model, per_image, **kwargs))
 
     assert torch.isfinite(loss_t) and loss_t > 0
     assert abs(loss_t.item() - loss_i.item()) < 1e-5
@@ -108,25 +108,25 @@ def test_length_buckets():
 def test_image_once_loss_sees_the_image(base, data, repo_config):
     """A suffix attends to its own image's prefix: swapping the images changes the loss."""
     model, processor = lora_model(base, repo_config, {"image_size": 56})
-    ds = layout.TupleDataset(data["tuples"], data["images"])
+    ds = batches.TupleDataset(data["tuples"], data["images"])
     items = [ds[i] for i in range(6)]
-    batch = layout.ImageOnceCollator(processor)(items)
+    batch = batches.ImageOnceCollator(processor)(items)
     with torch.no_grad():
-        loss = layout.image_once_loss(model, batch)
+        loss = batches.image_once_loss(model, batch)
         swapped = dict(batch, suffix_rows=1 - batch["suffix_rows"])
-        assert layout.image_once_loss(model, swapped) != loss
+        assert batches.image_once_loss(model, swapped) != loss
 
 
 def test_image_once_collator_groups_by_image(base, data):
-    _, processor = models.load_mllm(base, image_size=56)
-    ds = layout.TupleDataset(data["tuples"], data["images"])
+    _, processor = loading.load_mllm(base, image_size=56)
+    ds = batches.TupleDataset(data["tuples"], data["images"])
     items = [ds[i] for i in (3, 0, 4, 1)]  # images 1, 0, 1, 0
-    batch = layout.ImageOnceCollator(processor)(items)
+    batch = batches.ImageOnceCollator(processor)(items)
     assert batch["input_ids"].shape[0] == 2
     assert batch["suffix_rows"].tolist() == [0, 1, 0, 1]
     tok = processor.tokenizer
     for r, item in enumerate(items):
-        labelled = batch["labels"][r] != layout.IGNORE_INDEX
+        labelled = batch["labels"][r] != batches.IGNORE_INDEX
         assert tok.decode(batch["suffix_ids"][r][labelled]) == item["answer"] + "<|im_end|>"
         text = tok.decode(batch["suffix_ids"][r][batch["suffix_mask"][r] == 1])
         assert text.startswith(item["question"])
@@ -139,10 +139,10 @@ def test_image_once_collator_groups_by_image(base, data):
 def test_cached_prefixes_build_the_same_batches(base, data, pixels):
     """Batches built from cached single-image prefixes equal encoding each batch (mixed sizes:
     prefixes of different lengths, left-padded); the cache is used from the second epoch."""
-    _, processor = models.load_mllm(base, **pixels)
-    ds = layout.TupleDataset(data["tuples"], data["images"])
-    plain = layout.collator("per_image", processor)
-    cached = layout.collator("per_image", processor, cache_prefixes=True)
+    _, processor = loading.load_mllm(base, **pixels)
+    ds = batches.TupleDataset(data["tuples"], data["images"])
+    plain = batches.collator("per_image", processor)
+    cached = batches.collator("per_image", processor, cache_prefixes=True)
     epochs = [[ds[i] for i in order] for order in ([0, 1, 2, 6, 7, 12], [12, 3, 0, 7, 13, 1])]
     lengths = set()
     for items in epochs:
@@ -158,13 +158,13 @@ def test_cached_prefixes_build_the_same_batches(base, data, pixels):
 
 def test_grouped_sampler_is_a_seeded_permutation_of_images():
     ids = ["a", "a", "b", "c", "c", "c", "b", "d"]
-    sampler = layout.ImageGroupedSampler(ids, seed=3)
+    sampler = batches.ImageGroupedSampler(ids, seed=3)
     first = list(sampler)
     assert sorted(first) == list(range(len(ids))) and len(sampler) == len(ids)
     # each image's tuples are consecutive
     runs = [ids[i] for k, i in enumerate(first) if k == 0 or ids[first[k - 1]] != ids[i]]
     assert sorted(runs) == ["a", "b", "c", "d"]
-    assert list(layout.ImageGroupedSampler(ids, seed=3)) == first  # reproducible
+    assert list(batches.ImageGroupedSampler(ids, seed=3)) == first  # reproducible
     orders = set()
     for epoch in range(6):
         sampler.set_epoch(epoch)
@@ -173,8 +173,8 @@ def test_grouped_sampler_is_a_seeded_permutation_of_images():
 
 
 def test_collator_for_layout(base):
-    _, processor = models.load_mllm(base, image_size=56)
-    assert isinstance(layout.collator("per_image", processor), layout.ImageOnceCollator)
-    assert isinstance(layout.collator("per_tuple", processor), layout.PerTupleCollator)
-    with pytest.raises(layout.TrainError, match="train.layout must be one of"):
-        layout.collator("per_batch", processor)
+    _, processor = loading.load_mllm(base, image_size=56)
+    assert isinstance(batches.collator("per_image", processor), batches.ImageOnceCollator)
+    assert isinstance(batches.collator("per_tuple", processor), batches.PerTupleCollator)
+    with pytest.raises(batches.TrainError, match="train.layout must be one of"):
+        batches.collator("per_batch", processor)

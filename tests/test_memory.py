@@ -1,4 +1,4 @@
-"""The memory model (skinground.memory): every job of the paper's run fits what its profile
+"""The memory model (skinground.cost.memory): every job of the paper's run fits what its profile
 asks for, the A6000 holds every GPU job, and the model agrees with the peaks bench/scale.py
 measured through the real rules."""
 
@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from skinground import cost_report, memory
-from skinground.plan import planned_jobs
+from skinground.core.plan import planned_jobs
+from skinground.cost import memory, report
 
 from conftest import REPO
 
@@ -61,7 +61,7 @@ def test_retrieval_peaks_do_not_grow_with_the_attributes(repo_config):
 
 
 def test_the_cost_command_prints_memory_beside_the_profile(capsys):
-    result = cost_report.main([str(REPO / "config.yaml"), "--no-gpu-json"])
+    result = report.main([str(REPO / "config.yaml"), "--no-gpu-json"])
     out = capsys.readouterr().out
     assert "Peak memory per job" in out and "| retrieve:image_text |" in out
     assert all(r["host_fits"] and r["gpu_fits"] for r in result["memory"])

@@ -1,4 +1,4 @@
-"""Each retrieval method kind (``skinground.methods``) over a job's stored spaces, as the
+"""Each retrieval method kind (``skinground.retrieval.methods``) over a job's stored spaces, as the
 rules' scripts run it, against a brute-force top-k: every cosine similarity computed with
 numpy, sorted."""
 
@@ -8,18 +8,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from skinground import index as index_mod
-from skinground import methods, plan, retrieve
-from skinground.index import build_index
-from skinground.outputs import IMAGE_SPACE
-from skinground.plan import (
+from skinground.core import plan
+from skinground.core.outputs import IMAGE_SPACE
+from skinground.core.plan import (
     GROUP_METHODS,
     QWEN_METHODS,
     group_method_spaces,
     group_space,
     method_spaces,
 )
-from skinground.shards import ShardError
+from skinground.data.shards import ShardError
+from skinground.retrieval import index as index_mod
+from skinground.retrieval import methods, search
+from skinground.retrieval.index import build_index
 
 from reference import write_space
 
@@ -71,7 +72,7 @@ def brute_top(scores: np.ndarray, k: int, allowed: np.ndarray | None = None) -> 
     return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
 
-def assert_same_hits(got: retrieve.TopK, scores: np.ndarray, want_idx: np.ndarray, atol=1e-5):
+def assert_same_hits(got: search.TopK, scores: np.ndarray, want_idx: np.ndarray, atol=1e-5):
     """``got`` holds the brute-force top-k: the same rows with the same scores (in the order
     of the scores; rows of equal score may swap)."""
     assert got.idx.shape == got.scores.shape == want_idx.shape
@@ -181,7 +182,7 @@ def test_dispatch_names_the_unknown_kind(job_dir):
 def test_k_above_the_database_is_refused_by_name(job_dir):
     """retrieve.k = b = 1500 on 1,165 train images failed with FAISS's ValueError; now the
     job names the key and the count, for a method and a group method alike."""
-    from skinground.errors import InputError
+    from skinground.core.errors import InputError
 
     root, _ = job_dir
     job = open_job(root, *method_spaces("hierarchical", ATTRS))
@@ -199,7 +200,7 @@ def test_results_are_written_attribute_by_attribute(job_dir, tmp_path):
     hits = list(methods.method_hits("attribute", job, ATTRS, k=K))
     out = tmp_path / "r" / "image_text.parquet"
     rows = methods.write_results(out, "image_text", iter(hits), job.query_ids, job.db_ids)
-    want = pl.concat([retrieve.results_frame("image_text", x, job.query_ids, job.db_ids,
+    want = pl.concat([search.results_frame("image_text", x, job.query_ids, job.db_ids,
                                              top.idx, top.scores) for x, top in hits])
     got = pl.read_parquet(out)
     assert rows == want.height == got.height and got.equals(want)
@@ -213,6 +214,6 @@ def test_a_job_stops_on_misaligned_or_overlapping_ids(job_dir, tmp_path):
         methods.JobSpaces({"index": [], "read": ["tbp_lv_A", "x"]}, [],
                           [root / "train_tbp_lv_A.npz", tmp_path / "train_x.npz"],
                           [root / "test_tbp_lv_A.npz", root / "test_tbp_lv_B.npz"])
-    with pytest.raises(retrieve.OverlapError):
+    with pytest.raises(search.OverlapError):
         methods.JobSpaces({"index": [], "read": ["tbp_lv_A"]}, [],
                           [root / "train_tbp_lv_A.npz"], [root / "train_tbp_lv_B.npz"])

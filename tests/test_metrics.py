@@ -1,4 +1,4 @@
-"""skinground.metrics: answer parsing, R², and the per-(model, attribute) R² table."""
+"""skinground.evaluation.metrics: answer parsing, R², and the per-(model, attribute) R² table."""
 
 import math
 
@@ -7,15 +7,9 @@ import polars as pl
 import pytest
 from sklearn.metrics import r2_score as sk_r2
 
-from skinground.metrics import (
-    lenient_r2_table,
-    parse_number,
-    parse_number_lenient,
-    r2_score,
-    r2_table,
-    train_means,
-)
-from skinground.tables import markdown_table
+from skinground.core.tables import markdown_table
+from skinground.data.answers import parse_number, parse_number_lenient
+from skinground.evaluation.metrics import lenient_r2_table, r2_score, r2_table, train_means
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -142,7 +136,7 @@ def test_markdown_table():
 
 
 def test_fig2_draws_clipped_nan_and_unparsable(tmp_path):
-    from skinground.figures import fig2_r2
+    from skinground.evaluation.figures import fig2_r2
 
     table = pl.DataFrame({
         "model": ["tuned", "tuned", "untuned", "untuned"], "attribute": ["a", "b", "a", "b"],
@@ -156,7 +150,7 @@ def test_fig2_draws_clipped_nan_and_unparsable(tmp_path):
 
 
 def test_fig2_shows_intervals_and_the_robust_panel(tmp_path):
-    from skinground.figures import fig2_r2
+    from skinground.evaluation.figures import fig2_r2
 
     table = pl.DataFrame({
         "model": ["tuned", "tuned"], "attribute": ["a", "b"], "n": [3, 3],
@@ -179,8 +173,8 @@ def test_fig2_shows_intervals_and_the_robust_panel(tmp_path):
 
 
 def test_the_probe_figure_bars_and_whiskers(tmp_path):
-    from skinground import probe
-    from skinground.figures import fig2_probe
+    from skinground.evaluation import probe
+    from skinground.evaluation.figures import fig2_probe
 
     r2 = pl.DataFrame({"model": "tuned", "attribute": ["a", "b"], "n": [10, 10],
                        "r2_filled": [0.5, 0.8], "r2_filled_lo": [0.4, 0.7],
@@ -202,7 +196,7 @@ def test_the_probe_figure_bars_and_whiskers(tmp_path):
 
 
 def test_an_order_of_magnitude_is_a_factor_of_ten_floored_at_the_last_decimal():
-    from skinground.metrics import magnitude_errors
+    from skinground.evaluation.metrics import magnitude_errors
 
     truth = np.array([10.3, 26.3, 26.3, 0.0, 0.0, -5.0, 3.0])
     answer = np.array([120.77, 220.0, 22.0, 0.01, 0.5, 50.0, -3.0])
@@ -212,8 +206,8 @@ def test_an_order_of_magnitude_is_a_factor_of_ten_floored_at_the_last_decimal():
 def test_intervals_and_robust_metrics_beside_r2():
     """One wrong leading digit wrecks R² but not Spearman's ρ or the median error; every
     metric gets an interval that holds its value."""
-    from skinground import stats
-    from skinground.metrics import r2_table, with_intervals
+    from skinground.evaluation import stats
+    from skinground.evaluation.metrics import r2_table, with_intervals
 
     rng = np.random.default_rng(0)
     ids = [f"I{i:03d}" for i in range(120)]

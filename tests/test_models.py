@@ -1,4 +1,4 @@
-"""skinground.models: tiny Qwen2-VL / CLIP / SigLIP built locally, loaded back through the
+"""skinground.model.loading: tiny Qwen2-VL / CLIP / SigLIP built locally, loaded back through the
 paths the rules use (the 7B's, the image encoders')."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, Qwen2VLForConditionalGeneration, SiglipModel
 
-from skinground import models
 from skinground.demo import tiny
+from skinground.model import loading
 
 from reference import image_token_count
 
@@ -42,7 +42,7 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def mllm(tiny_dirs):
-    return models.load_mllm(tiny_dirs["mllm"])
+    return loading.load_mllm(tiny_dirs["mllm"])
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_tokenizer_round_trips(tokenizer, text):
 
 def test_tokenizer_special_tokens(tokenizer):
     ids = tiny.special_token_ids(tokenizer)
-    assert len(set(ids.values())) == len(models.SPECIAL_TOKENS)
+    assert len(set(ids.values())) == len(loading.SPECIAL_TOKENS)
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
     assert tokenizer.tokenize("<|vision_start|><|image_pad|><|vision_end|>") == [
         "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
@@ -93,8 +93,8 @@ def test_config_matches_tokenizer(mllm):
 
 def test_chat_prompt_structure(mllm):
     _, processor = mllm
-    prompt = models.chat_prompt(processor, "What is the area?")
-    assert prompt.endswith(models.ASSISTANT_HEADER)
+    prompt = loading.chat_prompt(processor, "What is the area?")
+    assert prompt.endswith(loading.ASSISTANT_HEADER)
     assert prompt == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is the area?"
@@ -105,7 +105,7 @@ def test_chat_prompt_structure(mllm):
 def test_forward_and_generate(mllm):
     model, processor = mllm
     assert isinstance(model, Qwen2VLForConditionalGeneration)
-    prompt = models.chat_prompt(processor, "What is the area of the lesion in mm²?")
+    prompt = loading.chat_prompt(processor, "What is the area of the lesion in mm²?")
     batch = processor(images=[rgb(131, 131)], text=[prompt], return_tensors="pt")
     assert "mm_token_type_ids" in batch
     image_id = model.config.image_token_id
@@ -121,19 +121,19 @@ def test_forward_and_generate(mllm):
 
 def test_fixed_square_whatever_the_aspect(mllm):
     _, processor = mllm
-    prompt = models.chat_prompt(processor, "q")
+    prompt = loading.chat_prompt(processor, "q")
     batch = processor(images=[rgb(200, 90)], text=[prompt], return_tensors="pt")
     assert batch["image_grid_thw"].tolist() == [[1, 8, 8]]
 
 
 def test_pixel_budget_from_arguments(tiny_dirs):
-    _, processor = models.load_mllm(tiny_dirs["mllm"], min_pixels=56 * 56, max_pixels=224 * 224)
+    _, processor = loading.load_mllm(tiny_dirs["mllm"], min_pixels=56 * 56, max_pixels=224 * 224)
     assert processor.image_size is None
     assert image_token_count(processor, 112, 224) == 4 * 8
-    _, processor = models.load_mllm(tiny_dirs["mllm"], image_size=56)
+    _, processor = loading.load_mllm(tiny_dirs["mllm"], image_size=56)
     assert image_token_count(processor, 300, 100) == 4
     with pytest.raises(ValueError, match="multiple of 28"):
-        models.load_mllm(tiny_dirs["mllm"], image_size=100)
+        loading.load_mllm(tiny_dirs["mllm"], image_size=100)
 
 
 def _hub_layout(src: Path, dst: Path) -> Path:
@@ -163,8 +163,8 @@ def _hub_layout(src: Path, dst: Path) -> Path:
 
 def test_hub_layout_loads_through_same_path(tiny_dirs, tmp_path):
     hub = _hub_layout(tiny_dirs["mllm"], tmp_path / "hub")
-    model, processor = models.load_mllm(hub, image_size=112)
-    prompt = models.chat_prompt(processor, "q")
+    model, processor = loading.load_mllm(hub, image_size=112)
+    prompt = loading.chat_prompt(processor, "q")
     batch = processor(images=[rgb(131, 131)], text=[prompt], return_tensors="pt")
     assert int((batch["input_ids"] == model.config.image_token_id).sum()) == 16
     with torch.no_grad():
@@ -173,49 +173,49 @@ def test_hub_layout_loads_through_same_path(tiny_dirs, tmp_path):
 
 def test_load_mllm_errors_name_the_path(tiny_dirs, tmp_path):
     missing = tmp_path / "nope"
-    with pytest.raises(models.ModelLoadError, match="does not exist") as err:
-        models.load_mllm(missing)
+    with pytest.raises(loading.ModelLoadError, match="does not exist") as err:
+        loading.load_mllm(missing)
     assert str(missing) in str(err.value)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(models.ModelLoadError, match="no config.json") as err:
-        models.load_mllm(empty)
+    with pytest.raises(loading.ModelLoadError, match="no config.json") as err:
+        loading.load_mllm(empty)
     assert str(empty) in str(err.value)
-    with pytest.raises(models.ModelLoadError, match="'clip'") as err:
-        models.load_mllm(tiny_dirs["clip"])
+    with pytest.raises(loading.ModelLoadError, match="'clip'") as err:
+        loading.load_mllm(tiny_dirs["clip"])
     assert str(tiny_dirs["clip"]) in str(err.value)
 
 
 def test_load_mllm_missing_tokenizer(tiny_dirs, tmp_path):
     broken = shutil.copytree(tiny_dirs["mllm"], tmp_path / "broken")
     (broken / "tokenizer.json").unlink()
-    with pytest.raises(models.ModelLoadError, match="tokenizer") as err:
-        models.load_mllm(broken)
+    with pytest.raises(loading.ModelLoadError, match="tokenizer") as err:
+        loading.load_mllm(broken)
     assert str(broken) in str(err.value)
     (broken / "processor_config.json").unlink()
-    with pytest.raises(models.ModelLoadError, match="image processor"):
-        models.load_mllm(broken)
+    with pytest.raises(loading.ModelLoadError, match="image processor"):
+        loading.load_mllm(broken)
 
 
 def test_clip_features(tiny_dirs):
-    model, processor = models.load_encoder(tiny_dirs["clip"], "clip")
+    model, processor = loading.load_encoder(tiny_dirs["clip"], "clip")
     assert isinstance(model, CLIPModel)
     assert type(processor).__name__ == "CLIPImageProcessorPil"  # never torchvision's
-    assert tuple(processor.image_mean) == pytest.approx(models.IMAGENET_MEAN)
-    assert tuple(processor.image_std) == pytest.approx(models.IMAGENET_STD)
-    feats = models.image_features(model, processor, [rgb(131, 131), rgb(300, 200, 1)])
+    assert tuple(processor.image_mean) == pytest.approx(loading.IMAGENET_MEAN)
+    assert tuple(processor.image_std) == pytest.approx(loading.IMAGENET_STD)
+    feats = loading.image_features(model, processor, [rgb(131, 131), rgb(300, 200, 1)])
     assert feats.shape == (2, model.config.projection_dim)
     assert torch.allclose(feats.norm(dim=-1), torch.ones(2), atol=1e-5)
-    again = models.image_features(model, processor, [rgb(131, 131)])
+    again = loading.image_features(model, processor, [rgb(131, 131)])
     assert torch.allclose(again[0], feats[0], atol=1e-5)
 
 
 def test_siglip_features(tiny_dirs):
-    model, processor = models.load_encoder(tiny_dirs["siglip"], "siglip")
+    model, processor = loading.load_encoder(tiny_dirs["siglip"], "siglip")
     assert isinstance(model, SiglipModel)
     assert type(processor).__name__ == "SiglipImageProcessorPil"
     assert processor.size.height == processor.size.width == 64  # the folder's: a square
-    feats = models.image_features(model, processor, [rgb(131, 131), rgb(300, 200, 1)])
+    feats = loading.image_features(model, processor, [rgb(131, 131), rgb(300, 200, 1)])
     assert feats.shape == (2, model.config.vision_config.hidden_size)
     assert torch.allclose(feats.norm(dim=-1), torch.ones(2), atol=1e-5)
     assert not torch.allclose(feats[0], feats[1], atol=1e-3)  # the images differ
@@ -224,7 +224,7 @@ def test_siglip_features(tiny_dirs):
 def _by_hand(image: Image.Image, pre: dict) -> torch.Tensor:
     """``pre`` (config preprocessing) with PIL and numpy alone: resize (the short side, then a
     centre crop, or the whole image to a square), / 255, (x - mean) / std, CHW."""
-    size, resample = pre["size"], models.RESAMPLE[pre["resample"]]
+    size, resample = pre["size"], loading.RESAMPLE[pre["resample"]]
     image = image.convert("RGB")
     if pre["crop"]:
         w, h = image.size
@@ -241,8 +241,8 @@ def _by_hand(image: Image.Image, pre: dict) -> torch.Tensor:
 
 
 #: Preprocessings unlike the tiny folders' own (so the config's must be what is applied).
-SIGLIP_PRE = {"size": 64, "crop": False, "resample": "bicubic", "mean": list(models.IMAGENET_MEAN),
-              "std": list(models.IMAGENET_STD)}
+SIGLIP_PRE = {"size": 64, "crop": False, "resample": "bicubic", "mean": list(loading.IMAGENET_MEAN),
+              "std": list(loading.IMAGENET_STD)}
 CLIP_PRE = {"size": 224, "crop": True, "resample": "bilinear", "mean": [0.5, 0.5, 0.5],
             "std": [0.25, 0.25, 0.25]}
 
@@ -258,7 +258,7 @@ MEDSIGLIP_PRE = {**SIGLIP_PRE, "resample": "bilinear", "mean": [0.5] * 3, "std":
 def test_encoder_features_equal_a_direct_forward(tiny_dirs, fmt, pre, the_folders):
     """The embeddings image_features gives are the model's own vision tower (+ CLIP's
     projection) run on pixels prepared by hand as the config says, L2-normalised."""
-    model, processor = models.load_encoder(tiny_dirs[fmt], fmt, preprocessing=pre)
+    model, processor = loading.load_encoder(tiny_dirs[fmt], fmt, preprocessing=pre)
     images = [rgb(131, 131), rgb(300, 200, 1), rgb(61, 239, 2)]
     pixels = torch.stack([_by_hand(im, pre) for im in images])
     assert torch.allclose(processor(images=images, return_tensors="pt")["pixel_values"],
@@ -268,23 +268,23 @@ def test_encoder_features_equal_a_direct_forward(tiny_dirs, fmt, pre, the_folder
         if fmt == "clip":
             pooled = model.visual_projection(pooled)
     direct = torch.nn.functional.normalize(pooled, dim=-1)
-    feats = models.image_features(model, processor, images)
+    feats = loading.image_features(model, processor, images)
     assert feats.shape == direct.shape
     assert torch.allclose(feats, direct, atol=1e-5)
     # the config's preprocessing is the one applied: the folder's own gives other embeddings
     # (the same only where the config asks for what the folder holds)
-    own_model, own = models.load_encoder(tiny_dirs[fmt], fmt)
-    same = torch.allclose(models.image_features(own_model, own, images), direct, atol=1e-3)
+    own_model, own = loading.load_encoder(tiny_dirs[fmt], fmt)
+    same = torch.allclose(loading.image_features(own_model, own, images), direct, atol=1e-3)
     assert same == the_folders
 
 
 def test_another_image_size_interpolates_the_position_embeddings(tiny_dirs):
     """A preprocessing size other than the model's runs (the position embeddings
     interpolated), and at the model's own size nothing is interpolated."""
-    model, processor = models.load_encoder(tiny_dirs["siglip"], "siglip",
+    model, processor = loading.load_encoder(tiny_dirs["siglip"], "siglip",
                                            preprocessing={**SIGLIP_PRE, "size": 96})
-    assert models.encoder_image_size(model) == 64
-    feats = models.image_features(model, processor, [rgb(131, 131)])
+    assert loading.encoder_image_size(model) == 64
+    feats = loading.image_features(model, processor, [rgb(131, 131)])
     assert feats.shape == (1, model.config.vision_config.hidden_size)
     assert torch.isfinite(feats).all()
 
@@ -293,14 +293,14 @@ def test_another_image_size_interpolates_the_position_embeddings(tiny_dirs):
                                                       ("siglip", "clip", "'siglip'"),
                                                       ("clip", "siglip", "'clip'")])
 def test_load_encoder_rejects_another_model(tiny_dirs, folder, fmt, found):
-    with pytest.raises(models.ModelLoadError, match=found) as err:
-        models.load_encoder(tiny_dirs[folder], fmt)
+    with pytest.raises(loading.ModelLoadError, match=found) as err:
+        loading.load_encoder(tiny_dirs[folder], fmt)
     assert str(tiny_dirs[folder]) in str(err.value)
 
 
 def test_load_encoder_rejects_an_unknown_format(tiny_dirs):
-    with pytest.raises(models.ModelLoadError, match="open_clip"):
-        models.load_encoder(tiny_dirs["clip"], "open_clip")
+    with pytest.raises(loading.ModelLoadError, match="open_clip"):
+        loading.load_encoder(tiny_dirs["clip"], "open_clip")
 
 
 def test_build_is_seeded(tiny_dirs, tmp_path):
@@ -317,9 +317,9 @@ def test_monet_preprocessing_from_the_config_replaces_the_folders(tiny_dirs, rep
     pre = monet["preprocessing"]
     assert monet["format"] == "clip" and monet["hub"] == "chanwkim/monet"
     assert pre["size"] == 224 and pre["crop"] and pre["resample"] == "bicubic"
-    assert tuple(pre["mean"]) == models.IMAGENET_MEAN
+    assert tuple(pre["mean"]) == loading.IMAGENET_MEAN
     other = dict(pre, size=112, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
-    model, processor = models.load_encoder(tiny_dirs["clip"], "clip", preprocessing=other)
+    model, processor = loading.load_encoder(tiny_dirs["clip"], "clip", preprocessing=other)
     batch = processor(images=[rgb(300, 200, 1)], return_tensors="pt")["pixel_values"]
     assert batch.shape[-2:] == (112, 112)
     assert processor.image_mean == [0.5, 0.5, 0.5] and processor.resample == 3  # bicubic
@@ -332,7 +332,7 @@ def test_a_siglip_preprocessing_resizes_without_crop(tiny_dirs):
     """crop false (SigLIP's way): the whole image squeezed to size x size, nothing cut off."""
     pre = {"size": 64, "crop": False, "resample": "bilinear", "mean": [0.5] * 3,
            "std": [0.5] * 3}
-    _, processor = models.load_encoder(tiny_dirs["siglip"], "siglip", preprocessing=pre)
+    _, processor = loading.load_encoder(tiny_dirs["siglip"], "siglip", preprocessing=pre)
     wide = Image.new("RGB", (300, 100), "black")
     wide.paste(Image.new("RGB", (50, 100), "white"), (0, 0))  # a white left sixth
     x = processor(images=[wide], return_tensors="pt")["pixel_values"][0]

@@ -1,4 +1,4 @@
-"""skinground.predict and the Fig. 2 scripts: batched left-padded generation on the untuned
+"""skinground.model.predict and the Fig. 2 scripts: batched left-padded generation on the untuned
 tiny Qwen2-VL, the predict script on a tiny HDF5 store, and the R² script's outputs."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from skinground import layout, lora, models
-from skinground import prefix as P
-from skinground import shared_cache as C
+from skinground.data.answers import parse_number
 from skinground.demo import tiny
-from skinground.metrics import parse_number
-from skinground.predict import generate_answers, image_once_tokens
+from skinground.model import batches, loading, lora
+from skinground.model import prefix as P
+from skinground.model import shared_cache as C
+from skinground.model.predict import generate_answers, image_once_tokens
 
 from conftest import jpeg_bytes, run_script
 from reference import generate_batch, generate_per_question
@@ -55,12 +55,12 @@ def tiny_base(tmp_path_factory, attributes):
 def native(tiny_base):
     """The tiny model with a native-resolution budget: images of different sizes give
     different numbers of image tokens, so a batch needs real left padding."""
-    return models.load_mllm(tiny_base, min_pixels=3136, max_pixels=262144)
+    return loading.load_mllm(tiny_base, min_pixels=3136, max_pixels=262144)
 
 
 @pytest.mark.parametrize("budget", ["native", "square"])
 def test_batched_left_padded_equals_one_at_a_time(tiny_base, native, attributes, budget):
-    model, processor = native if budget == "native" else models.load_mllm(tiny_base,
+    model, processor = native if budget == "native" else loading.load_mllm(tiny_base,
                                                                           image_size=112)
     three = {a: spec["question"] for a, spec in list(attributes.items())[:3]}
     store = MemoryStore({f"ISIC_{k}": rgb(h, w, k) for k, (h, w) in enumerate(SIZES)})
@@ -84,7 +84,7 @@ def tuned(tmp_path_factory, tiny_base, attributes, repo_config):
     """The tiny model LoRA-tuned for a few hundred steps to answer 3 questions about 6 images
     with numbers (so answers end at <|im_end|> after different lengths), its adapter saved and
     loaded back merged, as the predict rule loads it; native resolution."""
-    model, processor = models.load_mllm(tiny_base, min_pixels=3136, max_pixels=262144)
+    model, processor = loading.load_mllm(tiny_base, min_pixels=3136, max_pixels=262144)
     cfg = dict(repo_config["train"]["lora"], r=8, alpha=16, dropout=0.0,
                modules_to_save=["lm_head", "embed_tokens", "visual.merger"])
     torch.manual_seed(0)
@@ -94,16 +94,16 @@ def tuned(tmp_path_factory, tiny_base, attributes, repo_config):
     items = [{"isic_id": str(k), "image": im, "question": spec["question"],
               "answer": f"{(k + 1) * (j + 2) * 1.37:.{2 if j else 1}f}"}
              for k, im in enumerate(images) for j, spec in enumerate(specs)]
-    batch = layout.ImageOnceCollator(processor)(items)
+    batch = batches.ImageOnceCollator(processor)(items)
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=3e-3)
     for _ in range(150):
-        loss = layout.image_once_loss(peft_model, batch)
+        loss = batches.image_once_loss(peft_model, batch)
         loss.backward()
         opt.step()
         opt.zero_grad()
     adapter = tmp_path_factory.mktemp("adapter") / "adapter"
     peft_model.save_pretrained(adapter)
-    base, processor = models.load_mllm(tiny_base, min_pixels=3136, max_pixels=262144)
+    base, processor = loading.load_mllm(tiny_base, min_pixels=3136, max_pixels=262144)
     return lora.attach_adapter(base, adapter), processor, images, specs
 
 
@@ -284,7 +284,7 @@ def test_left_padded_logits_match_single(native, attributes):
     model, processor = native
     questions = [spec["question"] for spec in list(attributes.values())[:3]]
     images = [rgb(h, w, k) for k, (h, w) in enumerate(SIZES)]
-    prompts = [models.chat_prompt(processor, q) for q in questions]
+    prompts = [loading.chat_prompt(processor, q) for q in questions]
     processor.tokenizer.padding_side = "left"
     try:
         batch = processor(images=images, text=prompts, padding=True, return_tensors="pt")

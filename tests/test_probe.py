@@ -5,7 +5,7 @@ import pytest
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
-from skinground import probe, stats
+from skinground.evaluation import probe, stats
 
 
 @pytest.fixture

@@ -4,18 +4,18 @@ per-attribute database) gives the same top-k as the stored path; shards merge ba
 import numpy as np
 import pytest
 
-from skinground import models
-from skinground.data import open_images
+from skinground.data.images import open_images
+from skinground.data.shards import ShardError, shard_ids, write_shard
 from skinground.demo import tiny
 from skinground.demo.lesions import render_tile
 from skinground.demo.measure import encode_jpeg
-from skinground.embed import extract
-from skinground.index import build_index
-from skinground.predict import image_once
-from skinground.query import hierarchical_new_image, on_the_fly
-from skinground.retrieve import hierarchical, stored
-from skinground.shards import ShardError, shard_ids, write_shard
-from skinground.spaces import Space, merge_space
+from skinground.model import loading
+from skinground.model.embed import extract
+from skinground.model.predict import image_once
+from skinground.retrieval.index import build_index
+from skinground.retrieval.query import hierarchical_new_image, on_the_fly
+from skinground.retrieval.search import hierarchical, stored
+from skinground.retrieval.spaces import Space, merge_space
 
 QUESTIONS = ["What is the area of the lesion in mm²?", "What is the B (LAB) value inside?"]
 
@@ -24,7 +24,7 @@ QUESTIONS = ["What is the area of the lesion in mm²?", "What is the B (LAB) val
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("query")
     tiny.build_tiny_qwen2vl(root / "qwen", corpus=QUESTIONS, image_size=56)
-    model, processor = models.load_mllm(root / "qwen", image_size=56)
+    model, processor = loading.load_mllm(root / "qwen", image_size=56)
     folder = root / "images"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -38,23 +38,26 @@ def setup(tmp_path_factory):
 def test_on_the_fly_equals_stored(setup):
     model, processor, store, ids = setup
     train, test = ids[:34], ids[34:]
-    _, db_im, db_ima = extract(model, processor, store, train, QUESTIONS, batch_images=5)
-    _, q_im, q_ima = extract(model, processor, store, test, QUESTIONS, batch_images=5)
+    _, db_im, db_ima = extract(model, processor, store, train, QUESTIONS, batch_images=5,
+                               token="question")
+    _, q_im, q_ima = extract(model, processor, store, test, QUESTIONS, batch_images=5,
+                             token="question")
     index = build_index(db_im.astype(np.float32))
     for a, question in enumerate(QUESTIONS):
         want = hierarchical(index, q_im, q_ima[:, a], b=12, k=5,
                             candidate_ima=stored(db_ima[:, a]))
         got = hierarchical(index, q_im, q_ima[:, a], b=12, k=5, batch_size=2,
                            candidate_ima=on_the_fly(model, processor, store, train, question,
-                                                    batch_images=3))
+                                                    batch_images=3, token="question"))
         np.testing.assert_array_equal(got.idx, want.idx)
         np.testing.assert_allclose(got.scores, want.scores, atol=2e-3)
         # A new image (not in the database) as skinground query retrieves for it: its h_im
         # and h_im,a from the image-once pass that also answers.
         once = image_once(model, processor, [store.read(test[0])], [question],
-                          max_new_tokens=1)
+                          max_new_tokens=1, token="question")
         one = hierarchical_new_image(model, processor, store, train, index, once.h_im,
-                                     once.h_ima[:, 0], question, b=12, k=5)
+                                     once.h_ima[:, 0], question, b=12, k=5, token="question",
+                                     batch_images=8)
         np.testing.assert_array_equal(one.idx[0], want.idx[0])
 
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from skinground import embed, layout, models
-from skinground import prefix as P
-from skinground.index import build_index
-from skinground.predict import image_once
-from skinground.query import hierarchical_new_image, on_the_fly
-from skinground.retrieve import hierarchical, stored
+from skinground.model import batches, embed, loading
+from skinground.model import prefix as P
+from skinground.model.predict import image_once
+from skinground.retrieval.index import build_index
+from skinground.retrieval.query import hierarchical_new_image, on_the_fly
+from skinground.retrieval.search import hierarchical, stored
 
 from conftest import write_train_tuples
 from qwen2_7b import QWEN2_VOCAB_ROWS, build_7b_shaped_tiny
@@ -44,7 +44,7 @@ def base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(base):
-    return models.load_mllm(base)  # the folder's own (the 7B's) pixel budget
+    return loading.load_mllm(base)  # the folder's own (the 7B's) pixel budget
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +74,12 @@ def test_prompt_and_answer_tokens(base, loaded, tmp_path, questions):
     assert prefix.endswith("<|vision_end|>") and prefix.startswith("<|im_start|>system\n")
     assert all(s.endswith("<|im_end|>\n<|im_start|>assistant\n") for s in suffixes)
     data = write_train_tuples(tmp_path, 4)
-    ds = layout.TupleDataset(data["tuples"], data["images"])
+    ds = batches.TupleDataset(data["tuples"], data["images"])
     items = [dict(ds[i], answer=a) for i, a in zip(range(4), ("12.34", "-0.57", "100.00", "7"),
                                                    strict=True)]
-    batch = layout.PerTupleCollator(processor)(items)
+    batch = batches.PerTupleCollator(processor)(items)
     for i, item in enumerate(items):
-        labelled = batch["labels"][i] != layout.IGNORE_INDEX
+        labelled = batch["labels"][i] != batches.IGNORE_INDEX
         answer = batch["input_ids"][i][labelled].tolist()
         assert len(answer) == len(item["answer"]) + 1  # digits, sign and point one each
         assert tok.convert_ids_to_tokens(answer)[-1] == "<|im_end|>"
@@ -113,14 +113,14 @@ def test_prefix_shared_embeddings_equal_full_forwards(loaded, questions):
     images = [rgb(s, 10 + k) for k, s in enumerate(SIZES)]
     ref_im, ref_ima = naive_embeddings(model, processor, images, questions)
     h_im, h_ima = embed.prefix_shared_embeddings(model, processor, images, questions,
-                                                 batch_images=2)
+                                                 batch_images=2, token="question")
     assert float((h_im - ref_im).abs().max()) < 1e-4
     assert float((h_ima - ref_ima).abs().max()) < 1e-4
     assert float((h_ima[:, 0] - h_ima[:, 1]).abs().max()) > 1e-3
 
 
 def test_query_on_the_fly_equals_stored(loaded, questions, tmp_path):
-    from skinground.data import open_images
+    from skinground.data.images import open_images
     from skinground.demo.measure import encode_jpeg
 
     model, processor = loaded
@@ -132,18 +132,20 @@ def test_query_on_the_fly_equals_stored(loaded, questions, tmp_path):
     store = open_images(folder)
     train, test = ids[:11], ids[11:]
     _, db_im, db_ima = embed.extract(model, processor, store, train, questions[:1],
-                                     batch_images=4)
+                                     batch_images=4, token="question")
     _, q_im, q_ima = embed.extract(model, processor, store, test, questions[:1],
-                                   batch_images=4)
+                                   batch_images=4, token="question")
     index = build_index(db_im.astype(np.float32))
     want = hierarchical(index, q_im, q_ima[:, 0], b=6, k=3, candidate_ima=stored(db_ima[:, 0]))
     got = hierarchical(index, q_im, q_ima[:, 0], b=6, k=3, batch_size=2,
                        candidate_ima=on_the_fly(model, processor, store, train, questions[0],
-                                                batch_images=3))
+                                                batch_images=3, token="question"))
     np.testing.assert_array_equal(got.idx, want.idx)
-    once = image_once(model, processor, [store.read(test[0])], questions[:1], max_new_tokens=1)
+    once = image_once(model, processor, [store.read(test[0])], questions[:1], max_new_tokens=1,
+                      token="question")
     one = hierarchical_new_image(model, processor, store, train, index, once.h_im,
-                                 once.h_ima[:, 0], questions[0], b=6, k=3)
+                                 once.h_ima[:, 0], questions[0], b=6, k=3, token="question",
+                                 batch_images=8)
     np.testing.assert_array_equal(one.idx[0], want.idx[0])
     with torch.no_grad():
         assert model.get_output_embeddings().weight.shape[0] == 151_936

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from skinground.demo.tiny import special_token_ids
-from skinground.models import SPECIAL_TOKENS
+from skinground.model.loading import SPECIAL_TOKENS
 
 from qwen2_7b import QWEN2_RANKS, qwen2_tokenizer
 
@@ -62,9 +62,10 @@ def test_the_cost_model_uses_the_measured_token_counts(tok, repo_config):
 
     from transformers import Qwen2VLImageProcessorPil
 
-    from skinground import cost, cost_report, outputs
-    from skinground import prefix as P
-    from skinground.models import ImageOnlyQwen2VLProcessor
+    from skinground.core import outputs
+    from skinground.cost import estimate, report
+    from skinground.model import prefix as P
+    from skinground.model.loading import ImageOnlyQwen2VLProcessor
 
     from conftest import REPO
 
@@ -76,10 +77,10 @@ def test_the_cost_model_uses_the_measured_token_counts(tok, repo_config):
     counts = {a: len(tok(s, add_special_tokens=False)["input_ids"])
               for a, s in zip(questions, suffixes, strict=True)}
     assert counts == measured["per_question_suffix"]
-    result = cost_report.main([str(REPO / "config.yaml"), "--json"])
+    result = report.main([str(REPO / "config.yaml"), "--json"])
     a = result["assumptions"]
     assert a["tokens_measured"] and a["suffix_tokens"] == measured["suffix_tokens"]
-    assert a["answer_tokens"] == measured["answer_tokens"] != cost.Assumptions().answer_tokens
+    assert a["answer_tokens"] == measured["answer_tokens"] != estimate.Assumptions().answer_tokens
     assert result["workload"]["prompt_tokens"] == pytest.approx(
         measured["prefix_text_tokens"] + result["workload"]["image_tokens"]
         + measured["suffix_tokens"])

@@ -1,20 +1,74 @@
-"""The README's measured sections are what bench/readme.py makes of bench/results/*.json and
-the cost model: regenerated, never typed by hand."""
+"""The README and docs/: their measured sections are what bench/readme.py makes of
+bench/results/*.json and the cost model (regenerated, never typed by hand), every relative link
+leads somewhere, and .ci/run runs the README's two commands as written."""
 
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
+from readme import BLOCKS
+
+#: The README is the front page; the rest lives in docs/.
+README_MAX_LINES = 250
 
 
-def test_readme_blocks_are_regenerated_from_the_results():
+def pages() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_every_generated_block_is_what_the_results_make():
+    """``bench/readme.py --check`` regenerates every block, in README.md and in docs/, and
+    finds each page as it is."""
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "readme.py"), "--check"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr + " (run: python bench/readme.py)"
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    for block in ("demo", "benchmarks", "groups", "reliability", "cost"):
-        assert f"<!-- generated: {block} " in readme and f"<!-- end: {block} -->" in readme
+
+
+def test_each_block_is_in_one_page_with_its_end():
+    where: dict[str, list[str]] = {}
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        for name in re.findall(r"<!-- generated: (\S+) ", text):
+            where.setdefault(name, []).append(page.name)
+            assert f"<!-- end: {name} -->" in text.split(f"<!-- generated: {name} ", 1)[1], \
+                f"{page.name}: block {name} has no end marker"
+    assert sorted(where) == sorted(BLOCKS), "every block bench/readme.py makes, and only those"
+    assert all(len(found) == 1 for found in where.values()), where
+
+
+def test_the_readme_is_a_front_page():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= README_MAX_LINES, f"README.md: {lines} lines; move a section to docs/"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, no punctuation, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return {slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, re.M)}
+
+
+def test_every_relative_link_leads_somewhere():
+    """Each relative link of README.md and docs/*.md names a file of the checkout, and its
+    #anchor, if any, a heading of that file."""
+    broken = []
+    for page in pages():
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):  # https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists() or REPO.resolve() not in dest.parents:
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+            elif anchor and (dest.suffix != ".md" or anchor not in anchors(dest)):
+                broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
+    assert not broken, broken
 
 
 def readme_commands() -> list[str]:

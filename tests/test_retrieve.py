@@ -5,10 +5,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from skinground.errors import OverlapError
-from skinground.index import build_index
-from skinground.plan import methods
-from skinground.retrieve import (
+from skinground.core.errors import OverlapError
+from skinground.core.plan import methods
+from skinground.retrieval.index import build_index
+from skinground.retrieval.search import (
     TopK,
     first_stage,
     hierarchical,

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from scipy import stats as scipy_stats
 
-from skinground import diagnosis, significance, stats
+from skinground.evaluation import diagnosis, significance, stats
 
 
 @pytest.fixture

@@ -188,7 +188,8 @@ def test_demo_profile_stays_local(plain_copy):
     out = dry_run_train(plain_copy, env, "profiles/demo")
     assert "Using profiles profiles/demo and workflow specific profile profiles/default" in out
     assert "slurm" not in out.lower()
-    assert "--gpus 4" in out  # train starts min(4, visible GPUs) processes: one on CPU
+    # train starts min(4, visible GPUs) processes: one on CPU
+    assert "gpu=4" in out.split("rule train:", 1)[1].split("\n\n", 1)[0]
 
 
 # -- a real SLURM cluster ------------------------------------------------------------------

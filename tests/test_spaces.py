@@ -8,14 +8,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from skinground import index as index_mod
-from skinground import retrieve
-from skinground.index import build_index, search
-from skinground.outputs import IMAGE_SPACE
-from skinground.plan import method as plan_method
-from skinground.plan import method_spaces
-from skinground.shards import ShardError, shard_ids, write_shard
-from skinground.spaces import ArrayRows, Space, merge_space, read_ids
+from skinground.core.outputs import IMAGE_SPACE
+from skinground.core.plan import method as plan_method
+from skinground.core.plan import method_spaces
+from skinground.data.shards import ShardError, shard_ids, write_shard
+from skinground.retrieval import index as index_mod
+from skinground.retrieval import search as search_mod
+from skinground.retrieval.index import build_index, search
+from skinground.retrieval.spaces import ArrayRows, Space, merge_space, read_ids
 
 from reference import write_space
 
@@ -58,10 +58,10 @@ def test_merge_streams_the_shards_into_one_space(tmp_path):
 
 
 def test_a_space_carries_its_shards_record(tmp_path):
-    """What made the embeddings (skinground.provenance) travels shard -> merged space; shards
+    """What made the embeddings (skinground.core.provenance) travels shard -> merged space; shards
     made otherwise (another pixel budget, another adapter) are not merged into one space."""
-    from skinground.spaces import member_shape
-    from skinground.spaces import read_record as space_record
+    from skinground.retrieval.spaces import member_shape
+    from skinground.retrieval.spaces import read_record as space_record
 
     made = {"pixels": {"image_size": 112}, "h_ima_token": "question", "adapter": {"code": "a"}}
     write_shard(tmp_path / "a.npz", ids(3), {"im": np.zeros((3, 4))}, made)
@@ -122,9 +122,9 @@ def test_fused_search_in_blocks_equals_the_concatenated_space():
     rng = np.random.default_rng(2)
     db = [vectors(rng, 257) for _ in range(3)]
     q = [vectors(rng, 41) for _ in range(3)]
-    want = retrieve.top_k(retrieve.fused_vectors(db), retrieve.fused_vectors(q), 5)
+    want = search_mod.top_k(search_mod.fused_vectors(db), search_mod.fused_vectors(q), 5)
     for block in (10**9, 3 * D * 4 * 50, 3 * D * 4 * 3):  # one block; 50 rows; 3 rows
-        got = retrieve.fused_top_k([ArrayRows(x) for x in db], q, 5, block_bytes=block)
+        got = search_mod.fused_top_k([ArrayRows(x) for x in db], q, 5, block_bytes=block)
         np.testing.assert_array_equal(got.idx, want.idx)
         np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
 

@@ -4,8 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from skinground.split import SplitError, check_disjoint, split_patients, summarize
-from skinground.tuples import sample_tuples
+from skinground.data.split import SplitError, check_disjoint, split_patients, summarize
+from skinground.data.tuples import sample_tuples
 
 from reference import paper_shaped_cohort
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from skinground import stats
+from skinground.evaluation import stats
 
 
 @pytest.fixture

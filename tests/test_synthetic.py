@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from skinground.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
+from skinground.data.attributes import METADATA_COLUMNS, PAPER_ATTRIBUTES
 from skinground.demo.color import lab_to_rgb, rgb_to_lab
 from skinground.demo.lesions import LesionParams, render_tile
 from skinground.demo.measure import measure

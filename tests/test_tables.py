@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from skinground.errors import InputError
-from skinground.tables import REMAKE, read_parquet
+from skinground.core.errors import InputError
+from skinground.core.tables import REMAKE, read_parquet
 
 REPO = Path(__file__).resolve().parents[1]
 

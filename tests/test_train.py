@@ -16,11 +16,13 @@ import polars as pl
 import pytest
 import torch
 
-from skinground import checkpoints, layout, lora, models, provenance, train
-from skinground.data import DataError
+from skinground.core import provenance
+from skinground.core.errors import InputError
+from skinground.core.sections import bookkeeping, pixel_params, tracked
+from skinground.data.metadata import DataError
 from skinground.demo import tiny
-from skinground.errors import InputError
-from skinground.models import ModelLoadError
+from skinground.model import batches, checkpoints, job, loading, lora, loss_log, train
+from skinground.model.loading import ModelLoadError
 
 from conftest import (
     ANSWERS,
@@ -73,7 +75,7 @@ def model_cfg(repo_config) -> dict:
 
 
 def test_config_regex_selects_decoder_and_vision_blocks_not_patch_embed(base, repo_config):
-    model, _ = models.load_mllm(base)
+    model, _ = loading.load_mllm(base)
     regex = repo_config["train"]["lora"]["target_modules"]
     names = set(lora.target_module_names(model, regex))
     text = model.config.text_config.num_hidden_layers
@@ -86,7 +88,7 @@ def test_config_regex_selects_decoder_and_vision_blocks_not_patch_embed(base, re
 
 
 def test_lora_refuses_a_regex_that_hits_the_conv3d(base, repo_config):
-    model, _ = models.load_mllm(base)
+    model, _ = loading.load_mllm(base)
     cfg = dict(repo_config["train"]["lora"], target_modules=r".*proj$")
     with pytest.raises(lora.LoraConfigError, match="patch_embed.proj"):
         lora.attach_lora(model, cfg)
@@ -95,7 +97,7 @@ def test_lora_refuses_a_regex_that_hits_the_conv3d(base, repo_config):
 
 
 def test_attach_lora_trains_adapters_and_modules_to_save_only(base, repo_config):
-    model, _ = models.load_mllm(base)
+    model, _ = loading.load_mllm(base)
     peft_model = lora.attach_lora(model, train_config(repo_config)["lora"])
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)
@@ -107,7 +109,7 @@ def test_attach_lora_trains_adapters_and_modules_to_save_only(base, repo_config)
 
 
 def test_dataset_reads_lazily_and_caches(data):
-    ds = layout.TupleDataset(data["tuples"], data["images"], cache_images=True)
+    ds = batches.TupleDataset(data["tuples"], data["images"], cache_images=True)
     assert len(ds) == 2 * N_IMAGES and ds.n_images() == N_IMAGES
     assert ds._store is None  # nothing open until an item is read
     item = ds[0]
@@ -117,26 +119,26 @@ def test_dataset_reads_lazily_and_caches(data):
 
 
 def test_dataset_errors_name_the_file(data, tmp_path):
-    with pytest.raises(layout.TrainError, match="tuples file not found"):
-        layout.TupleDataset(tmp_path / "none.parquet", data["images"])
+    with pytest.raises(batches.TrainError, match="tuples file not found"):
+        batches.TupleDataset(tmp_path / "none.parquet", data["images"])
     bad = tmp_path / "bad.parquet"
     pl.DataFrame({"isic_id": ["x"], "question": ["q"]}).write_parquet(bad)
-    with pytest.raises(layout.TrainError, match=r"bad.parquet: missing column\(s\) attribute"):
-        layout.TupleDataset(bad, data["images"])
+    with pytest.raises(batches.TrainError, match=r"bad.parquet: missing column\(s\) attribute"):
+        batches.TupleDataset(bad, data["images"])
     other = tmp_path / "other.parquet"
     pl.DataFrame({"isic_id": ["ISIC_9"], "attribute": ["a"], "question": ["q"],
                   "answer": ["1"]}).write_parquet(other)
     with pytest.raises(DataError, match="no image for 1 tuple id"):
-        layout.TupleDataset(other, data["images"])
+        batches.TupleDataset(other, data["images"])
 
 
 @pytest.mark.parametrize("pixels", [{"image_size": 56}, {"min_pixels": 784, "max_pixels": 12544}])
 def test_labels_cover_exactly_the_answer_and_end_of_turn(base, data, pixels):
-    _, processor = models.load_mllm(base, **pixels)
-    ds = layout.TupleDataset(data["tuples"], data["images"])
+    _, processor = loading.load_mllm(base, **pixels)
+    ds = batches.TupleDataset(data["tuples"], data["images"])
     items = [ds[i] for i in (0, 5, 9, 22)]  # answers of 4-6 characters, tiles 40-227 px
     items[1] = dict(items[1], answer="7")
-    batch = layout.PerTupleCollator(processor)(items)
+    batch = batches.PerTupleCollator(processor)(items)
     assert set(batch) == {"input_ids", "attention_mask", "pixel_values", "image_grid_thw",
                           "mm_token_type_ids", "labels"}
     tok = processor.tokenizer
@@ -145,21 +147,21 @@ def test_labels_cover_exactly_the_answer_and_end_of_turn(base, data, pixels):
     if "min_pixels" in pixels:  # native resolution: different numbers of image tokens
         assert len(set(batch["image_grid_thw"].prod(1).tolist())) > 1
     for i, item in enumerate(items):
-        labelled = labels[i] != layout.IGNORE_INDEX
+        labelled = labels[i] != batches.IGNORE_INDEX
         assert torch.equal(labels[i][labelled], ids[i][labelled])
         assert tok.decode(ids[i][labelled]) == item["answer"] + "<|im_end|>"
         positions = labelled.nonzero().flatten()
         # one contiguous run ending at the last real token; padding is never labelled
         assert positions.tolist() == list(range(positions[0], int(mask[i].sum())))
-        assert (labels[i][mask[i] == 0] == layout.IGNORE_INDEX).all()
+        assert (labels[i][mask[i] == 0] == batches.IGNORE_INDEX).all()
         assert not labelled[batch["mm_token_type_ids"][i] == 1].any()
     assert (mask == 0).any() and (ids[mask == 0] == tok.pad_token_id).all()
 
 
 def test_collated_batch_runs_the_model(base, data):
-    model, processor = models.load_mllm(base)
-    ds = layout.TupleDataset(data["tuples"], data["images"])
-    batch = layout.PerTupleCollator(processor)([ds[i] for i in range(3)])
+    model, processor = loading.load_mllm(base)
+    ds = batches.TupleDataset(data["tuples"], data["images"])
+    batch = batches.PerTupleCollator(processor)([ds[i] for i in range(3)])
     out = model(**batch)
     assert torch.isfinite(out.loss)
 
@@ -184,7 +186,7 @@ def test_deepspeed_config_checks(tmp_path):
 def test_the_global_batch_holds_on_any_process_count():
     """per_device_batch is a process's most; the global batch is what trains. The demo's
     (128, per_device_batch 128) raised TrainError on 2 or 4 GPUs."""
-    from skinground.batch import train_batch
+    from skinground.model.global_batch import train_batch
 
     assert [train_batch(16, 4, n) for n in (1, 2, 4)] == [(4, 4), (4, 2), (4, 1)]  # the paper
     assert [train_batch(128, 128, n) for n in (1, 2, 4, 8)] == [(128, 1), (64, 1), (32, 1),
@@ -251,7 +253,7 @@ def test_a_changed_process_count_starts_over_once(tmp_path, caplog):
 
     checkpoints.prepare_checkpoints(tmp_path, dict(FP, processes=2))
     _checkpoint(tmp_path, 4)
-    with caplog.at_level(logging.WARNING, logger="skinground.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="skinground.model.checkpoints"):
         assert checkpoints.prepare_checkpoints(tmp_path, FP) is None
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "made by 2 process(es), this run has 1" in warning
@@ -260,7 +262,7 @@ def test_a_changed_process_count_starts_over_once(tmp_path, caplog):
     _checkpoint(tmp_path, 2)  # this run's own, interrupted: resumed, no warning
     assert checkpoints.prepare_checkpoints(tmp_path, FP) == tmp_path / "checkpoint-2"
     assert not caplog.records
-    with caplog.at_level(logging.WARNING, logger="skinground.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="skinground.model.checkpoints"):
         checkpoints.prepare_checkpoints(tmp_path, dict(FP, code="edited"))
     assert "another run's (code)" in caplog.records[0].getMessage()
 
@@ -272,7 +274,8 @@ def test_the_fingerprint_is_content_not_paths(tmp_path, base, data, model_cfg, r
 
     def fingerprint(root: Path, **kw) -> dict:
         args = dict(code="c", base=root / "base", tuples=root / "tuples.parquet",
-                    images=root / "train-image.hdf5", model_cfg=model_cfg, train_cfg=cfg,
+                    images=root / "train-image.hdf5", pixels=model_cfg,
+                    train_cfg=tracked("train", cfg),
                     deepspeed_cfg={"zero_optimization": {"stage": 2}}, processes=1)
         return checkpoints.run_fingerprint(**{**args, **kw})
 
@@ -293,15 +296,19 @@ def test_the_fingerprint_is_content_not_paths(tmp_path, base, data, model_cfg, r
 
 def script_command(tmp: Path, base: Path, data: dict, model_cfg: dict, train_cfg: dict,
                    deepspeed: Path = ZERO2) -> tuple[list[str], dict]:
-    """The train script's command line (outputs under ``tmp``) and its environment."""
+    """The train script's command line on a job file written as the rule writes it (outputs
+    under ``tmp``; ``train_cfg`` the whole section, split as the rule splits it) and its
+    environment."""
     out = {name: tmp / name for name in ("ckpt", "adapter", "loss.csv", "loss.png",
                                          "summary.json")}
-    cmd = [sys.executable, str(SCRIPT), "--base", str(base), "--tuples", str(data["tuples"]),
-           "--images", str(data["images"]), "--pixels", json.dumps(model_cfg),
-           "--train", json.dumps(train_cfg), "--deepspeed", str(deepspeed),
-           "--checkpoints", str(out["ckpt"]), "--adapter", str(out["adapter"]),
-           "--loss-csv", str(out["loss.csv"]), "--loss-plot", str(out["loss.png"]),
-           "--summary", str(out["summary.json"]), "--gpus", "1"]
+    job_file = job.write_job(tmp / "job.json", {
+        "base": base, "tuples": data["tuples"], "images": data["images"],
+        "deepspeed": deepspeed, "checkpoints": out["ckpt"], "adapter": out["adapter"],
+        "loss_csv": out["loss.csv"], "loss_plot": out["loss.png"],
+        "summary": out["summary.json"], "pixels": pixel_params(model_cfg),
+        "train": tracked("train", train_cfg), "bookkeeping": bookkeeping("train", train_cfg),
+        "gpus": 1})
+    cmd = [sys.executable, str(SCRIPT), str(job_file)]
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
                         "MASTER_PORT")}
@@ -342,7 +349,7 @@ def test_training_writes_adapter_loss_log_and_plot(trained):
     assert summary["layout"] == cfg["layout"] and summary["tuples"] == 2 * N_IMAGES
     rows = read_csv(tmp / "loss.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
-    assert list(rows[0]) == list(train.LOSS_COLUMNS)
+    assert list(rows[0]) == list(loss_log.LOSS_COLUMNS)
     assert all(float(r["loss"]) > 0 and float(r["grad_norm"]) > 0 for r in rows)
     assert summary["first_loss"] == pytest.approx(float(rows[0]["loss"]))
     assert (tmp / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -360,15 +367,15 @@ def test_training_writes_adapter_loss_log_and_plot(trained):
 
 def test_adapter_changes_the_model(trained, base, data):
     tmp, _, _ = trained
-    model, processor = models.load_mllm(base)
-    ds = layout.TupleDataset(data["tuples"], data["images"])
-    batch = layout.PerTupleCollator(processor)([ds[i] for i in range(2)])
+    model, processor = loading.load_mllm(base)
+    ds = batches.TupleDataset(data["tuples"], data["images"])
+    batch = batches.PerTupleCollator(processor)([ds[i] for i in range(2)])
     with torch.no_grad():
         before = model(**batch).logits
-        tuned = lora.attach_adapter(models.load_mllm(base)[0], tmp / "adapter")
+        tuned = lora.attach_adapter(loading.load_mllm(base)[0], tmp / "adapter")
         assert type(tuned) is type(model)  # merged: a plain model again
         after = tuned(**batch).logits
-        unmerged = lora.attach_adapter(models.load_mllm(base)[0], tmp / "adapter",
+        unmerged = lora.attach_adapter(loading.load_mllm(base)[0], tmp / "adapter",
                                        merge=False)(**batch).logits
     assert (after - before).abs().max() > 1e-3
     torch.testing.assert_close(after, unmerged, atol=1e-4, rtol=1e-4)
@@ -424,7 +431,7 @@ def test_a_code_change_reaches_an_interrupted_runs_resume(trained, base, data, m
     copy = tmp_path / "checkout"
     shutil.copytree(REPO / "workflow", copy / "workflow",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    lib = copy / "workflow" / "skinground" / "layout.py"
+    lib = copy / "workflow" / "skinground" / "model" / "batches.py"
     lib.write_text(lib.read_text() + "\nCHANGED = True\n")
     for changed in (True, False):
         out = tmp_path / ("changed" if changed else "same")
@@ -459,19 +466,19 @@ def test_attach_adapter_errors_name_the_path(trained, base, tmp_path):
     done, _, _ = trained
     missing = tmp_path / "nowhere"
     with pytest.raises(ModelLoadError, match=f"does not exist: {missing}"):
-        lora.attach_adapter(models.load_mllm(base)[0], missing)
+        lora.attach_adapter(loading.load_mllm(base)[0], missing)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelLoadError, match=f"no adapter_config.json in adapter directory "
                                              f"{empty}"):
-        lora.attach_adapter(models.load_mllm(base)[0], empty)
+        lora.attach_adapter(loading.load_mllm(base)[0], empty)
     # a pickled adapter (adapter_model.bin, read by torch.load) is never accepted
     pickled = tmp_path / "pickled"
     shutil.copytree(done / "adapter", pickled)
     (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
     with pytest.raises(ModelLoadError, match=r"no adapter_model.safetensors in .*pickled "
                                              r"\(found: adapter_model.bin\)"):
-        lora.attach_adapter(models.load_mllm(base)[0], pickled)
+        lora.attach_adapter(loading.load_mllm(base)[0], pickled)
     # an adapter whose target modules do not exist in this base
     odd = tmp_path / "odd"
     shutil.copytree(done / "adapter", odd)
@@ -479,7 +486,7 @@ def test_attach_adapter_errors_name_the_path(trained, base, tmp_path):
     cfg["target_modules"] = r".*no_such_module$"
     (odd / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match=f"adapter {odd} does not fit"):
-        lora.attach_adapter(models.load_mllm(base)[0], odd)
+        lora.attach_adapter(loading.load_mllm(base)[0], odd)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "header"])
@@ -493,7 +500,7 @@ def test_a_damaged_adapter_is_named_in_one_line(trained, base, tmp_path, damage)
     data = weights.read_bytes()
     weights.write_bytes(data[:-100] if damage == "truncated" else b"\xff" * 8 + data[8:])
     with pytest.raises(ModelLoadError) as err:
-        lora.attach_adapter(models.load_mllm(base)[0], cut)
+        lora.attach_adapter(loading.load_mllm(base)[0], cut)
     message = str(err.value)
     assert message.startswith(f"{weights}: damaged (") and "\n" not in message
     assert message.endswith(f"delete {cut} and rerun the workflow to retrain it")
@@ -504,7 +511,7 @@ def test_attach_adapter_rejects_an_adapter_for_another_base(trained, tmp_path):
     other = tiny.build_tiny_qwen2vl(tmp_path / "other", corpus=CORPUS, image_size=56,
                                       text_hidden=32, intermediate=64, mrope_section=(1, 1, 2))
     with pytest.raises(ModelLoadError, match=f"adapter {done / 'adapter'} does not fit"):
-        lora.attach_adapter(models.load_mllm(other)[0], done / "adapter")
+        lora.attach_adapter(loading.load_mllm(other)[0], done / "adapter")
 
 
 # --------------------------------------------------------------------------- reliability
@@ -576,7 +583,7 @@ def test_a_file_system_without_flock_trains_unlocked_with_a_warning(tmp_path, mo
         raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)))
 
     monkeypatch.setattr(fcntl, "flock", no_flock)
-    with caplog.at_level(logging.WARNING, logger="skinground.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="skinground.model.checkpoints"):
         held = checkpoints.lock_checkpoints(tmp_path / "ckpt")
     held.close()
     assert "does not support flock" in caplog.text and "unlocked" in caplog.text
@@ -643,7 +650,7 @@ def interrupted(done: Path, to: Path, last: int) -> Path:
 EPOCH_STEPS = 3  # 24 tuples, 8 a step
 
 
-@pytest.fixture(scope="module", params=layout.LAYOUTS)
+@pytest.fixture(scope="module", params=batches.LAYOUTS)
 def ranks(request, tmp_path_factory, base, data, model_cfg, repo_config):
     """One epoch (3 steps of 8 tuples; a checkpoint at step 2) on 2 processes of 4 tuples,
     and on 1 process of 4 tuples with gradient accumulation 2. Returns (folder, config)."""
@@ -729,7 +736,7 @@ def test_the_demo_config_trains_its_global_batch_on_one_and_two_processes(
     (128 at once) and on 2 (64 each)."""
     import yaml
 
-    from skinground.config import deep_merge
+    from skinground.core.config import deep_merge
 
     demo = yaml.safe_load((REPO / "profiles" / "demo" / "demo-config.yaml").read_text())
     cfg = dict(deep_merge(repo_config, demo)["train"], max_steps=1, save_steps=1,

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from skinground.tuples import TupleError, resolve_w, sample_tuples, summarize
+from skinground.data.tuples import TupleError, resolve_w, sample_tuples, summarize
 
 ATTRS = {f"a{i:02d}": {"question": f"What is a{i:02d}?", "decimals": i % 3} for i in range(16)}
 
@@ -79,7 +79,7 @@ def test_bad_w(w):
 
 
 def test_format_answer():
-    from skinground.attributes import format_answer
+    from skinground.data.answers import format_answer
 
     assert format_answer(1.234, 2) == "1.23"
     assert format_answer(-0.001, 2) == "0.00"

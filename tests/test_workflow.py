@@ -16,9 +16,11 @@ import polars as pl
 import pytest
 import yaml
 
-from skinground import fidelity
-from skinground.config import load_config
+from skinground.core.config import load
+from skinground.core.sections import bookkeeping, pixel_params, tracked
+from skinground.model import job
 
+import demo_targets
 from conftest import (
     DEMO_RUN,
     REPO,
@@ -88,7 +90,7 @@ def test_the_run_records_its_package_versions(demo):
     constraints.txt), torch's build as it is, and the interpreter."""
     from importlib.metadata import version
 
-    from skinground.versions import CONSTRAINTS, read_pins
+    from skinground.core.versions import CONSTRAINTS, read_pins
 
     table = pl.read_csv(res(demo) / "versions.csv", schema_overrides={"pin": pl.String})
     rows = {r["package"]: r for r in table.iter_rows(named=True)}
@@ -192,8 +194,8 @@ FIDELITY_SLACK = 2
 def test_the_demo_shows_the_papers_finding(demo):
     """Directions, as counts over the 16 attributes (never per attribute): tuned image-only
     beats untuned, image+text beats image-only, and tuned test R² is positive / >= 0.5."""
-    counts = fidelity.read_run(res(demo))["counts"]
-    short = {k: (counts[k], t) for k, t in fidelity.TARGETS.items()
+    counts = demo_targets.read_run(res(demo))["counts"]
+    short = {k: (counts[k], t) for k, t in demo_targets.TARGETS.items()
              if counts[k] < t - FIDELITY_SLACK}
     assert not short, f"counts below target - {FIDELITY_SLACK} (count, target): {short}"
 
@@ -250,20 +252,20 @@ def test_training_is_bit_reproducible(demo, tmp_path):
     out = res(demo)
     # the config files the run was made with (its results/<run>/config.yaml leaves out the
     # bookkeeping keys the train script also needs)
-    config = load_config([demo / "config.yaml", demo / "profiles/demo/demo-config.yaml"])
+    config = load([demo / "config.yaml", demo / "profiles/demo/demo-config.yaml"])
     train = dict(config["train"], max_steps=150, save_steps=1000, logging_steps=50)
     adapters = []
     for run in ("first", "second"):
         d = tmp_path / run
-        cmd = [sys.executable, str(demo / "workflow/scripts/train.py"),
-               "--base", str(out / "models/qwen2vl-tiny"),
-               "--tuples", str(out / "tuples/train_tuples.parquet"),
-               "--images", str(out / "synthetic/train-image.hdf5"),
-               "--pixels", json.dumps(config["model"]), "--train", json.dumps(train),
-               "--deepspeed", str(demo / config["train"]["deepspeed"]),
-               "--checkpoints", str(d / "ckpt"), "--adapter", str(d / "adapter"),
-               "--loss-csv", str(d / "loss.csv"), "--loss-plot", str(d / "loss.png"),
-               "--summary", str(d / "summary.json")]
+        job_file = job.write_job(d / "job.json", {
+            "base": out / "models/qwen2vl-tiny", "tuples": out / "tuples/train_tuples.parquet",
+            "images": out / "synthetic/train-image.hdf5",
+            "deepspeed": demo / config["train"]["deepspeed"], "checkpoints": d / "ckpt",
+            "adapter": d / "adapter", "loss_csv": d / "loss.csv", "loss_plot": d / "loss.png",
+            "summary": d / "summary.json", "pixels": pixel_params(config["model"]),
+            "train": tracked("train", train), "bookkeeping": bookkeeping("train", train),
+            "gpus": 0})
+        cmd = [sys.executable, str(demo / "workflow/scripts/train.py"), str(job_file)]
         proc = run_group(cmd, timeout=900, cwd=demo)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads((d / "summary.json").read_text())["deterministic"] is True
@@ -307,7 +309,7 @@ def test_a_rerun_of_train_recomputes(demo, tmp_path):
     after_kill, summary = train()
     assert after_kill == first and summary["steps"] == 12
 
-    lib = work / "workflow" / "skinground" / "train.py"
+    lib = work / "workflow" / "skinground" / "model" / "train.py"
     lib.write_text(lib.read_text().replace(
         'learning_rate=float(train_cfg["learning_rate"]),',
         'learning_rate=2 * float(train_cfg["learning_rate"]),', 1))
@@ -399,9 +401,9 @@ def edit(demo):
 
 
 def test_comment_docstring_and_touch_rerun_nothing(demo, edit):
-    io = (demo / "workflow/skinground/io.py").read_text()
+    io = (demo / "workflow/skinground/core/io.py").read_text()
     edited = io.replace('"""', '"""Edited. ', 1) + "\n# a comment\n"
-    edit("workflow/skinground/io.py", edited)
+    edit("workflow/skinground/core/io.py", edited)
     assert planned_jobs(snakemake(demo, "-n")) == {}
     now = time.time()
     for path in [*(demo / "workflow").rglob("*.py"), *(demo / "workflow").rglob("*.smk")]:
@@ -412,9 +414,9 @@ def test_comment_docstring_and_touch_rerun_nothing(demo, edit):
 @pytest.mark.parametrize(
     ("module", "expected"),
     [
-        ("evaluate", {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, **FINISH}),
-        ("retrieve", RETRIEVAL),
-        ("layout", {r: n for r, n in DOWNSTREAM_OF_TRAINING.items() if r != "cost"}),
+        ("evaluation/percentile", {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, **FINISH}),
+        ("retrieval/search", RETRIEVAL),
+        ("model/batches", {r: n for r, n in DOWNSTREAM_OF_TRAINING.items() if r != "cost"}),
     ],
 )
 def test_code_change_reruns_the_rules_that_import_it(demo, edit, module, expected):
@@ -679,7 +681,7 @@ def test_a_finished_run_reports_without_its_weights(demo, tmp_path):
         assert out.count(f"hf download {hub} --local-dir {gone / name} ") == 1, out[-3000:]
 
 
-DEMO_ATTRIBUTES = load_config([REPO / "config.yaml",
+DEMO_ATTRIBUTES = load([REPO / "config.yaml",
                                REPO / "profiles/demo/demo-config.yaml"])["attributes"]
 #: Every figure of the report: (category, subcategory, its row's item label, attribute).
 FIGURES = [("Training and prediction", None, "Fig. 2", "all"),

@@ -34,9 +34,9 @@ if os.environ.get("SKINGROUND_TEST_BATCHES"):
     # <SKINGROUND_TEST_BATCHES>.rank<RANK>: which tuples each rank trained on.
     import json
 
-    import skinground.layout
+    import skinground.model.batches
 
-    _collator = skinground.layout.collator
+    _collator = skinground.model.batches.collator
 
     def _recording_collator(*args, **kwargs):
         collate = _collator(*args, **kwargs)
@@ -49,4 +49,4 @@ if os.environ.get("SKINGROUND_TEST_BATCHES"):
 
         return record
 
-    skinground.layout.collator = _recording_collator
+    skinground.model.batches.collator = _recording_collator

@@ -1,5 +1,6 @@
 # Data stage: (demo) synthetic dataset -> manifest -> patient split -> training tuples.
 
+
 if config["synthetic"]["enabled"]:
 
     rule synthetic_data:
@@ -110,44 +111,3 @@ rule tuples:
         groups=GROUPS if config["tuples"]["group_share"] > 0 else {},
     script:
         "../scripts/tuples.py"
-
-
-rule versions:
-    """The Python packages the run computes with (``skinground.versions``: the project's
-    dependencies, torch included), each beside its pin in constraints.txt, and the interpreter,
-    beside the run's config; the report shows them. A changed version reruns this rule alone."""
-    input:
-        constraints=src(versions.CONSTRAINTS),
-    output:
-        reported(res(out.VERSIONS), "versions", "Run", item="Package versions"),
-    log:
-        log("versions"),
-    localrule: True
-    conda:
-        CPU_ENV
-    params:
-        code=code("versions"),
-        packages=versions.installed(),
-        environment=versions.environment(),
-    script:
-        "../scripts/versions.py"
-
-
-rule run_config:
-    """The run's resolved config less its bookkeeping keys (what the results depend on), for
-    ``skinground query``: written when the run has made every figure and table (its inputs),
-    so it never describes a model the run does not have yet; no other rule reads it."""
-    input:
-        study_outputs,
-    output:
-        res(out.RUN_CONFIG),
-    log:
-        log("run_config"),
-    localrule: True
-    conda:
-        CPU_ENV
-    params:
-        code=code("run_config"),
-        config=tracked_config(config),
-    script:
-        "../scripts/run_config.py"

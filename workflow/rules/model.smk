@@ -1,4 +1,5 @@
-# Model stage: (demo) tiny models -> LoRA fine-tuning under DeepSpeed -> predictions, Fig. 2.
+# Model stage: (demo) tiny models -> LoRA fine-tuning under DeepSpeed -> predictions.
+
 
 if config["model"]["build_tiny"]:
 
@@ -26,8 +27,9 @@ if config["model"]["build_tiny"]:
 
 rule train:
     """LoRA fine-tuning of Qwen2-VL on the tuples, under DeepSpeed ZeRO-2; resumes from the
-    last checkpoint when an interrupted job is rerun. The one rule with a command line: its
-    script relaunches itself under torchrun."""
+    last checkpoint when an interrupted job is rerun. Its script writes the job's params and
+    paths to one file (train/job.json, ``skinground.model.job``) and relaunches itself under
+    torchrun: every training process reads that file."""
     input:
         base=weights("base"),
         tuples=rules.tuples.output.tuples,
@@ -55,20 +57,16 @@ rule train:
         gpu=0,
     params:
         code=code("train"),
+        # the checkout's script, which torchrun's training processes run
         script=untracked(src("workflow/scripts/train.py")),
         base=weights_path("base"),
-        pixels=json.dumps(PIXELS),
-        train=json.dumps(section("train")),
+        pixels=PIXELS,
+        train=section("train"),
         # logging and checkpoint cadence, loader workers: they rerun nothing
-        bookkeeping=untracked(json.dumps(bookkeeping("train", config["train"]))),
+        bookkeeping=untracked(bookkeeping("train", config["train"])),
         checkpoints=res(out.CHECKPOINTS),
-    shell:
-        "python {params.script:q} --base {params.base:q} --tuples {input.tuples:q}"
-        " --images {input.images:q} --pixels {params.pixels:q} --train {params.train:q}"
-        " --bookkeeping {params.bookkeeping:q} --deepspeed {input.deepspeed:q}"
-        " --checkpoints {params.checkpoints:q} --adapter {output.adapter:q}"
-        " --loss-csv {output.loss_csv:q} --loss-plot {output.loss_plot:q}"
-        " --summary {output.summary:q} --gpus {resources.gpu} > {log:q} 2>&1"
+    script:
+        "../scripts/train.py"
 
 
 rule predict_shard:
@@ -86,7 +84,7 @@ rule predict_shard:
     benchmark:
         benchmark("predict/{model}_shard{shard}")
     wildcard_constraints:
-        model="|".join(PREDICT_MODELS),
+        model="|".join(PREDICTED_MODELS),
         shard=r"\d+",
     conda:
         GPU_ENV
@@ -112,80 +110,10 @@ rule merge_predictions:
     log:
         log("predict/merge_{model}"),
     wildcard_constraints:
-        model="|".join(PREDICT_MODELS),
+        model="|".join(PREDICTED_MODELS),
     conda:
         CPU_ENV
     params:
         code=code("merge_predictions"),
     script:
         "../scripts/merge_predictions.py"
-
-
-rule r2:
-    """R² per attribute of the tuned model's answers (unparsable answers counted), and
-    Fig. 2."""
-    input:
-        predictions=res(out.PREDICTIONS, model="tuned"),
-        manifest=rules.manifest.output.manifest,
-        train=rules.split.output.train,
-        test=rules.split.output.test,
-    output:
-        csv=reported(
-            res(out.R2_CSV),
-            "r2",
-            "Training and prediction",
-            item="R² (table)",
-            model="tuned",
-            seed=TRAIN_SEED,
-        ),
-        markdown=res(out.R2_MD),
-        groups_csv=res(out.R2_GROUPS),
-        fig_pdf=figure("fig2_r2", "pdf"),
-        fig_png=reported(
-            figure("fig2_r2", "png"),
-            "fig2",
-            "Training and prediction",
-            item="Fig. 2",
-            model="tuned",
-            seed=TRAIN_SEED,
-        ),
-    log:
-        log("r2"),
-    conda:
-        CPU_ENV
-    params:
-        code=code("r2"),
-        attributes=config["attributes"],
-        groups=PREDICTED_GROUPS,
-        stats=BOOTSTRAP,
-    script:
-        "../scripts/r2.py"
-
-
-if "untuned" in PREDICT_MODELS:
-
-    rule r2_untuned:
-        """The untuned model's R² per attribute in a table of its own (not Fig. 2): with the
-        strict parser, and with the first number anywhere in the answer."""
-        input:
-            predictions=res(out.PREDICTIONS, model="untuned"),
-            manifest=rules.manifest.output.manifest,
-            train=rules.split.output.train,
-        output:
-            csv=reported(
-                res(out.R2_UNTUNED_CSV),
-                "r2_untuned",
-                "Training and prediction",
-                item="R², untuned (table)",
-                model="untuned",
-            ),
-            markdown=res(out.R2_UNTUNED_MD),
-        log:
-            log("r2_untuned"),
-        conda:
-            CPU_ENV
-        params:
-            code=code("r2_untuned"),
-            attributes=config["attributes"],
-        script:
-            "../scripts/r2_untuned.py"

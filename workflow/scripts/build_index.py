@@ -2,12 +2,12 @@
 
 Built on the CPU (a normalised float32 copy: no GPU work). Peak host memory: the index ``N d
 4`` twice (while FAISS grows its storage) + one chunk with its temporaries (~3.5 x 256 MiB):
-8.5 GB at paper scale (skinground.memory).
+8.5 GB at paper scale (skinground.cost.memory).
 """
 
-from skinground import provenance, script
-from skinground.index import build_index, save_index
-from skinground.spaces import Space, read_record
+from skinground.core import provenance, script
+from skinground.retrieval.index import build_index, save_index
+from skinground.retrieval.spaces import Space, read_record
 
 
 def main(snakemake) -> None:

@@ -4,7 +4,7 @@ save_pretrained so they load like the real checkpoints."""
 
 import logging
 
-from skinground import script
+from skinground.core import script
 from skinground.demo import tiny
 
 

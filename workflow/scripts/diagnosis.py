@@ -3,9 +3,10 @@ column, beside random retrieval's base rate (bootstrap intervals over test patie
 
 import polars as pl
 
-from skinground import diagnosis, script, significance
-from skinground.io import read_lines
-from skinground.tables import read_parquet, write_summary
+from skinground.core import script
+from skinground.core.io import read_lines
+from skinground.core.tables import read_parquet, write_summary
+from skinground.evaluation import diagnosis, significance
 
 NOTE = ("The share of retrieved images (top k) whose label agrees with the query's, per "
         "method; attribute-specific methods pool their k images of every attribute. random: "

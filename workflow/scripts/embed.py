@@ -7,31 +7,36 @@ import logging
 
 import numpy as np
 
-from skinground import provenance, script
-from skinground.data import open_images
-from skinground.io import read_lines
-from skinground.outputs import IMAGE_SPACE
-from skinground.shards import shard_ids, write_shard
+from skinground.core import provenance, script
+from skinground.core.io import read_lines
+from skinground.core.outputs import IMAGE_SPACE
+from skinground.data.images import open_images
+from skinground.data.shards import shard_ids, write_shard
 
 log = logging.getLogger("skinground")
 
 
 def qwen_spaces(snakemake, ids, store) -> dict:
-    from skinground.embed import extract
-    from skinground.models import load_qwen
+    from skinground.model.embed import extract
+    from skinground.model.loading import load_qwen
 
     model, processor = load_qwen(snakemake.input.base, snakemake.params.preprocessing,
                                  snakemake.input.get("adapter"))
     spaces = snakemake.params.questions  # space -> question; empty for the untuned model
     _, h_im, h_ima = extract(model, processor, store, ids, list(spaces.values()),
                              batch_images=snakemake.params.batch_images,
-                             token=snakemake.params.h_ima_token or "question")
+                             token=snakemake.params.h_ima_token)
     out = {name: h_ima[:, j] for j, name in enumerate(spaces)}
     return {IMAGE_SPACE: h_im, **out} if snakemake.params.image_space else out
 
 
 def encoder_space(snakemake, ids, store) -> dict:
-    from skinground.models import device_and_dtype, encoder_image_size, image_features, load_encoder
+    from skinground.model.loading import (
+        device_and_dtype,
+        encoder_image_size,
+        image_features,
+        load_encoder,
+    )
 
     device, dtype = device_and_dtype()
     model, processor = load_encoder(snakemake.input.encoder, snakemake.params.encoder_format,

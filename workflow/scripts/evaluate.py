@@ -6,9 +6,10 @@ import logging
 
 import polars as pl
 
-from skinground import evaluate, script, significance
-from skinground.io import read_lines
-from skinground.tables import read_parquet, write_claims, write_evaluation
+from skinground.core import script
+from skinground.core.io import read_lines
+from skinground.core.tables import read_parquet, write_claims, write_evaluation
+from skinground.evaluation import percentile, significance
 
 log = logging.getLogger("skinground")
 
@@ -16,7 +17,7 @@ log = logging.getLogger("skinground")
 def main(snakemake) -> None:
     results = pl.concat([read_parquet(path) for path in snakemake.input.results])
     manifest = read_parquet(snakemake.input.manifest)
-    table = evaluate.evaluate(results, manifest, read_lines(snakemake.input.train),
+    table = percentile.evaluate(results, manifest, read_lines(snakemake.input.train),
                               snakemake.params.attributes)
     log.info("%d percentile rows; %d excluded", table.height,
              table["excluded"].is_not_null().sum())
@@ -26,7 +27,7 @@ def main(snakemake) -> None:
     titles = snakemake.params.titles
     claims = significance.paper_claims(significance.in_order(table["method"], titles), titles)
     tested = significance.tested_evaluation(
-        table, evaluate.summarize(table), ["attribute"], "percentile", claims, boot, manifest,
+        table, percentile.summarize(table), ["attribute"], "percentile", claims, boot, manifest,
         confidence=st["confidence"], alpha=st["alpha"], unit=st["test_unit"])
     write_evaluation(table, tested.summary, snakemake.output)
     write_claims(tested, snakemake.output, alpha=st["alpha"], unit="attribute",

@@ -6,9 +6,10 @@ import logging
 
 import polars as pl
 
-from skinground import group_criterion, script, significance
-from skinground.io import read_lines
-from skinground.tables import read_parquet, write_claims, write_evaluation
+from skinground.core import script
+from skinground.core.io import read_lines
+from skinground.core.tables import read_parquet, write_claims, write_evaluation
+from skinground.evaluation import group_criterion, significance
 
 log = logging.getLogger("skinground")
 

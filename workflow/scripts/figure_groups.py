@@ -2,11 +2,12 @@
 
 import polars as pl
 
-from skinground import figures, script
+from skinground.core import script
+from skinground.evaluation import boxplots
 
 
 def main(snakemake) -> None:
-    figures.fig5_groups(pl.scan_parquet(snakemake.input.evaluation), snakemake.params.groups,
+    boxplots.fig5_groups(pl.scan_parquet(snakemake.input.evaluation), snakemake.params.groups,
                         snakemake.params.labels, snakemake.output.pdf, snakemake.output.png,
                         intervals=pl.read_csv(snakemake.input.summary),
                         confidence=snakemake.params.confidence)

@@ -10,11 +10,12 @@ import logging
 
 import polars as pl
 
-from skinground import figures, grids, script
-from skinground.data import open_images
-from skinground.errors import InputError
-from skinground.plan import FIG3_METHODS
-from skinground.tables import read_parquet
+from skinground.core import script
+from skinground.core.errors import InputError
+from skinground.core.plan import FIG3_METHODS
+from skinground.core.tables import read_parquet
+from skinground.data.images import open_images
+from skinground.evaluation import boxplots, grids
 
 log = logging.getLogger("skinground")
 
@@ -32,7 +33,7 @@ def main(snakemake) -> None:
 
     evaluation = pl.scan_parquet(snakemake.input.evaluation).select("method", "attribute",
                                                                      "percentile")
-    fig = figures.fig4_percentiles(evaluation, labels, None, out.fig4_pdf, out.fig4_png,
+    fig = boxplots.fig4_percentiles(evaluation, labels, None, out.fig4_pdf, out.fig4_png,
                                    methods=snakemake.params.methods,
                                    intervals=pl.read_csv(snakemake.input.summary),
                                    confidence=snakemake.params.confidence,

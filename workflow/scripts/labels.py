@@ -2,11 +2,11 @@
 diagnosis-agreement table."""
 
 
-from skinground import script
-from skinground.attributes import ID_COLUMN
-from skinground.data import read_labels
-from skinground.io import atomic_path
-from skinground.tables import read_parquet
+from skinground.core import script
+from skinground.core.io import atomic_path
+from skinground.core.tables import read_parquet
+from skinground.data.attributes import ID_COLUMN
+from skinground.data.metadata import read_labels
 
 
 def main(snakemake) -> None:

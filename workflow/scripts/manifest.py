@@ -1,12 +1,13 @@
 """Ingest SLICE-3D: check the metadata and images, write the manifest and the data report."""
 
-from skinground import data, script
-from skinground.io import atomic_path, write_json
+from skinground.core import script
+from skinground.core.io import atomic_path, write_json
+from skinground.data import manifest
 
 
 def main(snakemake) -> None:
     cfg = snakemake.params.data
-    frame, report = data.build_manifest(
+    frame, report = manifest.build_manifest(
         snakemake.input.metadata, snakemake.input.images, snakemake.params.attributes,
         zero_is_missing=cfg["zero_is_missing"], verify_decode=cfg["verify_decode"],
         max_unmatched=cfg["max_unmatched_images"],

@@ -4,8 +4,8 @@ Peak host memory: the ids (~120 B each) + one shard's member, twice (``2 (N / S)
 for N images in S shards): 0.2 GB at paper scale, whatever the number of shards.
 """
 
-from skinground import script
-from skinground.spaces import merge_space
+from skinground.core import script
+from skinground.retrieval.spaces import merge_space
 
 
 def main(snakemake) -> None:

@@ -1,8 +1,8 @@
 """Merge one model's answers over the predict shards (in order)."""
 
-from skinground import script
-from skinground.io import atomic_path
-from skinground.shards import merge_predictions
+from skinground.core import script
+from skinground.core.io import atomic_path
+from skinground.data.shards import merge_predictions
 
 
 def main(snakemake) -> None:

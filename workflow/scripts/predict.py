@@ -6,12 +6,12 @@ import logging
 
 import polars as pl
 
-from skinground import script
-from skinground.data import open_images
-from skinground.io import atomic_path, read_lines
-from skinground.models import load_qwen
-from skinground.predict import generate_answers
-from skinground.shards import shard_ids
+from skinground.core import script
+from skinground.core.io import atomic_path, read_lines
+from skinground.data.images import open_images
+from skinground.data.shards import shard_ids
+from skinground.model.loading import load_qwen
+from skinground.model.predict import generate_answers
 
 log = logging.getLogger("skinground")
 

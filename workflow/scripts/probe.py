@@ -7,11 +7,12 @@ import logging
 import numpy as np
 import polars as pl
 
-from skinground import probe, script, significance
-from skinground.attributes import ID_COLUMN, PATIENT_COLUMN
-from skinground.io import atomic_path
-from skinground.spaces import Space
-from skinground.tables import read_parquet
+from skinground.core import script
+from skinground.core.io import atomic_path
+from skinground.core.tables import read_parquet
+from skinground.data.attributes import ID_COLUMN, PATIENT_COLUMN
+from skinground.evaluation import probe, significance
+from skinground.retrieval.spaces import Space
 
 log = logging.getLogger("skinground")
 

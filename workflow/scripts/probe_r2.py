@@ -3,8 +3,9 @@
 
 import polars as pl
 
-from skinground import figures, probe, script
-from skinground.tables import write_summary
+from skinground.core import script
+from skinground.core.tables import write_summary
+from skinground.evaluation import figures, probe
 
 NOTE = ("Test-set R² per attribute: the tuned model's generated answers (Fig. 2, unparsable "
         "answers -> train mean) and a ridge probe of each image-level space (h_im of the tuned "

@@ -8,9 +8,11 @@ import logging
 
 import polars as pl
 
-from skinground import figures, groups, metrics, script, significance
-from skinground.io import atomic_path, read_lines
-from skinground.tables import write_summary
+from skinground.core import script
+from skinground.core.io import atomic_path, read_lines
+from skinground.core.tables import write_summary
+from skinground.data import groups
+from skinground.evaluation import figures, metrics, significance
 
 log = logging.getLogger("skinground")
 
@@ -28,7 +30,7 @@ def main(snakemake) -> None:
     attributes = snakemake.params.attributes
     predictions, manifest, means = metrics.read_answers(
         snakemake.input.predictions, snakemake.input.manifest, snakemake.input.train, attributes)
-    is_group = pl.col("attribute").str.starts_with(groups.GROUP_TAG)
+    is_group = pl.col("attribute").str.starts_with(groups.GROUP_ATTRIBUTE_PREFIX)
     table = metrics.r2_table(predictions.filter(~is_group), manifest, means)
     by_group = metrics.group_r2(predictions, manifest, means, snakemake.params.groups)
     with atomic_path(snakemake.output.groups_csv) as tmp:

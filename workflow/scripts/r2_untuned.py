@@ -1,9 +1,10 @@
 """The untuned model's test-set R² per attribute, in a table of its own (not Fig. 2): with the
 strict parser the tuned model's answers are held to, and with the first number anywhere in the
-answer (``metrics.parse_number_lenient``), each with its count of unparsable answers."""
+answer (``answers.parse_number_lenient``), each with its count of unparsable answers."""
 
-from skinground import metrics, script
-from skinground.tables import write_summary
+from skinground.core import script
+from skinground.core.tables import write_summary
+from skinground.evaluation import metrics
 
 MARKDOWN_NOTE = (
     "The untuned model's test-set R² per attribute (not in Fig. 2). strict: the rule the "

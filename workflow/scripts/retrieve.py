@@ -1,4 +1,4 @@
-"""Top-k train images for every test query with one retrieval method (skinground.plan; its
+"""Top-k train images for every test query with one retrieval method (skinground.core.plan; its
 search kind is ``params.search``).
 
 One space at a time (``methods.method_hits``). Peak host memory, N train and Q test images of
@@ -6,13 +6,14 @@ width d: image / attribute methods ``N d 4`` (one float32 index) + a query block
 MiB) + ``Q k 12`` (the hits); hierarchical ``max(N d 4 + a query block, Q b 8 + a re-rank
 batch)`` (the batch: its unique candidate rows, float16 and float32, and their products with
 the batch's queries); plus ~120 B of ids per image and the process (~110 MiB). On faiss-gpu
-the GPU holds the index, a query block and FAISS's scratch (1.5 GiB). ``skinground.memory``
+the GPU holds the index, a query block and FAISS's scratch (1.5 GiB). ``skinground.cost.memory``
 has the formulas; at paper scale 4.8 GB host, 5.9 GB GPU.
 """
 
 import logging
 
-from skinground import methods, script
+from skinground.core import script
+from skinground.retrieval import methods
 
 log = logging.getLogger("skinground")
 

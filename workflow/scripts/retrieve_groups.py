@@ -1,15 +1,16 @@
 """Top-k train images for every test query and group (retrieve.groups), with one group method
-(skinground.plan.GROUP_METHODS): composed, composed hierarchical, per-attribute fused, RRF.
+(skinground.core.plan.GROUP_METHODS): composed, composed hierarchical, per-attribute fused, RRF.
 
 One space at a time (``methods.group_method_hits``). Peak host memory: composed and composed
 hierarchical as the retrieve rule's attribute and hierarchical methods; fused two blocks of
 fused vectors (~5 x 512 MiB + 4 x 512 MiB); RRF one index ``N d 4`` + the group's top-b lists
-``|G| Q b 8``. ``skinground.memory`` has the formulas.
+``|G| Q b 8``. ``skinground.cost.memory`` has the formulas.
 """
 
 import logging
 
-from skinground import methods, plan, script
+from skinground.core import plan, script
+from skinground.retrieval import methods
 
 log = logging.getLogger("skinground")
 

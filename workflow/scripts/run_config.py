@@ -1,10 +1,10 @@
 """The run's resolved config (every file and --config merged) less its bookkeeping keys
-(``skinground.config.BOOKKEEPING``: they change no result), for ``skinground query``."""
+(``core.sections.BOOKKEEPING``: they change no result), for ``skinground query``."""
 
 import yaml
 
-from skinground import script
-from skinground.io import write_text
+from skinground.core import script
+from skinground.core.io import write_text
 
 
 def main(snakemake) -> None:

@@ -2,10 +2,11 @@
 
 import polars as pl
 
-from skinground import script, split
-from skinground.attributes import ID_COLUMN
-from skinground.io import write_json, write_lines
-from skinground.tables import read_parquet
+from skinground.core import script
+from skinground.core.io import write_json, write_lines
+from skinground.core.tables import read_parquet
+from skinground.data import split
+from skinground.data.attributes import ID_COLUMN
 
 
 def main(snakemake) -> None:

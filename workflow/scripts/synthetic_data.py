@@ -2,9 +2,9 @@
 
 import logging
 
-from skinground import script
+from skinground.core import script
+from skinground.core.io import write_json
 from skinground.demo import synthetic
-from skinground.io import write_json
 
 
 def main(snakemake) -> None:

@@ -1,11 +1,14 @@
 """LoRA fine-tuning of Qwen2-VL on the training tuples, under DeepSpeed ZeRO-2.
 
-Launched plainly (``python train.py ...``), the script becomes torchrun's agent
-(``torch.distributed.run --standalone``) for one training process per GPU (min(--gpus,
-visible GPUs); one process on CPU), each running this script again, and exits with their
-status; under the launcher (RANK/LOCAL_RANK set) it trains. The training processes die with
-the agent (``PR_SET_PDEATHSIG``), and the agent holds an exclusive lock on the checkpoint
-directory, so a second trainer on the same checkpoints stops with a message.
+The ``train`` rule runs this script: it writes the job's file (``skinground.model.job``: the
+rule's params and paths, one JSON file beside the checkpoints), checks it once, locks the
+checkpoint directory and becomes torchrun's agent (``torch.distributed.run --standalone``)
+for one training process per GPU (min(the job's GPUs, visible GPUs); one process on CPU).
+Each of them runs ``python train.py JOB.json`` and trains with the job's fields; the agent
+exits with their status. The training processes die with the agent (``PR_SET_PDEATHSIG``),
+and the lock stops a second trainer on the same checkpoints with a message.
+
+``python train.py JOB.json`` outside torchrun launches the same way from an existing job file.
 """
 
 import json
@@ -13,30 +16,12 @@ import logging
 import os
 import sys
 
-from skinground import script
+from skinground.core import script
 
 log = logging.getLogger("skinground")
 
-
-def arguments(argv=None):
-    p = script.parser(__doc__)
-    p.add_argument("--base", required=True, help="base Qwen2-VL model directory")
-    p.add_argument("--tuples", required=True, help="training tuples (parquet)")
-    p.add_argument("--images", required=True, help="train-image.hdf5 or a folder of JPEGs")
-    p.add_argument("--pixels", type=script.json_arg, required=True,
-                   help="the pixel budget: config model's image_size, min_pixels, max_pixels")
-    p.add_argument("--train", type=script.json_arg, required=True,
-                   help="config section train, less its bookkeeping keys")
-    p.add_argument("--bookkeeping", type=script.json_arg, default={},
-                   help="config train's bookkeeping keys (logging, checkpoints, workers)")
-    p.add_argument("--deepspeed", required=True, help="DeepSpeed ZeRO-2 config (JSON)")
-    p.add_argument("--checkpoints", required=True, help="checkpoint directory (resumed)")
-    p.add_argument("--adapter", required=True, help="output: the LoRA adapter directory")
-    p.add_argument("--loss-csv", required=True)
-    p.add_argument("--loss-plot", required=True)
-    p.add_argument("--summary", required=True)
-    p.add_argument("--gpus", type=int, default=0, help="GPUs the job asked for")
-    return p.parse_args(argv)
+#: The job's file, in the checkpoint directory's folder: results/<run>/train/job.json.
+JOB_FILE = "job.json"
 
 
 def under_launcher() -> bool:
@@ -51,23 +36,26 @@ def n_processes(gpus: int) -> int:
     return 1
 
 
-def launch(a) -> int:
-    """Check the settings once, lock the checkpoint directory, then be torchrun's agent for
-    this script's training processes (they die with this process); the exit status."""
+def launch(job_path: str, entry: str) -> int:
+    """Check the job once, lock the checkpoint directory, then be torchrun's agent for
+    ``entry``'s training processes on ``job_path`` (they die with this process); the exit
+    status."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args as torchrun_args
     from torch.distributed.run import run as torchrun
 
-    from skinground import train
-    from skinground.batch import train_batch
-    from skinground.checkpoints import lock_checkpoints
+    from skinground.model import train
+    from skinground.model.checkpoints import lock_checkpoints
+    from skinground.model.global_batch import train_batch
+    from skinground.model.job import read_job
 
-    nproc = n_processes(a.gpus)
-    train.load_deepspeed_config(a.deepspeed)
-    train_batch(a.train["global_batch"], a.train["per_device_batch"], nproc)
-    lock = lock_checkpoints(a.checkpoints)  # held as long as this process lives
-    args = ["--standalone", "--nproc_per_node", str(nproc), os.path.abspath(__file__),
-            *sys.argv[1:]]
+    job = read_job(job_path)
+    nproc = n_processes(job["gpus"])
+    train.load_deepspeed_config(job["deepspeed"])
+    train_batch(job["train"]["global_batch"], job["train"]["per_device_batch"], nproc)
+    lock = lock_checkpoints(job["checkpoints"])  # held as long as this process lives
+    args = ["--standalone", "--nproc_per_node", str(nproc), os.path.abspath(entry),
+            os.path.abspath(job_path)]
     log.info("launching %d training process(es) (torch.distributed.run %s)", nproc,
              " ".join(args[:3]))
     try:
@@ -82,30 +70,51 @@ def launch(a) -> int:
     return 0
 
 
-def work(a) -> None:
-    from skinground import train
-    from skinground.checkpoints import die_with_parent
-    from skinground.deps import code_hash
-    from skinground.io import write_json
+def work(job_path: str) -> None:
+    """One training process: ``train.train`` with the job's fields."""
+    from skinground.core.deps import code_hash
+    from skinground.core.io import write_json
+    from skinground.model import train
+    from skinground.model.checkpoints import die_with_parent
+    from skinground.model.job import read_job
 
     die_with_parent()  # torchrun's agent: if it is killed, so is this worker
+    job = read_job(job_path)
     summary = train.train(
-        code=code_hash(__file__), base=a.base, tuples=a.tuples, images=a.images, model_cfg=a.pixels,
-        train_cfg={**a.train, **a.bookkeeping},
-        deepspeed_config=a.deepspeed, checkpoint_dir=a.checkpoints, adapter_dir=a.adapter,
-        loss_csv=a.loss_csv, loss_plot=a.loss_plot,
+        code=code_hash(__file__), base=job["base"], tuples=job["tuples"], images=job["images"],
+        pixels=job["pixels"], train_cfg=job["train"], bookkeeping=job["bookkeeping"],
+        deepspeed=job["deepspeed"], checkpoints=job["checkpoints"], adapter=job["adapter"],
+        loss_csv=job["loss_csv"], loss_plot=job["loss_plot"],
     )
     if train.is_main_process():
-        write_json(a.summary, summary)
+        write_json(job["summary"], summary)
         log.info("summary: %s", json.dumps(summary))
 
 
-def run() -> None:
-    a = arguments()
-    if not under_launcher():
-        sys.exit(launch(a))
-    work(a)
+def main(snakemake) -> None:
+    """The rule's job: its file written, then launched (this file runs as Snakemake's copy;
+    the training processes run ``params.script``, this file in the checkout)."""
+    from pathlib import Path
+
+    from skinground.model.job import from_rule, write_job
+
+    job = from_rule(snakemake)
+    path = write_job(Path(job["checkpoints"]).parent / JOB_FILE, job)
+    status = launch(str(path), snakemake.params.script)
+    if status:
+        sys.exit(status)
 
 
-if __name__ == "__main__":
-    script.main(run)
+def cli() -> None:
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} JOB.json")
+    if under_launcher():
+        work(sys.argv[1])
+    else:
+        sys.exit(launch(sys.argv[1], __file__))
+
+
+if "snakemake" in globals():
+    script.run(main, snakemake)  # noqa: F821 - set by Snakemake's script: directive
+elif __name__ == "__main__":
+    script.main(cli)

@@ -4,10 +4,11 @@ import logging
 
 import polars as pl
 
-from skinground import groups, script, tuples
-from skinground.attributes import ID_COLUMN
-from skinground.io import atomic_path, read_lines, write_json
-from skinground.tables import read_parquet
+from skinground.core import script
+from skinground.core.io import atomic_path, read_lines, write_json
+from skinground.core.tables import read_parquet
+from skinground.data import groups, tuples
+from skinground.data.attributes import ID_COLUMN
 
 
 def main(snakemake) -> None:

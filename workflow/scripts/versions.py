@@ -1,10 +1,10 @@
-"""The run's package versions beside their pins (``skinground.versions``), as a CSV: one row per
+"""The run's package versions beside their pins (``core.versions``), as a CSV: one row per
 package, then the interpreter and platform."""
 
 import polars as pl
 
-from skinground import script, versions
-from skinground.io import atomic_path
+from skinground.core import script, versions
+from skinground.core.io import atomic_path
 
 
 def main(snakemake) -> None:

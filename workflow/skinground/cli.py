@@ -23,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from skinground.errors import InputError
-from skinground.outputs import RUN_NAME
+from skinground.core.errors import InputError
+from skinground.core.outputs import RUN_NAME
 
 
 def arguments(argv=None) -> argparse.Namespace:
@@ -80,8 +80,8 @@ def grid(path: Path, queries: list[tuple[Path, object, list[dict]]], run, k: int
     model's answer, each hit with its value of the question's first attribute."""
     import numpy as np
 
-    from skinground.grids import UNITS, draw_grid, tile_image, tile_title
-    from skinground.io import atomic_path
+    from skinground.core.io import atomic_path
+    from skinground.evaluation.grids import UNITS, draw_grid, tile_image, tile_title
 
     px = 160
     groups = []
@@ -124,7 +124,7 @@ def check_out(out: Path | None, images: list[Path]) -> None:
 
 
 def query(a: argparse.Namespace) -> None:
-    from skinground.query import Run, ask, read_image
+    from skinground.retrieval.query import Run, ask, read_image
 
     check_out(a.out, a.images)
     name = a.run or default_run(a.workdir)

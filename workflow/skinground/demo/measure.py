@@ -9,7 +9,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from skinground.attributes import METADATA_COLUMNS, NUMERIC_COLUMNS
+from skinground.data.attributes import METADATA_COLUMNS, NUMERIC_COLUMNS
 from skinground.demo.color import rgb_to_lab
 from skinground.demo.lesions import Tile, polygon_length
 

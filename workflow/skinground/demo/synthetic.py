@@ -24,7 +24,8 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from skinground.attributes import (
+from skinground.core.io import atomic_path
+from skinground.data.attributes import (
     ID_COLUMN,
     METADATA_COLUMNS,
     PAPER_ATTRIBUTES,
@@ -33,7 +34,6 @@ from skinground.attributes import (
 )
 from skinground.demo.lesions import FOV_MM, render_tile, sample_lesion, sample_skin_tone
 from skinground.demo.measure import encode_jpeg, measure
-from skinground.io import atomic_path
 
 # --------------------------------------------------------------------------- the cohort
 

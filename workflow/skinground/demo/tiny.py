@@ -3,10 +3,10 @@
 :func:`build_tiny_qwen2vl` writes a randomly initialised ``Qwen2VLForConditionalGeneration``
 (the 7B's classes, a small config) with a locally trained Qwen2-style byte-level BPE that
 splits digits and has Qwen2-VL's special tokens and chat template, in the same on-disk format
-as ``Qwen/Qwen2-VL-7B-Instruct``, so :func:`skinground.models.load_mllm` reads it through the
+as ``Qwen/Qwen2-VL-7B-Instruct``, so :func:`skinground.model.loading.load_mllm` reads it through the
 same ``from_pretrained`` path. :func:`build_tiny_clip` and :func:`build_tiny_siglip` stand in
 for the image encoders (MONET's CLIP format, MedSigLIP's SigLIP format;
-:func:`skinground.models.load_encoder` reads both). Nothing is downloaded: the weights are
+:func:`skinground.model.loading.load_encoder` reads both). Nothing is downloaded: the weights are
 random.
 """
 
@@ -41,8 +41,8 @@ from transformers import (
     SiglipModel,
 )
 
-from skinground.io import atomic_path
-from skinground.models import (
+from skinground.core.io import atomic_path
+from skinground.model.loading import (
     EOS_TOKEN,
     IMAGE_TOKEN,
     IMAGENET_MEAN,

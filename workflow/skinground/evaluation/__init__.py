@@ -1,0 +1,1 @@
+"""The evaluation stage: R², percentile ranks, the statistics, and the figures."""
