@@ -24,6 +24,7 @@ include: "workflow/rules/report.smk"
 
 
 onstart:
+    placeholder_account_stop()
     missing_weights_stop()
     unwritable_stop()
 

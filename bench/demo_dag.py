@@ -13,7 +13,6 @@ import argparse
 import csv
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -40,18 +39,29 @@ def copy_workflow(dest: Path) -> None:
             shutil.copy2(REPO / name, dest / name)
 
 
+#: A benchmark file's folder under results/<run>/benchmarks/ -> its rule (the rules'
+#: ``benchmark()`` names; a file at the top is named as its rule). ``groups_`` files of embed/
+#: and retrieve/ are the group rules'.
+FOLDER_RULES = {"embed": "embed_shard", "predict": "predict_shard", "index": "build_index",
+                "merge": "merge_embeddings", "probe": "probe", "retrieve": "retrieve"}
+GROUP_RULES = {"embed": "embed_groups", "retrieve": "retrieve_groups"}
+
+
+def rule_of(tsv: Path, benchmarks: Path) -> str:
+    """The rule whose job wrote the benchmark file ``tsv``."""
+    folder = tsv.parent.relative_to(benchmarks).as_posix()
+    if folder == ".":
+        return tsv.stem
+    if folder in GROUP_RULES and tsv.stem.startswith("groups_"):
+        return GROUP_RULES[folder]
+    return FOLDER_RULES[folder]
+
+
 def rule_seconds(benchmarks: Path) -> dict[str, dict]:
     """Per rule: jobs and summed seconds, from results/demo/benchmarks/**.tsv."""
     per_rule: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0})
     for tsv in sorted(benchmarks.rglob("*.tsv")):
-        # benchmarks/embed/<model|groups>_<split>_shard<i>.tsv,
-        # benchmarks/predict/<model>_shard<i>.tsv, benchmarks/<rule>.tsv
-        if tsv.parent.name == "embed":
-            rule = "embed_groups" if tsv.stem.startswith("groups_") else "embed_shard"
-        elif tsv.parent.name == "predict":
-            rule = "predict_shard"
-        else:
-            rule = re.sub(r"_(tuned|untuned)$", "", tsv.stem)
+        rule = rule_of(tsv, benchmarks)
         with open(tsv) as f:
             row = next(csv.DictReader(f, delimiter="\t"))
         per_rule[rule]["jobs"] += 1

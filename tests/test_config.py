@@ -49,8 +49,9 @@ def test_demo_config_merged_is_valid(repo_config):
 
 
 def test_schema_knows_every_numeric_slice3d_column():
-    schema = yaml.safe_load(open(SCHEMA))
+    schema = config._schema(SCHEMA)
     assert schema["properties"]["attributes"]["propertyNames"]["enum"] == list(NUMERIC_COLUMNS)
+    assert set(PAPER_ATTRIBUTES) <= set(NUMERIC_COLUMNS) <= set(METADATA_COLUMNS)
 
 
 @pytest.mark.parametrize(
@@ -130,9 +131,8 @@ def test_the_schemas_names_are_the_codes():
     assert props["predict"]["properties"]["models"]["items"]["enum"] == list(PREDICTABLE_MODELS)
     assert props["train"]["properties"]["layout"]["enum"] == list(batches.LAYOUTS)
     assert props["embed"]["properties"]["h_ima_token"]["enum"] == list(prefix.H_IMA_TOKENS)
-    # the names stats.diagnosis may hold (core.config checks them; it cannot import data)
-    definitions = yaml.safe_load(open(SCHEMA))["definitions"]
-    assert definitions["metadata_columns"]["enum"] == list(METADATA_COLUMNS)
+    assert props["attributes"]["propertyNames"]["enum"] == list(NUMERIC_COLUMNS)
+    assert "definitions" not in raw or "metadata_columns" not in raw["definitions"]
 
 
 def test_a_name_the_code_does_not_define_is_refused(repo_config):

@@ -205,6 +205,12 @@ def test_the_cost_rule_reads_its_optional_inputs(tmp_path):
                           params=params)
         assert proc.returncode == 0, proc.log[-3000:]
         text = out["markdown"].read_text()
+        # what the page is, first: an estimate at the config's scale, not this run's time
+        assert text.startswith("**An estimate, not this run's measured time.**")
+        assert "the paper's 282,564 train + 118,495 test images" in text
+        assert "This run is a demo" in text  # the demo's config: tiny models on a CPU
+        assert "Model loading: " in text and "Recommended runtime per job" in text
+        assert "| **total** |" in text and "Disk (skinground.cost.disk)" in text
         if given["gpu"]:
             assert "Token counts measured" in text and "MFU measured on NVIDIA H200" in text
         else:
@@ -420,8 +426,12 @@ def _stage(result, prefix):
 def test_gpu_hours_scale_linearly_with_tuples(repo_config):
     one = estimate.estimate(repo_config, estimate.Assumptions(tuples=1_000_000))
     two = estimate.estimate(repo_config, estimate.Assumptions(tuples=2_000_000))
-    assert _stage(two, "train")["gpu_hours"] == pytest.approx(
-        2 * _stage(one, "train")["gpu_hours"], rel=1e-12)
+    # the compute; loading the weights is the same for any number of tuples
+    assert _stage(two, "train")["compute_gpu_hours"] == pytest.approx(
+        2 * _stage(one, "train")["compute_gpu_hours"], rel=1e-12)
+    assert (_stage(two, "train")["gpu_hours"] - _stage(two, "train")["compute_gpu_hours"]
+            == pytest.approx(_stage(one, "train")["gpu_hours"]
+                             - _stage(one, "train")["compute_gpu_hours"]))
     assert _stage(two, "train")["pflop"] == pytest.approx(2 * _stage(one, "train")["pflop"])
     # Nothing else depends on the tuples.
     for r1, r2 in zip(one["stages"], two["stages"], strict=True):
@@ -493,8 +503,8 @@ def test_measured_mfu_replaces_the_assumed_one(repo_config, tmp_path):
     result = estimate.estimate(
         repo_config, calibration.apply_measurements(estimate.Assumptions(), gpu))
     assert result["measured"]["used"]
-    assert _stage(result, "train")["gpu_hours"] == pytest.approx(
-        _stage(assumed, "train")["gpu_hours"] * 0.35 / 0.2)
+    assert _stage(result, "train")["compute_gpu_hours"] == pytest.approx(
+        _stage(assumed, "train")["compute_gpu_hours"] * 0.35 / 0.2)
     assert "measured" in _stage(result, "train")["basis"]
     tiny = json.loads(fake_gpu_json(tmp_path / "tiny.json", tiny=True).read_text())
     ignored = calibration.apply_measurements(estimate.Assumptions(), tiny)

@@ -1,5 +1,7 @@
-"""Figs. 3 and 4 (evaluation.figures and .boxplots, scripts/figures.py) on fabricated tables, a tiny
-HDF5 store of JPEG tiles and a manifest: the panels, boxes and labels drawn, the files."""
+"""Figs. 2-5 (evaluation.figures, .boxplots, .grids, scripts/figures.py) on fabricated tables, a
+tiny HDF5 store of JPEG tiles and a manifest: the panels, boxes and labels drawn, the files; one
+colour per method in every figure, a letter per encoder, stand-ins named so, reference lines
+true where they are drawn, clipped intervals marked. Their text: tests/test_figure_text.py."""
 
 from __future__ import annotations
 
@@ -8,19 +10,21 @@ import numpy as np
 import polars as pl
 import pytest
 from matplotlib import cbook
+from matplotlib.colors import to_hex
 from matplotlib.patches import PathPatch
 from PIL import Image
 
-from skinground.core.plan import FIG3_METHODS
+from skinground.core.plan import FIG3_METHODS, GROUP_METHODS, group_method_order
 from skinground.core.plan import methods as plan_methods
 from skinground.data.images import open_images
-from skinground.evaluation import boxplots, grids
+from skinground.evaluation import boxplots, figures, grids
+from skinground.evaluation.style import METHOD_COLOURS, OTHER_COLOURS
 
 from conftest import jpeg_bytes, run_script
 
 CENTRE = {"image_text": 15, "hierarchical": 18, "image_only": 25, "image_untuned": 48,
           "monet": 35, "medsiglip": 30}
-#: A run with two image encoders, as the demo's: (a)-(d), then (e) MONET and (e) MedSigLIP.
+#: A run with two image encoders, as the demo's: (a)-(d), then (e) MONET and (e2) MedSigLIP.
 METHODS = plan_methods({"model": {"encoders": {"monet": {"title": "MONET"},
                                                "medsiglip": {"title": "MedSigLIP"}}}})
 #: What the figures rule passes: name -> (letter, title), in the paper's order.
@@ -110,7 +114,7 @@ def test_fig4_notches_are_the_medians_intervals(tmp_path, labels):
         assert round(row["median_lo"], 6) in ys and round(row["median_hi"], 6) in ys
     assert all(len(b.get_path().vertices) > len(p.get_path().vertices)
                for b, p in zip(boxes(notched.axes[0]), boxes(plain.axes[0]), strict=True))
-    title = notched.legends[0].get_title().get_text()
+    title = " ".join(notched.legends[0].get_title().get_text().split())  # wrapped
     assert "Notches: the median's 90% bootstrap interval" in title
     assert "Notches" not in plain.legends[0].get_title().get_text()
 
@@ -121,13 +125,14 @@ def test_fig4_one_panel_per_attribute_one_box_per_method(tmp_path, labels):
                                    tmp_path / "fig4.png", methods=LEGENDS)
     assert_written(tmp_path, "fig4.pdf", "fig4.png")
     width, height = png_size(tmp_path / "fig4.png")
-    assert 1300 < width < 1700 and 0.8 < height / width < 1.0  # 4 x 4 panels at 150 dpi
+    # 4 x 4 panels and the legend at their right, at 150 dpi
+    assert 1600 < width < 2100 and 0.6 < height / width < 0.85
     assert len(fig.axes) == len(labels) == 16
     assert [ax.get_title() for ax in fig.axes] == list(labels.values())
     stats = boxplots.box_stats(table)
     ax0 = fig.axes[0]
     assert [t.get_text() for t in ax0.get_xticklabels()] == ["(a)", "(b)", "(c)", "(d)", "(e)",
-                                                             "(e)"]
+                                                             "(e2)"]
     for ax in fig.axes:
         assert len(boxes(ax)) == 6
         dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
@@ -146,7 +151,7 @@ def test_fig4_one_panel_per_attribute_one_box_per_method(tmp_path, labels):
     assert len(set(colours)) == 6
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["(a) Image + Text", "(b) Hierarchical", "(c) Image",
-                      "(d) Image Untuned", "(e) MONET", "(e) MedSigLIP", "random (50)"]
+                      "(d) Image Untuned", "(e) MONET", "(e2) MedSigLIP", "random (50)"]
 
 
 def test_fig4_panels_are_the_figures_panels_one_file_each(tmp_path, labels, monkeypatch):
@@ -226,15 +231,148 @@ def test_fig4_keeps_the_paper_letter_and_colour_of_each_method(tmp_path, labels)
     table = evaluation(list(labels)[:2], ("image_text", "medsiglip"))
     fig = boxplots.fig4_percentiles(table, labels, None, tmp_path / "f.pdf", tmp_path / "f.png",
                                    methods=LEGENDS)
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["(a)", "(e)"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["(a)", "(e2)"]
     assert {p.get_gid(): tuple(p.get_facecolor()) for p in boxes(fig.axes[0])} == {
         m: colour[m] for m in ("image_text", "medsiglip")}
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == ["(a) Image + Text", "(e) MedSigLIP", "random (50)"]
+    assert legend == ["(a) Image + Text", "(e2) MedSigLIP", "random (50)"]
     # a method the run does not define: after them, its name as its tick
     other = evaluation(list(labels)[:2], ("image_text", "monet"))
     fig = boxplots.fig4_percentiles(other, labels, None, tmp_path / "o.pdf", tmp_path / "o.png")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["(a)", "monet"]
+
+
+def test_each_encoder_has_a_letter_of_its_own():
+    assert [x.letter for x in METHODS.values()] == ["a", "b", "c", "d", "e", "e2"]
+    three = plan_methods({"model": {"encoders": {n: {"title": n.upper()}
+                                                 for n in ("monet", "medsiglip", "other")}}})
+    assert [three[n].letter for n in ("monet", "medsiglip", "other")] == ["e", "e2", "e3"]
+    # the paper's one encoder keeps its (e); no encoder takes a group method's letter
+    assert plan_methods({"model": {"encoders": {"monet": {"title": "MONET"}}}})[
+        "monet"].letter == "e"
+    assert not {x.letter for x in three.values()} & {m.letter for m in GROUP_METHODS.values()
+                                                      if m.name != "image_only"}
+
+
+def test_stand_ins_are_named_so_in_fig4_and_its_panels(tmp_path, labels):
+    two = dict(list(labels.items())[:2])
+    table = evaluation(two)
+    fig = boxplots.fig4_percentiles(table, two, None, tmp_path / "f.pdf", tmp_path / "f.png",
+                                    methods=LEGENDS, stand_ins=["monet", "medsiglip"])
+    panels = boxplots.fig4_panels(table, two, tmp_path / "panels", methods=LEGENDS,
+                                  stand_ins=["monet", "medsiglip"])
+    for figure in (fig, *panels.values()):
+        legend = [t.get_text() for t in figure.legends[0].get_texts()]
+        assert legend[4:6] == ["(e) MONET (tiny random stand-in)",
+                               "(e2) MedSigLIP (tiny random stand-in)"]
+        assert legend[:4] == ["(a) Image + Text", "(b) Hierarchical", "(c) Image",
+                              "(d) Image Untuned"]
+    real = boxplots.fig4_percentiles(table, two, None, tmp_path / "r.pdf", tmp_path / "r.png",
+                                     methods=LEGENDS)
+    assert not any("stand-in" in t.get_text() for t in real.legends[0].get_texts())
+
+
+def group_evaluation(groups, methods=tuple(GROUP_METHODS), seed=0) -> pl.DataFrame:
+    """``evaluate_groups``' rows: each group method's max and mean criterion (random's max
+    well above 50, as a max of random percentiles is)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for g in groups:
+        for m in group_method_order(list(methods)):
+            n = 200
+            mean = np.clip(rng.normal(50 if m == "random" else 25, 15, n), 0, 100)
+            parts.append(pl.DataFrame({"method": m, "group": g, "mean": mean,
+                                       "max": np.clip(mean + rng.uniform(0, 30, n), 0, 100)}))
+    return pl.concat(parts)
+
+
+def group_summary(table: pl.DataFrame) -> pl.DataFrame:
+    """``evaluate_groups``' summary with made-up intervals around each median."""
+    return (table.unpivot(["max", "mean"], index=["method", "group"], variable_name="criterion")
+            .group_by("group", "method", "criterion").agg(median=pl.col("value").median())
+            .with_columns(median_lo=pl.col("median") - 3, median_hi=pl.col("median") + 3))
+
+
+def dashed(ax) -> list[float]:
+    return [y for ln in ax.get_lines() if ln.get_linestyle() == "--"
+            for y in set(ln.get_ydata())]
+
+
+def test_fig5_reference_line_is_randoms_median_on_each_panel(tmp_path, labels):
+    groups = {"size": ["tbp_lv_areaMM2", "tbp_lv_perimeterMM"], "colour": ["tbp_lv_A"]}
+    table = group_evaluation(groups)
+    fig = boxplots.fig5_groups(table, groups, labels, tmp_path / "f.pdf", tmp_path / "f.png",
+                               intervals=group_summary(table))
+    assert len(fig.axes) == 4
+    for ax, (criterion, g) in zip(fig.axes, [("max", "size"), ("max", "colour"),
+                                             ("mean", "size"), ("mean", "colour")], strict=True):
+        random = table.filter((pl.col("method") == "random") & (pl.col("group") == g))
+        median = boxplots.box_stats(random.select("method", attribute=pl.lit(g),
+                                                  percentile=criterion))["med"].item()
+        assert dashed(ax) == [pytest.approx(median)]
+        (r,) = [ln for ln in ax.get_lines() if ln.get_gid() == "random"]
+        assert r.get_ydata()[0] == pytest.approx(median)  # the line is (r)'s own median
+    assert dashed(fig.axes[0])[0] > 60  # the max's: not 50
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[-1] == "random: the median of (r)"
+    # without (r), no line and no legend entry for one
+    fig = boxplots.fig5_groups(table.filter(pl.col("method") != "random"), groups, labels,
+                               tmp_path / "g.pdf", tmp_path / "g.png")
+    assert all(dashed(ax) == [] for ax in fig.axes)
+    assert not any("random" in t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_one_colour_per_method_in_every_figure(tmp_path, labels):
+    two = dict(list(labels.items())[:2])
+    fig4 = boxplots.fig4_percentiles(evaluation(two), two, None, tmp_path / "4.pdf",
+                                     tmp_path / "4.png", methods=LEGENDS)
+    four = {p.get_gid(): to_hex(p.get_facecolor()) for p in boxes(fig4.axes[0])}
+    groups = {"size": ["tbp_lv_areaMM2"]}
+    fig5 = boxplots.fig5_groups(group_evaluation(groups), groups, labels, tmp_path / "5.pdf",
+                                tmp_path / "5.png")
+    five = {p.get_gid(): to_hex(p.get_facecolor()) for p in boxes(fig5.axes[0])}
+    assert four["image_only"] == five["image_only"] == METHOD_COLOURS["image_only"].lower()
+    assert [four["monet"], four["medsiglip"]] == [c.lower() for c in OTHER_COLOURS[:2]]
+    every = [*four.items(), *five.items()]
+    assert len({c for _, c in every}) == len({m for m, _ in every})  # no two share one
+    # beside Fig. 2: a probe's bars are the colour of the method searching its space
+    probe = pl.DataFrame({
+        "label": "area", "source": ["answers", *["probe"] * 4],
+        "space": ["tuned", "tuned", "untuned", "monet", "medsiglip"],
+        "r2": [0.5, 0.6, 0.4, 0.3, 0.2]}).with_columns(r2_lo=pl.col("r2") - 0.1,
+                                                         r2_hi=pl.col("r2") + 0.1)
+    fig = figures.fig2_probe(probe, tmp_path / "p.pdf", tmp_path / "p.png",
+                             titles={"monet": "MONET", "medsiglip": "MedSigLIP"},
+                             stand_ins=["monet", "medsiglip"])
+    legend = fig.axes[0].get_legend()
+    colour = {t.get_text(): to_hex(h.get_facecolor())
+              for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
+    assert colour == {
+        "answers (tuned)": "#4d4d4d", "probe: tuned": four["image_only"],
+        "probe: untuned": four["image_untuned"],
+        "probe: MONET (tiny random stand-in)": four["monet"],
+        "probe: MedSigLIP (tiny random stand-in)": four["medsiglip"]}
+
+
+def test_fig2_marks_a_clipped_interval_at_minus_one(tmp_path):
+    table = pl.DataFrame({
+        "model": "tuned", "attribute": ["a", "b", "c"], "n": 3, "n_unparsable": 0,
+        "r2_filled": [0.9, -0.7, -22.2], "r2_filled_lo": [0.8, -1.32, -40.0],
+        "r2_filled_hi": [0.95, -0.26, -3.0]})
+    fig = figures.fig2_r2(table, {"a": "area", "b": "ΔB", "c": "ΔL"}, tmp_path / "f.pdf",
+                          tmp_path / "f.png")
+    ax = fig.axes[0]
+    (marks,) = [ln for ln in ax.get_lines() if ln.get_gid() == "clipped"]
+    assert marks.get_marker() == "v"
+    assert list(marks.get_xdata()) == pytest.approx([1, 2]) and set(marks.get_ydata()) == {-1}
+    # the clipped whiskers end at -1 without a cap: caps only at the unclipped interval's ends
+    caps = [y for ln in ax.get_lines() if ln.get_marker() == "_" for y in ln.get_ydata()]
+    assert sorted(caps) == pytest.approx([0.8, 0.95])
+    assert figures.CLIPPED_NOTE in fig.get_supxlabel()
+    assert "▼" in figures.CLIPPED_NOTE and "below -1" in figures.CLIPPED_NOTE
+    fine = figures.fig2_r2(table.head(1), {"a": "area"}, tmp_path / "g.pdf", tmp_path / "g.png")
+    assert not [ln for ln in fine.axes[0].get_lines() if ln.get_gid() == "clipped"]
+    assert "▼" not in fine.get_supxlabel()
 
 
 def test_pick_queries_is_deterministic():
@@ -358,6 +496,7 @@ def test_figures_script(tmp_path, labels, retrieval):
                 "fig4_panels": out / "fig4_attributes",
                 "fig3_pdf": out / "fig3.pdf", "fig3_png": out / "fig3.png"})
     params = {"attributes": attributes, "k": K, "methods": LEGENDS, "confidence": 0.95,
+              "stand_ins": ["monet", "medsiglip"],
               "figures": {"fig3_attribute": "tbp_lv_areaMM2", "fig3_queries": 3, "seed": 0}}
     proc = run_script("figures", tmp_path, params=params, **kwargs)
     assert proc.returncode == 0, proc.log + proc.stderr

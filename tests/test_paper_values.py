@@ -1,8 +1,7 @@
 """config.yaml holds every value the paper states: each expected value below is typed from the
-paper's text (/work/shared/paper/, "Grounding Multimodal Large Language Models with
-Quantitative Skin Attributes: A Retrieval Study"), with its section or figure, never read from
-the code. The README's paper-vs-config table points here; docs/reproducing.md lists the
-choices the paper leaves open.
+paper's text ("Grounding Multimodal Large Language Models with Quantitative Skin Attributes:
+A Retrieval Study"), with its section or figure, never read from the code. The README's
+paper-vs-config table points here; docs/reproducing.md lists the choices the paper leaves open.
 
 Nothing is imported from skinground: config.yaml and the workflow profile are read as YAML,
 so this test still holds while the library moves.
@@ -105,11 +104,13 @@ def test_the_training_schedule_of_section_4_1(config):
 
 
 def test_four_a6000s_train_it(config):
-    # Section 4.1: "using 4 NVIDIA A6000 GPUs". The workflow profile places the rule.
+    # Section 4.1: "using 4 NVIDIA A6000 GPUs". The workflow profile places the rule; the
+    # site file names the GPU model (the GPU jobs get it: tests/test_slurm.py).
     profile = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text(encoding="utf-8"))
+    site = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text(encoding="utf-8"))
     train = profile["set-resources"]["train"]
     assert train["gpu"] == 4, "Section 4.1: 4 GPUs"
-    assert train["gpu_model"] == "a6000", "Section 4.1: NVIDIA A6000"
+    assert site["default-resources"]["gpu_model"] == "a6000", "Section 4.1: NVIDIA A6000"
     assert train["gpu"] * config["train"]["per_device_batch"] == config["train"]["global_batch"], \
         "Section 4.1: 4 per machine on 4 GPUs make the batch of 16"
 

@@ -98,3 +98,23 @@ def test_ci_runs_the_readmes_commands_as_written():
     assert any(re.match(r'export .*SKINGROUND_DEMO_RUN="\$PWD"', x) for x in before_tests)
     # nothing after the first command undoes it: no second demo, no results/ removed
     assert not [x for x in lines[where[0] + 1:] if "rm -rf results" in x]
+
+
+def test_the_demo_dag_numbers_the_docs_state_are_a_dry_runs(tmp_path):
+    """The demo DAG's job count the benchmarks table states (``bench/demo_dag.py``'s record)
+    is what a dry run of the whole demo DAG plans today, rule by rule: a DAG that grew since
+    the bench last ran fails here (rerun ``python bench/demo_dag.py``)."""
+    import json
+
+    from conftest import copy_workflow, planned_jobs
+
+    work = copy_workflow(tmp_path / "checkout")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "-n",
+                           "--forceall"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    planned = planned_jobs(proc.stdout + proc.stderr)
+    record = json.loads((REPO / "bench" / "results" / "demo_dag.json").read_text())
+    assert record["jobs"] == sum(planned.values()), "bench/results/demo_dag.json is stale"
+    # the rules with a benchmark file, each with as many jobs as the plan's
+    assert {rule: r["jobs"] for rule, r in record["rules"].items()} == {
+        rule: planned.get(rule) for rule in record["rules"]}

@@ -211,3 +211,25 @@ def test_diagnosis_agreement_and_the_random_base_rate(cohort):
     assert random["method"] == "random" and random["n"] == 60
     assert random["agreement"] == pytest.approx((40 * 0.8 + 20 * 0.2) / 60)
     assert random["agreement_lo"] < random["agreement"] < random["agreement_hi"]
+
+
+def test_patient_means_do_not_depend_on_the_rows_order():
+    """A patient's mean over its queries is the same float whatever order the rows come in
+    (polars' parallel group_by meets them in any): a last-bit difference decides whether two
+    patients' differences tie, or one is exactly zero, and so the test's p-value. Values whose
+    float sum depends on the order make the point."""
+    values = [1e16, 1.0, -1e16, 3.0, 0.1, 0.2, 0.3]
+    queries = pl.DataFrame({
+        "method": ["image_text"] * 7 + ["image_only"] * 7,
+        "attribute": "a1",
+        "query_id": [f"Q{i}" for i in range(7)] * 2,
+        "percentile": values + [v * 0.5 for v in values],
+    })
+    patients = pl.DataFrame({"isic_id": [f"Q{i}" for i in range(7)], "patient_id": "P0"})
+    claim = significance.paper_claims(["image_text", "image_only"], {})[0]
+    seen = set()
+    for seed in range(20):
+        shuffled = queries.sample(fraction=1.0, shuffle=True, seed=seed)
+        pair = significance.paired(shuffled, claim, ["attribute"], "percentile", patients)
+        seen.add((pair["percentile"][0].hex(), pair["percentile_than"][0].hex()))
+    assert len(seen) == 1, seen

@@ -1,6 +1,8 @@
-"""The SLURM side: how `--profile slurm` resolves next to the workflow profile, and a real run
-through snakemake-executor-plugin-slurm against a one-node SLURM cluster started on this host
-(tests/slurm/testcluster.py: 4 fake A6000s, partitions `cpu` and `gpu`, no accounting)."""
+"""The SLURM side: how `--profile slurm` resolves next to the workflow profile, the one site file
+(account, GPU model, partitions) and what a change of it does, and real runs through
+snakemake-executor-plugin-slurm against a one-node SLURM cluster started on this host
+(tests/slurm/testcluster.py: 4 fake A6000s, partitions `cpu` and `gpu`, no accounting): one
+with the placeholder account, stopped before anything is submitted, one with an account."""
 
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ GPU_RULES = ("train", "predict_shard", "embed_shard", "embed_groups", "retrieve"
              "retrieve_groups")
 PROBE = Path(__file__).resolve().parent / "slurm" / "probe"
 SHARD = "results/demo/embed/tuned/test/shard0.npz"
+SITE = REPO / "profiles/slurm/config.yaml"
+PLACEHOLDER = "YOUR_ACCOUNT"
+#: What the real run's user names in the site file instead of the placeholder.
+ACCOUNT = "skinground"
 
 
 def small_workflow(work: Path) -> Path:
@@ -37,6 +43,13 @@ def small_workflow(work: Path) -> Path:
     copy_workflow(work)
     (work / "small.yaml").write_text(yaml.safe_dump(SMALL))
     return work
+
+
+def edit_site(site: Path, old: str, new: str) -> None:
+    """Edit one line of a copy of the site file, as its user would (the text must be there)."""
+    text = site.read_text()
+    assert text.count(old) == 1, old
+    site.write_text(text.replace(old, new))
 
 
 def load(path: Path) -> dict:
@@ -48,29 +61,46 @@ def load(path: Path) -> dict:
 
 def test_profiles_own_disjoint_keys():
     """The workflow profile replaces a key of the site profile as a whole (see the next test),
-    so each key lives in exactly one of them."""
-    site = load(REPO / "profiles/slurm/config.yaml")
+    so each key lives in exactly one of them. Everything about a cluster is in the one site
+    file: the account, the GPU model, the partitions (the plugin's partition file is the site
+    file itself); the workflow profile names none of them."""
+    site = load(SITE)
     workflow = load(REPO / "profiles/default/config.yaml")
     assert not set(site) & set(workflow)
     assert "default-resources" not in workflow
     assert "set-resources" not in site and "set-threads" not in site
     assert site["executor"] == "slurm"
     assert site["slurm-status-command"] == "squeue"
-    assert site["default-resources"]["slurm_account"]
-    assert "slurm_partition" not in site["default-resources"]  # would beat partitions.yaml
-    partitions = load(REPO / "profiles/slurm" / site["slurm-partition-config"])["partitions"]
+    assert site["default-resources"]["slurm_account"] == PLACEHOLDER
+    assert site["default-resources"]["gpu_model"] == "a6000"
+    assert "slurm_partition" not in site["default-resources"]  # would beat the partitions
+    assert site["slurm-partition-config"] == "config.yaml"
+    partitions = site["partitions"]
     gpu_partitions = [p for p, lim in partitions.items() if (lim or {}).get("max_gpu", 0) > 0]
     cpu_partitions = [p for p, lim in partitions.items() if not (lim or {}).get("max_gpu", 0)]
     assert gpu_partitions and cpu_partitions
+    assert sorted(p.name for p in SITE.parent.iterdir()) == ["config.yaml"]  # one file
+
+
+def test_the_site_file_is_the_plugins_partition_file():
+    """The plugin reads the site file's partitions (and nothing else of it)."""
+    from snakemake_executor_plugin_slurm.partitions import read_partition_file
+
+    partitions = {p.name: p.limits for p in read_partition_file(SITE)}
+    assert set(partitions) == set(load(SITE)["partitions"])
+    assert partitions["gpu"].max_gpu == 4 and partitions["cpu"].max_gpu == 0
 
 
 def test_workflow_profile_placement():
     res = load(REPO / "profiles/default/config.yaml")["set-resources"]
     assert res["train"]["gpu"] == 4 and res["train"]["nodes"] == 1
     for rule in GPU_RULES:
-        assert res[rule]["gpu_model"] == "a6000"
         assert rule == "train" or res[rule]["gpu"] == 1
         assert res[rule]["runtime"] > 0 and res[rule]["mem_mb"] > 0
+    assert {rule for rule, r in res.items() if r.get("gpu")} == set(GPU_RULES)
+    # what is the site's is the site file's alone
+    for r in res.values():
+        assert not {"gpu_model", "gres", "slurm_account", "slurm_partition"} & set(r)
     smk = "\n".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
     for rule in GPU_RULES:  # the rules default to gpu=0 (CPU); the profile places them
         body = smk.split(f"rule {rule}:", 1)[1].split("\nrule ", 1)[0]
@@ -147,8 +177,8 @@ def test_plain_profile_slurm_resolves_from_user_config(plain_copy, user_env):
     assert "Using profiles slurm and workflow specific profile profiles/default" in eff["_stderr"]
     assert eff["executor"] == "slurm"
     assert eff["status_command"] == "squeue"
-    assert eff["partition_config"] == str(xdg_profile / "partitions.yaml")
-    site = load(REPO / "profiles/slurm/config.yaml")["default-resources"]
+    assert eff["partition_config"] == str(xdg_profile / "config.yaml")
+    site = load(SITE)["default-resources"]
     # nothing the site sets is lost: its default-resources and the workflow profile's
     # per-rule resources both hold
     for key, value in site.items():
@@ -158,10 +188,10 @@ def test_plain_profile_slurm_resolves_from_user_config(plain_copy, user_env):
     assert eff["set_threads"]["train"] == 32
 
 
-def dry_run_train(work: Path, env: dict, profile: str) -> str:
+def dry_run_train(work: Path, env: dict, profile: str, *more: str) -> str:
     """A dry run of train and one embed shard under ``profile``; its output."""
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", profile, "-n", "train", SHARD,
+        [sys.executable, "-m", "snakemake", "--profile", profile, *more, "-n", "train", SHARD,
          "--configfile", *CONFIGS],
         cwd=work, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
@@ -169,27 +199,58 @@ def dry_run_train(work: Path, env: dict, profile: str) -> str:
     return out
 
 
+def job_resources(out: str) -> dict[str, str]:
+    """Rule -> the resources line of its (first) job in a dry run's output."""
+    found = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", out):
+        if m := re.match(r"(?:local)?rule (\w+):\n", block):
+            line = re.search(r"^    resources: (.*)$", block, re.M)
+            found.setdefault(m.group(1), line.group(1) if line else "")
+    return found
+
+
 def test_plain_profile_slurm_dry_run(plain_copy, user_env):
     out = dry_run_train(plain_copy, user_env, "slurm")
     assert "Using profiles slurm and workflow specific profile profiles/default" in out
-    train = out.split("rule train:", 1)[1].split("\n\n", 1)[0]
-    account = load(REPO / "profiles/slurm/config.yaml")["default-resources"]["slurm_account"]
-    assert "gpu=4" in train and "gpu_model=a6000" in train and f"slurm_account={account}" in train
-    tuples = out.split("rule tuples:", 1)[1].split("\n\n", 1)[0]
-    assert "mem_mb=8000" in tuples and "runtime=60" in tuples and "gpu=" not in tuples
+    res = job_resources(out)
+    assert "gpu=4" in res["train"] and "gpu_model=a6000" in res["train"]
+    assert f"slurm_account={PLACEHOLDER}" in res["train"]  # a dry run plans with it
+    assert "gpu=1" in res["embed_shard"] and "gpu_model=a6000" in res["embed_shard"]
+    # the site's GPU model reaches the GPU jobs only
+    for rule in ("tuples", "split", "manifest", "build_models"):
+        assert "gpu" not in res[rule], (rule, res[rule])
+    assert "mem_mb=8000" in res["tuples"] and "runtime=60" in res["tuples"]
+
+
+@pytest.mark.parametrize("model", ["a100", None])
+def test_another_gpu_model_is_one_line_of_the_site_file(tmp_path, user_env, model):
+    """A site with A100s changes the one line gpu_model; one without the line takes any GPU of
+    the GPU partition. CPU jobs never ask for a GPU either way."""
+    site = Path(user_env["XDG_CONFIG_HOME"]) / "snakemake/slurm/config.yaml"
+    edit_site(site, "  gpu_model: a6000\n", f"  gpu_model: {model}\n" if model else "")
+    out = dry_run_train(small_workflow(tmp_path / "wf"), user_env, "slurm")
+    res = job_resources(out)
+    for rule in ("train", "embed_shard"):
+        assert "gpu=" in res[rule]
+        assert (f"gpu_model={model}" in res[rule]) if model else "gpu_model" not in res[rule]
+    assert "gpu" not in res["tuples"] and "a6000" not in out
 
 
 def test_demo_profile_stays_local(plain_copy):
-    """The demo profile runs locally with the workflow profile's GPU requests present."""
+    """The demo profile runs locally under the workflow profile, and what it prints of each
+    job's resources is the laptop's: no GPU, at most 4 GB (not the cluster's 4 GPUs and
+    256 GB); the site's GPU model appears nowhere."""
     env = {k: v for k, v in os.environ.items() if k != "SNAKEMAKE_PROFILE"}
     eff = effective(plain_copy, env, "--profile", "profiles/demo", "-n")
     assert eff["executor"] in (None, "local") and eff["cores"] == 2
     assert eff["set_resources"]["train"]["gpu"] == 4
     out = dry_run_train(plain_copy, env, "profiles/demo")
     assert "Using profiles profiles/demo and workflow specific profile profiles/default" in out
-    assert "slurm" not in out.lower()
-    # train starts min(4, visible GPUs) processes: one on CPU
-    assert "gpu=4" in out.split("rule train:", 1)[1].split("\n\n", 1)[0]
+    assert "slurm" not in out.lower() and "gpu_model" not in out
+    res = job_resources(out)
+    # train starts min(gpu, visible GPUs) processes, at least one: one on CPU either way
+    assert "gpu=0" in res["train"] and "mem_mb=4000" in res["train"], res["train"]
+    assert "gpu=0" in res["embed_shard"] and "256 GB" not in out and "64 GB" not in out
 
 
 # -- a real SLURM cluster ------------------------------------------------------------------
@@ -220,19 +281,51 @@ def slurm_cluster(tmp_path_factory):
 TARGETS = ["train", SHARD]
 
 
+def cluster_env(slurm_cluster, work: Path) -> dict:
+    """The environment of a run against the test cluster from ``work``: its SLURM, this
+    Python's snakemake first on PATH, no user profiles."""
+    env = slurm_cluster.env()
+    env.update({
+        "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        "XDG_CONFIG_HOME": str(work.parent / "xdg"),
+    })
+    env.pop("SNAKEMAKE_PROFILE", None)
+    return env
+
+
+@pytest.mark.slow
+def test_the_placeholder_account_stops_before_anything_is_submitted(slurm_cluster, tmp_path):
+    """The site file as shipped (slurm_account YOUR_ACCOUNT, which this cluster without
+    accounting would take): a real run stops at its start with one line naming the file and
+    the key; no job reaches SLURM and no run folder is made."""
+    work = small_workflow(tmp_path / "wf")
+    before = set(slurm_cluster.scontrol_jobs())
+    proc = subprocess.run(
+        ["timeout", "-k", "30", "300", sys.executable, "-m", "snakemake", "--profile",
+         "profiles/slurm", *TARGETS, "--jobs", "2", "--configfile", *CONFIGS],
+        cwd=work, env=cluster_env(slurm_cluster, work), capture_output=True, text=True,
+        timeout=400)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-4000:]
+    stop = [line for line in out.splitlines() if "slurm_account is still" in line]
+    assert len(stop) == 1 and stop[0].endswith(
+        f"profiles/slurm/config.yaml: default-resources slurm_account is still the "
+        f"placeholder {PLACEHOLDER}; name your SLURM account there (sacctmgr -n show "
+        "associations user=$USER format=account lists yours)"), out[-4000:]
+    assert "has been submitted" not in out
+    assert set(slurm_cluster.scontrol_jobs()) == before  # nothing queued, run or finished
+    assert not (work / "results").exists()
+
+
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory):
     """The demo's train and one embedding shard through `--profile profiles/slurm`."""
     work = small_workflow(tmp_path_factory.mktemp("slurmrun") / "wf")
+    edit_site(work / "profiles/slurm/config.yaml", f"slurm_account: {PLACEHOLDER}",
+              f"slurm_account: {ACCOUNT}")
     probe = work.parent / "probe.jsonl"
-    env = slurm_cluster.env()
-    env.update({
-        "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-        "PYTHONPATH": str(PROBE),
-        "SKINGROUND_PROBE": str(probe),
-        "XDG_CONFIG_HOME": str(work.parent / "xdg"),  # no user profiles
-    })
-    env.pop("SNAKEMAKE_PROFILE", None)
+    env = cluster_env(slurm_cluster, work)
+    env.update({"PYTHONPATH": str(PROBE), "SKINGROUND_PROBE": str(probe)})
     cmd = ["timeout", "-k", "30", "600", sys.executable, "-m", "snakemake",
            "--profile", "profiles/slurm", *TARGETS,
            # test-only: poll soon (the site default is 40 s), keep every job's SLURM log,
@@ -295,13 +388,12 @@ def test_every_job_went_through_sbatch(slurm_run):
 
 @pytest.mark.slow
 def test_partitions_and_account(slurm_run):
-    account = load(REPO / "profiles/slurm/config.yaml")["default-resources"]["slurm_account"]
     for rule, ids in slurm_run["submitted"].items():
         for job_id in ids:
             job = slurm_run["jobs"][job_id]
             want = "gpu" if rule in GPU_RULES else "cpu"
             assert job["Partition"] == want, (rule, job["_line"])
-            assert job["Account"].lower() == account.lower(), (rule, job["Account"])
+            assert job["Account"].lower() == ACCOUNT, (rule, job["Account"])
 
 
 @pytest.mark.slow

@@ -9,6 +9,9 @@ from skinground.data.tuples import sample_tuples
 
 from reference import paper_shaped_cohort
 
+#: Every patient (split.patient_fraction 1: the paper's run).
+WHOLE = {"patient_fraction": 1.0}
+
 
 def manifest(n_patients=50, per_patient=7, malignant_every=5, seed_shift=0) -> pl.DataFrame:
     rows = []
@@ -20,7 +23,7 @@ def manifest(n_patients=50, per_patient=7, malignant_every=5, seed_shift=0) -> p
 
 
 def test_no_patient_in_both_sets():
-    out = split_patients(manifest(), test_fraction=0.23, seed=1, stratify_by_target=True)
+    out = split_patients(manifest(), **WHOLE, test_fraction=0.23, seed=1, stratify_by_target=True)
     train = set(out.filter(pl.col("split") == "train")["patient_id"])
     test = set(out.filter(pl.col("split") == "test")["patient_id"])
     assert train and test and not train & test
@@ -30,16 +33,16 @@ def test_no_patient_in_both_sets():
 
 def test_deterministic_and_independent_of_row_order():
     m = manifest()
-    a = split_patients(m, test_fraction=0.23, seed=3, stratify_by_target=True)
-    b = split_patients(m.sample(fraction=1.0, shuffle=True, seed=9), test_fraction=0.23, seed=3,
-                       stratify_by_target=True)
+    a = split_patients(m, **WHOLE, test_fraction=0.23, seed=3, stratify_by_target=True)
+    b = split_patients(m.sample(fraction=1.0, shuffle=True, seed=9), **WHOLE, test_fraction=0.23,
+                       seed=3, stratify_by_target=True)
     assert a.equals(b)
-    c = split_patients(m, test_fraction=0.23, seed=4, stratify_by_target=True)
+    c = split_patients(m, **WHOLE, test_fraction=0.23, seed=4, stratify_by_target=True)
     assert not a.equals(c)
 
 
 def test_test_fraction_of_patients():
-    out = split_patients(manifest(n_patients=100), test_fraction=0.2303, seed=0,
+    out = split_patients(manifest(n_patients=100), **WHOLE, test_fraction=0.2303, seed=0,
                          stratify_by_target=False)
     s = summarize(out)
     assert s["test"]["patients"] == 23 and s["train"]["patients"] == 77
@@ -47,7 +50,7 @@ def test_test_fraction_of_patients():
 
 def test_stratified_split_puts_malignant_patients_in_both_sets():
     for seed in range(5):
-        s = summarize(split_patients(manifest(), test_fraction=0.3, seed=seed,
+        s = summarize(split_patients(manifest(), **WHOLE, test_fraction=0.3, seed=seed,
                                      stratify_by_target=True))
         assert s["train"]["malignant_patients"] == 7  # 10 malignant patients, 3 to test
         assert s["test"]["malignant_patients"] == 3
@@ -56,7 +59,7 @@ def test_stratified_split_puts_malignant_patients_in_both_sets():
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 0.001])
 def test_bad_fraction_is_an_error(fraction):
     with pytest.raises(SplitError, match="test_fraction"):
-        split_patients(manifest(n_patients=5), test_fraction=fraction, seed=0,
+        split_patients(manifest(n_patients=5), **WHOLE, test_fraction=fraction, seed=0,
                        stratify_by_target=False)
 
 
@@ -67,7 +70,7 @@ def test_paper_counts_on_a_paper_shaped_cohort(repo_config):
     cfg = repo_config["split"]
     cohort = paper_shaped_cohort(seed=0)
     assert cohort.height == 401_059 and cohort["patient_id"].n_unique() == 1042
-    plain = summarize(split_patients(cohort, test_fraction=cfg["test_fraction"],
+    plain = summarize(split_patients(cohort, **WHOLE, test_fraction=cfg["test_fraction"],
                                      seed=cfg["seed"],
                                      stratify_by_target=cfg["stratify_by_target"]))
     # Patients alone miss the paper's images by far (why the image target exists).
@@ -98,11 +101,56 @@ def test_image_target_moves_few_patients_and_hits_small_targets():
     m = manifest(n_patients=60)
     counts = m.group_by("patient_id").len()
     total = counts["len"].sum()
-    out = split_patients(m, test_fraction=0.25, seed=2, stratify_by_target=True,
+    out = split_patients(m, **WHOLE, test_fraction=0.25, seed=2, stratify_by_target=True,
                          test_image_fraction=0.28)
     s = summarize(out)
     assert s["test"]["patients"] == 15
     assert s["test"]["images"] == round(0.28 * total)
     with pytest.raises(SplitError, match="test_image_fraction"):
-        split_patients(m, test_fraction=0.25, seed=2, stratify_by_target=True,
+        split_patients(m, **WHOLE, test_fraction=0.25, seed=2, stratify_by_target=True,
                        test_image_fraction=1.0)
+
+
+def test_a_patient_sample_holds_its_share_of_the_images_and_is_split_the_same_way(repo_config):
+    """split.patient_fraction (a pilot run): on SLICE-3D's shape, a seeded sample of the
+    patients per stratum that holds that share of the images, whole patients only, then split
+    by config.yaml's rules; another seed draws other patients."""
+    cohort = paper_shaped_cohort(seed=0)
+    cfg = {**repo_config["split"], "patient_fraction": 0.02}
+    out = split_patients(cohort, **cfg)
+    check_disjoint(out)
+    kept = set(out["patient_id"])
+    assert len(kept) in range(19, 24)  # 2% of 1,042 patients, rounded per stratum
+    # whole patients: every image of a kept patient, none of the others'
+    assert out.height == cohort.filter(pl.col("patient_id").is_in(list(kept))).height
+    assert abs(out.height - round(0.02 * 401_059)) <= 0.02 * 0.02 * 401_059
+    s = summarize(out)
+    assert s["train"]["malignant_patients"] > 0 and s["test"]["patients"] >= 1
+    assert s["test"]["images"] == pytest.approx(cfg["test_image_fraction"] * out.height,
+                                                rel=0.25)
+    assert split_patients(cohort, **cfg).equals(out)  # seeded
+    other = split_patients(cohort, **{**cfg, "seed": 1})
+    assert set(other["patient_id"]) != kept
+
+
+def test_patient_fraction_one_is_every_patient():
+    m = manifest()
+    whole = split_patients(m, **WHOLE, test_fraction=0.23, seed=3, stratify_by_target=True)
+    assert whole.height == m.height
+    half = split_patients(m, patient_fraction=0.5, test_fraction=0.23, seed=3,
+                          stratify_by_target=True)
+    assert half["patient_id"].n_unique() == 25
+    assert summarize(half)["test"]["malignant_patients"] >= 1  # 5 of the 10, stratified
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.5])
+def test_bad_patient_fraction_is_an_error(fraction):
+    with pytest.raises(SplitError, match="patient_fraction"):
+        split_patients(manifest(), patient_fraction=fraction, test_fraction=0.23, seed=0,
+                       stratify_by_target=True)
+
+
+def test_a_sample_too_small_to_split_is_an_error():
+    with pytest.raises(SplitError, match=r"patient_fraction=0.01 keeps 1 of the 50 patients"):
+        split_patients(manifest(), patient_fraction=0.01, test_fraction=0.23, seed=0,
+                       stratify_by_target=False)

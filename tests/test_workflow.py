@@ -527,9 +527,9 @@ def test_query_equals_the_stored_hierarchical_results(demo, query_image, tmp_pat
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--run", "nope"], "results/nope/config.yaml is missing (made by rule run_config"),
-     (["--run", "demo", "--attribute", "tbp_lv_nope"], "unknown attribute 'tbp_lv_nope'; "
-                                                        "valid: tbp_lv_areaMM2, "),
+    [(["--run", "nope"], "run 'nope': no results/nope/ in "),
+     (["--run", "demo", "--attribute", "tbp_lv_nope"],
+      "unknown attribute 'tbp_lv_nope'; valid (label or column): area (tbp_lv_areaMM2), "),
      (["--run", "demo", "--group", "shape"], "unknown group 'shape'; valid: size, colour"),
      (["TEXT", "--run", "demo"], "notes.jpg: not a readable image"),
      (["--run", "../demo"], "--run '../demo': a run's name (config key run), not a path"),
@@ -537,7 +537,7 @@ def test_query_equals_the_stored_hierarchical_results(demo, query_image, tmp_pat
      (["--run", "demo", "--b", "0"], "--b 0: must be at least 1"),
      (["--run", "demo", "-k", "5000", "--b", "6000"], "-k 5000: the run's database holds"),
      (["--run", "demo", "--b", "6000"], "--b 6000: the run's database holds")],
-    ids=["unfinished-run", "unknown-attribute", "unknown-group", "not-an-image", "run-path",
+    ids=["unknown-run", "unknown-attribute", "unknown-group", "not-an-image", "run-path",
          "k-zero", "b-zero", "k-over-database", "b-over-database"],
 )
 def test_query_errors_are_one_line_and_write_nothing(demo, query_image, tmp_path, args,

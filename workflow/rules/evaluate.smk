@@ -131,6 +131,8 @@ rule probe_r2:
         code=code("probe_r2"),
         attributes=config["attributes"],
         confidence=config["stats"]["confidence"],
+        titles=ENCODER_TITLES,
+        stand_ins=STAND_INS,
     script:
         "../scripts/probe_r2.py"
 

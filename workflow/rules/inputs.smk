@@ -53,6 +53,10 @@ METHODS = config["retrieve"]["methods"]
 #: Every method the config can name, (a)-(d) then the encoders: name -> [letter, title]
 #: (Fig. 4's ticks, legend and colours, each method's fixed by its place here).
 METHOD_LEGENDS = {m: [x.letter, x.title] for m, x in plan.methods(config).items()}
+#: The encoders' titles in config order (the probes' legend beside Fig. 2), and those that are
+#: tiny random stand-ins (model.build_tiny builds every one): the figures mark them so.
+ENCODER_TITLES = {name: spec["title"] for name, spec in ENCODERS.items()}
+STAND_INS = list(ENCODERS) if config["model"]["build_tiny"] else []
 
 
 def retrieve_inputs(wildcards):

@@ -3,7 +3,8 @@
 
 
 rule figures:
-    """Fig. 4 (percentile boxplots, 16 attributes x methods) and Fig. 3 (top-k grids)."""
+    """Fig. 4 (percentile boxplots, attributes x methods, and each attribute's panel alone)
+    and Fig. 3 (top-k grids)."""
     input:
         evaluation=rules.evaluate.output.table,
         summary=rules.evaluate.output.csv,
@@ -56,6 +57,7 @@ rule figures:
         figures=config["figures"],
         k=config["retrieve"]["k"],
         methods=METHOD_LEGENDS,
+        stand_ins=STAND_INS,
     script:
         "../scripts/figures.py"
 
@@ -98,8 +100,8 @@ if GROUPS:
 
 
 rule cost:
-    """The paper-scale GPU-hours and peak memory of this config (skinground.cost.estimate), for the
-    report."""
+    """The GPU-hours, peak memory and disk of this config at its scale (skinground.cost), for
+    the report: an estimate, not this run's time."""
     input:
         profile=src("profiles/default/config.yaml"),
         site=src("profiles/slurm/config.yaml"),
@@ -125,8 +127,15 @@ rule cost:
     params:
         code=code("cost"),
         # every section as it is (batch sizes and predicted models change the estimate), but
-        # train's bookkeeping keys, which the cost model does not read
-        config={**config, "train": section("train")},
+        # train's bookkeeping keys, which the cost model does not read, save_total_limit aside
+        # (the checkpoints it keeps are disk)
+        config={
+            **config,
+            "train": {
+                **section("train"),
+                "save_total_limit": config["train"]["save_total_limit"],
+            },
+        },
     script:
         "../scripts/cost.py"
 

@@ -1,4 +1,4 @@
-# Retrieval stage: the methods (a)-(d) and the image encoders (e), and (beyond the paper)
+# Retrieval stage: the methods (a)-(d) and the image encoders (e), (e2), ..., and (beyond the paper)
 # the group methods of retrieve.groups.
 
 

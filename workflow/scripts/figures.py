@@ -37,7 +37,8 @@ def main(snakemake) -> None:
                                    methods=snakemake.params.methods,
                                    intervals=pl.read_csv(snakemake.input.summary),
                                    confidence=snakemake.params.confidence,
-                                   panels=out.fig4_panels)
+                                   panels=out.fig4_panels,
+                                   stand_ins=snakemake.params.stand_ins)
     log.info("fig. 4: %d attribute panels, each also alone in %s", len(fig.axes),
              out.fig4_panels)
     results = pl.concat([pl.scan_parquet(f) for f in snakemake.input.results],

@@ -21,7 +21,8 @@ def main(snakemake) -> None:
                                  {a: spec["label"] for a, spec in attributes.items()})
     write_summary(table, snakemake.output.csv, snakemake.output.markdown, NOTE)
     figures.fig2_probe(table, snakemake.output.fig_pdf, snakemake.output.fig_png,
-                       confidence=snakemake.params.confidence)
+                       confidence=snakemake.params.confidence, titles=snakemake.params.titles,
+                       stand_ins=snakemake.params.stand_ins)
 
 
 if __name__ == "__main__":

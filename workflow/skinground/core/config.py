@@ -193,6 +193,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "h_ima_tokens": names.H_IMA_TOKENS,
     "encoder_formats": names.ENCODER_FORMATS,
     "resample_filters": names.RESAMPLE_FILTERS,
+    "numeric_columns": names.NUMERIC_COLUMNS,
     "predictable_models": plan.PREDICTABLE_MODELS,
     # the evaluation adds the random reference itself: it is not a configurable method
     "group_methods": tuple(m for m in plan.GROUP_METHODS if m != "random"),
@@ -228,8 +229,8 @@ def _check_values(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
     """What the schema cannot say, on a config it accepts (:func:`check`)."""
     attributes = config["attributes"]
 
-    def known_attributes(key: str, names: Sequence[str]) -> None:
-        unknown = [a for a in names if a not in attributes]
+    def known_attributes(key: str, given: Sequence[str]) -> None:
+        unknown = [a for a in given if a not in attributes]
         if unknown:
             raise ConfigError(f"{key}: {', '.join(unknown)} is not one of the configured "
                               "attributes")
@@ -284,8 +285,7 @@ def _check_values(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
         for name, encoder in encoders.items():
             _owned(f"model.encoders.{name}.path (model.build_tiny)", encoder["path"],
                    run_folder)
-    columns = schema["definitions"]["metadata_columns"]["enum"]
-    unknown = [c for c in config["stats"]["diagnosis"] if c not in columns]
+    unknown = [c for c in config["stats"]["diagnosis"] if c not in names.METADATA_COLUMNS]
     if unknown:
         raise ConfigError(f"stats.diagnosis: {', '.join(unknown)} is not a column of "
                           "SLICE-3D's train-metadata.csv")

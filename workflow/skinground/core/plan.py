@@ -4,8 +4,9 @@ makes, and how many jobs of each rule a run from nothing has.
 Standard library only: the Snakefile (``rules/common.smk``) builds its rules from it, and
 ``skinground.cost.estimate`` counts the same jobs from it, so the shape of the DAG is written once
 (``tests/test_cost.py`` checks the counts against real Snakemake dry runs). The Qwen2-VL
-methods (a)-(d) are defined here; method (e), the image-encoder baselines, is one method per
-encoder of ``model.encoders`` (MONET in the paper), named as the encoder (:func:`methods`).
+methods (a)-(d) are defined here; the image-encoder baselines are one method per encoder of
+``model.encoders``, named as the encoder and lettered (e), (e2), ... in config order (the
+paper's one encoder, MONET, is its (e)) (:func:`methods`).
 Which of them run comes from ``retrieve.methods`` in the config.
 """
 
@@ -56,8 +57,18 @@ QWEN_METHODS: dict[str, Method] = {m.name: m for m in (
     Method("image_only", "c", "Image", "tuned", "image"),
     Method("image_untuned", "d", "Image Untuned", "untuned", "image"),
 )}
-#: The letter of every image-encoder baseline (the paper's (e), MONET's image features).
+#: The letter of the first image-encoder baseline (the paper's (e), MONET's image features);
+#: the next ones are e2, e3, ... (:func:`encoder_letter`).
 ENCODER_LETTER = "e"
+
+
+def encoder_letter(place: int) -> str:
+    """The letter of the image encoder at ``place`` (0-based) in ``model.encoders``: "e" (the
+    paper's MONET), then "e2", "e3", ... Not "f", "g": those are the group methods' letters
+    (:data:`GROUP_METHODS`), which the same report shows beside them."""
+    return ENCODER_LETTER if place == 0 else f"{ENCODER_LETTER}{place + 1}"
+
+
 #: Fig. 3 compares these two: the tuned image-only space and image + text for one attribute.
 FIG3_METHODS = ("image_only", "image_text")
 
@@ -158,12 +169,12 @@ def embed_models(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 def methods(config: Mapping[str, Any] | None = None) -> dict[str, Method]:
     """Every retrieval method ``config`` can name, in the paper's order: (a)-(d), then one
-    method (e) per image encoder, in config order (its name and model are the encoder's, its
-    title the encoder's ``title``; it searches the image-only space). Without a config: the
-    Qwen2-VL methods only."""
+    method per image encoder, in config order, lettered (e), (e2), ... (:func:`encoder_letter`;
+    its name and model are the encoder's, its title the encoder's ``title``; it searches the
+    image-only space). Without a config: the Qwen2-VL methods only."""
     table = dict(QWEN_METHODS)
-    for name, spec in encoders(config or {"model": {}}).items():
-        table[name] = Method(name, ENCODER_LETTER, spec["title"], name, "image")
+    for place, (name, spec) in enumerate(encoders(config or {"model": {}}).items()):
+        table[name] = Method(name, encoder_letter(place), spec["title"], name, "image")
     return table
 
 

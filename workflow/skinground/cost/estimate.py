@@ -26,6 +26,11 @@ With ``--gpu-json`` (default ``outputs.GPU_MEASUREMENT`` beside the config, when
 is a full GPU run, not ``--tiny``) the MFU the GPU check measured on the H200 —
 training, prefix-shared and naive embedding — replaces the assumed one: the measured
 throughput scaled by the ratio of peak rates (A6000 155 / H200 989 TFLOP/s bf16 dense).
+
+Each model job's time and GPU-hours also hold the loading of its weights at the assumed
+``storage_bandwidth`` (``skinground.cost.runtime``, which also recommends each model rule's
+runtime); the result carries the memory (``skinground.cost.memory``) and the disk
+(``skinground.cost.disk``) of the run at the same image counts.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from skinground.core.plan import (
     predict_models,
 )
 from skinground.core.plan import method as plan_method
-from skinground.cost import memory
+from skinground.cost import disk, memory, runtime
 from skinground.cost.flops import (
     A6000_BANDWIDTH,
     A6000_FP32_PEAK,
@@ -92,6 +97,8 @@ class Assumptions:
     bandwidth_efficiency: float = 0.7
     faiss_efficiency: float = 0.5
     reference_peak_flops: float = H200_PEAK
+    #: bytes/s a job reads its weights at (a shared filesystem, per job): assumed, not measured
+    storage_bandwidth: float = 1e9
     measured: dict = field(default_factory=dict)
 
 
@@ -127,14 +134,24 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
     rows: list[dict] = []
 
     def row(stage, rule, n_jobs, flops, seconds_one_gpu, basis, *, gpus_per_job=1,
-            in_dag=True, naive=None):
-        """A stage; ``naive``: part of the naive layout's total (default: when in the DAG)."""
-        gpu_hours = seconds_one_gpu / 3600
+            in_dag=True, naive=None, model=None, load_jobs=None):
+        """A stage; ``naive``: part of the naive layout's total (default: when in the DAG);
+        ``model``: the weights each of its ``load_jobs`` (default: its jobs) reads first, its
+        GPUs held (``runtime``)."""
+        load_s = runtime.load_seconds(runtime.model_bytes(config, model, spec),
+                                      a.storage_bandwidth) if model else 0.0
+        load_jobs = n_jobs if load_jobs is None else load_jobs
+        compute_hours = seconds_one_gpu / 3600
+        gpu_hours = compute_hours + load_jobs * load_s * max(1, gpus_per_job) / 3600
         parallel = max(1, min(a.gpus, n_jobs * gpus_per_job))
         per_job = gpu_hours / (n_jobs * max(1, gpus_per_job))  # equal shards
         limit = runtimes.get(rule)
         rows.append({"stage": stage, "rule": rule, "jobs": n_jobs, "gpus_per_job": gpus_per_job,
                      "pflop": flops / 1e15, "gpu_hours": gpu_hours,
+                     "compute_gpu_hours": compute_hours, "load_seconds_per_job": load_s,
+                     "load_jobs": load_jobs if model else 0,
+                     "load_model": runtime.model_title(config, model) if model else None,
+                     "load_gb": runtime.model_bytes(config, model, spec) / 1e9 if model else 0.0,
                      "hours_on_gpus": gpu_hours / parallel, "hours_per_job": per_job,
                      "runtime_limit_hours": limit / 60 if limit else None,
                      "over_runtime_limit": bool(limit and per_job * 60 > limit),
@@ -163,7 +180,8 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
         f_train = f_tuple * tuples * epochs
         row(f"train (LoRA, ZeRO-2, {name})", "train", jobs["train"], f_train,
             f_train / (a.peak_flops * a.train_mfu), f"{train_basis} MFU {a.train_mfu:.2f}",
-            gpus_per_job=g_train, in_dag=name == layout, naive=name == "per_tuple")
+            gpus_per_job=g_train, in_dag=name == layout, naive=name == "per_tuple",
+            model="untuned")  # the base model's weights; the adapter is made here
 
     # Prediction (image-once, the DAG's): per batch of predict.batch_images images, one
     # prefill pass (the prefixes, then all images x questions suffixes) and one decoding
@@ -192,7 +210,7 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
             row(f"predict {model}, {name} ({new_tokens[model]:.3g} new tokens)",
                 "-" if naive else "predict_shard", 1 if naive else n_shards, flops, seconds,
                 "assumed MFU, decode bandwidth-bound", gpus_per_job=gpus.get("predict_shard", 1),
-                in_dag=not naive, naive=naive)
+                in_dag=not naive, naive=naive, model=model, load_jobs=n_shards)
 
     # Embeddings: per (model, split, shard) job; tuned = prefix + 16 questions.
     shards = int(config["embed"]["shards"])
@@ -206,10 +224,11 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
                               + _pass_seconds(bi * (f_shared - f_prefix), a, a.infer_mfu, spec))
     row("embed tuned, prefix-shared (h_im + 16 h_im,a)", "embed_shard", embed_jobs,
         images * f_shared, s_shared, f"{infer_basis} MFU {a.infer_mfu:.2f}",
-        gpus_per_job=gpus.get("embed_shard", 1), naive=False)
+        gpus_per_job=gpus.get("embed_shard", 1), naive=False, model="tuned")
     s_untuned = images / bi * _pass_seconds(bi * f_prefix, a, a.infer_mfu, spec)
     row("embed untuned (h_im)", "embed_shard", embed_jobs, images * f_prefix, s_untuned,
-        f"{infer_basis} MFU {a.infer_mfu:.2f}", gpus_per_job=gpus.get("embed_shard", 1))
+        f"{infer_basis} MFU {a.infer_mfu:.2f}", gpus_per_job=gpus.get("embed_shard", 1),
+        model="untuned")
     # The image encoders (method e) whose embeddings the DAG extracts, in config order.
     specs = encoder_specs(config["model"])
     embedded = embedding_spaces(config)
@@ -219,7 +238,8 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
         f_enc = encoder_flops_per_image(spec_e)
         row(f"embed {encoders(config)[name]['title']} ({spec_e.name})", "embed_shard",
             embed_jobs, images * f_enc, images * f_enc / (a.peak_flops * a.infer_mfu),
-            f"{infer_basis} MFU {a.infer_mfu:.2f}", gpus_per_job=gpus.get("embed_shard", 1))
+            f"{infer_basis} MFU {a.infer_mfu:.2f}", gpus_per_job=gpus.get("embed_shard", 1),
+            model=name)
     # The naive reference: a prefix pass and one full pass per question, batch 1, each
     # encoding the image again.
     f_full = forward_flops(spec, tokens=prompt, image_tokens=m)
@@ -228,7 +248,8 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
     naive_basis = "measured" if "naive_mfu" in a.measured else "assumed"
     row("(embed tuned, naive: 1 + 16 passes/image)", "-", embed_jobs,
         images * (f_prefix + n_attr * f_full), s_naive,
-        f"{naive_basis} MFU {a.naive_mfu:.2f}, batch 1", in_dag=False, naive=True)
+        f"{naive_basis} MFU {a.naive_mfu:.2f}, batch 1", in_dag=False, naive=True,
+        model="tuned")
 
     # The composed group questions (retrieve.groups): h_im once more plus one suffix per group,
     # in embed_groups jobs (absent when no group method reads them). A group question's
@@ -246,12 +267,13 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
         row(f"embed groups, prefix-shared (h_im + {len(g_tokens)} h_im,G)", "embed_groups",
             jobs["embed_groups"], images * f_groups, s_groups,
             f"{infer_basis} MFU {a.infer_mfu:.2f}", gpus_per_job=gpus.get("embed_groups", 1),
-            naive=False)
+            naive=False, model="tuned")
         f_gfull = [forward_flops(spec, tokens=prefix + t, image_tokens=m) for t in g_tokens]
         row(f"(embed groups, naive: {len(g_tokens)} passes/image)", "-", jobs["embed_groups"],
             images * sum(f_gfull),
             images * sum(_pass_seconds(f, a, a.naive_mfu, spec) for f in f_gfull),
-            f"{naive_basis} MFU {a.naive_mfu:.2f}, batch 1", in_dag=False, naive=True)
+            f"{naive_basis} MFU {a.naive_mfu:.2f}, batch 1", in_dag=False, naive=True,
+            model="tuned")
 
     # FAISS on the GPU: flat search = 2 x queries x database x d (fp32). build_index is a
     # CPU job (normalise and copy: no GPU time).
@@ -282,6 +304,10 @@ def estimate(config: Mapping[str, Any], a: Assumptions, *,
         "total_jobs": sum(jobs.values()),
         "memory": memory.table(config, profile, site, memory.Workload.from_config(
             config, train_images=a.train_images, test_images=a.test_images)),
+        "disk": disk.table(config, a.train_images, a.test_images, spec),
+        "loading": {"storage_bandwidth": a.storage_bandwidth,
+                    "models": runtime.loading_summary(rows)},
+        "runtimes": runtime.recommendations(rows, runtimes),
         "workload": {"train_images": a.train_images, "test_images": a.test_images,
                      "tuples": tuples, "epochs": epochs, "attributes": n_attr,
                      "image_tokens": m, "prompt_tokens": prompt, "layout": layout,

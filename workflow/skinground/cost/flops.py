@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -100,6 +101,14 @@ _VISION_DEFAULTS = {
                "image_size": 224, "patch_size": 16},
 }
 _CLIP_PROJECTION_DEFAULT = 512
+#: Parameters of the whole checkpoint of a known hub repo (both towers: an encoder job loads
+#: the full CLIP or SigLIP model), stored in float32: CLIP ViT-L/14 has 427.6 M (1.71 GB),
+#: SigLIP So400m's two towers about 878 M (3.5 GB).
+KNOWN_ENCODER_PARAMETERS: dict[str, int] = {
+    "chanwkim/monet": 427_616_513,
+    "suinleelab/monet": 427_616_513,
+    "google/medsiglip-448": 878_000_000,
+}
 
 
 def param_counts(spec: QwenSpec) -> dict[str, int]:
@@ -132,6 +141,59 @@ def param_counts(spec: QwenSpec) -> dict[str, int]:
     return parts
 
 
+def linear_layers(spec: QwenSpec) -> dict[str, tuple[int, int]]:
+    """Every ``nn.Linear`` of ``Qwen2VLForConditionalGeneration``, by the name transformers
+    gives it (what ``train.lora.target_modules`` is matched against): (in, out) features."""
+    e, h, mlp = spec.vision_embed, spec.text_hidden, spec.mlp_ratio * spec.vision_embed
+    merged = e * spec.spatial_merge**2
+    head_dim = h // spec.heads
+    q, kv = spec.heads * head_dim, spec.kv_heads * head_dim
+    out: dict[str, tuple[int, int]] = {}
+    for i in range(spec.vision_depth):
+        block = f"model.visual.blocks.{i}"
+        out.update({f"{block}.attn.qkv": (e, 3 * e), f"{block}.attn.proj": (e, e),
+                    f"{block}.mlp.fc1": (e, mlp), f"{block}.mlp.fc2": (mlp, e)})
+    out.update({"model.visual.merger.mlp.0": (merged, merged),
+                "model.visual.merger.mlp.2": (merged, h)})
+    for i in range(spec.layers):
+        layer = f"model.language_model.layers.{i}"
+        out.update({f"{layer}.self_attn.q_proj": (h, q), f"{layer}.self_attn.k_proj": (h, kv),
+                    f"{layer}.self_attn.v_proj": (h, kv), f"{layer}.self_attn.o_proj": (q, h),
+                    f"{layer}.mlp.gate_proj": (h, spec.intermediate),
+                    f"{layer}.mlp.up_proj": (h, spec.intermediate),
+                    f"{layer}.mlp.down_proj": (spec.intermediate, h)})
+    out["lm_head"] = (h, spec.vocab_size)
+    return out
+
+
+def lora_parameters(spec: QwenSpec, lora_cfg: Mapping[str, Any]) -> int:
+    """Trainable parameters of the adapter ``train.lora`` makes on a model of shape ``spec``:
+    r x (in + out) for each Linear its ``target_modules`` selects (a regex matched in full, as
+    peft does; a list: names or name suffixes), plus the modules of ``modules_to_save``
+    trained in full (``lm_head``, ``embed_tokens``, ``visual.merger``, or a Linear by name
+    suffix). The adapter and the checkpoints store these (``skinground.cost.disk``)."""
+    target, r = lora_cfg["target_modules"], int(lora_cfg["r"])
+    layers = linear_layers(spec)
+
+    def selected(name: str) -> bool:
+        if isinstance(target, str):
+            return re.fullmatch(target, name) is not None
+        return any(name == t or name.endswith("." + t) for t in target)
+
+    total = sum(r * (i + o) for name, (i, o) in layers.items() if selected(name))
+    parts = param_counts(spec)
+    whole = {"lm_head": parts["lm_head"], "embed_tokens": parts["embed_tokens"],
+             "merger": parts["vision_merger"]}
+    for name in lora_cfg.get("modules_to_save") or []:
+        key = name.rsplit(".", 1)[-1]
+        if key in whole:
+            total += whole[key]
+        else:
+            total += sum(i * o for n, (i, o) in layers.items()
+                         if n == name or n.endswith("." + name))
+    return total
+
+
 def forward_flops(spec: QwenSpec, *, tokens: float, image_tokens: float,
                   lm_tokens: float = 0.0) -> float:
     """Model FLOPs of one forward pass over ``tokens`` sequence positions (of which
@@ -157,6 +219,16 @@ def encoder_flops_per_image(spec: EncoderSpec = CLIP_L14) -> float:
     w, mlp = spec.width, spec.mlp
     per_layer = 4 * w * w + 2 * w * mlp
     return 2 * (spec.layers * per_layer + w * spec.embedding) * spec.tokens
+
+
+def encoder_file_bytes(spec: EncoderSpec, hub: str | None = None) -> float:
+    """Bytes of an encoder's checkpoint (what its job reads): the known hub repo's parameters
+    (:data:`KNOWN_ENCODER_PARAMETERS`) in float32, else two towers of the vision tower's
+    layers (an estimate: CLIP's and SigLIP's text towers are no larger)."""
+    if hub in KNOWN_ENCODER_PARAMETERS:
+        return KNOWN_ENCODER_PARAMETERS[hub] * 4
+    per_layer = 4 * spec.width**2 + 2 * spec.width * spec.mlp
+    return 2 * spec.layers * per_layer * 4
 
 
 def encoder_spec_from_config(config: Mapping[str, Any], fmt: str) -> EncoderSpec:

@@ -304,7 +304,7 @@ def rule_peaks(w: Workload, spec: QwenSpec = QWEN2VL_7B) -> dict[str, Peak]:
     for name in w.probed:
         peaks[f"probe:{name}"] = probe_peak(w, w.encoder_widths.get(name, w.width))
     for name in w.methods:
-        if name in w.encoder_widths:  # an encoder's method (e): its image-only space
+        if name in w.encoder_widths:  # an encoder's method ((e), (e2), ...): its space
             peaks[f"retrieve:{name}"] = retrieve_peak("image", w, width=w.encoder_widths[name])
         else:
             peaks[f"retrieve:{name}"] = retrieve_peak(plan_method(name).search, w)

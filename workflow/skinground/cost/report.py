@@ -1,6 +1,7 @@
 """The cost model's report and command line (``python -m skinground.cost``, see
-:mod:`skinground.cost.estimate`): the estimate as a table, with the memory of every rule beside its
-profile's, or as JSON."""
+:mod:`skinground.cost.estimate`): the estimate as a table, with the model loading and the
+recommended runtimes, the memory of every rule beside its profile's and the run's disk
+(:mod:`skinground.cost.disk`), or as JSON."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Any
 
 from skinground.core import outputs
 from skinground.core.config import load
-from skinground.cost import calibration, memory
+from skinground.cost import calibration, memory, runtime
 from skinground.cost.estimate import Assumptions, estimate_with_profiles
+from skinground.cost.flops import PAPER_TEST_IMAGES, PAPER_TRAIN_IMAGES
 
 
 def format_table(result: Mapping[str, Any]) -> str:
@@ -75,8 +77,86 @@ def format_table(result: Mapping[str, Any]) -> str:
               f"({total['gpu_hours']:,.1f} vs {naive['gpu_hours']:,.1f}); naive embedding "
               f"alone would take {result['naive_over_prefix_shared']:.1f}x the prefix-shared "
               "GPU time."]
+    lines += ["", *format_loading(result), "", *format_runtimes(result["runtimes"])]
     lines += ["", *format_memory(result["memory"], wl)]
     return "\n".join(lines)
+
+
+def format_loading(result: Mapping[str, Any]) -> list[str]:
+    """The model loading in the GPU-hours above: jobs x seconds per model."""
+    loading = result["loading"]
+    parts = [f"{m['jobs']} jobs x {m['seconds']:.1f} s ({m['model']}, {m['gb']:.1f} GB)"
+             for m in loading["models"]]
+    hours = sum(m["gpu_hours"] for m in loading["models"])
+    return [f"Model loading: {'; '.join(parts)}: {hours:,.2f} of the DAG's "
+            f"{result['total']['gpu_hours']:,.1f} GPU-hours, in the GPU-hours and hours per job "
+            "above. Each model job first reads its weights, its GPUs held, at an assumed "
+            f"{loading['storage_bandwidth'] / 1e9:g} GB/s (`storage_bandwidth`: a shared "
+            "filesystem, per job; not measured)."]
+
+
+def format_runtimes(rows) -> list[str]:
+    """The recommended runtime of each model rule beside its profile's."""
+    lines = [f"Recommended runtime per job (minutes): the estimate of the rule's slowest job "
+             f"(compute + loading) x {runtime.SAFETY:g}, rounded up to {runtime.STEP_MIN} min, "
+             f"at least {runtime.FLOOR_MIN}; beside the workflow profile's `runtime`. Retrieve "
+             "(its re-rank runs on the CPU) and the CPU rules are not estimated here: their "
+             "times are measured by the scale benchmark (docs/cost-and-scale.md).", "",
+             "| rule | h per job (estimate) | recommended min | profile min |",
+             "|---|---:|---:|---:|"]
+    for r in rows:
+        profile = f"{r['profile_min']:,.0f}" if r["profile_min"] else "-"
+        lines.append(f"| {r['rule']} | {r['hours_per_job']:,.2f} | {r['recommended_min']:,} | "
+                     f"{profile} |")
+    return lines
+
+
+def format_disk(disk: Mapping[str, Any], *, heading: bool = True) -> str:
+    """The disk model's table: every output by its template, and the total."""
+    lines = []
+    if heading:
+        lines += [f"Disk (skinground.cost.disk) at {disk['train_images']:,} train x "
+                  f"{disk['test_images']:,} test images: every output under results/<run>/ by "
+                  "its template (N train, Q test images, d the width, A attributes, G groups); "
+                  "figures, small tables and logs (a few MB) left out.", ""]
+    lines += ["| output | rule | files or folders | GB | what it holds |",
+              "|---|---|---:|---:|---|"]
+    for r in disk["items"]:
+        lines.append(f"| `{r['output']}` | {r['rule']} | {r['files']:,} | {r['gb']:,.2f} | "
+                     f"{r['terms']} |")
+    files = sum(r["files"] for r in disk["items"])
+    lines.append(f"| **total** | | {files:,} | **{disk['total_gb']:,.1f}** | nothing is "
+                 "temp(): also the run's peak |")
+    biggest = sorted(disk["items"], key=lambda r: -r["bytes"])[:4]
+    lines += ["", "The largest: " + ", ".join(f"`{r['output']}` {r['gb']:,.1f} GB"
+                                              for r in biggest) + "."]
+    return "\n".join(lines)
+
+
+def scale_words(train: int, test: int, config: Mapping[str, Any]) -> str:
+    """What the estimate's image counts are."""
+    if (train, test) == (PAPER_TRAIN_IMAGES, PAPER_TEST_IMAGES):
+        return (f"the paper's {train:,} train + {test:,} test images (SLICE-3D's "
+                f"{train + test:,})")
+    if (train, test) == runtime.config_images(config):
+        share = config["split"]["patient_fraction"]
+        return (f"{train:,} train + {test:,} test images (what split.patient_fraction = "
+                f"{share:g} of SLICE-3D's patients aims at)")
+    return f"{train:,} train + {test:,} test images"
+
+
+def format_scope(result: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """What the estimate is, plainly: this config at its scale, not this run's time."""
+    wl, a = result["workload"], result["assumptions"]
+    text = (f"**An estimate, not this run's measured time.** The cost model "
+            f"(`python -m skinground.cost`) estimates this config's run at its full scale: "
+            f"{scale_words(wl['train_images'], wl['test_images'], config)}, Qwen2-VL-7B "
+            f"and the encoders' hub models, on {a['gpus']} A6000s. It is the same whatever "
+            "this run computed on; what this run's jobs took is in its `benchmarks/`.")
+    if config["model"].get("build_tiny"):
+        text += (" This run is a demo: tiny stand-in models on a CPU, synthetic images. "
+                 "Its own numbers say nothing of the cost below.")
+    return text
 
 
 def format_memory(rows, workload: Mapping[str, Any]) -> list[str]:
@@ -120,8 +200,10 @@ def arguments(argv=None) -> argparse.Namespace:
                    help="use the assumed token counts")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     d = Assumptions()
-    p.add_argument("--train-images", type=int, default=d.train_images)
-    p.add_argument("--test-images", type=int, default=d.test_images)
+    p.add_argument("--train-images", type=int, default=None,
+                   help="default: the paper's 282,564, or the images of the config's "
+                        "patient sample (split.patient_fraction < 1)")
+    p.add_argument("--test-images", type=int, default=None, help="default: as --train-images")
     p.add_argument("--tuples", type=int, default=None,
                    help="training tuples (default: train images x tuples.W)")
     p.add_argument("--tile-px", type=float, default=d.tile_median_px,
@@ -133,6 +215,8 @@ def arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--infer-mfu", type=float, default=d.infer_mfu)
     p.add_argument("--naive-mfu", type=float, default=d.naive_mfu)
     p.add_argument("--bandwidth-efficiency", type=float, default=d.bandwidth_efficiency)
+    p.add_argument("--storage-gbps", type=float, default=d.storage_bandwidth / 1e9,
+                   help="GB/s a job reads its weights at (assumed; default: %(default)g)")
     return p.parse_args(argv)
 
 
@@ -140,8 +224,11 @@ def main(argv=None) -> dict:
     args = arguments(argv)
     root = Path(args.configs[0]).resolve().parent
     config = load(args.configs)
-    a = Assumptions(train_images=args.train_images, test_images=args.test_images,
-                    tuples=args.tuples, tile_median_px=args.tile_px,
+    train, test = runtime.config_images(config)
+    a = Assumptions(train_images=train if args.train_images is None else args.train_images,
+                    test_images=test if args.test_images is None else args.test_images,
+                    tuples=args.tuples, storage_bandwidth=args.storage_gbps * 1e9,
+                    tile_median_px=args.tile_px,
                     tile_sigma=args.tile_sigma, gpus=args.gpus, train_mfu=args.train_mfu,
                     infer_mfu=args.infer_mfu, naive_mfu=args.naive_mfu,
                     bandwidth_efficiency=args.bandwidth_efficiency)
@@ -165,5 +252,6 @@ def main(argv=None) -> dict:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(format_table(result))
+        print(format_scope(result, config) + "\n\n" + format_table(result) + "\n\n"
+              + format_disk(result["disk"]))
     return result

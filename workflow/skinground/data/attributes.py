@@ -2,11 +2,14 @@
 
 ``train-metadata.csv`` of the ISIC 2024 challenge (SLICE-3D) has the 55 columns below. The
 paper studies 16 numeric ones (Table 1): ``PAPER_ATTRIBUTES``. Any numeric column of
-SLICE-3D may be configured as an attribute (``NUMERIC_COLUMNS``); each configured attribute
+SLICE-3D may be configured as an attribute (``core.names.NUMERIC_COLUMNS``, beside every column's
+name: names a config may use); each configured attribute
 a has a question Q(a) and an answer y_a(I), the value written with a fixed number of decimals.
 """
 
 from __future__ import annotations
+
+from skinground.core.names import METADATA_COLUMNS, NUMERIC_COLUMNS
 
 #: The ``attribute`` of a group tuple or answer: ``group:<name>`` (one name everywhere: the
 #: rules' questions, the tuples, the answers, the R² of groups).
@@ -15,36 +18,6 @@ GROUP_ATTRIBUTE_PREFIX = "group:"
 ID_COLUMN = "isic_id"
 PATIENT_COLUMN = "patient_id"
 TARGET_COLUMN = "target"
-
-#: Every column of SLICE-3D's train-metadata.csv, in file order.
-METADATA_COLUMNS: tuple[str, ...] = (
-    "isic_id", "target", "patient_id", "age_approx", "sex", "anatom_site_general",
-    "clin_size_long_diam_mm", "image_type", "tbp_tile_type",
-    "tbp_lv_A", "tbp_lv_Aext", "tbp_lv_B", "tbp_lv_Bext", "tbp_lv_C", "tbp_lv_Cext",
-    "tbp_lv_H", "tbp_lv_Hext", "tbp_lv_L", "tbp_lv_Lext",
-    "tbp_lv_areaMM2", "tbp_lv_area_perim_ratio", "tbp_lv_color_std_mean",
-    "tbp_lv_deltaA", "tbp_lv_deltaB", "tbp_lv_deltaL", "tbp_lv_deltaLB", "tbp_lv_deltaLBnorm",
-    "tbp_lv_eccentricity", "tbp_lv_location", "tbp_lv_location_simple", "tbp_lv_minorAxisMM",
-    "tbp_lv_nevi_confidence", "tbp_lv_norm_border", "tbp_lv_norm_color", "tbp_lv_perimeterMM",
-    "tbp_lv_radial_color_std_max", "tbp_lv_stdL", "tbp_lv_stdLExt",
-    "tbp_lv_symm_2axis", "tbp_lv_symm_2axis_angle", "tbp_lv_x", "tbp_lv_y", "tbp_lv_z",
-    "attribution", "copyright_license", "lesion_id",
-    "iddx_full", "iddx_1", "iddx_2", "iddx_3", "iddx_4", "iddx_5",
-    "mel_mitotic_index", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence",
-)
-
-#: Numeric per-lesion measurements that may serve as attributes.
-NUMERIC_COLUMNS: tuple[str, ...] = (
-    "clin_size_long_diam_mm",
-    "tbp_lv_A", "tbp_lv_Aext", "tbp_lv_B", "tbp_lv_Bext", "tbp_lv_C", "tbp_lv_Cext",
-    "tbp_lv_H", "tbp_lv_Hext", "tbp_lv_L", "tbp_lv_Lext",
-    "tbp_lv_areaMM2", "tbp_lv_area_perim_ratio", "tbp_lv_color_std_mean",
-    "tbp_lv_deltaA", "tbp_lv_deltaB", "tbp_lv_deltaL", "tbp_lv_deltaLB", "tbp_lv_deltaLBnorm",
-    "tbp_lv_eccentricity", "tbp_lv_minorAxisMM", "tbp_lv_nevi_confidence",
-    "tbp_lv_norm_border", "tbp_lv_norm_color", "tbp_lv_perimeterMM",
-    "tbp_lv_radial_color_std_max", "tbp_lv_stdL", "tbp_lv_stdLExt",
-    "tbp_lv_symm_2axis", "tbp_lv_symm_2axis_angle", "tbp_lv_dnn_lesion_confidence",
-)
 
 #: The 16 attributes of the paper (Table 1), in the order of its figures.
 PAPER_ATTRIBUTES: tuple[str, ...] = (

@@ -5,25 +5,28 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+import textwrap
+from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 import polars as pl
-import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from skinground.core.io import atomic_path
 from skinground.core.plan import GROUP_METHODS, QWEN_METHODS, group_method_order
-
-#: Models in the order of the legend; others follow, sorted.
 from skinground.evaluation.figures import save_figure
+from skinground.evaluation.style import method_colours, stand_in
 
 #: Whisker reach in IQRs (matplotlib's default); points beyond are not drawn (see fig. 4).
 WHIS = 1.5
 #: The percentile of a uniformly random retrieval (evaluate's mid-rank averages exactly 50).
 RANDOM_PERCENTILE = 50.0
+#: A panel's size in inches (width, height) in the grids of Figs. 4 and 5, and alone.
+PANEL_IN = (2.3, 2.0)
+PANEL_ALONE_IN = (3.4, 3.0)
 
 
 def method_title(method: str) -> str:
@@ -69,7 +72,8 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
                      png_path: str | os.PathLike, *,
                      methods: Mapping[str, Sequence[str]] | None = None,
                      intervals: pl.DataFrame | None = None, confidence: float = 0.95,
-                     dpi: int = 150, panels: str | os.PathLike | None = None) -> Figure:
+                     dpi: int = 150, panels: str | os.PathLike | None = None,
+                     stand_ins: Collection[str] = ()) -> Figure:
     """Fig. 4: one panel per attribute (title: its label), one box per method, y = percentile.
 
     ``table``: :func:`percentile.evaluate`'s rows (method, attribute, percentile;
@@ -81,24 +85,26 @@ def fig4_percentiles(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, st
     paper-scale box holds ~590k values, so the points beyond the whiskers would be a solid
     smear; the whiskers reach the bounded 0-100 range anyway). ``methods``: the run's methods,
     name -> (letter, title), in the paper's order (``plan.methods(config)``: (a) Image + Text
-    ... (d), then each image encoder as (e), e.g. (e) MONET, (e) MedSigLIP; default: the
-    Qwen2-VL methods only). Each keeps its letter and its own colour (seaborn "colorblind", by
-    its place in ``methods``) whether or not the others are present; a method not in
-    ``methods`` follows them, sorted, its name as its tick. Methods absent from the table get
-    no slot, a method without values for one attribute leaves its slot empty there. The
-    dashed line at 50 marks random retrieval. Shared y axis 0-100 (lower is better); x ticks
-    are the letters, and one legend below maps them to names. Written as PDF + PNG
-    (``dpi``); returns the Figure (each box patch and median line has the method key as its
-    ``gid``). ``intervals``: the evaluation summary (method, attribute, median_lo,
-    median_hi): each box's notch is its median's bootstrap interval (``confidence``).
-    ``panels``: a folder to also write each attribute's panel alone into, from the same box
-    statistics (:func:`fig4_panels`).
+    ... (d), then the image encoders (e), (e2), ..., e.g. (e) MONET, (e2) MedSigLIP; default:
+    the Qwen2-VL methods only). Each keeps its letter and its colour (``style.method_colours``
+    over ``methods``: the same in every figure) whether or not the others are present; a
+    method not in ``methods`` follows them, sorted, its name as its tick. Methods absent from
+    the table get no slot, a method without values for one attribute leaves its slot empty
+    there. The dashed line at 50 marks random retrieval. Shared y axis 0-100 (lower is
+    better); x ticks are the letters, and one legend at the right maps them to names (a
+    method of ``stand_ins``, an encoder ``model.build_tiny`` built, marked "tiny random
+    stand-in"). Written as PDF + PNG (``dpi``); returns the Figure (each box patch and median
+    line has the method key as its ``gid``). ``intervals``: the evaluation summary (method,
+    attribute, median_lo, median_hi): each box's notch is its median's bootstrap interval
+    (``confidence``). ``panels``: a folder to also write each attribute's panel alone into,
+    from the same box statistics (:func:`fig4_panels`).
     """
-    layout = _fig4_layout(table, labels, method_names, methods)
+    layout = _fig4_layout(table, labels, method_names, methods, stand_ins)
     by_attribute = _intervals(intervals, "attribute")
     fig = panel_boxplots(layout.stats, [(a, labels.get(a, a)) for a in layout.attrs],
                          layout.drawn, **layout.style, intervals=by_attribute,
-                         confidence=confidence)
+                         confidence=confidence, reference=_random(layout.attrs),
+                         reference_label=f"random ({RANDOM_PERCENTILE:g})")
     save_figure(fig, pdf_path, png_path, dpi=dpi)
     if panels is not None:
         _write_panels(layout, labels, panels, by_attribute, confidence)
@@ -109,12 +115,12 @@ def fig4_panels(table: pl.DataFrame | pl.LazyFrame, labels: Mapping[str, str],
                 folder: str | os.PathLike, *,
                 methods: Mapping[str, Sequence[str]] | None = None,
                 intervals: pl.DataFrame | None = None, confidence: float = 0.95,
-                dpi: int = 110) -> dict[str, Figure]:
+                dpi: int = 110, stand_ins: Collection[str] = ()) -> dict[str, Figure]:
     """Fig. 4 one attribute at a time, for the report's per-attribute items:
     ``folder``/<attribute>.png, each the attribute's panel of :func:`fig4_percentiles` (the
-    same boxes, ticks, colours and notches) with its own legend. The folder is written
-    atomically; returns attribute -> its Figure, in panel order."""
-    return _write_panels(_fig4_layout(table, labels, None, methods), labels, folder,
+    same boxes, ticks, colours and notches) with its own legend, on a larger panel. The folder
+    is written atomically; returns attribute -> its Figure, in panel order."""
+    return _write_panels(_fig4_layout(table, labels, None, methods, stand_ins), labels, folder,
                          _intervals(intervals, "attribute"), confidence, dpi)
 
 
@@ -125,7 +131,10 @@ def _write_panels(layout, labels, folder, by_attribute, confidence, dpi: int = 1
         for a in layout.attrs:
             fig = panel_boxplots(layout.stats.filter(pl.col("attribute") == a),
                                  [(a, labels.get(a, a))], layout.drawn, **layout.style,
-                                 grid=(1, 1), intervals=by_attribute, confidence=confidence)
+                                 grid=(1, 1), intervals=by_attribute, confidence=confidence,
+                                 reference=_random([a]),
+                                 reference_label=f"random ({RANDOM_PERCENTILE:g})",
+                                 panel_in=PANEL_ALONE_IN)
             fig.savefig(tmp / f"{a}.png", dpi=dpi, bbox_inches="tight")
             panels[a] = fig
     return panels
@@ -138,12 +147,18 @@ class _Fig4Layout(NamedTuple):
     style: dict
 
 
-def _fig4_layout(table, labels, method_names, methods) -> _Fig4Layout:
+def _random(keys) -> dict[str, float]:
+    """Fig. 4's reference line, true on every panel: random retrieval's percentile."""
+    return dict.fromkeys(keys, RANDOM_PERCENTILE)
+
+
+def _fig4_layout(table, labels, method_names, methods, stand_ins=()) -> _Fig4Layout:
     """Fig. 4's boxes (``box_stats``), its panels in order, the methods drawn and their
     ticks, colours, names and y label (``fig4_percentiles``' docstring)."""
     known = ({m: (q.letter, q.title) for m, q in QWEN_METHODS.items()} if methods is None
              else {m: tuple(v) for m, v in methods.items()})
     names = {m: title for m, (_, title) in known.items()} | dict(method_names or {})
+    names = {m: stand_in(title, m, stand_ins) for m, title in names.items()}
     lazy = table.lazy()
     stats = box_stats(lazy)
     in_table = lazy.select(pl.col("attribute").unique(maintain_order=True)).collect()
@@ -151,11 +166,10 @@ def _fig4_layout(table, labels, method_names, methods) -> _Fig4Layout:
     attrs = [a for a in labels if a in in_table] + [a for a in in_table if a not in labels]
     present = set(lazy.select(pl.col("method").unique()).collect()["method"])
     extras = sorted(present - set(known))
-    slot = {m: i for i, m in enumerate([*known, *extras])}  # fixed: colour by place
-    drawn = [m for m in slot if m in present]
-    palette = sns.color_palette("colorblind", n_colors=len(slot))
+    colours = method_colours([*known, *extras])  # every known method: fixed colours
+    drawn = [m for m in colours if m in present]
     tick = {m: f"({known[m][0]})" if m in known else m for m in drawn}
-    color = {m: palette[slot[m] % len(palette)] for m in drawn}
+    color = {m: colours[m] for m in drawn}
     return _Fig4Layout(stats, attrs, drawn, {
         "tick": tick, "color": color, "names": names,
         "ylabel": "Percentile of the attribute difference\n(lower is better)"})
@@ -172,11 +186,16 @@ def _intervals(summary: pl.DataFrame | None, key: str) -> dict | None:
 
 def panel_boxplots(stats: pl.DataFrame, panels, methods, *, tick, color, names, ylabel: str,
                    grid: tuple[int, int] | None = None, intervals: Mapping | None = None,
-                   confidence: float = 0.95) -> Figure:
+                   confidence: float = 0.95, reference: Mapping | None = None,
+                   reference_label: str = "", panel_in: tuple[float, float] = PANEL_IN) -> Figure:
     """Fig. 4's layout: one Axes per panel ``(key, title)`` (``stats``' ``attribute`` column
-    holds the key), one box per method at a fixed slot, 0-100 shared y axis, a dashed line at
-    random (50), x ticks ``tick[m]``, one legend below mapping ticks to ``names``.
-    ``intervals``: (method, key) -> (lo, hi) of each median, drawn as the box's notch."""
+    holds the key), one box per method at a fixed slot, 0-100 shared y axis, x ticks
+    ``tick[m]``, the y label beside the grid and one legend at its right mapping ticks to
+    ``names``, under the caption of what boxes, whiskers and notches are. The figure is the
+    grid (``panel_in`` per panel) plus the legend's width, so no text leaves it or lies on
+    another. ``intervals``: (method, key) -> (lo, hi) of each median, drawn as the box's
+    notch. ``reference``: key -> the value of random retrieval on that panel (or None), drawn
+    as a dashed line, ``reference_label`` in the legend."""
     boxes = {(row["method"], row["attribute"]): row for row in stats.iter_rows(named=True)}
 
     def notch(m, a):
@@ -185,14 +204,18 @@ def panel_boxplots(stats: pl.DataFrame, panels, methods, *, tick, color, names, 
         ok = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
         return {"cilo": lo if ok else med, "cihi": hi if ok else med}
     nrows, ncols = grid or _grid(len(panels))
-    width = 2.3 * ncols + 0.7
-    fig = Figure(figsize=(width, max(4.0, 2.0 * nrows + 0.9)), layout="constrained")
+    grid_w, grid_h = panel_in[0] * ncols + 0.7, panel_in[1] * nrows + 0.9
+    fig = Figure(figsize=(grid_w, grid_h), layout="constrained")
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
     for ax in axes[len(panels):]:
         fig.delaxes(ax)
     positions = range(1, len(methods) + 1)
+    references = False
     for ax, (a, title) in zip(axes[:len(panels)], panels, strict=True):
-        ax.axhline(RANDOM_PERCENTILE, color="0.4", linestyle="--", linewidth=0.9, zorder=0)
+        ref = (reference or {}).get(a)
+        if ref is not None and math.isfinite(ref):
+            ax.axhline(ref, color="0.4", linestyle="--", linewidth=0.9, zorder=0)
+            references = True
         drawn = [(pos, m) for pos, m in enumerate(methods, start=1) if (m, a) in boxes]
         if drawn:
             bxp = ax.bxp(
@@ -224,15 +247,21 @@ def panel_boxplots(stats: pl.DataFrame, panels, methods, *, tick, color, names, 
     fig.supylabel(ylabel, fontsize=10)
     handles = [Patch(facecolor=color[m], edgecolor="black", linewidth=0.8,
                      label=f"{tick[m]} {names.get(m, m)}") for m in methods]
-    handles.append(Line2D([], [], color="0.4", linestyle="--", linewidth=0.9,
-                          label=f"random ({RANDOM_PERCENTILE:g})"))
-    fig.legend(handles=handles, loc="outside lower center", frameon=False,
-               ncols=min(len(handles), max(2, int(width / 1.6))),
-               fontsize=9, title=f"Boxes: quartiles and median; whiskers: {WHIS:g} IQR; "
-                                 "outliers not drawn." + (
-                                     f" Notches: the median's {confidence:.0%} bootstrap "
-                                     "interval over test patients." if intervals else ""),
-               title_fontsize=8)
+    if references:
+        handles.append(Line2D([], [], color="0.4", linestyle="--", linewidth=0.9,
+                              label=reference_label))
+    caption = (f"Boxes: quartiles and median; whiskers: {WHIS:g} IQR; outliers not drawn."
+               + (f" Notches: the median's {confidence:.0%} bootstrap interval over test "
+                  "patients." if intervals else ""))
+    longest = max(len(h.get_label()) for h in handles)
+    legend = fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=9,
+                        title=textwrap.fill(caption, max(30, int(1.3 * longest) + 4)),
+                        title_fontsize=8,
+                        alignment="left")
+    # The legend takes the width it needs at the grid's right, the grid keeps its own.
+    size = legend.get_window_extent(FigureCanvasAgg(fig).get_renderer())
+    fig.set_size_inches(grid_w + size.width / fig.dpi + 0.2,
+                        max(grid_h, size.height / fig.dpi + 0.3))
     return fig
 
 
@@ -242,34 +271,40 @@ def fig5_groups(table: pl.DataFrame | pl.LazyFrame, groups: Mapping[str, Sequenc
                 confidence: float = 0.95, dpi: int = 150) -> Figure:
     """Fig. 5 (beyond the paper): one panel per (criterion, group) — top row the max over the
     group's attributes of the percentile ranks, bottom row their mean — one box per group
-    method (``plan.GROUP_METHODS``' letters and names), in the style of Fig. 4.
+    method (``plan.GROUP_METHODS``' letters and names, each in its colour of every figure:
+    ``style.method_colours``), in the style of Fig. 4.
 
     ``table``: :func:`skinground.data.groups.evaluate_groups`' rows (method, group, max, mean);
     ``intervals``: its summary (group, method, criterion, median_lo, median_hi), drawn as
-    notches.
+    notches. The dashed line of a panel is random train images' (r) median there (the max of
+    a group's random percentiles is not 50): none where (r) has no box.
     """
     lazy = table.lazy()
     present = lazy.select(pl.col("method").unique()).collect()["method"].to_list()
     methods = group_method_order(present)
-    palette = sns.color_palette("colorblind", n_colors=len(GROUP_METHODS) + len(methods))
-    slot = {m: i for i, m in enumerate(list(GROUP_METHODS) + methods)}
+    colours = method_colours([*GROUP_METHODS, *methods])
     tick = {m: f"({GROUP_METHODS[m].letter})" if m in GROUP_METHODS else m for m in methods}
     names = {m: GROUP_METHODS[m].title if m in GROUP_METHODS else m for m in methods}
-    color = {m: palette[slot[m] % len(palette)] for m in methods}
+    color = {m: colours[m] for m in methods}
     stats, panels = [], []
     for criterion in ("max", "mean"):
         for g, members in groups.items():
             key = f"{criterion}:{g}"
             stats.append(box_stats(lazy.filter(pl.col("group") == g).select(
                 "method", attribute=pl.lit(key), percentile=pl.col(criterion))))
-            panels.append((key, f"{g} ({criterion})\n"
-                                + ", ".join(labels.get(a, a) for a in members)))
+            panels.append((key, f"{g} ({criterion})\n" + textwrap.fill(
+                ", ".join(labels.get(a, a) for a in members), 30)))
+    stats = pl.concat(stats)
+    tick_r = f"({GROUP_METHODS['random'].letter})"
+    random = dict(stats.filter(pl.col("method") == "random").select("attribute", "med")
+                  .iter_rows())
     if intervals is not None:
         intervals = intervals.with_columns(
             key=pl.col("criterion") + pl.lit(":") + pl.col("group"))
-    fig = panel_boxplots(pl.concat(stats), panels, methods, tick=tick, color=color,
+    fig = panel_boxplots(stats, panels, methods, tick=tick, color=color,
                          names=names, grid=(2, max(1, len(groups))),
                          intervals=_intervals(intervals, "key"), confidence=confidence,
+                         reference=random, reference_label=f"random: the median of {tick_r}",
                          ylabel="Group criterion: max / mean over the group's attributes\n"
                                 "of the percentile ranks (lower is better)")
     save_figure(fig, pdf_path, png_path, dpi=dpi)

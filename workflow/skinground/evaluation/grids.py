@@ -9,6 +9,8 @@ import os
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import TextPath
 from PIL import Image
 
 from skinground.core.plan import QWEN_METHODS
@@ -25,9 +27,12 @@ UNITS: dict[str, str] = {
     "tbp_lv_perimeterMM": "mm",
 }
 #: Fig. 3's geometry, inches: tile side, space for the value above a tile, gap between tiles,
-#: gap after the query column, gap between query groups, margin for the row names, header.
+#: gap after the query column, gap between query groups, margin for the row names (at least:
+#: wider where a name needs it), header.
 TILE_IN, TITLE_IN, GAP_IN, QUERY_GAP_IN, GROUP_GAP_IN, NAME_IN = 1.0, 0.24, 0.06, 0.3, 0.3, 1.3
 HEAD_IN = 0.22
+#: The row names' font size, points.
+NAME_PT = 9.5
 
 
 def pick_queries(test_ids, n: int, seed: int) -> list[str]:
@@ -137,14 +142,16 @@ def fig3_retrievals(results: pl.DataFrame | pl.LazyFrame, store, manifest: pl.Da
 
 def draw_grid(groups, k: int) -> Figure:
     """The grid of Fig. 3: per query group, rows ``(name, query tile, [k retrieved tiles])``,
-    a tile being ``(image array, title)`` or None (blank); the query's title in bold."""
+    a tile being ``(image array, title)`` or None (blank); the query's title in bold. The
+    names' margin is ``NAME_IN``, or the longest name's width where that is more."""
     row_h = TITLE_IN + TILE_IN
     n_rows = sum(len(g) for g in groups)
-    width = NAME_IN + TILE_IN + QUERY_GAP_IN + k * TILE_IN + (k - 1) * GAP_IN
+    name_in = max([NAME_IN] + [_text_in(name) + 0.2 for rows in groups for name, *_ in rows])
+    width = name_in + TILE_IN + QUERY_GAP_IN + k * TILE_IN + (k - 1) * GAP_IN
     height = HEAD_IN + n_rows * row_h + (len(groups) - 1) * GROUP_GAP_IN
     fig = Figure(figsize=(width, height))
-    retrieved_x = NAME_IN + TILE_IN + QUERY_GAP_IN
-    for x, text in ((NAME_IN + TILE_IN / 2, "query"),
+    retrieved_x = name_in + TILE_IN + QUERY_GAP_IN
+    for x, text in ((name_in + TILE_IN / 2, "query"),
                     (retrieved_x + (k * TILE_IN + (k - 1) * GAP_IN) / 2,
                      f"top-{k} retrieved (rank 1 → {k})")):
         fig.text(x / width, 1 - HEAD_IN / 2 / height, text, ha="center", va="center",
@@ -168,11 +175,18 @@ def draw_grid(groups, k: int) -> Figure:
     top = HEAD_IN
     for rows in groups:
         for name, query, retrieved in rows:
-            fig.text((NAME_IN - 0.1) / width, (height - top - TITLE_IN - TILE_IN / 2) / height,
-                     name, ha="right", va="center", fontsize=9.5)
-            add_tile(NAME_IN, top, query, True)
+            fig.text((name_in - 0.1) / width, (height - top - TITLE_IN - TILE_IN / 2) / height,
+                     name, ha="right", va="center", fontsize=NAME_PT)
+            add_tile(name_in, top, query, True)
             for r, t in enumerate(retrieved):
                 add_tile(retrieved_x + r * (TILE_IN + GAP_IN), top, t, False)
             top += row_h
         top += GROUP_GAP_IN
     return fig
+
+
+def _text_in(text: str, size: float = NAME_PT) -> float:
+    """The width in inches of ``text``'s longest line at ``size`` points (the default font)."""
+    prop = FontProperties(size=size)
+    return max(TextPath((0, 0), line, prop=prop).get_extents().width
+               for line in text.splitlines() or [""]) / 72

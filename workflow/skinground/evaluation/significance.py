@@ -99,7 +99,7 @@ class Claim:
         return f"{self.better} vs {self.than}"
 
 
-#: The Qwen methods by name; every other method of Fig. 4 is an image encoder (e).
+#: The Qwen methods by name; every other method of Fig. 4 is an image encoder ((e), (e2), ...).
 QWEN_METHODS = ("image_text", "hierarchical", "image_only", "image_untuned")
 
 
@@ -113,8 +113,9 @@ def in_order(present: Iterable[str], order: Iterable[str]) -> list[str]:
 
 def paper_claims(methods: Iterable[str], titles: Mapping[str, str]) -> list[Claim]:
     """The paper's claims about Fig. 4 among ``methods`` (a claim needs both of its methods):
-    (a) beats (c); (b) is no worse than (a); (c) beats (d); (c) beats each encoder (e); each
-    encoder beats (d) ("MONET ... performs better"). ``titles``: method -> its legend."""
+    (a) beats (c); (b) is no worse than (a); (c) beats (d); (c) beats each encoder ((e), (e2),
+    ...); each encoder beats (d) ("MONET ... performs better"). ``titles``: method -> its
+    legend."""
     present = list(methods)
     encoders = [m for m in present if m not in QWEN_METHODS]
 
@@ -185,8 +186,11 @@ def paired(queries: pl.DataFrame, claim: Claim, by: Sequence[str], value: str,
     missing = joined.filter(pl.col("pair").is_null())["query_id"]
     if len(missing):
         raise KeyError(f"image {missing[0]!r} is not in the manifest")
+    # each patient's values summed in sorted order: the same bits whatever order polars'
+    # parallel group_by meets the rows in (a last-bit difference decides whether two patients'
+    # differences tie, or one is zero, and so the Wilcoxon p-value)
     return (joined.group_by(*keys, "pair")
-            .agg(pl.col(value).mean(), pl.col(than).mean())
+            .agg(pl.col(value).sort().mean(), pl.col(than).sort().mean())
             .select(*keys, "pair", value, than))
 
 

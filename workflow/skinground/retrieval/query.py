@@ -7,12 +7,15 @@ the tuned model, on the fly, and re-ranked by h_im,a — no stored per-attribute
 h_im,a database holds (the forward pass is deterministic, and the vectors are rounded to the
 database's float16), so both paths give the same top-k. A group's question Q(G) is asked the
 same way (h_im,G). :class:`Run` opens what a finished run left in its folder
-(``skinground.core.outputs``) and :func:`ask` answers and retrieves for one image (``skinground
-query``), through :func:`hierarchical_new_image`.
+(``skinground.core.outputs``; :func:`find_workdir` finds the project folder holding it) and
+:func:`ask` answers and retrieves for one image (``skinground query``), through
+:func:`hierarchical_new_image`; :func:`export_image` writes one image of the run's store as a
+file (``skinground export-image``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from skinground.core.errors import InputError
 from skinground.core.outputs import Results
 from skinground.core.tables import read_parquet
 from skinground.data.answers import parse_group_answer, parse_number
-from skinground.data.images import decode_image
+from skinground.data.images import decode_image, open_images
 from skinground.model.embed import prefix_shared_embeddings
 from skinground.retrieval.search import CandidateFn, TopK, hierarchical
 
@@ -46,13 +49,13 @@ def on_the_fly(model, processor, store, train_ids: Sequence[str], question: str,
     train_ids = list(train_ids)
 
     def embed_rows(rows: np.ndarray) -> np.ndarray:
-        out = []
+        blocks = []
         for start in range(0, len(rows), batch_images):
             images = [store.read(train_ids[r]) for r in rows[start:start + batch_images]]
             _, h_ima = prefix_shared_embeddings(model, processor, images, [question],
                                                 batch_images=batch_images, token=token)
-            out.append(as_stored(h_ima[:, 0]))
-        return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+            blocks.append(as_stored(h_ima[:, 0]))
+        return np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32)
 
     return embed_rows
 
@@ -87,11 +90,44 @@ RUN_FILES = {
 }
 
 
+def find_workdir(name: str, workdir: str | Path | None = None,
+                 start: str | Path | None = None) -> Path:
+    """The project folder holding run ``name``'s folder (``results/<name>/``, the folder the
+    workflow ran in: the run's config paths are relative to it): ``workdir`` where given,
+    else the first of ``start`` (default: the current folder) and the folders above it that
+    holds one, as git finds ``.git``. ``InputError`` saying where it looked, and how to
+    point at the folder, when there is none."""
+    folder = out.fill(out.RUN_FOLDER, run=name)
+    if workdir is not None:
+        root = Path(workdir)
+        if not root.is_dir():
+            raise InputError(f"--workdir {workdir}: no such folder")
+        if (root / folder).is_dir():
+            return root
+        hint = ""
+        if (root / out.RUN_CONFIG).is_file() and root.resolve().parts[-2:] == tuple(
+                folder.split("/")):
+            hint = f"; this is the run's own folder: --workdir {root.resolve().parents[1]}"
+        raise InputError(f"run {name!r}: no {folder}/ in --workdir {workdir}: give the project "
+                         f"folder that holds {folder}/, where the workflow ran{hint}")
+    here = Path.cwd() if start is None else Path(start)
+    here = here.resolve()
+    for root in (here, *here.parents):
+        if (root / folder).is_dir():
+            return root
+    raise InputError(f"run {name!r}: no {folder}/ in {here} or any folder above it: run "
+                     f"skinground in the project folder that holds {folder}/ (or below it), "
+                     "or give --workdir DIR, that folder (a run not made yet: run the "
+                     "workflow first)")
+
+
 @dataclass
 class Asked:
-    """One question put to a query image: an attribute (``members`` = [it]) or a group."""
+    """One question put to a query image: an attribute (``members`` = [it]) or a group;
+    ``label`` is how the figures name it (the attribute's label, or the group's name)."""
 
     name: str
+    label: str
     question: str
     members: list[str]
     decimals: list[int]
@@ -103,12 +139,14 @@ class Asked:
 
 class Run:
     """What a finished run left in its folder: its config, the tuned model, the h_im
-    index of the train images and their ids, the manifest and the image store."""
+    index of the train images and their ids, the manifest and the image store. ``root``:
+    the project folder (:func:`find_workdir`); ``needs``: the files checked, rel -> the rule
+    that makes it (a query's by default)."""
 
-    def __init__(self, root: str | Path, name: str):
+    def __init__(self, root: str | Path, name: str, needs: dict[str, str] = RUN_FILES):
         self.root = Path(root)
         self.results = Results.of_run(name, self.root)
-        for rel, rule in RUN_FILES.items():
+        for rel, rule in needs.items():
             if not (self.results / rel).exists():
                 raise RunNotFinished(
                     f"run {name!r} is not finished: {self.results / rel} is missing (made by "
@@ -132,26 +170,43 @@ class Run:
         once; an unknown name raises ``InputError`` listing the valid ones. Nothing asked:
         ``figures.fig3_attribute``."""
         by_label = {spec["label"]: col for col, spec in self.attributes.items()}
-        out = []
+
+        def attribute(col: str) -> Asked:
+            spec = self.attributes[col]
+            return Asked(col, spec["label"], spec["question"], [col], [spec["decimals"]])
+
+        questions = []
         for a in attributes:
             col = a if a in self.attributes else by_label.get(a)
             if col is None:
-                raise InputError(f"unknown attribute {a!r}; valid: {', '.join(self.attributes)}")
-            spec = self.attributes[col]
-            if all(x.name != col for x in out):
-                out.append(Asked(col, spec["question"], [col], [spec["decimals"]]))
+                valid = ", ".join(f"{spec['label']} ({col})"
+                                  for col, spec in self.attributes.items())
+                raise InputError(f"unknown attribute {a!r}; valid (label or column): {valid}")
+            if all(x.name != col for x in questions):
+                questions.append(attribute(col))
         for group in dict.fromkeys(groups):
             if group not in self.groups:
                 raise InputError(f"unknown group {group!r}; valid: "
                                  f"{', '.join(self.groups) or '(none configured)'}")
             g = self.groups[group]
-            out.append(Asked(group, g["question"], list(g["attributes"]),
+            questions.append(Asked(group, group, g["question"], list(g["attributes"]),
                              [self.attributes[a]["decimals"] for a in g["attributes"]]))
-        if not out:
-            col = self.config["figures"]["fig3_attribute"]
-            spec = self.attributes[col]
-            out.append(Asked(col, spec["question"], [col], [spec["decimals"]]))
-        return out
+        return questions or [attribute(self.config["figures"]["fig3_attribute"])]
+
+    def trained(self, a: Asked) -> bool:
+        """Whether the run's model was trained on ``a``'s question: an attribute's always, a
+        group's only where ``tuples.group_share`` > 0."""
+        return not a.is_group or self.config["tuples"]["group_share"] > 0
+
+    def untrained(self, asked: Sequence[Asked]) -> str | None:
+        """A one-line warning where ``asked`` holds a question the run's model was never
+        trained on (:meth:`trained`); else None."""
+        groups = [a.name for a in asked if not self.trained(a)]
+        if not groups:
+            return None
+        return (f"run {self.name!r} trained no group questions (tuples.group_share = 0): the "
+                f"model's answer to {', '.join(groups)} is untrained; the retrieval (h_im,G) "
+                "is computed all the same")
 
     def database_size(self) -> int:
         """How many train images the run's database holds (their ids only are read)."""
@@ -201,14 +256,10 @@ class Run:
         """The manifest, the train images' ids and h_im index, the image store (opened once,
         for every query image), and last the tuned model and processor (under the pixel
         budget it was trained with, from its record)."""
-        from skinground.data.images import open_images
         from skinground.model.loading import load_qwen
         from skinground.retrieval.index import load_index
 
-        def path(p):  # config paths are relative to the workflow's folder
-            p = Path(p)
-            return p if p.is_absolute() else self.root / p
-
+        path = self.path
         made, space = self.made_together()
         self.h_ima_token = space["h_ima_token"]
         # The run's files first, the model last: a damaged one is named before any model work.
@@ -220,6 +271,16 @@ class Run:
         self.model, self.processor = load_qwen(
             path(self.config["model"]["base"]), made["pixels"], self.results / out.ADAPTER)
         return self
+
+    def path(self, p: str | Path) -> Path:
+        """A path of the run's config: relative ones are relative to the project folder."""
+        p = Path(p)
+        return p if p.is_absolute() else self.root / p
+
+    def split_ids(self, split: str) -> list[str]:
+        """The sorted ids of ``split`` (train, test) as the run split them; [] if not yet."""
+        path = self.results.path(out.SPLIT_IDS, split=split)
+        return sorted(path.read_text().split()) if path.is_file() else []
 
 
 def read_image(path: str | Path) -> Image.Image:
@@ -245,7 +306,7 @@ def ask(run: Run, image: Image.Image, asked: Sequence[Asked], *, k: int, b: int)
                       max_new_tokens=int(run.config["predict"]["max_new_tokens"]), token=token)
     tok = run.processor.tokenizer
     values = run.manifest.select("isic_id", *{m for a in asked for m in a.members})
-    out = []
+    rows = []
     for j, a in enumerate(asked):
         top = hierarchical_new_image(run.model, run.processor, run.store, run.train_ids,
                                      run.im_index, once.h_im, once.h_ima[:, j], a.question,
@@ -257,11 +318,63 @@ def ask(run: Run, image: Image.Image, asked: Sequence[Asked], *, k: int, b: int)
         answer = tok.decode(once.tokens[j], skip_special_tokens=True)
         predicted = (parse_group_answer(answer, len(a.members)) if a.is_group
                      else [parse_number(answer)])
-        out.append({
-            "name": a.name, "question": a.question, "members": a.members,
+        rows.append({
+            "name": a.name, "label": a.label, "question": a.question, "members": a.members,
+            "trained": run.trained(a),
             "answer": answer, "predicted": dict(zip(a.members, predicted, strict=True)),
             "hits": [{"rank": r + 1, "isic_id": i, "cosine": float(top.scores[0, r]),
                       "values": {m: by_id[i][m] for m in a.members}}
                      for r, i in enumerate(ids)],
         })
-    return out
+    return rows
+
+
+#: An image's id in a store (SLICE-3D's isic_id, e.g. ISIC_0015670): a plain name, never a
+#: path into the HDF5 file or out of the image folder.
+IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: What ``export_image`` writes, by the file's suffix.
+EXPORT_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+
+
+def pick_image(run: Run, isic_id: str | None) -> str:
+    """``isic_id`` checked to be an id (never a path), or the run's first test image."""
+    if isic_id is None:
+        test = run.split_ids("test")
+        if not test:
+            raise RunNotFinished(
+                f"run {run.name!r} has no test images yet: "
+                f"{run.results.path(out.SPLIT_IDS, split='test')} is missing (made by rule "
+                "split); give an isic_id")
+        return test[0]
+    if not IMAGE_ID.fullmatch(isic_id):
+        raise InputError(f"{isic_id!r}: not an image id (an isic_id, e.g. ISIC_0015670)")
+    return isic_id
+
+
+def export_image(run: Run, isic_id: str, path: str | Path) -> tuple[str, Image.Image]:
+    """Image ``isic_id`` of the run's image store (config ``data.images``) written to
+    ``path`` atomically: as the JPEG bytes the store holds (``.jpg``: a query of the file sees
+    what the run saw), or as a PNG. Returns its split (train, test or "") and the image.
+    ``InputError`` for an id the store does not hold, before anything is written; the caller
+    checks ``path`` (``cli.check_out``)."""
+    from skinground.core.io import atomic_path
+
+    source = run.path(run.config["data"]["images"])
+    with open_images(source) as store:
+        try:
+            data = store.read_bytes(isic_id)
+        except InputError as err:
+            if not str(err).endswith(f"no image for {isic_id}"):
+                raise  # the store itself is damaged: its own message
+            raise InputError(f"run {run.name!r}: no image {isic_id!r} in its image store "
+                             f"{source} (its test images: "
+                             f"{run.results.path(out.SPLIT_IDS, split='test')})") from None
+        image = store.read(isic_id)  # decodable: checked before anything is written
+    split = next((s for s in ("test", "train") if isic_id in set(run.split_ids(s))), "")
+    fmt = EXPORT_FORMATS[Path(path).suffix.lower()]
+    with atomic_path(path) as tmp:
+        if fmt == "JPEG" and data[:3] == b"\xff\xd8\xff":
+            tmp.write_bytes(data)
+        else:
+            image.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return split, image

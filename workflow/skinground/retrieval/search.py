@@ -7,9 +7,9 @@ queries = test images; cosine similarity; top ``k``.
   database.
 - (b) ``hierarchical``: :func:`first_stage` (top ``b`` by h_im), then :func:`rerank` those
   ``b`` candidates by cosine(query h_im,a, candidate h_im,a), keep the top ``k``.
-- (c) ``image_only`` (tuned h_im), (d) ``image_untuned`` (untuned h_im), (e) one method per
-  image encoder, named as it (``monet``: MONET's CLIP image features, ...): :func:`top_k` in
-  that space.
+- (c) ``image_only`` (tuned h_im), (d) ``image_untuned`` (untuned h_im), (e), (e2), ... one
+  method per image encoder, named as it (``monet``: MONET's CLIP image features, ...):
+  :func:`top_k` in that space.
 
 Candidates' h_im,a for the re-rank come from a callable ``candidate_ima(train_rows) ->
 [len(train_rows), d]``: :func:`stored` looks them up in a stored per-attribute database (the
