@@ -453,17 +453,17 @@ PILOT = ("config.yaml", "profiles/pilot/pilot-config.yaml")
 
 def pilot_block() -> str:
     """The pilot's GPU-hours by the cost model, on one GPU, at the train and test images its
-    sample of the patients aims at (``split.target_images`` of SLICE-3D's images)."""
+    sample of the patients aims at (``cost.runtime.config_images``)."""
     sys.path.insert(0, str(REPO / "workflow"))
     from skinground.core import outputs
     from skinground.core.config import load as load_config
     from skinground.cost import calibration, estimate, flops
-    from skinground.data.split import target_images
+    from skinground.cost.runtime import config_images
 
     config = load_config([REPO / c for c in PILOT])
     paper = load_config([REPO / "config.yaml"])
     slice3d = flops.PAPER_TRAIN_IMAGES + flops.PAPER_TEST_IMAGES
-    train, test = target_images(slice3d, **config["split"])
+    train, test = config_images(config)  # the images its sample of the patients aims at
     a = estimate.Assumptions(train_images=train, test_images=test, gpus=1)
     a = calibration.apply_file(a, REPO / outputs.GPU_MEASUREMENT, required=False)
     a = calibration.apply_tokens(a, REPO / outputs.TOKEN_MEASUREMENT, required=False)
