@@ -173,6 +173,8 @@ def run_case(case: dict, work: Path, demo: Results, files: dict[str, Path]) -> d
         log = bad / out.fill(out.LOG, job="manifest")
         text = log.read_text() if log.is_file() else proc.stdout + proc.stderr
     elif case["kind"] == "config":
+        for name, text in case.get("files", {}).items():
+            (work / name).write_text(text)
         (work / "case.yaml").write_text(yaml.safe_dump(case["config"]))
         proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", *CONFIGS, "case.yaml"],
                               cwd=work, capture_output=True, text=True)

@@ -22,6 +22,8 @@ Writes ``bench/results/demo_stats.json``; docs/statistics.md's block is generate
 (``python bench/readme.py``).
 
     python bench/demo_stats.py [--seeds 0 1]
+    python bench/demo_stats.py --seeds 0 1 --from-run DIR/seed0 DIR/seed1   # kept runs
+                                            # (python bench/fidelity.py --keep DIR)
 """
 
 from __future__ import annotations

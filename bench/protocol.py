@@ -10,8 +10,9 @@ folder (so Snakemake reruns only what each change touches):
 - ``per_tuple``: the paper's shuffled batches, one sequence per tuple, at the same number of
   steps and tuples per step, so the same tuples seen (training and all that follows rerun).
 
-Each variant's fidelity counts (``skinground.fidelity``: (c) > (d), (a) > (c), R² > 0,
-R² >= 0.5 over the 16 attributes), medians and R² go to ``bench/results/protocol.json``; the
+Each variant's fidelity counts (its run's verdict, ``demo_targets``: (c) > (d), (a) > (c),
+R² > 0, R² >= 0.5 over the 16 attributes), medians and R² go to
+``bench/results/protocol.json``; the
 docs/reproducing.md's table of them is generated from it. The plain demo runs
 are ``bench/fidelity.py``'s runs, so they also rewrite ``bench/results/fidelity.json``.
 

@@ -97,8 +97,14 @@ def test_the_query_warns_of_an_untrained_question_before_the_model(project, caps
     (["query", "{root}/kept.jpg", "--run", "nope", "--workdir", "{root}"],
      "run 'nope': no results/nope/ in --workdir {root}: give the project folder that holds "
      "results/nope/"),
+    (["verdict", "--run", "demo", "--workdir", "{root}"],
+     "run 'demo' has no verdict yet: {root}/results/demo/verdict/verdict.md is missing (made "
+     "by rule verdict; "),
+    (["verdict", "--run", "nope", "--workdir", "{root}"],
+     "run 'nope': no results/nope/ in --workdir {root}"),
 ], ids=["not-found", "workdir-is-the-run", "unknown-id", "id-as-path", "out-format",
-        "out-exists", "no-run-in-config", "unknown-attribute", "unknown-run"])
+        "out-exists", "no-run-in-config", "unknown-attribute", "unknown-run", "no-verdict",
+        "verdict-unknown-run"])
 def test_errors_are_one_line_and_write_nothing(project, capsys, tmp_path, args, message):
     root, stored = project
     (root / "config.yaml").write_text("run: paper\n")  # the project's own config
@@ -119,7 +125,8 @@ def test_help_is_plain_text_and_version_says_which(capsys):
     code, stdout, _ = command(capsys, "--help")
     assert code == 0 and "``" not in stdout
     assert "export-image" in stdout and "--workdir DIR" in stdout
-    for sub in ("query", "export-image"):
+    assert "skinground verdict --run demo" in stdout
+    for sub in ("query", "export-image", "verdict"):
         code, stdout, _ = command(capsys, sub, "--help")
         assert code == 0 and "``" not in stdout and "--workdir DIR" in stdout
     code, stdout, _ = command(capsys, "--version")
@@ -158,3 +165,19 @@ def test_table_and_grid_name_questions_by_their_labels(project, tmp_path, monkey
     assert area[0] == "area\n(lesion.jpg)" and area[1][1] == "model: 1.50 mm²"
     assert size[0] == "size: area\n(lesion.jpg)" and size[1][1] == "untrained: 1.50 mm²"
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_verdict_prints_the_runs_verdict_from_any_folder_below_the_project(project, capsys,
+                                                                           monkeypatch):
+    """``skinground verdict``: the run's verdict.md as the rule wrote it (--csv: its CSV), the
+    run found upward from a folder inside the project, or given with --workdir."""
+    root, _ = project
+    folder = root / "results" / "demo" / "verdict"
+    folder.mkdir(parents=True)
+    (folder / "verdict.md").write_text("# Verdict: did run demo reproduce the paper?\n- held\n")
+    (folder / "verdict.csv").write_text("expectation,verdict\nk,held\n")
+    code, stdout, _ = command(capsys, "verdict", "--run", "demo", "--workdir", root)
+    assert code == 0 and stdout == (folder / "verdict.md").read_text()
+    monkeypatch.chdir(root / "results")
+    code, stdout, _ = command(capsys, "verdict", "--run", "demo", "--csv")
+    assert code == 0 and stdout == "expectation,verdict\nk,held\n"

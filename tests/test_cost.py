@@ -27,10 +27,10 @@ DEMO_CONFIGS = [REPO / "config.yaml", REPO / "profiles" / "demo" / "demo-config.
 # merges, R², evaluations, figures, cost, all); the statistics: labels, diagnosis, a probe
 # of each image-level space (tuned, untuned, MONET) and their table; the run's package
 # versions.
-PAPER_JOBS = 615
+PAPER_JOBS = 616
 # The demo's second encoder (MedSigLIP's tiny stand-in) adds 2 embed shards, 2 merged spaces,
 # an index, a retrieval job and a probe.
-DEMO_JOBS = 116
+DEMO_JOBS = 117
 
 
 def workflow_copy(tmp_path: Path) -> Path:

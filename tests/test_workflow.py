@@ -3,6 +3,7 @@ which jobs a config or code change reruns."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,7 +81,8 @@ def test_every_figure_and_table(demo):
                  "evaluate/summary.md", "train/loss.csv", "train/loss.png",
                  "train/adapter/adapter_config.json", "predict/probe_r2.csv",
                  "evaluate/claims.csv", "evaluate/paired_tests.csv",
-                 "evaluate/groups_claims.csv", "evaluate/diagnosis.csv"):
+                 "evaluate/groups_claims.csv", "evaluate/diagnosis.csv",
+                 "verdict/verdict.csv", "verdict/verdict.md", "verdict/verdict.rst"):
         assert (out / path).exists(), path
 
 
@@ -193,11 +195,54 @@ FIDELITY_SLACK = 2
 
 def test_the_demo_shows_the_papers_finding(demo):
     """Directions, as counts over the 16 attributes (never per attribute): tuned image-only
-    beats untuned, image+text beats image-only, and tuned test R² is positive / >= 0.5."""
+    beats untuned, image+text beats image-only, and tuned test R² is positive / >= 0.5; as the
+    run's verdict counted them."""
     counts = demo_targets.read_run(res(demo))["counts"]
     short = {k: (counts[k], t) for k, t in demo_targets.TARGETS.items()
              if counts[k] < t - FIDELITY_SLACK}
     assert not short, f"counts below target - {FIDELITY_SLACK} (count, target): {short}"
+
+
+def test_the_verdicts_counts_are_the_benchs(demo):
+    """The verdict counts what bench/fidelity.py counted from the run's tables before the
+    verdict existed (the medians of evaluate/summary.csv, the tuned R² of predict/r2.csv),
+    and, the demo being seed 0, what bench/results/fidelity.json recorded for seed 0."""
+    out = res(demo)
+    summary = pl.read_csv(out / "evaluate/summary.csv")
+    med = {(r["method"], r["attribute"]): r["median"] for r in summary.iter_rows(named=True)}
+    r2 = pl.read_csv(out / "predict/r2.csv").filter(pl.col("model") == "tuned")
+    r2 = dict(zip(r2["attribute"], r2["r2_filled"], strict=True))
+    counted = {"c_beats_d": sum(med["image_only", a] < med["image_untuned", a] for a in r2),
+               "a_beats_c": sum(med["image_text", a] < med["image_only", a] for a in r2),
+               "r2_positive": sum(v > 0 for v in r2.values()),
+               "r2_half": sum(v >= 0.5 for v in r2.values())}
+    assert demo_targets.read_run(out)["counts"] == counted
+    config = load([out / "config.yaml"])
+    bench = json.loads((REPO / "bench/results/fidelity.json").read_text())
+    (seed0,) = [r for r in bench["runs"] if r["seed"] == 0]
+    assert config["train"]["seed"] == config["split"]["seed"] == 0
+    assert seed0["counts"] == counted
+
+
+def test_the_demos_verdict_holds_a_held_a_not_held_and_a_not_measurable_row(demo):
+    """Against the paper: SLICE-3D's counts are not measurable on synthetic data, k and b
+    hold, the tiny random MONET does not beat (d); the demo's own targets hold."""
+    table = pl.read_csv(res(demo) / "verdict/verdict.csv", infer_schema_length=0)
+    own = {r["expectation"]: r for r in table.filter(pl.col("unit") == "all")
+           .iter_rows(named=True)}
+    assert own["images"]["verdict"] == "not measurable here"
+    assert "synthetic" in own["images"]["note"] and own["images"]["measured"] == "1,500"
+    assert own["k"]["verdict"] == own["b"]["verdict"] == "held"
+    assert own["fig4_e_beats_d"]["verdict"] == "not held"
+    assert {own[k]["verdict"] for k in demo_targets.TARGETS} == {"held"}
+    units = table.filter(pl.col("expectation") == "fig2_r2")
+    assert units.height == 1 + ATTRIBUTES
+    md = (res(demo) / "verdict/verdict.md").read_text()
+    assert md.startswith("# Verdict: did run demo reproduce the paper?")
+    assert "- Against resources/expected/demo.yaml: 4 held (of 4 expectations)." in md
+    proc = subprocess.run([sys.executable, "-m", "skinground.cli", "verdict", "--run", "demo"],
+                          cwd=demo / "results", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == md
 
 
 def _job_processes(work: Path) -> list[int]:
@@ -694,13 +739,10 @@ FIGURES = [("Training and prediction", None, "Fig. 2", "all"),
              for spec in DEMO_ATTRIBUTES.values())]
 
 
-def test_report_zip_renders_every_figure_in_chromium(report, tmp_path):
-    """Headless Chromium (Debian's) opens the unpacked report zip, offline: every figure,
-    found by its labels (item, attribute, model, seed), is a decoded PNG; the whole figures'
-    screenshots are not blank."""
+@contextlib.contextmanager
+def chromium_page():
+    """A page of headless Chromium (Debian's), offline: nothing is fetched."""
     import shutil
-
-    from PIL import Image, ImageStat
 
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -713,6 +755,37 @@ def test_report_zip_renders_every_figure_in_chromium(report, tmp_path):
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.route("http*://**", lambda route: route.abort())  # offline: nothing fetched
+        yield page
+        browser.close()
+
+
+def test_the_report_opens_on_the_verdict_in_chromium(report):
+    """The report's first page is the verdict, its title and summary lines in the window
+    (Snakemake's pane centres a tall page and cut its top off: workflow/report/style.css),
+    the study's description after it; the Verdict category holds its table."""
+    with chromium_page() as page:
+        page.goto(report.as_uri())
+        page.wait_for_load_state("networkidle")
+        title = page.get_by_text("Verdict: did run demo reproduce the paper?", exact=True)
+        box = title.first.bounding_box()
+        assert box is not None and 0 <= box["y"] < 200, box
+        body = page.inner_text("body")
+        assert "Against resources/expected/demo.yaml: 4 held (of 4 expectations)." in body
+        assert body.index("Verdict: did run demo") < body.index("The study")
+        assert "Not measurable here: images, train_images" in body
+        page.get_by_text("Verdict", exact=True).first.click()
+        row = page.locator("tr").filter(has=page.get_by_role("cell", name="Verdict (table)",
+                                                             exact=True))
+        assert row.count() == 1
+
+
+def test_report_zip_renders_every_figure_in_chromium(report, tmp_path):
+    """Headless Chromium (Debian's) opens the unpacked report zip, offline: every figure,
+    found by its labels (item, attribute, model, seed), is a decoded PNG; the whole figures'
+    screenshots are not blank."""
+    from PIL import Image, ImageStat
+
+    with chromium_page() as page:
         for category, subcategory, item, attribute in FIGURES:
             page.goto(report.as_uri())
             page.wait_for_load_state("networkidle")
@@ -739,4 +812,3 @@ def test_report_zip_renders_every_figure_in_chromium(report, tmp_path):
             gray = Image.open(shot).convert("L")
             assert ImageStat.Stat(gray).stddev[0] > 20, item  # not a blank page
             assert sum(gray.histogram()[:200]) > 0.03 * gray.width * gray.height, item
-        browser.close()

@@ -59,6 +59,16 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 RUN = config["run"]
+
+from skinground.evaluation import expected as expected_files  # PyYAML, jsonschema
+
+# What the verdict judges the run against (config verdict.expected, paths in this checkout),
+# read and checked now: a bad file stops the run before any job, naming it and the key.
+try:
+    EXPECTED = expected_files.load([SRC / p for p in config["verdict"]["expected"]])
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+EXPECTED_FILES = expected_files.files(config)
 RESULTS = out.fill(out.RUN_FOLDER, run=RUN)
 ATTRIBUTES = list(config["attributes"])
 ENCODERS = plan.encoders(config)

@@ -1,6 +1,6 @@
 # Evaluation stage: R² of the answers (Fig. 2's numbers), the probes (beyond the paper), the
-# percentile ranks of the retrieved images (Fig. 4's measure) with the claims' tests, and the
-# diagnosis.
+# percentile ranks of the retrieved images (Fig. 4's measure) with the claims' tests, the
+# diagnosis, and the verdict: the run judged against the paper's values and claims.
 
 
 rule r2:
@@ -265,3 +265,57 @@ if GROUPS:
             titles=group_method_titles(),
         script:
             "../scripts/evaluate_groups.py"
+
+
+rule verdict:
+    """The run judged against the expectation files of config verdict.expected (the paper's
+    values and claims; the demo's targets): per expectation and unit, what was expected, what
+    the run measured, the test, and held / not held / not measurable here. The report's first
+    page; ``skinground verdict`` prints it."""
+    input:
+        data_report=rules.manifest.output.report,
+        split=rules.split.output.summary,
+        tuples=rules.tuples.output.summary,
+        r2=rules.r2.output.csv,
+        summary=rules.evaluate.output.csv,
+        tests=rules.evaluate.output.tests,
+        percentiles=rules.evaluate.output.table,
+        hits=expand(res(out.HITS), method=[m for m in plan.FIG3_METHODS if m in METHODS]),
+        manifest=rules.manifest.output.manifest,
+        train=rules.split.output.train,
+        test=rules.split.output.test,
+    output:
+        csv=reported(
+            res(out.VERDICT_CSV),
+            "verdict",
+            "Verdict",
+            item="Verdict (table)",
+            model="every method",
+            seed=TRAIN_SEED,
+        ),
+        markdown=res(out.VERDICT_MD),
+        rst=res(out.VERDICT_RST),
+    log:
+        log("verdict"),
+    conda:
+        CPU_ENV
+    params:
+        code=code("verdict"),
+        run=RUN,
+        expected=EXPECTED,
+        files=EXPECTED_FILES,
+        labels=ATTRIBUTE_LABELS,
+        methods=METHODS,
+        titles=method_titles(METHODS),
+        config_counts={
+            "attributes": len(ATTRIBUTES),
+            "k": config["retrieve"]["k"],
+            "b": config["retrieve"]["b"],
+        },
+        data_caveat=expected_files.data_caveat(config),
+        stats=TESTS,
+        # Fig. 3's draw of its queries (the attribute is the expectation's)
+        figures={k: config["figures"][k] for k in ("fig3_queries", "seed")},
+        k=config["retrieve"]["k"],
+    script:
+        "../scripts/verdict.py"

@@ -153,6 +153,7 @@ def study_outputs(wildcards=None):
         rules.evaluate.output,
         rules.diagnosis.output if config["stats"]["diagnosis"] else [],
         rules.figures.output,
+        rules.verdict.output,
         rules.cost.output,
         rules.evaluate_groups.output if GROUPS else [],
         rules.figure_groups.output if GROUPS else [],

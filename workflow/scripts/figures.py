@@ -43,12 +43,12 @@ def main(snakemake) -> None:
              out.fig4_panels)
     results = pl.concat([pl.scan_parquet(f) for f in snakemake.input.results],
                         how="vertical_relaxed")
-    candidates = grids.fig3_candidates(results, manifest, attribute, FIG3_METHODS, k)
-    if not candidates:
+    queries = grids.fig3_queries(results, manifest, attribute, k, spec["fig3_queries"],
+                                 spec["seed"])
+    if not queries:
         raise InputError(f"fig. 3: no query has {k} hits for {FIG3_METHODS} and a value of "
                          f"{attribute}")
-    queries = grids.pick_queries(candidates, spec["fig3_queries"], spec["seed"])
-    log.info("fig. 3: queries %s (of %d candidates)", queries, len(candidates))
+    log.info("fig. 3: queries %s", queries)
     with open_images(snakemake.input.images) as store:
         grids.fig3_retrievals(
             results, store, manifest, query_ids=queries, attribute=attribute,

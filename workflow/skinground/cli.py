@@ -29,9 +29,11 @@ from skinground.core.errors import InputError
 from skinground.core.outputs import RUN_CONFIG, RUN_NAME
 
 HELP = """\
-Look at a finished run of the skinground workflow with a new image: the tuned model's
-answer for it, and the train images nearest it for an attribute.
+Look at a finished run of the skinground workflow: its verdict against the paper, and with
+a new image, the tuned model's answer for it and the train images nearest it for an
+attribute.
 
+  skinground verdict --run demo          # did the run reproduce the paper?
   skinground export-image --run demo     # writes a test image of the run: <isic_id>.jpg
   skinground query <isic_id>.jpg --run demo --attribute area --out grid.png
 
@@ -111,6 +113,18 @@ def arguments(argv=None) -> argparse.Namespace:
     e.add_argument("--out", type=Path, metavar="FILE",
                    help="the file to write, .jpg or .png (default: ISIC_ID.jpg here)")
     e.add_argument("--workdir", type=Path, metavar="DIR", help=WORKDIR_HELP)
+    v = sub.add_parser(
+        "verdict", help="did a run reproduce the paper? its verdict",
+        formatter_class=raw, description=(
+            "Print a finished run's verdict (results/<run>/verdict/verdict.md): each\n"
+            "expectation of config verdict.expected (the paper's values and claims), what the\n"
+            "run measured, the test, and held / not held / not measurable here.\n\n"
+            "  skinground verdict --run demo\n"
+            "  skinground verdict --run demo --csv > verdict.csv   # every unit, as CSV"))
+    v.add_argument("--run", help=RUN_HELP)
+    v.add_argument("--csv", action="store_true",
+                   help="print verdict.csv instead: one row per expectation and unit")
+    v.add_argument("--workdir", type=Path, metavar="DIR", help=WORKDIR_HELP)
     return p.parse_args(argv)
 
 
@@ -138,11 +152,10 @@ def default_run(workdir: Path | None) -> tuple[str, Path]:
     return str(name), folders[0]
 
 
-def open_run(a: argparse.Namespace, needs=None):
-    """The run ``--run`` names (or the project's config.yaml), in the project folder
-    ``--workdir`` gives or the one found from here upward; only ``needs`` checked there
-    (default: what a query reads)."""
-    from skinground.retrieval.query import Run, find_workdir
+def run_folder(a: argparse.Namespace) -> tuple[str, Path]:
+    """The run ``--run`` names (or the project's config.yaml), and the project folder
+    ``--workdir`` gives or the one found from here upward that holds it."""
+    from skinground.retrieval.query import find_workdir
 
     if a.run is not None:
         name, start = a.run, None
@@ -157,6 +170,15 @@ def open_run(a: argparse.Namespace, needs=None):
             raise
         raise InputError(f"{err}; {start / 'config.yaml'} names run {name!r}: another "
                          "with --run NAME") from None
+    return name, root
+
+
+def open_run(a: argparse.Namespace, needs=None):
+    """The run of :func:`run_folder`; only ``needs`` checked there (default: what a query
+    reads)."""
+    from skinground.retrieval.query import Run
+
+    name, root = run_folder(a)
     return Run(root, name) if needs is None else Run(root, name, needs)
 
 
@@ -292,10 +314,21 @@ def export_image(a: argparse.Namespace) -> None:
           f"--attribute {shlex.quote(label)}")
 
 
+def verdict(a: argparse.Namespace) -> None:
+    from skinground.core.outputs import VERDICT_CSV, VERDICT_MD, Results
+
+    name, root = run_folder(a)
+    path = Results.of_run(name, root) / (VERDICT_CSV if a.csv else VERDICT_MD)
+    if not path.is_file():
+        raise InputError(f"run {name!r} has no verdict yet: {path} is missing (made by rule "
+                         "verdict; run the workflow first, e.g. snakemake --profile ...)")
+    sys.stdout.write(path.read_text(encoding="utf-8"))
+
+
 def main(argv=None) -> None:
     a = arguments(argv)
     try:
-        {"query": query, "export-image": export_image}[a.command](a)
+        {"query": query, "export-image": export_image, "verdict": verdict}[a.command](a)
     except InputError as exc:
         print(f"skinground {a.command}: error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -78,6 +78,10 @@ GROUP_CLAIMS_MD = "evaluate/groups_claims.md"
 # the share of retrieved images whose diagnosis agrees with the query's
 DIAGNOSIS_CSV = "evaluate/diagnosis.csv"
 DIAGNOSIS_MD = "evaluate/diagnosis.md"
+#: The run judged against config verdict.expected (``evaluation.verdict``).
+VERDICT_CSV = "verdict/verdict.csv"
+VERDICT_MD = "verdict/verdict.md"
+VERDICT_RST = "verdict/verdict.rst"
 
 # ---- figures and cost
 # fig2_r2, fig2_probe, fig3_retrievals, fig4_percentiles, fig5_groups

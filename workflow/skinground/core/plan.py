@@ -277,7 +277,8 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
     probed = probed_models(config)
     if probed:
         jobs.update(probe=len(probed), probe_r2=1)
-    jobs.update(retrieve=len(config["retrieve"]["methods"]), evaluate=1, figures=1, cost=1)
+    jobs.update(retrieve=len(config["retrieve"]["methods"]), evaluate=1, figures=1, cost=1,
+                verdict=1)
     if config["stats"]["diagnosis"]:
         jobs.update(labels=1, diagnosis=1)
     if config["retrieve"]["groups"]:

@@ -33,9 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from skinground.core.plan import FIG3_METHODS, probed_models, retrieval_jobs
 from skinground.core.plan import group_method as plan_group_method
 from skinground.core.plan import method as plan_method
-from skinground.core.plan import probed_models, retrieval_jobs
 from skinground.cost.flops import QWEN2VL_7B, QwenSpec, encoder_specs, param_counts
 from skinground.model.global_batch import train_batch
 
@@ -300,6 +300,11 @@ def rule_peaks(w: Workload, spec: QwenSpec = QWEN2VL_7B) -> dict[str, Peak]:
         "diagnosis": Peak(BASE_TABLE + evaluation_rows(w) * EVALUATE_ROW,
                           terms="Q k A methods x EVALUATE_ROW (the hits, joined)"),
         "probe_r2": Peak(BASE_PLOT),
+        # not measured: Fig. 3's attribute of its two methods (the far-off rows, then the
+        # hits Fig. 3 draws its queries from) and the manifest
+        "verdict": Peak(BASE_TABLE + rows * SPLIT_ROW
+                        + 2 * w.test_images * w.k * len(FIG3_METHODS) * EVALUATE_ROW,
+                        terms="rows x SPLIT_ROW + 2 Q k x 2 methods x EVALUATE_ROW"),
     }
     for name in w.probed:
         peaks[f"probe:{name}"] = probe_peak(w, w.encoder_widths.get(name, w.width))

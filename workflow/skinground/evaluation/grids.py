@@ -13,7 +13,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextPath
 from PIL import Image
 
-from skinground.core.plan import QWEN_METHODS
+from skinground.core.plan import FIG3_METHODS, QWEN_METHODS
 from skinground.data.attributes import ID_COLUMN
 from skinground.evaluation.boxplots import method_title
 from skinground.evaluation.figures import save_figure
@@ -91,6 +91,14 @@ def fig3_candidates(results: pl.LazyFrame, manifest: pl.DataFrame, attribute: st
     complete = set(complete.filter(pl.col("method") == len(present))["query_id"].to_list())
     valued = manifest.filter(pl.col(attribute).cast(pl.Float64).is_finite())
     return sorted(complete & set(valued[ID_COLUMN].to_list()))
+
+
+def fig3_queries(results: pl.LazyFrame, manifest: pl.DataFrame, attribute: str, k: int,
+                 n: int, seed: int) -> list[str]:
+    """Fig. 3's queries: ``n`` of :func:`fig3_candidates` for ``plan.FIG3_METHODS``, drawn
+    with ``seed`` (:func:`pick_queries`); [] where no query qualifies. The figure draws them
+    and the verdict measures them (``evaluation.far_off``)."""
+    return pick_queries(fig3_candidates(results, manifest, attribute, FIG3_METHODS, k), n, seed)
 
 
 def fig3_retrievals(results: pl.DataFrame | pl.LazyFrame, store, manifest: pl.DataFrame, *,

@@ -26,6 +26,7 @@ import polars as pl
 
 from skinground.data.attributes import ID_COLUMN, PATIENT_COLUMN
 from skinground.evaluation import stats
+from skinground.evaluation.claims import claim_pairs
 
 #: The paired units ``stats.test_unit`` can name.
 TEST_UNITS = ("patient", "query")
@@ -99,10 +100,6 @@ class Claim:
         return f"{self.better} vs {self.than}"
 
 
-#: The Qwen methods by name; every other method of Fig. 4 is an image encoder ((e), (e2), ...).
-QWEN_METHODS = ("image_text", "hierarchical", "image_only", "image_untuned")
-
-
 def in_order(present: Iterable[str], order: Iterable[str]) -> list[str]:
     """The ``present`` methods in ``order`` (the config's: the titles' keys), any others
     after them by name: so that a run's claims come in the same order every time (a table's
@@ -112,30 +109,15 @@ def in_order(present: Iterable[str], order: Iterable[str]) -> list[str]:
 
 
 def paper_claims(methods: Iterable[str], titles: Mapping[str, str]) -> list[Claim]:
-    """The paper's claims about Fig. 4 among ``methods`` (a claim needs both of its methods):
-    (a) beats (c); (b) is no worse than (a); (c) beats (d); (c) beats each encoder ((e), (e2),
-    ...); each encoder beats (d) ("MONET ... performs better"). ``titles``: method -> its
-    legend."""
-    present = list(methods)
-    encoders = [m for m in present if m not in QWEN_METHODS]
+    """The paper's claims about Fig. 4 among ``methods`` (``claims.claim_pairs``: a claim needs
+    both of its methods), each with its statement. ``titles``: method -> its legend."""
 
     def t(m):
         return titles.get(m, m)
 
-    claims = [
-        Claim("image_text", "image_only", "better",
-              f"{t('image_text')} retrieves closer values than {t('image_only')}"),
-        Claim("hierarchical", "image_text", "no_worse",
-              f"{t('hierarchical')} does not lower the quality of {t('image_text')}"),
-        Claim("image_only", "image_untuned", "better",
-              f"{t('image_only')} retrieves closer values than {t('image_untuned')}"),
-    ]
-    for e in encoders:
-        claims.append(Claim("image_only", e, "better",
-                            f"{t('image_only')} retrieves closer values than {t(e)}"))
-        claims.append(Claim(e, "image_untuned", "better",
-                            f"{t(e)} retrieves closer values than {t('image_untuned')}"))
-    return _present(claims, present)
+    verbs = {"better": "retrieves closer values than", "no_worse": "does not lower the quality of"}
+    return [Claim(first, second, kind, f"{t(first)} {verbs[kind]} {t(second)}")
+            for first, second, kind in claim_pairs(list(methods))]
 
 
 def group_claims(methods: Iterable[str], titles: Mapping[str, str]) -> list[Claim]:
