@@ -380,6 +380,7 @@ DOWNSTREAM_OF_TRAINING = {
     "retrieve_groups": 4,  # composed, composed_hierarchical, fused, rrf
     "evaluate": 1, "figures": 1, **GROUP_EVALUATION, **CONFIG_READERS,
     "probe": 1, "probe_r2": 1, "diagnosis": 1,  # the tuned h_im's probe; the hits' labels
+    "verdict": 1,  # reads R², the evaluation and the hits
 }
 SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm², mm and mm?"
 
@@ -390,14 +391,15 @@ SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm²,
         ({"train": {"learning_rate": 0.002}}, DOWNSTREAM_OF_TRAINING),
         ({"retrieve": {"b": 150}},
          {"retrieve": 1, "retrieve_groups": 2, "evaluate": 1, "figures": 1, "diagnosis": 1,
-          **GROUP_EVALUATION, **CONFIG_READERS}),
+          "verdict": 1, **GROUP_EVALUATION, **CONFIG_READERS}),
         ({"predict": {"max_new_tokens": 12}},
          {"predict_shard": 2, "merge_predictions": 2, "r2": 1, "r2_untuned": 1,
-          "probe_r2": 1, **CONFIG_READERS}),
+          "probe_r2": 1, "verdict": 1, **CONFIG_READERS}),
         ({"embed": {"h_ima_token": "question"}},
          {r: n for r, n in DOWNSTREAM_OF_TRAINING.items()
           if r not in ("train", "predict_shard", "merge_predictions", "r2")}),
-        ({"figures": {"fig3_queries": 3}}, {"figures": 1, **CONFIG_READERS}),
+        # Fig. 3's queries: the figure, and the verdict that measures them
+        ({"figures": {"fig3_queries": 3}}, {"figures": 1, "verdict": 1, **CONFIG_READERS}),
         ({"train": {"logging_steps": 7, "save_steps": 3, "dataloader_workers": 1}}, {}),
         ({"predict": {"batch_images": 3}, "embed": {"batch_images": 5}}, {"cost": 1, **FINISH}),
         ({"retrieve": {"groups": {"size": {"question": SIZE_QUESTION}}}},
@@ -407,14 +409,14 @@ SIZE_QUESTION = "How large, how long and how long around is the lesion, in mm²,
         ({"model": {"encoders": {"medsiglip": {"preprocessing": {"size": 56}}}}},
          {"embed_shard": 2 * SHARDS, "merge_embeddings": 2, "build_index": 1, "retrieve": 1,
           "evaluate": 1, "figures": 1, "diagnosis": 1, "probe": 1, "probe_r2": 1,
-          **CONFIG_READERS}),
+          "verdict": 1, **CONFIG_READERS}),
         # the bootstrap: every table with intervals, not the models or the retrieval
         ({"stats": {"bootstrap": 200}},
          {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, "r2": 1, "probe": 4,
-          "probe_r2": 1, "diagnosis": 1, **CONFIG_READERS}),
+          "probe_r2": 1, "diagnosis": 1, "verdict": 1, **CONFIG_READERS}),
         # the tests' level and unit: the claims (the evaluations' outputs), no interval
         ({"stats": {"alpha": 0.01, "test_unit": "query"}},
-         {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, **CONFIG_READERS}),
+         {"evaluate": 1, "figures": 1, "verdict": 1, **GROUP_EVALUATION, **CONFIG_READERS}),
     ],
     ids=["train-hyperparameter", "retrieve-b", "predict", "h_ima-token", "figures",
          "train-bookkeeping", "batch-sizes", "group-question", "encoder-preprocessing",
@@ -426,7 +428,7 @@ def test_config_change_reruns_exactly_what_it_touches(demo, change, expected):
 
 
 RETRIEVAL = {"retrieve": 6, "retrieve_groups": 4, "evaluate": 1, "figures": 1,
-             "diagnosis": 1, **GROUP_EVALUATION, **FINISH}
+             "diagnosis": 1, "verdict": 1, **GROUP_EVALUATION, **FINISH}
 
 
 @pytest.fixture
@@ -459,7 +461,8 @@ def test_comment_docstring_and_touch_rerun_nothing(demo, edit):
 @pytest.mark.parametrize(
     ("module", "expected"),
     [
-        ("evaluation/percentile", {"evaluate": 1, "figures": 1, **GROUP_EVALUATION, **FINISH}),
+        ("evaluation/percentile", {"evaluate": 1, "figures": 1, "verdict": 1,
+                                   **GROUP_EVALUATION, **FINISH}),
         ("retrieval/search", RETRIEVAL),
         ("model/batches", {r: n for r, n in DOWNSTREAM_OF_TRAINING.items() if r != "cost"}),
     ],
