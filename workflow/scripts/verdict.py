@@ -42,6 +42,7 @@ def far_off_measures(i, p, manifest, expectations) -> dict:
     st, fig = p.stats, p.figures
     boot = significance.patient_bootstrap(manifest, read_lines(i.test), st["bootstrap"],
                                           st["seed"])
+    train = read_lines(i.train)
     out = {}
     for e in wanted:
         missing = [m for m in (e["method"], e["than"]) if m not in p.methods]
@@ -51,7 +52,7 @@ def far_off_measures(i, p, manifest, expectations) -> dict:
             out[e["id"]] = f"{e['attribute']} is not an attribute of the run"
         else:
             out[e["id"]] = far_off.measure(
-                table, hits, manifest, read_lines(i.train), boot, attribute=e["attribute"],
+                table, hits, manifest, train, boot, attribute=e["attribute"],
                 method=e["method"], than=e["than"], k=p.k, queries=fig["fig3_queries"],
                 seed=fig["seed"], confidence=st["confidence"], alpha=st["alpha"],
                 unit=st["test_unit"])

@@ -236,7 +236,6 @@ def far_off_rows(e: Mapping, f: Facts) -> list[dict]:
     every = _row(e, unit=scopes[1], comparison=comparison,
                  expected=f"{f.title(second)} fewer far-off images than {f.title(first)}",
                  measured=f"share far off: {shown}", value=s[first].share - s[second].share,
-                 lo=None, hi=None,
                  test=(f"Wilcoxon signed-rank of the per-query shares per {unit}, one-sided, "
                        f"α = {f.alpha}"),
                  p=t["p_less_holm"], verdict=HELD if t["verdict"] == "better" else NOT_HELD)

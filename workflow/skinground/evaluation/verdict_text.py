@@ -11,7 +11,14 @@ from collections.abc import Mapping, Sequence
 
 import polars as pl
 
-from skinground.evaluation.verdict import ALL, HELD, NOT_HELD, NOT_MEASURABLE, own_rows
+from skinground.evaluation.verdict import (
+    ALL,
+    HELD,
+    NOT_HELD,
+    NOT_MEASURABLE,
+    combine,
+    own_rows,
+)
 
 #: The matrix's marks.
 MARKS = {HELD: "✓", NOT_HELD: "✗", NOT_MEASURABLE: "–"}
@@ -45,10 +52,7 @@ def matrix(table: pl.DataFrame, labels: Mapping[str, str]) -> tuple[list[str], l
         row = [label]
         for i in ids:
             v = units.filter((pl.col("expectation") == i) & (pl.col("unit") == a))["verdict"]
-            marks = v.to_list()
-            worst = (NOT_HELD if NOT_HELD in marks else NOT_MEASURABLE
-                     if NOT_MEASURABLE in marks else HELD)
-            row.append(MARKS[worst])
+            row.append(MARKS[combine(v.to_list())])
         rows.append(row)
     return ["attribute", *ids], rows
 
